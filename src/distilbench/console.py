@@ -1,0 +1,19 @@
+"""User-facing output and the one error type the CLI turns into a clear message."""
+
+from __future__ import annotations
+
+import sys
+
+
+class DistilbenchError(Exception):
+    """A problem the user can act on; the CLI prints its message and exits non-zero."""
+
+
+def say(message: str = "") -> None:
+    """Print a line for the user (results, tables, what happens next)."""
+    print(message, file=sys.stdout, flush=True)
+
+
+def warn(message: str) -> None:
+    """Print a warning for the user on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
