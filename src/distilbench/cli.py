@@ -1,0 +1,160 @@
+"""The `distilbench` command: parse flags, call one function, print; errors become one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import __version__
+from .console import DistilbenchError
+
+EPILOG = "Flags mirror the keys of the YAML config (--config run.yaml); flags win over the file."
+
+
+def _add_data_flags(parser: argparse.ArgumentParser, with_splits: bool = True) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", help="CSV/TSV/JSONL/Parquet path, builtin:bbc-news, or hf:NAME[:SPLIT]")
+    group.add_argument("--text-column", help="column holding the text (default: text)")
+    group.add_argument("--label-column", help="multiclass label column (default: label); multilabel: a column "
+                                              "holding a list or a delimited string of labels")
+    group.add_argument("--label-columns", help="multilabel: comma-separated 0/1 columns, e.g. toxic,insult")
+    group.add_argument("--label-separator", help="multilabel: separator inside --label-column (default: ,)")
+    group.add_argument("--max-chars", type=int, help="drop texts longer than this many characters")
+    if with_splits:
+        group.add_argument("--val-data", help="a separate validation source (default: 10%% of train)")
+        group.add_argument("--test-data", help="a separate test source (default: 20%% of the data)")
+        group.add_argument("--max-samples", type=int, help="use at most N rows of --data (stratified)")
+        group.add_argument("--test-size", type=float, help="fraction of the data held out for test (0.2)")
+        group.add_argument("--val-size", type=float, help="fraction of train held out for validation (0.1)")
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (thesis defaults)")
+    group.add_argument("--head", choices=["standard", "thesis"], help="classification head (standard)")
+    group.add_argument("--epochs", type=int, help="training epochs (4)")
+    group.add_argument("--train-batch-size", type=int, help="training batch size (64)")
+    group.add_argument("--eval-batch-size", type=int, help="evaluation batch size (32)")
+    group.add_argument("--learning-rate", type=float, help="AdamW learning rate (5e-5)")
+    group.add_argument("--adam-epsilon", type=float, help="AdamW epsilon (1e-8)")
+    group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
+    group.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (0)")
+    group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
+    group.add_argument("--select-metric", help="validation metric that picks the best epoch "
+                                               "(accuracy / hamming_score; any val metric, or loss)")
+    group.add_argument("--keep-checkpoints", choices=["all", "best"], help="keep every epoch (all) or the best")
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit, 512)")
+    group.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto: bf16 on CPUs with AVX512-BF16/AMX and on CUDA, else fp32")
+    group.add_argument("--seed", type=int, help="seed for splits, initialisation and shuffling (42)")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distilbench",
+        description="Fine-tune, distil and compare BERT-family text classifiers on your data.")
+    parser.add_argument("--version", action="version", version=f"distilbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    compare = verbs.add_parser("compare", help="fine-tune several models on the same data and compare them",
+                               description="data -> fine-tune each model -> best epoch -> test -> "
+                                           "comparison.json/.csv and a table", epilog=EPILOG)
+    compare.add_argument("--config", help="YAML file of settings")
+    compare.add_argument("--task", choices=["multiclass", "multilabel"])
+    compare.add_argument("--models", help="comma-separated: aliases (minilm-l6, bert-base-uncased, "
+                                          "distilbert-base-uncased), hub names, directories, student:<teacher>")
+    compare.add_argument("--out", help="run directory to create")
+    compare.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_data_flags(compare)
+    _add_training_flags(compare)
+    _add_runtime_flags(compare)
+
+    train = verbs.add_parser("train", help="fine-tune one model (a comparison of one)",
+                             description="Fine-tune one model; writes the same run directory as compare.",
+                             epilog=EPILOG)
+    train.add_argument("--config", help="YAML file of settings")
+    train.add_argument("--task", choices=["multiclass", "multilabel"])
+    train.add_argument("--model", help="alias, hub name, directory or student:<teacher>")
+    train.add_argument("--out", help="run directory to create")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_data_flags(train)
+    _add_training_flags(train)
+    _add_runtime_flags(train)
+
+    evaluate = verbs.add_parser("evaluate", help="test a saved checkpoint on any data",
+                                description="Metrics of a fine-tuned checkpoint on a data source.")
+    evaluate.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
+    evaluate.add_argument("--out", help="write the metrics to this JSON file")
+    _add_data_flags(evaluate, with_splits=False)
+    evaluate.add_argument("--eval-batch-size", type=int, help="batch size (32)")
+    _add_runtime_flags(evaluate)
+    return parser
+
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """The flags the user actually gave, as config keys."""
+    from .config import FIELDS
+
+    values = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    if getattr(args, "model", None) and args.verb == "train":
+        values["models"] = [args.model]
+    return values
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+    disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    _quiet_libraries(args.verbose)
+    from .compare import compare, evaluate
+    from .config import ExperimentConfig, load_config
+
+    progress = not args.no_progress
+    if args.verb in ("compare", "train"):
+        config = load_config(args.config, _overrides(args))
+        compare(config, overwrite=args.overwrite, progress=progress)
+    elif args.verb == "evaluate":
+        config = ExperimentConfig(**_overrides(args)).validate()
+        if not config.data:
+            raise DistilbenchError("evaluate needs --data SOURCE")
+        evaluate(args.model, config.data, config, args.out, progress=progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clear line and a non-zero exit for problems the user can fix."""
+    try:
+        code = run(argv)
+    except DistilbenchError as exc:
+        print(f"distilbench: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("distilbench: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""The experiment as a straight line: data -> train each model -> best epoch -> test -> comparison."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from transformers import set_seed
+
+from . import data as datalib
+from .config import ExperimentConfig, save_config
+from .console import DistilbenchError, say
+from .inference import logits_to_probs, loss_from_logits, pick_device, pick_precision, predict_logits
+from .metrics import compute_metrics, primary_metric, summary_metrics
+from .models import STUDENT_PREFIX, count_parameters, describe, load_classifier, load_trained, read_task_labels
+from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
+from .speed import dir_size_mb, machine_info
+from .training import encode_split, label_array, train_model
+
+log = logging.getLogger(__name__)
+
+
+def load_task_data(source: str, config: ExperimentConfig, label_names: list[str] | None = None):
+    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts)."""
+    raw = datalib.read_source(source)
+    label_columns = config.label_columns
+    if config.task == "multilabel" and label_columns is None and config.label_column is None and label_names:
+        label_columns = label_names
+    frame, names = datalib.to_task_frame(raw, config.task, text_column=config.text_column,
+                                         label_column=config.label_column, label_columns=label_columns,
+                                         label_separator=config.label_separator,
+                                         min_classes=1 if label_names is not None else 2)
+    dropped = dict(frame.attrs.get("dropped", {}))
+    frame, cleaned = datalib.clean_texts(frame, max_chars=config.max_chars)
+    dropped.update(cleaned)
+    if label_names is not None and config.task == "multiclass":
+        unknown = sorted(set(frame["label"]) - set(label_names))
+        if unknown:
+            raise DistilbenchError(f"{source} has labels not seen in the training data: {', '.join(unknown[:5])}")
+    return frame, names, dropped
+
+
+def prepare_data(config: ExperimentConfig, run: RunDir) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Load, clean, subsample and split the data; save the splits and a per-split count table."""
+    if not config.data:
+        raise DistilbenchError("no data given: pass --data PATH, builtin:bbc-news or hf:NAME")
+    frame, label_names, dropped = load_task_data(config.data, config)
+    frame = datalib.subsample(frame, config.task, config.max_samples, config.seed)
+    if config.val_data or config.test_data:
+        splits = {"train": frame}
+        if config.test_data:
+            splits["test"], _, more = load_task_data(config.test_data, config, label_names)
+            dropped.update({f"test data: {k}": v for k, v in more.items()})
+        else:
+            splits["train"], splits["test"] = datalib.holdout(frame, config.task, label_names,
+                                                              config.test_size, config.seed)
+        if config.val_data:
+            splits["val"], _, more = load_task_data(config.val_data, config, label_names)
+            dropped.update({f"val data: {k}": v for k, v in more.items()})
+        else:
+            splits["train"], splits["val"] = datalib.holdout(splits["train"], config.task, label_names,
+                                                             config.val_size, config.seed)
+        splits = {name: splits[name] for name in ("train", "val", "test")}
+    else:
+        splits = datalib.split_data(frame, config.task, label_names, test_size=config.test_size,
+                                    val_size=config.val_size, seed=config.seed)
+    for reason, count in dropped.items():
+        if count:
+            say(f"dropped {count} rows: {reason}")
+    datalib.save_splits(splits, run.data)
+    counts = datalib.label_counts(splits, config.task, label_names)
+    write_csv_atomic(run.data / "label_counts.csv", counts.reset_index(names="label"))
+    write_json_atomic(run.data / "summary.json", {
+        "source": config.data, "label_names": label_names, "dropped": dropped,
+        "rows": {name: len(split) for name, split in splits.items()}})
+    say(f"data: {config.data} ({config.task}, {len(label_names)} labels) — "
+        + ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
+    say(counts.to_string())
+    return splits, label_names
+
+
+def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
+    """Point `models/<slug>/best` at the best epoch (a symlink; a copy where links are not allowed)."""
+    best = run.best_dir(slug)
+    if best.is_symlink() or best.is_file():
+        best.unlink()
+    elif best.is_dir():
+        shutil.rmtree(best)
+    target = run.epoch_dir(slug, best_epoch)
+    try:
+        best.symlink_to(target.name, target_is_directory=True)
+    except OSError:
+        shutil.copytree(target, best)
+    if keep == "best":
+        for epoch_dir in run.model_dir(slug).glob("epoch-*"):
+            if epoch_dir != target:
+                shutil.rmtree(epoch_dir)
+    return best
+
+
+def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, progress: bool = True,
+               desc: str = "test") -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of a saved checkpoint on a task frame: (stats, labels, probabilities)."""
+    model, tokenizer, task, label_names = load_trained(model_dir)
+    labels = label_array(frame, task, label_names)
+    device = pick_device(config.device)
+    precision = pick_precision(config.precision, device)
+    logits, seconds = predict_logits(model, tokenizer, frame["text"].tolist(), batch_size=config.eval_batch_size,
+                                     max_length=config.max_length, device=device, precision=precision,
+                                     progress=progress, desc=desc)
+    probs = logits_to_probs(task, logits)
+    stats = compute_metrics(task, labels, probs, label_names)
+    stats.update({"loss": loss_from_logits(task, logits, labels), "eval_time_s": seconds,
+                  "samples": len(frame), "samples_per_s": len(frame) / seconds if seconds > 0 else None,
+                  "precision": precision, "device": str(device)})
+    return stats, labels, probs
+
+
+def predictions_frame(frame: pd.DataFrame, task: str, label_names: list[str], labels: np.ndarray,
+                      probs: np.ndarray) -> pd.DataFrame:
+    """Texts with true and predicted labels and every probability, one row per text."""
+    out = pd.DataFrame({"text": frame["text"].to_numpy()})
+    if task == "multiclass":
+        out["true"] = [label_names[i] for i in labels]
+        out["predicted"] = [label_names[i] for i in probs.argmax(axis=1)]
+    else:
+        out["true"] = ["|".join(n for n, v in zip(label_names, row) if v) for row in labels]
+        out["predicted"] = ["|".join(n for n, v in zip(label_names, row) if v >= 0.5) for row in probs]
+    for i, name in enumerate(label_names):
+        out[f"prob_{name}"] = probs[:, i].round(6)
+    return out
+
+
+def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFrame], label_names: list[str],
+              run: RunDir, progress: bool = True) -> dict:
+    """Fine-tune one model, keep its best epoch, test it; write its stats and return its comparison row."""
+    slug = model_slug(spec)
+    set_seed(config.seed)
+    model, tokenizer = load_classifier(spec, config.task, label_names)
+    params = count_parameters(model)
+    say(f"\n== {spec}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
+        f"{params['total'] / 1e6:.1f} M parameters")
+    train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length)
+    val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length)
+    result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
+                         run.model_dir(slug), spec, progress)
+    best = mark_best(run, slug, result.best_epoch, config.keep_checkpoints)
+    results = run.results(slug)
+    write_json_atomic(results / "training_stats.json", {
+        "model": spec, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
+        "precision": result.precision, "train_time_s": result.train_time_s, "epochs": result.stats})
+    say(f"  best epoch {result.best_epoch} (validation {result.select_metric})")
+
+    test_stats, labels, probs = test_model(best, splits["test"], config, progress)
+    test_stats.update({"model": spec, "checkpoint": str(run.epoch_dir(slug, result.best_epoch)),
+                       "best_epoch": result.best_epoch})
+    write_csv_atomic(results / "test_predictions.csv",
+                     predictions_frame(splits["test"], config.task, label_names, labels, probs))
+    write_json_atomic(results / "test_stats.json", test_stats)
+    if spec.startswith(STUDENT_PREFIX):
+        method = (f"DistilBERT-style student of {spec[len(STUDENT_PREFIX):]} (teacher layers "
+                  f"{model.config.to_dict().get('distilbench', {}).get('teacher_layers')}), fine-tuned on labels")
+    else:
+        method = "fine-tuned on labels"
+    best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
+    return {
+        "model": spec,
+        "method": method,
+        "architecture": describe(model.config),
+        "params": params["total"],
+        "params_by_block": params,
+        "size_mb": dir_size_mb(best),
+        "best_epoch": result.best_epoch,
+        "select_metric": result.select_metric,
+        "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_") and k != "val_time_s"},
+        "test": summary_metrics(test_stats),
+        "train_time_s": sum(row["train_time_s"] for row in result.stats),
+        "eval_time_s": test_stats["eval_time_s"],
+        "eval_samples_per_s": test_stats["samples_per_s"],
+        "precision": result.precision,
+        "checkpoint": str(best),
+    }
+
+
+def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
+    """The flat table printed and written to comparison.csv."""
+    metric = primary_metric(task)
+    extra = ["f1_macro"] if task == "multiclass" else ["f1_micro", "f1_macro", "exact_match"]
+    table = pd.DataFrame([{
+        "model": row["model"],
+        "params_m": round(row["params"] / 1e6, 2),
+        "size_mb": round(row["size_mb"], 1),
+        "best_epoch": row["best_epoch"],
+        metric: round(row["test"][metric], 4),
+        **{name: round(row["test"][name], 4) for name in extra},
+        "train_time_s": round(row["train_time_s"], 1),
+        "eval_time_s": round(row["eval_time_s"], 2),
+        "eval_speedup": round(row["eval_speedup"], 2),
+        "train_speedup": round(row["train_speedup"], 2),
+    } for row in rows])
+    return table
+
+
+def prepare_run_dir(out: str | None, overwrite: bool) -> RunDir:
+    """An empty run directory (refusing to mix a new run into an old one unless told to)."""
+    if not out:
+        raise DistilbenchError("no output directory: pass --out RUN_DIR")
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DistilbenchError(f"--out {out} exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()):
+        if not overwrite:
+            raise DistilbenchError(f"--out {out} already holds files; choose a new directory or pass --overwrite")
+        if not (root / "config.yaml").exists():
+            raise DistilbenchError(f"--out {out} is not a distilbench run directory; refusing to overwrite it")
+        shutil.rmtree(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return RunDir(root)
+
+
+def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = True) -> list[dict]:
+    """Run the whole comparison and write comparison.json/.csv last (their presence means it finished)."""
+    run = prepare_run_dir(config.out, overwrite)
+    save_config(config, run.config)
+    splits, label_names = prepare_data(config, run)
+    rows = [run_model(spec, config, splits, label_names, run, progress) for spec in config.models]
+    first = rows[0]
+    for row in rows:
+        row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None
+        row["train_speedup"] = first["train_time_s"] / row["train_time_s"] if row["train_time_s"] else None
+    table = comparison_table(rows, config.task)
+    write_csv_atomic(run.comparison_csv, table)
+    write_json_atomic(run.comparison_json, {
+        "task": config.task, "data": config.data, "primary_metric": primary_metric(config.task),
+        "label_names": label_names, "rows_per_split": {k: len(v) for k, v in splits.items()},
+        "machine": machine_info(), "rows": rows})
+    say("\n" + table.to_string(index=False))
+    say(f"\nresults: {run.comparison_json}")
+    return rows
+
+
+def evaluate(model_dir: str, source: str, config: ExperimentConfig, out: str | None,
+             progress: bool = True) -> dict:
+    """Test a saved checkpoint on any data source; write the metrics JSON to `out`."""
+    model_path = Path(model_dir)
+    task, label_names = read_task_labels(model_path)
+    config.task = task
+    frame, _, dropped = load_task_data(source, config, label_names)
+    for reason, count in dropped.items():
+        if count:
+            say(f"dropped {count} rows: {reason}")
+    stats, labels, probs = test_model(model_path, frame, config, progress, desc="evaluate")
+    stats.update({"model": str(model_dir), "data": source, "task": task})
+    if out:
+        write_json_atomic(Path(out), stats)
+    summary = summary_metrics(stats)
+    say(", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+    return stats

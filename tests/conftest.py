@@ -1,0 +1,62 @@
+"""Tiny random BERT / DistilBERT models (with the packaged MiniLM's real tokenizer) and the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from distilbench.models import packaged_minilm_path
+
+    return AutoTokenizer.from_pretrained(packaged_minilm_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_tokenizer) -> Path:
+    """A 4-layer, 32-wide random BERT with a pooler, saved like a hub checkpoint."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    model = BertModel(config)
+    with torch.no_grad():  # a non-zero token-type embedding, so folding it into positions is tested
+        model.embeddings.token_type_embeddings.weight.normal_(0, 0.5)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(path)
+    minilm_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_dir(tmp_path_factory, minilm_tokenizer) -> Path:
+    """A 2-layer, 32-wide random DistilBERT."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=minilm_tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2,
+                              hidden_dim=64, max_position_embeddings=128)
+    path = tmp_path_factory.mktemp("tiny-distilbert")
+    DistilBertModel(config).save_pretrained(path)
+    minilm_tokenizer.save_pretrained(path)
+    return path

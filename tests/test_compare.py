@@ -1,0 +1,124 @@
+"""End to end: `compare` on small slices of the shared real data, with tiny random models."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import pipeline
+
+from distilbench.compare import compare, evaluate
+from distilbench.config import ExperimentConfig
+from distilbench.runs import model_slug
+from conftest import shared_file
+
+ROW_KEYS = {"model", "params", "size_mb", "best_epoch", "test", "train_time_s", "eval_time_s", "eval_speedup"}
+
+
+def small_config(tmp_path, models, **overrides) -> ExperimentConfig:
+    values = dict(epochs=2, train_batch_size=16, eval_batch_size=32, learning_rate=5e-4, max_length=32,
+                  precision="fp32", out=str(tmp_path / "run"), models=models)
+    values.update(overrides)
+    return ExperimentConfig(**values).validate()
+
+
+@pytest.fixture(scope="module")
+def multiclass_run(tmp_path_factory, tiny_bert_dir):
+    tmp = tmp_path_factory.mktemp("mc")
+    config = small_config(tmp, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass",
+                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=400)
+    rows = compare(config, progress=False)
+    return config, rows, tmp / "run"
+
+
+def test_multiclass_run_directory_holds_every_artefact(multiclass_run):
+    config, rows, run = multiclass_run
+    assert (run / "config.yaml").is_file()
+    for split in ("train", "val", "test"):
+        assert (run / "data" / f"{split}.csv").is_file()
+    sizes = {s: len(pd.read_csv(run / "data" / f"{s}.csv")) for s in ("train", "val", "test")}
+    assert sizes == {"train": 288, "val": 32, "test": 80}
+    assert (run / "data" / "label_counts.csv").is_file()
+    for row in rows:
+        slug = model_slug(row["model"])
+        model_dir = run / "models" / slug
+        assert sorted(p.name for p in model_dir.glob("epoch-*")) == ["epoch-1", "epoch-2"]
+        assert (model_dir / "epoch-1" / "model.safetensors").is_file()
+        assert (model_dir / "best").resolve() == (model_dir / f"epoch-{row['best_epoch']}").resolve()
+        stats = json.loads((run / "results" / slug / "training_stats.json").read_text())
+        assert [e["epoch"] for e in stats["epochs"]] == [1, 2]
+        for key in ("train_loss", "val_loss", "val_accuracy", "train_time_s", "val_time_s", "total_time_s"):
+            assert all(isinstance(e[key], float) for e in stats["epochs"]), key
+        test_stats = json.loads((run / "results" / slug / "test_stats.json").read_text())
+        assert len(test_stats["confusion_matrix"]) == 4
+        assert sum(map(sum, test_stats["confusion_matrix"])) == 80
+        predictions = pd.read_csv(run / "results" / slug / "test_predictions.csv")
+        assert len(predictions) == 80
+        assert np.allclose(predictions.filter(like="prob_").sum(axis=1), 1.0, atol=1e-4)
+        accuracy = (predictions["true"] == predictions["predicted"]).mean()
+        assert accuracy == pytest.approx(test_stats["accuracy"])
+
+
+def test_comparison_files_have_the_promised_columns(multiclass_run):
+    config, rows, run = multiclass_run
+    saved = json.loads((run / "comparison.json").read_text())
+    assert [r["model"] for r in saved["rows"]] == config.models
+    for row in saved["rows"]:
+        assert ROW_KEYS <= set(row)
+        assert 0.0 <= row["test"]["accuracy"] <= 1.0
+        assert row["params"] > 0 and row["size_mb"] > 0
+    assert saved["rows"][0]["eval_speedup"] == pytest.approx(1.0)
+    table = pd.read_csv(run / "comparison.csv")
+    assert list(table["model"]) == config.models
+    assert {"accuracy", "train_time_s", "eval_time_s", "size_mb", "params_m"} <= set(table.columns)
+
+
+def test_tiny_models_learn_something(multiclass_run):
+    """Majority class is 35%; a model that trains at all beats a uniform guess on validation."""
+    _, rows, _ = multiclass_run
+    assert max(r["val"]["accuracy"] for r in rows) > 0.3
+
+
+def test_saved_checkpoint_gives_the_same_probabilities_in_transformers_pipeline(multiclass_run):
+    _, rows, run = multiclass_run
+    for row in rows:
+        slug = model_slug(row["model"])
+        predictions = pd.read_csv(run / "results" / slug / "test_predictions.csv").head(8)
+        classifier = pipeline("text-classification", model=str(run / "models" / slug / "best"), top_k=None,
+                              truncation=True, max_length=32)
+        for text, (_, expected) in zip(predictions["text"], predictions.iterrows()):
+            scores = {s["label"]: s["score"] for s in classifier(text)}
+            for label, score in scores.items():
+                assert score == pytest.approx(expected[f"prob_{label}"], abs=1e-4)
+
+
+def test_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path):
+    config, rows, run = multiclass_run
+    slug = model_slug(rows[1]["model"])
+    out = tmp_path / "eval.json"
+    eval_config = ExperimentConfig(precision="fp32", max_length=32)
+    stats = evaluate(str(run / "models" / slug / "best"), str(run / "data" / "test.csv"), eval_config, str(out),
+                     progress=False)
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(rows[1]["test"]["accuracy"])
+    assert stats["samples"] == 80
+
+
+def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir):
+    labels = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+    config = small_config(tmp_path, [f"student:{tiny_bert_dir}"], task="multilabel", epochs=1,
+                          data=str(shared_file("toxic-comments.csv")), label_columns=labels, max_samples=300)
+    rows = compare(config, progress=False)
+    run = tmp_path / "run"
+    test = rows[0]["test"]
+    for key in ("hamming_score", "hamming_loss", "exact_match", "f1_micro", "f1_macro"):
+        assert 0.0 <= test[key] <= 1.0
+    slug = model_slug(rows[0]["model"])
+    test_stats = json.loads((run / "results" / slug / "test_stats.json").read_text())
+    assert set(test_stats["per_label"]) == set(labels)
+    predictions = pd.read_csv(run / "results" / slug / "test_predictions.csv")
+    assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{n}" for n in labels]
+    classifier = pipeline("text-classification", model=str(run / "models" / slug / "best"), top_k=None,
+                          truncation=True, max_length=32)
+    scores = {s["label"]: s["score"] for s in classifier(predictions["text"][0])}
+    for label in labels:  # the pipeline applies a sigmoid per label for multi_label_classification
+        assert scores[label] == pytest.approx(predictions[f"prob_{label}"][0], abs=1e-4)

@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from distilbench.console import DistilbenchError
+from distilbench.models import (
+    build_student,
+    count_parameters,
+    load_classifier,
+    packaged_minilm_path,
+    resolve_model_path,
+)
+
+
+def test_minilm_alias_points_at_the_packaged_weights():
+    path = resolve_model_path("minilm-l6")
+    assert path == packaged_minilm_path()
+    assert (Path(path) / "model.safetensors").is_file()
+
+
+def test_student_takes_every_other_layer_and_keeps_hidden_size(tiny_bert_dir):
+    student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b", "c"])
+    assert student.config.model_type == "distilbert"
+    assert student.config.n_layers == 2
+    assert student.config.dim == 32
+    assert student.config.distilbench["teacher_layers"] == [0, 2]
+    assert student.config.num_labels == 3
+    assert student.config.problem_type == "single_label_classification"
+
+
+def test_student_embeddings_equal_the_teachers(tiny_bert_dir, minilm_tokenizer):
+    teacher = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"]).eval()
+    ids = minilm_tokenizer(["a short sentence", "another one, a bit longer than that"], padding=True,
+                           return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = teacher.embeddings(input_ids=ids)  # token type 0 everywhere, as in classification
+        got = student.distilbert.embeddings(ids)
+    torch.testing.assert_close(got, expected)
+    assert not hasattr(student.distilbert.embeddings, "token_type_embeddings")
+
+
+@pytest.mark.parametrize("student_index, teacher_index", [(0, 0), (1, 2)])
+def test_copied_layers_compute_the_same_function(tiny_bert_dir, student_index, teacher_index):
+    teacher = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"]).eval()
+    torch.manual_seed(1)
+    hidden = torch.randn(2, 7, 32)
+    keep = torch.ones(2, 7)
+    keep[1, 5:] = 0
+    additive = (1.0 - keep[:, None, None, :]) * torch.finfo(torch.float32).min  # the same mask for both
+    with torch.no_grad():
+        expected = teacher.encoder.layer[teacher_index](hidden, attention_mask=additive)
+        got = student.distilbert.transformer.layer[student_index](hidden, attention_mask=additive)
+    expected = expected[0] if isinstance(expected, tuple) else expected
+    got = got[0] if isinstance(got, tuple) else got
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_student_differs_from_a_random_model_of_the_same_shape(tiny_bert_dir):
+    """Guards the test above: a layer that was not copied does not match."""
+    teacher = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"]).eval()
+    hidden = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        other = teacher.encoder.layer[1](hidden)
+        got = student.distilbert.transformer.layer[1](hidden)
+    other = other[0] if isinstance(other, tuple) else other
+    got = got[0] if isinstance(got, tuple) else got
+    assert not torch.allclose(got, other, atol=1e-3)
+
+
+def test_student_of_a_non_bert_teacher_is_refused(tiny_distilbert_dir):
+    with pytest.raises(DistilbenchError, match="BERT-architecture teacher"):
+        build_student(str(tiny_distilbert_dir), "multiclass", ["a", "b"])
+
+
+def test_classifier_heads_carry_labels_and_problem_type(tiny_bert_dir, tiny_distilbert_dir):
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multilabel", ["x", "y", "z"])
+    assert model.config.problem_type == "multi_label_classification"
+    assert model.config.id2label == {0: "x", 1: "y", 2: "z"}
+    student, student_tokenizer = load_classifier(f"student:{tiny_bert_dir}", "multiclass", ["a", "b"])
+    assert "token_type_ids" not in student_tokenizer("hello")
+    model, _ = load_classifier(str(tiny_distilbert_dir), "multiclass", ["a", "b"])
+    assert model.config.model_type == "distilbert"
+
+
+def test_parameter_counts_add_up(tiny_bert_dir):
+    model, _ = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b"])
+    counts = count_parameters(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["embeddings"] == sum(p.numel() for p in model.bert.embeddings.parameters())
+    assert counts["head"] == 32 * 2 + 2
+    assert counts["encoder"] > 0
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no-such-org/no-such-model-xyz", "Hugging Face Hub"),
+    ("./missing/model/dir", "not found"),
+    ("student:", "needs a teacher"),
+])
+def test_unknown_models_fail_with_a_clear_message(name, message):
+    with pytest.raises(DistilbenchError, match=message):
+        load_classifier(name, "multiclass", ["a", "b"])
