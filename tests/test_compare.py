@@ -87,7 +87,7 @@ def test_saved_checkpoint_gives_the_same_probabilities_in_transformers_pipeline(
         classifier = pipeline("text-classification", model=str(run / "models" / slug / "best"), top_k=None,
                               truncation=True, max_length=32)
         for text, (_, expected) in zip(predictions["text"], predictions.iterrows()):
-            scores = {s["label"]: s["score"] for s in classifier(text)}
+            scores = {s["label"]: s["score"] for s in classifier([text])[0]}
             for label, score in scores.items():
                 assert score == pytest.approx(expected[f"prob_{label}"], abs=1e-4)
 
@@ -119,6 +119,6 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir):
     assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{n}" for n in labels]
     classifier = pipeline("text-classification", model=str(run / "models" / slug / "best"), top_k=None,
                           truncation=True, max_length=32)
-    scores = {s["label"]: s["score"] for s in classifier(predictions["text"][0])}
+    scores = {s["label"]: s["score"] for s in classifier([predictions["text"][0]])[0]}
     for label in labels:  # the pipeline applies a sigmoid per label for multi_label_classification
         assert scores[label] == pytest.approx(predictions[f"prob_{label}"][0], abs=1e-4)

@@ -104,3 +104,30 @@ def test_parameter_counts_add_up(tiny_bert_dir):
 def test_unknown_models_fail_with_a_clear_message(name, message):
     with pytest.raises(DistilbenchError, match=message):
         load_classifier(name, "multiclass", ["a", "b"])
+
+
+@pytest.mark.parametrize("spec", ["bert", "student"])
+def test_thesis_head_round_trips_and_opens_in_pipeline(tmp_path, tiny_bert_dir, spec):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    name = str(tiny_bert_dir) if spec == "bert" else f"student:{tiny_bert_dir}"
+    model, tokenizer = load_classifier(name, "multiclass", ["a", "b", "c"], head="thesis")
+    head = model.head
+    assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert head[0].out_features == 50 and head[2].p == 0.2 and head[3].out_features == 3
+    teacher_like = AutoModel.from_pretrained(tiny_bert_dir)
+    torch.testing.assert_close(model.encoder.embeddings.word_embeddings.weight,
+                               teacher_like.embeddings.word_embeddings.weight)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    inputs = tokenizer(["a test sentence"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, model.eval()(**inputs).logits)
+    classifier = pipeline("text-classification", model=str(tmp_path), trust_remote_code=True, top_k=None)
+    scores = classifier(["a test sentence"])[0]
+    with torch.no_grad():
+        probs = torch.softmax(model(**inputs).logits, dim=-1)[0]
+    by_label = {s["label"]: s["score"] for s in scores}
+    for i, label in enumerate(["a", "b", "c"]):
+        assert by_label[label] == pytest.approx(float(probs[i]), abs=1e-5)

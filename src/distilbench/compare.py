@@ -140,7 +140,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     """Fine-tune one model, keep its best epoch, test it; write its stats and return its comparison row."""
     slug = model_slug(spec)
     set_seed(config.seed)
-    model, tokenizer = load_classifier(spec, config.task, label_names)
+    model, tokenizer = load_classifier(spec, config.task, label_names, config.head)
     params = count_parameters(model)
     say(f"\n== {spec}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters")

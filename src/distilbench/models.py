@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from .console import DistilbenchError
+from .heads import ThesisClassifier, ThesisClassifierConfig
 from .hub import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,13 @@ ALIASES_HELP = "minilm-l6 (offline), bert-base-uncased, distilbert-base-uncased,
 PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
 TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
 DISTILBENCH_KEY = "distilbench"  # our block inside the saved config.json
+
+# Checkpoints with the thesis head load through the Auto classes here, and elsewhere through the
+# copy of heads.py that save_pretrained writes beside them (trust_remote_code=True).
+AutoConfig.register(ThesisClassifierConfig.model_type, ThesisClassifierConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(ThesisClassifierConfig, ThesisClassifier, exist_ok=True)
+ThesisClassifierConfig.register_for_auto_class()
+ThesisClassifier.register_for_auto_class("AutoModelForSequenceClassification")
 
 
 def packaged_minilm_path() -> str:
@@ -157,15 +165,40 @@ def copy_bert_into_distilbert(bert, distil, layers: list[int]) -> None:
         s.output_layer_norm.load_state_dict(t.output.LayerNorm.state_dict())
 
 
-def load_classifier(spec: str, task: str, label_names: list[str]):
-    """A fresh classifier for `spec` (alias, hub name, directory or student:<teacher>) and its tokenizer."""
+def with_thesis_head(encoder: PreTrainedModel, task: str, label_names: list[str]) -> ThesisClassifier:
+    """The thesis's head (first token -> Linear(H, 50) -> ReLU -> Dropout(0.2) -> Linear(50, K)) on an encoder."""
+    config = ThesisClassifierConfig(encoder=encoder.config.to_dict(), **_head_kwargs(task, label_names))
+    extra = encoder.config.to_dict().get(DISTILBENCH_KEY)
+    if extra:
+        config.update({DISTILBENCH_KEY: extra})
+    model = ThesisClassifier(config)
+    model.encoder.load_state_dict(encoder.state_dict(), strict=False)
+    return model
+
+
+def load_classifier(spec: str, task: str, label_names: list[str], head: str = "standard"):
+    """A fresh classifier for `spec` (alias, hub name, directory or student:<teacher>) and its tokenizer.
+
+    head 'standard' is the architecture's own AutoModelForSequenceClassification head; 'thesis' is the
+    thesis's small MLP on the first token (it opens in `pipeline` with trust_remote_code=True).
+    """
+    if head not in ("standard", "thesis"):
+        raise DistilbenchError(f"unknown head '{head}': choose standard or thesis")
     if spec.startswith(STUDENT_PREFIX):
         teacher = spec[len(STUDENT_PREFIX):]
         if not teacher:
             raise DistilbenchError("student: needs a teacher, e.g. student:minilm-l6")
         model = build_student(teacher, task, label_names)
+        if head == "thesis":
+            model.distilbert.config.update({DISTILBENCH_KEY: model.config.to_dict()[DISTILBENCH_KEY]})
+            model = with_thesis_head(model.distilbert, task, label_names)
         tokenizer = load_tokenizer(teacher)
         tokenizer.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT has no token types
+    elif head == "thesis":
+        config = _from_pretrained(AutoConfig, spec)
+        extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}
+        model = with_thesis_head(_from_pretrained(AutoModel, spec, **extra), task, label_names)
+        tokenizer = load_tokenizer(spec)
     else:
         model = _from_pretrained(AutoModelForSequenceClassification, spec, ignore_mismatched_sizes=True,
                                  **_head_kwargs(task, label_names))
@@ -198,7 +231,7 @@ def load_trained(directory: str | Path):
 def count_parameters(model: PreTrainedModel) -> dict:
     """Parameters in total and by block: embeddings, encoder layers, head (the thesis printed these)."""
     counts = {"embeddings": 0, "encoder": 0, "head": 0}
-    base = getattr(model, model.base_model_prefix, model)
+    base = getattr(model, model.base_model_prefix, model)  # the encoder
     base_ids = {id(p) for p in base.parameters()}
     embedding_ids = {id(p) for p in base.embeddings.parameters()} if hasattr(base, "embeddings") else set()
     for p in model.parameters():
@@ -214,6 +247,8 @@ def count_parameters(model: PreTrainedModel) -> dict:
 
 def describe(config: PretrainedConfig) -> dict:
     """Architecture facts for reports: type, layers, hidden size."""
+    if isinstance(config, ThesisClassifierConfig):
+        return {**describe(AutoConfig.for_model(**config.encoder)), "head": "thesis"}
     return {
         "model_type": config.model_type,
         "layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None),
