@@ -134,6 +134,8 @@ def run(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     if args.verb in ("compare", "train"):
         config = load_config(args.config, _overrides(args))
+        if args.verb == "train" and len(config.models) != 1:
+            raise DistilbenchError("train fine-tunes one model: pass --model NAME (compare takes several)")
         compare(config, overwrite=args.overwrite, progress=progress)
     elif args.verb == "evaluate":
         config = ExperimentConfig(**_overrides(args)).validate()

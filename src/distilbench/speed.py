@@ -28,8 +28,11 @@ def machine_info() -> dict:
     """Where a number was measured: CPU, cores, threads, GPU, library versions."""
     import transformers
 
+    from .inference import cpu_has_fast_bf16
+
     info = {
         "cpu": cpu_model(),
+        "cpu_fast_bf16": cpu_has_fast_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

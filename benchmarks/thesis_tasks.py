@@ -1,0 +1,116 @@
+"""The thesis's two experiments on its own data, with the offline teacher and its DistilBERT student.
+
+    .venv/bin/python benchmarks/thesis_tasks.py [--max-samples N] [--epochs E]
+
+Runs `distilbench compare` on ../shared/data/news-headlines.csv (multiclass) and
+../shared/data/toxic-comments.csv (multilabel) with minilm-l6 and student:minilm-l6 and the thesis's
+settings (4 epochs, batch 64/32, AdamW 5e-5, no warm-up, clip 1.0), then writes
+benchmarks/results/thesis_tasks.{json,md}: test metrics, train and eval time, size. Training is one
+run per model (tens of minutes on 2 cores); eval time is re-measured 5 times on the best checkpoint
+(median, min-max), in the same process as plain `transformers.pipeline` on the same texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+
+
+def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
+    """Seconds to predict `texts`: distilbench's inference vs transformers.pipeline (fp32, batch 32)."""
+    from transformers import pipeline
+
+    from distilbench.inference import pick_precision, predict_logits
+    from distilbench.models import load_trained
+
+    model, tokenizer, _, _ = load_trained(best_dir)
+    precision = pick_precision("auto", __import__("torch").device("cpu"))
+    predict_logits(model, tokenizer, texts[:64], batch_size=32, precision=precision, progress=False)  # warm-up
+    ours = [predict_logits(model, tokenizer, texts, batch_size=32, precision=precision, progress=False)[1]
+            for _ in range(repeats)]
+    classifier = pipeline("text-classification", model=best_dir, top_k=None, device="cpu")
+    classifier(texts[:64], batch_size=32, truncation=True)
+    theirs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier(texts, batch_size=32, truncation=True)
+        theirs.append(time.perf_counter() - start)
+    return {"precision": precision, "texts": len(texts), "repeats": repeats,
+            "distilbench_s": {"median": statistics.median(ours), "min": min(ours), "max": max(ours)},
+            "pipeline_fp32_s": {"median": statistics.median(theirs), "min": min(theirs), "max": max(theirs)},
+            "speedup_vs_pipeline": statistics.median(theirs) / statistics.median(ours)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-samples", type=int, default=None, help="subsample each data set (default: all)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--eval-texts", type=int, default=2000, help="test texts for the eval-time comparison")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
+    args = parser.parse_args()
+
+    from distilbench.cli import _quiet_libraries
+    from distilbench.compare import compare
+    from distilbench.config import ExperimentConfig
+    from distilbench.speed import machine_info
+
+    _quiet_libraries(False)
+    tasks = {
+        "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
+        "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
+    }
+    report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
+    for task, source in tasks.items():
+        config = ExperimentConfig(task=task, models=["minilm-l6", "student:minilm-l6"], epochs=args.epochs,
+                                  max_samples=args.max_samples, out=f"{args.runs}/{task}", **source).validate()
+        start = time.perf_counter()
+        rows = compare(config, overwrite=True)
+        wall = time.perf_counter() - start
+        import pandas as pd
+
+        test_texts = pd.read_csv(Path(config.out) / "data" / "test.csv")["text"].astype(str).tolist()
+        for row in rows:
+            row["eval_timing"] = measure_eval(row["checkpoint"], test_texts[:args.eval_texts], args.repeats)
+            print(row["model"], json.dumps(row["eval_timing"]), flush=True)
+        report["tasks"][task] = {"data": config.data, "wall_s": wall, "rows": rows,
+                                 "splits": json.loads((Path(config.out) / "data" / "summary.json").read_text())["rows"]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "thesis_tasks.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "thesis_tasks.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+             f"transformers {machine['transformers']}; precision {report['tasks']['multiclass']['rows'][0]['precision']}.",
+             "",
+             "| task (test rows) | model | params | size | best epoch | test metric | train time | eval time (test split) "
+             f"| eval: distilbench vs pipeline, median of {report['settings']['repeats']} (min-max) | speed-up vs pipeline |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task, result in report["tasks"].items():
+        metric = "accuracy" if task == "multiclass" else "hamming_score"
+        for row in result["rows"]:
+            t = row["eval_timing"]
+            ours, theirs = t["distilbench_s"], t["pipeline_fp32_s"]
+            lines.append(
+                f"| {task} ({result['splits']['test']}) | {row['model']} | {row['params'] / 1e6:.1f} M "
+                f"| {row['size_mb']:.0f} MB | {row['best_epoch']} | {metric} {row['test'][metric]:.4f} "
+                f"| {row['train_time_s']:.0f} s | {row['eval_time_s']:.1f} s "
+                f"| {t['texts']} texts: {ours['median']:.2f} s ({ours['min']:.2f}-{ours['max']:.2f}) vs "
+                f"{theirs['median']:.2f} s ({theirs['min']:.2f}-{theirs['max']:.2f}) | {t['speedup_vs_pipeline']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+import pytest
+import yaml
+
+from distilbench.config import ExperimentConfig, load_config, save_config
+from distilbench.console import DistilbenchError
+
+
+def test_thesis_defaults():
+    config = ExperimentConfig()
+    assert (config.epochs, config.train_batch_size, config.eval_batch_size) == (4, 64, 32)
+    assert (config.learning_rate, config.adam_epsilon, config.max_grad_norm, config.warmup_ratio) == (5e-5, 1e-8, 1.0, 0.0)
+    assert (config.test_size, config.val_size) == (0.2, 0.1)
+
+
+def test_file_then_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"epochs": 2, "models": "a,b", "learning_rate": 1e-4}))
+    config = load_config(path, {"epochs": 3, "label_columns": "x, y", "seed": None})
+    assert config.epochs == 3  # the flag wins
+    assert config.learning_rate == 1e-4  # the file fills what flags leave
+    assert config.models == ["a", "b"] and config.label_columns == ["x", "y"]
+    assert config.seed == 42  # an absent flag (None) does not erase the default
+
+
+def test_saved_config_loads_back(tmp_path):
+    config = load_config(None, {"task": "multilabel", "models": ["m"], "max_length": 64})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"task": "regression"}, "--task"),
+    ({"epochs": 0}, "--epochs"),
+    ({"models": ["a", "a"]}, "twice"),
+    ({"test_size": 1.5}, "--test-size"),
+    ({"max_length": 2}, "--max-length"),
+    ({"precision": "int4"}, "--precision"),
+])
+def test_bad_values_name_the_flag(overrides, message):
+    with pytest.raises(DistilbenchError, match=message):
+        load_config(None, overrides)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(DistilbenchError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(DistilbenchError, match="not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(DistilbenchError, match="mapping"):
+        load_config(listing)
