@@ -17,7 +17,7 @@ ROW_KEYS = {"model", "params", "size_mb", "best_epoch", "test", "train_time_s", 
 
 def small_config(tmp_path, models, **overrides) -> ExperimentConfig:
     values = dict(epochs=2, train_batch_size=16, eval_batch_size=32, learning_rate=5e-4, max_length=32,
-                  precision="fp32", out=str(tmp_path / "run"), models=models)
+                  precision="fp32", backend="torch-fp32", out=str(tmp_path / "run"), models=models)
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
@@ -96,7 +96,7 @@ def test_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path):
     config, rows, run = multiclass_run
     slug = model_slug(rows[1]["model"])
     out = tmp_path / "eval.json"
-    eval_config = ExperimentConfig(precision="fp32", max_length=32)
+    eval_config = ExperimentConfig(backend="torch-fp32", max_length=32)
     stats = evaluate(str(run / "models" / slug / "best"), str(run / "data" / "test.csv"), eval_config, str(out),
                      progress=False)
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(rows[1]["test"]["accuracy"])
@@ -122,3 +122,16 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir):
     scores = {s["label"]: s["score"] for s in classifier([predictions["text"][0]])[0]}
     for label in labels:  # the pipeline applies a sigmoid per label for multi_label_classification
         assert scores[label] == pytest.approx(predictions[f"prob_{label}"][0], abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch-bf16", "onnx-int8"])
+def test_other_backends_are_checked_against_fp32(multiclass_run, tmp_path, backend):
+    _, rows, run = multiclass_run
+    best = run / "models" / model_slug(rows[0]["model"]) / "best"
+    config = ExperimentConfig(backend=backend, max_length=32)
+    stats = evaluate(str(best), str(run / "data" / "test.csv"), config, None, progress=False)
+    assert stats["backend"] == backend
+    check = stats["fp32_check"]
+    assert check["accuracy_fp32"] == pytest.approx(rows[0]["test"]["accuracy"])
+    assert check["agreement"] >= 0.9  # tiny random models have near-tied logits; real ones agree more
+    assert check["accuracy_delta"] == pytest.approx(stats["accuracy"] - check["accuracy_fp32"])

@@ -52,6 +52,8 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                        help="auto: bf16 on CPUs with AVX512-BF16/AMX and on CUDA, else fp32")
+    group.add_argument("--backend", help="inference backend for testing: auto (torch-bf16 where bf16 is fast, "
+                                         "else torch-fp32), torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8")
     group.add_argument("--seed", type=int, help="seed for splits, initialisation and shuffling (42)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -96,6 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(evaluate, with_splits=False)
     evaluate.add_argument("--eval-batch-size", type=int, help="batch size (32)")
     _add_runtime_flags(evaluate)
+    bench = verbs.add_parser(
+        "bench", help="measure size, latency, throughput, memory and MFU per model and backend",
+        description="Measure models under one protocol: warm-up, alternating rounds, median (min-max).")
+    bench.add_argument("models", nargs="+", metavar="MODEL",
+                       help="run directory (its best checkpoints), checkpoint directory, alias, hub name, or "
+                            "arch:bert-base-uncased / arch:distilbert-base-uncased (random weights, speed only)")
+    bench.add_argument("--backends", default="torch-fp32,torch-bf16",
+                       help="comma-separated: torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8")
+    bench.add_argument("--data", help="texts to measure on (default: a run's test split, else builtin:bbc-news)")
+    bench.add_argument("--text-column", default="text")
+    bench.add_argument("--label-column", help="labels for the test metric (multiclass, or multilabel lists)")
+    bench.add_argument("--label-columns", help="multilabel 0/1 columns for the test metric")
+    bench.add_argument("--batch-size", type=int, default=64, help="throughput batch size (64)")
+    bench.add_argument("--samples", type=int, default=512, help="texts per throughput round (512)")
+    bench.add_argument("--repeats", type=int, default=5, help="throughput rounds (5)")
+    bench.add_argument("--warmup", type=int, default=2, help="warm-up batches per model and backend (2)")
+    bench.add_argument("--latency-samples", type=int, default=100, help="batch-1 calls for latency (100)")
+    bench.add_argument("--max-length", type=int, default=128, help="truncate texts to N tokens (128)")
+    bench.add_argument("--no-memory", action="store_true", help="skip peak-memory probes (one process each)")
+    bench.add_argument("--no-metric", action="store_true", help="skip test metrics of trained models")
+    bench.add_argument("--out", help="write bench.json here")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -137,6 +161,15 @@ def run(argv: list[str] | None = None) -> int:
         if args.verb == "train" and len(config.models) != 1:
             raise DistilbenchError("train fine-tunes one model: pass --model NAME (compare takes several)")
         compare(config, overwrite=args.overwrite, progress=progress)
+    elif args.verb == "bench":
+        from .bench import run_bench
+
+        run_bench(args.models, [b.strip() for b in args.backends.split(",") if b.strip()], data=args.data,
+                  text_column=args.text_column, label_column=args.label_column,
+                  label_columns=args.label_columns.split(",") if args.label_columns else None,
+                  batch_size=args.batch_size, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
+                  latency_samples=args.latency_samples, max_length=args.max_length, memory=not args.no_memory,
+                  metric=not args.no_metric, out=args.out, progress=progress)
     elif args.verb == "evaluate":
         config = ExperimentConfig(**_overrides(args)).validate()
         if not config.data:

@@ -14,7 +14,8 @@ from transformers import set_seed
 from . import data as datalib
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say
-from .inference import logits_to_probs, loss_from_logits, pick_device, pick_precision, predict_logits
+from .backends import auto_backend, backend_logits, load_backend
+from .inference import logits_to_probs, loss_from_logits, pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics
 from .models import STUDENT_PREFIX, count_parameters, describe, load_classifier, load_trained, read_task_labels
 from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
@@ -104,19 +105,37 @@ def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
 
 def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, progress: bool = True,
                desc: str = "test") -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics of a saved checkpoint on a task frame: (stats, labels, probabilities)."""
+    """Metrics of a saved checkpoint on a task frame through the chosen backend: (stats, labels, probs).
+
+    A backend other than torch-fp32 is checked against torch-fp32 on the same texts: the share of
+    identical predictions and the difference in the primary metric are reported with the metrics.
+    """
     model, tokenizer, task, label_names = load_trained(model_dir)
     labels = label_array(frame, task, label_names)
     device = pick_device(config.device)
-    precision = pick_precision(config.precision, device)
-    logits, seconds = predict_logits(model, tokenizer, frame["text"].tolist(), batch_size=config.eval_batch_size,
-                                     max_length=config.max_length, device=device, precision=precision,
-                                     progress=progress, desc=desc)
+    model.to(device)
+    name = auto_backend(device) if config.backend == "auto" else config.backend
+    texts = frame["text"].tolist()
+    logits, seconds = backend_logits(load_backend(model, name), tokenizer, texts, batch_size=config.eval_batch_size,
+                                     max_length=config.max_length, progress=progress, desc=desc)
     probs = logits_to_probs(task, logits)
     stats = compute_metrics(task, labels, probs, label_names)
     stats.update({"loss": loss_from_logits(task, logits, labels), "eval_time_s": seconds,
                   "samples": len(frame), "samples_per_s": len(frame) / seconds if seconds > 0 else None,
-                  "precision": precision, "device": str(device)})
+                  "backend": name, "device": str(device)})
+    if name != "torch-fp32":
+        reference, _ = backend_logits(load_backend(model, "torch-fp32"), tokenizer, texts,
+                                      batch_size=config.eval_batch_size, max_length=config.max_length,
+                                      progress=progress, desc=f"{desc} (fp32 check)")
+        reference_probs = logits_to_probs(task, reference)
+        metric = primary_metric(task)
+        fp32_value = compute_metrics(task, labels, reference_probs, label_names)[metric]
+        if task == "multiclass":
+            same = probs.argmax(axis=1) == reference_probs.argmax(axis=1)
+        else:
+            same = ((probs >= 0.5) == (reference_probs >= 0.5)).all(axis=1)
+        stats["fp32_check"] = {"agreement": float(same.mean()), f"{metric}_fp32": fp32_value,
+                               f"{metric}_delta": stats[metric] - fp32_value}
     return stats, labels, probs
 
 
@@ -182,6 +201,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "eval_time_s": test_stats["eval_time_s"],
         "eval_samples_per_s": test_stats["samples_per_s"],
         "precision": result.precision,
+        "backend": test_stats["backend"],
         "checkpoint": str(best),
     }
 

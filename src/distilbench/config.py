@@ -47,6 +47,7 @@ class ExperimentConfig:
     select_metric: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"
     keep_checkpoints: str = "all"
     # output
     out: str | None = None
@@ -59,6 +60,10 @@ class ExperimentConfig:
             raise DistilbenchError(f"--head must be 'standard' or 'thesis', not '{self.head}'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DistilbenchError(f"--precision must be auto, fp32, bf16 or fp16, not '{self.precision}'")
+        from .backends import BACKENDS
+
+        if self.backend not in (*BACKENDS, "auto", "onnx"):
+            raise DistilbenchError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not '{self.backend}'")
         if self.keep_checkpoints not in ("all", "best"):
             raise DistilbenchError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
         if not self.models:

@@ -25,10 +25,6 @@ from .hub import hub_reachable
 log = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student:"
-HUB_ALIASES = {
-    "bert-base-uncased": "google-bert/bert-base-uncased",
-    "distilbert-base-uncased": "distilbert/distilbert-base-uncased",
-}
 ALIASES_HELP = "minilm-l6 (offline), bert-base-uncased, distilbert-base-uncased, student:<teacher>"
 PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
 TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
@@ -60,7 +56,7 @@ def resolve_model_path(name: str) -> str:
         return name
     if os.path.exists(name) or name.startswith((".", "/", "~")):
         raise DistilbenchError(f"model directory not found: {name}")
-    return HUB_ALIASES.get(name, name)
+    return name  # a hub name, e.g. the thesis's bert-base-uncased and distilbert-base-uncased
 
 
 def _from_pretrained(loader, name: str, **kwargs):

@@ -1,12 +1,31 @@
-"""Size and machine facts recorded with every measurement."""
+"""Speed and size measurement: the protocol behind `distilbench bench` and the speed columns of `compare`.
+
+Protocol: every (model, backend) pair is warmed up, then measured in rounds; within a round the pairs
+run one after another, so slow drift of the machine (heat, other processes) hits all of them alike.
+Reported: median with min and max over rounds, latency percentiles at batch 1, the machine's own
+measured matrix-product peak for MFU, and where the numbers were taken (CPU, threads, versions).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from .console import DistilbenchError
+
+ARCHITECTURES = ("bert-base-uncased", "distilbert-base-uncased", "bert-large-uncased")
 
 
 def dir_size_mb(directory: str | Path, pattern: str = "*.safetensors") -> float:
@@ -24,6 +43,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU features that decide fast paths: AVX512 (BF16, VNNI) and AMX."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="ascii", errors="ignore"):
+            if line.startswith("flags"):
+                wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+                return [flag for flag in line.split(":", 1)[1].split() if flag in wanted]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict:
     """Where a number was measured: CPU, cores, threads, GPU, library versions."""
     import transformers
@@ -32,6 +63,7 @@ def machine_info() -> dict:
 
     info = {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_fast_bf16": cpu_has_fast_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -40,4 +72,171 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
     return info
+
+
+def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0,
+                      device: str = "cpu") -> float:
+    """The machine's measured square matrix-product throughput (FLOP/s) in `dtype`: the MFU denominator."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    for _ in range(3):
+        torch.matmul(a, b)
+    rates = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 3:
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        rates.append(2 * size ** 3 / (time.perf_counter() - start))
+    return float(np.percentile(rates, 90))  # near the best sustained rate, not a lucky outlier
+
+
+def encoder_shape(config) -> dict:
+    """Layers, hidden and intermediate sizes of a BERT-family config (BERT, DistilBERT, thesis head)."""
+    encoder = getattr(config, "encoder", None)
+    if isinstance(encoder, dict) and encoder:
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(**encoder)
+    return {
+        "layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers"),
+        "hidden": getattr(config, "hidden_size", None) or getattr(config, "dim"),
+        "intermediate": getattr(config, "intermediate_size", None) or getattr(config, "hidden_dim"),
+    }
+
+
+def flops_per_sample(config, tokens: float) -> float:
+    """Forward FLOPs of the encoder for one text of `tokens` tokens (matrix products only).
+
+    Per layer and token: Q, K, V and output projections 4·2H², feed-forward 2·2·H·I, and attention
+    scores and weighted sum 2·2·S·H. Embedding look-ups and the small head are left out.
+    """
+    shape = encoder_shape(config)
+    h, i, layers = shape["hidden"], shape["intermediate"], shape["layers"]
+    per_token = 8 * h * h + 4 * h * i + 4 * tokens * h
+    return float(layers * per_token * tokens)
+
+
+@dataclass
+class BenchModel:
+    """A model to measure: what it is, how to build it, and what it was trained for (if anything)."""
+
+    name: str
+    model: object
+    tokenizer: object
+    size_mb: float
+    task: str | None = None
+    label_names: list[str] | None = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def build_architecture(name: str, num_labels: int = 2):
+    """`arch:NAME`: a standard architecture with random weights (speed does not depend on values)."""
+    from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    torch.manual_seed(0)
+    if name == "bert-base-uncased":
+        model = BertForSequenceClassification(BertConfig(num_labels=num_labels))
+    elif name == "bert-large-uncased":
+        model = BertForSequenceClassification(BertConfig(hidden_size=1024, num_hidden_layers=24,
+                                                         num_attention_heads=16, intermediate_size=4096,
+                                                         num_labels=num_labels))
+    elif name == "distilbert-base-uncased":
+        model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=num_labels))
+    else:
+        raise DistilbenchError(f"unknown architecture arch:{name}; known: "
+                               + ", ".join(f"arch:{a}" for a in ARCHITECTURES))
+    return model.eval()
+
+
+def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
+    """Run directories (each best checkpoint), checkpoint directories, arch:NAME, aliases and hub names."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .models import _from_pretrained, load_tokenizer, load_trained, packaged_minilm_path
+    from .runs import RunDir
+
+    found: list[BenchModel] = []
+    for spec in specs:
+        path = Path(spec)
+        if spec.startswith("arch:"):
+            model = build_architecture(spec[len("arch:"):])
+            tokenizer = load_tokenizer(packaged_minilm_path())  # the same uncased BERT vocabulary
+            with tempfile.TemporaryDirectory() as tmp:
+                model.save_pretrained(tmp)
+                size = dir_size_mb(tmp)
+            found.append(BenchModel(spec, model, tokenizer, size, source="random weights"))
+        elif path.is_dir() and (path / "models").is_dir() and not (path / "config.json").exists():
+            run = RunDir(path)
+            bests = sorted(p for p in (path / "models").glob("*/best") if p.exists())
+            if not bests:
+                raise DistilbenchError(f"run directory {spec} has no trained models yet (no models/*/best)")
+            for best in bests:
+                model, tokenizer, task, labels = load_trained(best)
+                found.append(BenchModel(best.parent.name, model, tokenizer, dir_size_mb(best), task, labels,
+                                        source=str(best), extra={"run": str(run.root)}))
+        elif path.is_dir() and (path / "config.json").is_file():
+            try:
+                model, tokenizer, task, labels = load_trained(path)
+            except DistilbenchError:
+                model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
+                tokenizer, task, labels = load_tokenizer(spec), None, None
+            found.append(BenchModel(spec, model, tokenizer, dir_size_mb(path), task, labels, source=spec))
+        else:
+            from .models import resolve_model_path
+
+            model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
+            tokenizer = load_tokenizer(spec)
+            local = resolve_model_path(spec)
+            size = dir_size_mb(local) if os.path.isdir(local) else sum(
+                p.numel() * p.element_size() for p in model.parameters()) / 1e6
+            found.append(BenchModel(spec, model.eval(), tokenizer, size, source=local))
+    return found
+
+
+def percentiles(values: list[float]) -> dict:
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
+            "p99": float(np.percentile(values, 99))}
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def peak_rss_of(spec: str, backend: str, texts_file: str, batch_size: int, max_length: int | None) -> float | None:
+    """Peak resident memory (MB) of a fresh process that loads `spec`, builds `backend` and predicts."""
+    command = [sys.executable, "-m", "distilbench.speed", spec, backend, texts_file, str(batch_size),
+               str(max_length or 0)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    except (IndexError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def _memory_probe(argv: list[str]) -> None:
+    """Child process of peak_rss_of: load, build the backend, predict the texts once, print peak RSS."""
+    spec, backend_name, texts_file, batch_size, max_length = argv
+    from .backends import backend_logits, load_backend
+
+    bench_model = resolve_bench_models([spec])[0]
+    texts = json.loads(Path(texts_file).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = load_backend(bench_model.model, backend_name, work_dir=tmp)
+        backend_logits(backend, bench_model.tokenizer, texts, batch_size=int(batch_size),
+                       max_length=int(max_length) or None)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    _memory_probe(sys.argv[1:])

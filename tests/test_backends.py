@@ -1,0 +1,162 @@
+"""Inference backends against the plain fp32 forward, on tiny random BERT, DistilBERT-student and thesis-head models."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from distilbench import backends
+from distilbench.backends import BACKENDS, auto_backend, backend_logits, load_backend, model_input_names
+from distilbench.console import DistilbenchError
+
+LABELS = ["a", "b", "c"]
+TEXTS = [
+    "a rather longer sentence, so that the batch needs padding for the shorter ones here",
+    "short",
+    "a medium length text about something",
+    "one more text of a middling size for the batch",
+    "tiny",
+    "the longest text of them all, which goes on and on about nothing in particular and then some more words",
+]
+KINDS = ("bert", "student", "thesis")
+
+
+def _sharpen_head(model) -> None:
+    """Random heads give logits near 0.01; scale the last Linear so logits are O(1) and tolerances mean something."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(40.0)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_bert_dir):
+    """kind -> (model, tokenizer, a copy of its state) for a BERT, a DistilBERT student and a thesis-head BERT."""
+    from distilbench.models import load_classifier
+
+    specs = {"bert": (str(tiny_bert_dir), "standard"), "student": (f"student:{tiny_bert_dir}", "standard"),
+             "thesis": (str(tiny_bert_dir), "thesis")}
+    out = {}
+    for kind, (spec, head) in specs.items():
+        torch.manual_seed(1)
+        model, tokenizer = load_classifier(spec, "multiclass", LABELS, head=head)
+        model.eval()
+        _sharpen_head(model)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        out[kind] = (model, tokenizer, state)
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(models, tmp_path_factory):
+    """Each backend built once per model kind, on demand."""
+    cache: dict = {}
+
+    def get(kind: str, name: str):
+        if (kind, name) not in cache:
+            work_dir = tmp_path_factory.mktemp(f"{kind}-{name}")
+            cache[kind, name] = load_backend(models[kind][0], name, work_dir=work_dir)
+        return cache[kind, name]
+
+    return get
+
+
+def _padded(tokenizer, texts: list[str], input_names: list[str]) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, padding=True, return_tensors="np")
+    batch = {k: np.asarray(enc[k], dtype=np.int64) for k in enc}
+    if "token_type_ids" in input_names and "token_type_ids" not in batch:
+        batch["token_type_ids"] = np.zeros_like(batch["input_ids"])
+    return batch
+
+
+def _reference(model, batch: dict[str, np.ndarray], input_names: list[str]) -> np.ndarray:
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(batch[k]) for k in input_names}).logits.numpy()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_backend_logits_close_to_fp32(models, built, kind, name):
+    model, tokenizer, _ = models[kind]
+    backend = built(kind, name)
+    batch = _padded(tokenizer, TEXTS, model_input_names(model))
+    assert batch["attention_mask"].min() == 0  # really padded
+    ref = _reference(model, batch, model_input_names(model))
+    assert np.abs(ref).max() > 0.3  # the sharpened head gives logits worth comparing
+    out = backend(batch)
+    assert out.dtype == np.float32 and out.shape == (len(TEXTS), len(LABELS))
+    diff = np.abs(out - ref).max()
+    if name.endswith("fp32"):
+        assert diff < 1e-4
+    elif name == "torch-bf16":
+        assert diff < 0.03
+        assert (out.argmax(1) == ref.argmax(1)).mean() >= 5 / 6
+    else:  # int8: weights rounded to 1/127 of their range
+        assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.999
+        assert diff < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_padding_does_not_change_logits(models, built, kind):
+    model, tokenizer, _ = models[kind]
+    backend = built(kind, "onnx-fp32")
+    batch = _padded(tokenizer, TEXTS, backend.input_names)
+    together = backend(batch)
+    for i, text in enumerate(TEXTS):
+        alone = backend(_padded(tokenizer, [text], backend.input_names))
+        np.testing.assert_allclose(alone[0], together[i], atol=1e-5)
+
+
+def test_input_names_follow_the_architecture(models, built):
+    assert model_input_names(models["bert"][0]) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert model_input_names(models["student"][0]) == ["input_ids", "attention_mask"]
+    assert model_input_names(models["thesis"][0]) == ["input_ids", "attention_mask", "token_type_ids"]
+    for kind in ("bert", "student"):  # the ONNX graph declares what the model takes
+        assert built(kind, "onnx-fp32").input_names == model_input_names(models[kind][0])
+
+
+@pytest.mark.parametrize("name", ["torch-fp32", "onnx-fp32"])
+def test_backend_logits_keeps_input_order(models, built, name):
+    model, tokenizer, _ = models["bert"]
+    backend = built("bert", name)
+    logits, seconds = backend_logits(backend, tokenizer, TEXTS, batch_size=2)
+    assert logits.shape == (len(TEXTS), len(LABELS)) and seconds > 0
+    for i, text in enumerate(TEXTS):
+        expected = _reference(model, _padded(tokenizer, [text], backend.input_names), backend.input_names)[0]
+        np.testing.assert_allclose(logits[i], expected, atol=1e-4)
+    empty, _ = backend_logits(backend, tokenizer, [])
+    assert empty.shape == (0, len(LABELS))
+
+
+def test_caller_model_is_not_modified(models, built):
+    for name in BACKENDS:
+        built("bert", name)
+    model, _, state = models["bert"]
+    assert not model.training
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if "Linear" in type(m).__name__)
+    for key, value in model.state_dict().items():
+        assert value.dtype == torch.float32, key
+        assert torch.equal(value, state[key]), key
+
+
+def test_unknown_backend_and_alias(models, tmp_path):
+    model = models["student"][0]
+    with pytest.raises(DistilbenchError, match="torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8"):
+        load_backend(model, "tensorrt")
+    backend = load_backend(model, "onnx", work_dir=tmp_path / "out")
+    assert backend.name == "onnx-fp32" and (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_missing_onnxruntime_is_explained(models, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(DistilbenchError, match="pip install onnxruntime"):
+        load_backend(models["student"][0], "onnx-int8")
+
+
+def test_auto_backend(monkeypatch):
+    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: True)
+    assert auto_backend("cpu") == "torch-bf16"
+    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: False)
+    assert auto_backend(torch.device("cpu")) == "torch-fp32"
