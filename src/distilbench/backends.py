@@ -87,6 +87,8 @@ class OnnxBackend(Backend):
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        # no busy-waiting between calls: spinning ORT threads would steal the cores from whatever runs next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.name = name
         self.path = path

@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(evaluate, with_splits=False)
     evaluate.add_argument("--eval-batch-size", type=int, help="batch size (32)")
     _add_runtime_flags(evaluate)
+    predict = verbs.add_parser("predict", help="predict texts from a file or stdin, one JSON line per text",
+                               description="Stream texts through a saved model: one JSON object per line out, "
+                                           "with the predicted label(s) and every probability.")
+    predict.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
+    predict.add_argument("--input", default="-", help="- (stdin, one text per line), .txt, .csv, .tsv, .jsonl "
+                                                      "or .parquet (default: -)")
+    predict.add_argument("--output", help="JSON-lines file to write (default: stdout)")
+    predict.add_argument("--text-column", default="text", help="text column of a table input (text)")
+    predict.add_argument("--backend", default="auto", help="auto, torch-fp32, torch-bf16, torch-int8, onnx-fp32, "
+                                                           "onnx-int8")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit)")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     bench = verbs.add_parser(
         "bench", help="measure size, latency, throughput, memory and MFU per model and backend",
         description="Measure models under one protocol: warm-up, alternating rounds, median (min-max).")
@@ -161,6 +176,11 @@ def run(argv: list[str] | None = None) -> int:
         if args.verb == "train" and len(config.models) != 1:
             raise DistilbenchError("train fine-tunes one model: pass --model NAME (compare takes several)")
         compare(config, overwrite=args.overwrite, progress=progress)
+    elif args.verb == "predict":
+        from .predict import predict
+
+        predict(args.model, args.input, args.output, text_column=args.text_column, backend=args.backend,
+                batch_size=args.batch_size, max_length=args.max_length, device=args.device, progress=progress)
     elif args.verb == "bench":
         from .bench import run_bench
 

@@ -235,7 +235,19 @@ def _memory_probe(argv: list[str]) -> None:
         backend = load_backend(bench_model.model, backend_name, work_dir=tmp)
         backend_logits(backend, bench_model.tokenizer, texts, batch_size=int(batch_size),
                        max_length=int(max_length) or None)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mb": own_peak_rss_mb()}))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage: ru_maxrss survives execve on Linux,
+    so a child started from a big parent would report the parent's peak."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

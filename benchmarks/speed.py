@@ -1,0 +1,277 @@
+"""The README's performance section: three tables, measured in one process on this machine.
+
+    .venv/bin/python benchmarks/speed.py [--run runs/benchmarks/multiclass] [--repeats 5]
+
+1. The thesis's speed table: arch:bert-base-uncased vs arch:distilbert-base-uncased (random weights
+   from BertConfig() / DistilBertConfig(); speed does not depend on values) predicting headlines of
+   ../shared/data/news-headlines.csv, the thesis's way (fp32, every text padded to the longest one,
+   batch 32, in file order) and distilbench's fastest way (each backend; length-sorted batches padded
+   to their own longest text, batch 64). DistilBERT/BERT time ratio (thesis: 0.51) and speed-ups.
+2. Against the usual way: transformers.pipeline("text-classification") (fp32, batch 32, default
+   settings) on the trained minilm-l6 / student:minilm-l6 checkpoints of benchmarks/thesis_tasks.py,
+   on their test headlines, next to every distilbench backend: throughput, ratio, test accuracy.
+   Plus bf16 MFU of arch:distilbert-base-uncased at batch 64.
+3. Training: one epoch of minilm-l6 on 5,000 headlines, the thesis's way (plain transformers
+   Trainer, fp32, every text padded to the longest) vs distilbench's (bf16 autocast where fast,
+   dynamic padding, length-grouped batches); time and accuracy on 1,000 other headlines.
+
+Every timing is a median over --repeats rounds (min-max beside it); within a round the contenders run
+one after another, so drift hits them alike. Results: benchmarks/results/speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
+RESULTS = ROOT / "benchmarks" / "results"
+FAST_BACKENDS = ["torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "onnx-int8"]
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def thesis_way_batches(tokenizer, texts: list[str], batch_size: int = 32) -> list[dict]:
+    """The thesis's inference: every text padded to the longest in the whole set, fixed order."""
+    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=512, return_tensors="np")
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    return [{k: np.asarray(encoded[k][i:i + batch_size], dtype=np.int64) for k in keys}
+            for i in range(0, len(texts), batch_size)]
+
+
+def time_rounds(contenders: dict, repeats: int) -> dict:
+    """contenders: name -> zero-argument callable. Alternating rounds; returns name -> seconds spread."""
+    for run in contenders.values():  # warm-up
+        run()
+    seconds = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: spread(values) for name, values in seconds.items()}
+
+
+def table_thesis_speed(texts: list[str], repeats: int) -> dict:
+    from distilbench.backends import load_backend
+    from distilbench.bench import padded_batches, run_batches
+    from distilbench.models import load_tokenizer, packaged_minilm_path
+    from distilbench.speed import build_architecture
+
+    tokenizer = load_tokenizer(packaged_minilm_path())  # the uncased BERT vocabulary
+    contenders, meta = {}, {}
+    for arch in ("bert-base-uncased", "distilbert-base-uncased"):
+        model = build_architecture(arch, num_labels=4)
+        thesis = load_backend(model, "torch-fp32")
+        batches = thesis_way_batches(tokenizer, texts)
+        contenders[(arch, "thesis way: torch-fp32, pad to longest, batch 32")] = \
+            lambda b=thesis, x=batches: run_batches(b, x)
+        fast_batches, _ = padded_batches(tokenizer, texts, 64, None)
+        for name in FAST_BACKENDS:
+            backend = load_backend(model, name)
+            contenders[(arch, f"distilbench: {name}, sorted dynamic padding, batch 64")] = \
+                lambda b=backend, x=fast_batches: run_batches(b, x)
+        meta[arch] = {"padded_length": int(batches[0]["input_ids"].shape[1])}
+        print(f"table 1: prepared {arch}", flush=True)
+    timings = time_rounds(contenders, repeats)
+    rows = [{"architecture": arch, "way": way, "seconds": t} for (arch, way), t in timings.items()]
+    return {"texts": len(texts), "meta": meta, "rows": rows}
+
+
+def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int) -> dict:
+    from transformers import pipeline
+
+    from distilbench.backends import backend_logits, load_backend
+    from distilbench.data import load_split
+    from distilbench.inference import logits_to_probs
+    from distilbench.models import load_trained
+
+    rows, contenders, accuracy = [], {}, {}
+    for slug in ("minilm-l6", "student-minilm-l6"):
+        best = run_dir / "models" / slug / "best"
+        model, tokenizer, task, labels = load_trained(best)
+        test = load_split(run_dir / "data" / "test.csv", task, labels).head(max_texts)
+        texts, truth = test["text"].tolist(), test["label"].map(labels.index).to_numpy()
+        classifier = pipeline("text-classification", model=str(best), device="cpu")
+        contenders[(slug, "transformers.pipeline fp32, batch 32")] = \
+            lambda c=classifier, x=texts: c(x, batch_size=32, truncation=True)
+        predicted = [labels.index(p["label"]) if p["label"] in labels else -1
+                     for p in classifier(texts, batch_size=32, truncation=True)]
+        accuracy[(slug, "transformers.pipeline fp32, batch 32")] = float(np.mean(np.array(predicted) == truth))
+        for name in FAST_BACKENDS:
+            backend = load_backend(model, name)
+            key = (slug, f"distilbench {name}, batch 64")
+            # tokenization included, as in the pipeline: tokenize, sort, pad, predict
+            contenders[key] = lambda b=backend, t=tokenizer, x=texts: backend_logits(b, t, x, batch_size=64)
+            logits, _ = backend_logits(backend, tokenizer, texts, batch_size=64)
+            accuracy[key] = float(np.mean(logits_to_probs(task, logits).argmax(axis=1) == truth))
+        print(f"table 2: prepared {slug}", flush=True)
+    timings = time_rounds(contenders, repeats)
+    for (slug, way), t in timings.items():
+        rows.append({"model": slug, "way": way, "seconds": t, "samples_per_s": len(texts) / t["median"],
+                     "accuracy": accuracy[(slug, way)]})
+    return {"texts": len(texts), "rows": rows}
+
+
+def distilbert_mfu(texts: list[str]) -> dict:
+    """bf16 MFU of arch:distilbert-base-uncased at batch 64, by `distilbench bench`'s protocol."""
+    from distilbench.bench import run_bench
+
+    path = RESULTS / "bench-distilbert.json"
+    pd.DataFrame({"text": texts}).to_csv("/tmp/distilbench-headlines.csv", index=False)
+    report = run_bench(["arch:distilbert-base-uncased"], ["torch-bf16", "torch-fp32"],
+                       data="/tmp/distilbench-headlines.csv", batch_size=64, samples=512, repeats=5,
+                       latency_samples=50, memory=True, metric=False, out=str(path), progress=False)
+    return {"peaks_flops": report["peaks_flops"],
+            "rows": [{k: r[k] for k in ("backend", "samples_per_s", "mean_tokens", "flops_per_sample", "mfu",
+                                        "latency_ms", "peak_rss_mb")} for r in report["results"]]}
+
+
+def table_training(headlines: pd.DataFrame) -> dict:
+    """One epoch each way on the same 5,000 headlines, accuracy on the same 1,000 others."""
+    from transformers import (AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed)
+
+    from distilbench.config import ExperimentConfig
+    from distilbench.inference import predict_logits
+    from distilbench.models import load_classifier, packaged_minilm_path
+    from distilbench.training import encode_split, train_model
+
+    labels = sorted(headlines["category"].unique())
+    frame = headlines.rename(columns={"category": "label"})
+    train, held = frame.iloc[:5000].reset_index(drop=True), frame.iloc[5000:6000].reset_index(drop=True)
+    truth = held["label"].map(labels.index).to_numpy()
+    results = {}
+
+    # the thesis's way, with plain transformers: fp32, every text padded to the longest, random order
+    set_seed(42)
+    path = packaged_minilm_path()
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoded = tokenizer(train["text"].tolist(), padding="longest", truncation=True, max_length=512)
+    dataset = [{**{k: encoded[k][i] for k in encoded}, "labels": labels.index(train["label"][i])}
+               for i in range(len(train))]
+    args = TrainingArguments(output_dir="/tmp/distilbench-thesis-way", num_train_epochs=1,
+                             per_device_train_batch_size=64, learning_rate=5e-5, adam_epsilon=1e-8,
+                             lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no", report_to="none",
+                             use_cpu=True, disable_tqdm=True, seed=42)
+    start = time.perf_counter()
+    Trainer(model=model, args=args, train_dataset=dataset).train()
+    seconds = time.perf_counter() - start
+    logits, _ = predict_logits(model, tokenizer, held["text"].tolist(), precision="fp32", progress=False)
+    results["thesis way (transformers Trainer, fp32, pad to longest)"] = {
+        "seconds": seconds, "accuracy": float(np.mean(logits.argmax(axis=1) == truth)),
+        "padded_length": len(encoded["input_ids"][0])}
+    print("table 3: thesis way done", flush=True)
+
+    # distilbench's way
+    config = ExperimentConfig(task="multiclass", epochs=1, models=["minilm-l6"]).validate()
+    set_seed(42)
+    model, tokenizer = load_classifier("minilm-l6", "multiclass", labels)
+    train_data = encode_split(tokenizer, train, "multiclass", labels, None)
+    val_data = encode_split(tokenizer, held, "multiclass", labels, None)
+    start = time.perf_counter()
+    result = train_model(model, tokenizer, train_data, val_data, "multiclass", labels, config,
+                         Path("/tmp/distilbench-our-way"), "minilm-l6", progress=False)
+    seconds = time.perf_counter() - start
+    results[f"distilbench ({result.precision} autocast, dynamic padding, length-grouped)"] = {
+        "seconds": seconds, "train_seconds": result.stats[0]["train_time_s"],
+        "accuracy": result.stats[0]["val_accuracy"]}
+    return {"train_texts": len(train), "held_out_texts": len(held), "rows": results}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    out = [f"Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cpu_count']} cores, {m['torch_threads']} "
+           f"torch threads; torch {m['torch']}, transformers {m['transformers']}, onnxruntime "
+           f"{m.get('onnxruntime')}. Median of {report['repeats']} rounds (min-max), contenders alternating.", ""]
+    t1 = report["thesis_speed"]
+    out += [f"**1. The thesis's speed table** ({t1['texts']} headlines, random-weight architectures; thesis way "
+            f"pads to {t1['meta']['bert-base-uncased']['padded_length']} tokens)", "",
+            "| way | BERT-base s | DistilBERT-base s | DistilBERT / BERT | BERT speed-up vs thesis way |",
+            "| --- | --- | --- | --- | --- |"]
+    by_way: dict = {}
+    for row in t1["rows"]:
+        by_way.setdefault(row["way"], {})[row["architecture"]] = row["seconds"]
+    base = by_way["thesis way: torch-fp32, pad to longest, batch 32"]["bert-base-uncased"]["median"]
+    for way, t in by_way.items():
+        bert, distil = t["bert-base-uncased"], t["distilbert-base-uncased"]
+        out.append(f"| {way} | {bert['median']:.2f} ({bert['min']:.2f}-{bert['max']:.2f}) "
+                   f"| {distil['median']:.2f} ({distil['min']:.2f}-{distil['max']:.2f}) "
+                   f"| {distil['median'] / bert['median']:.2f} | {base / bert['median']:.1f}x |")
+    t2 = report["vs_pipeline"]
+    out += ["", f"**2. Against transformers.pipeline** ({t2['texts']} test headlines, trained checkpoints, "
+                "tokenization included)", "",
+            "| model | way | seconds | samples/s | vs pipeline | test accuracy |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in t2["rows"]:
+        pipe = next(r for r in t2["rows"] if r["model"] == row["model"] and r["way"].startswith("transformers"))
+        s = row["seconds"]
+        out.append(f"| {row['model']} | {row['way']} | {s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f}) "
+                   f"| {row['samples_per_s']:.0f} | {row['samples_per_s'] / pipe['samples_per_s']:.1f}x "
+                   f"| {row['accuracy']:.4f} |")
+    mfu = report["distilbert_mfu"]
+    out += ["", f"MFU, arch:distilbert-base-uncased, batch 64 (measured peaks: fp32 "
+                f"{mfu['peaks_flops']['fp32'] / 1e9:.0f} GFLOP/s, bf16 {mfu['peaks_flops']['bf16'] / 1e9:.0f} GFLOP/s):", ""]
+    for row in mfu["rows"]:
+        out.append(f"- {row['backend']}: {row['samples_per_s']['median']:.0f} samples/s at "
+                   f"{row['mean_tokens']:.1f} tokens, {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample, "
+                   f"MFU {100 * row['mfu']:.0f} %, peak RSS {row['peak_rss_mb'] or 0:.0f} MB")
+    t3 = report["training"]
+    out += ["", f"**3. Training**: one epoch of minilm-l6 on {t3['train_texts']} headlines, accuracy on "
+                f"{t3['held_out_texts']} others (one run each)", "", "| way | seconds | ratio | accuracy |",
+            "| --- | --- | --- | --- |"]
+    first = next(iter(t3["rows"].values()))["seconds"]
+    for way, row in t3["rows"].items():
+        out.append(f"| {way} | {row['seconds']:.1f} | {row['seconds'] / first:.2f}x | {row['accuracy']:.4f} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=str(ROOT / "runs" / "benchmarks" / "multiclass"),
+                        help="a multiclass run of benchmarks/thesis_tasks.py (trained checkpoints)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--texts", type=int, default=2000, help="headlines per timing")
+    parser.add_argument("--only", help="comma-separated subset: thesis_speed,vs_pipeline,mfu,training")
+    args = parser.parse_args()
+
+    from distilbench.cli import _quiet_libraries
+    from distilbench.speed import machine_info
+
+    _quiet_libraries(False)
+    headlines = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    texts = headlines["text"].astype(str).tolist()[:args.texts]
+    only = set(args.only.split(",")) if args.only else {"thesis_speed", "vs_pipeline", "mfu", "training"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "speed.json"
+    report = json.loads(path.read_text()) if path.exists() and args.only else {}
+    report.update({"machine": machine_info(), "repeats": args.repeats})
+    if "thesis_speed" in only:
+        report["thesis_speed"] = table_thesis_speed(texts, args.repeats)
+    if "vs_pipeline" in only:
+        report["vs_pipeline"] = table_vs_pipeline(Path(args.run), args.repeats, args.texts)
+    if "mfu" in only:
+        report["distilbert_mfu"] = distilbert_mfu(texts)
+    if "training" in only:
+        report["training"] = table_training(headlines)
+    path.write_text(json.dumps(report, indent=2))
+    if all(k in report for k in ("thesis_speed", "vs_pipeline", "distilbert_mfu", "training")):
+        (RESULTS / "speed.md").write_text(markdown(report))
+        print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
