@@ -117,6 +117,13 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir):
     assert set(test_stats["per_label"]) == set(labels)
     predictions = pd.read_csv(run / "results" / slug / "test_predictions.csv")
     assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{n}" for n in labels]
+    saved = json.loads((run / "models" / slug / "best" / "config.json").read_text())["distilbench"]
+    assert set(saved["thresholds"]) == set(labels) and saved["threshold_metric"] == "gmean"
+    assert all(0.0 <= t <= 1.0 for t in saved["thresholds"].values())
+    if any(t != 0.5 for t in saved["thresholds"].values()):  # tuned thresholds are reported beside 0.5
+        assert test_stats["thresholds"] == pytest.approx(saved["thresholds"])
+        assert rows[0]["test_tuned"]["hamming_score"] == test_stats["at_tuned_thresholds"]["hamming_score"]
+    assert (run / "results" / slug / "val_predictions.csv").is_file()
     classifier = pipeline("text-classification", model=str(run / "models" / slug / "best"), top_k=None,
                           truncation=True, max_length=32)
     scores = {s["label"]: s["score"] for s in classifier([predictions["text"][0]])[0]}

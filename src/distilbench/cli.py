@@ -43,6 +43,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--select-metric", help="validation metric that picks the best epoch "
                                                "(accuracy / hamming_score; any val metric, or loss)")
+    group.add_argument("--threshold-metric", choices=["gmean", "f1"],
+                       help="multilabel: tune per-label thresholds on validation by G-mean (thesis) or F1")
     group.add_argument("--keep-checkpoints", choices=["all", "best"], help="keep every epoch (all) or the best")
 
 

@@ -16,8 +16,9 @@ from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say
 from .backends import auto_backend, backend_logits, load_backend
 from .inference import logits_to_probs, loss_from_logits, pick_device
-from .metrics import compute_metrics, primary_metric, summary_metrics
-from .models import STUDENT_PREFIX, count_parameters, describe, load_classifier, load_trained, read_task_labels
+from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
+from .models import DISTILBENCH_KEY, STUDENT_PREFIX, count_parameters, describe, load_classifier, load_trained, read_task_labels
+from .predict import stored_thresholds
 from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
 from .speed import dir_size_mb, machine_info
 from .training import encode_split, label_array, train_model
@@ -84,6 +85,16 @@ def prepare_data(config: ExperimentConfig, run: RunDir) -> tuple[dict[str, pd.Da
     return splits, label_names
 
 
+def store_thresholds(checkpoint: Path, label_names: list[str], thresholds: np.ndarray, criterion: str) -> None:
+    """Save per-label thresholds in the checkpoint's config.json, where evaluate, predict and serve read them."""
+    path = Path(checkpoint) / "config.json"
+    saved = read_json(path)
+    saved.setdefault(DISTILBENCH_KEY, {}).update({
+        "thresholds": {name: round(float(t), 6) for name, t in zip(label_names, thresholds)},
+        "threshold_metric": criterion, "thresholds_tuned_on": "validation split"})
+    write_json_atomic(path, saved)
+
+
 def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
     """Point `models/<slug>/best` at the best epoch (a symlink; a copy where links are not allowed)."""
     best = run.best_dir(slug)
@@ -104,7 +115,7 @@ def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
 
 
 def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, progress: bool = True,
-               desc: str = "test") -> tuple[dict, np.ndarray, np.ndarray]:
+               desc: str = "test", check_fp32: bool = True) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of a saved checkpoint on a task frame through the chosen backend: (stats, labels, probs).
 
     A backend other than torch-fp32 is checked against torch-fp32 on the same texts: the share of
@@ -120,10 +131,14 @@ def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, p
                                      max_length=config.max_length, progress=progress, desc=desc)
     probs = logits_to_probs(task, logits)
     stats = compute_metrics(task, labels, probs, label_names)
+    thresholds = stored_thresholds(model.config, label_names)
+    if task == "multilabel" and not np.allclose(thresholds, 0.5):
+        stats["thresholds"] = dict(zip(label_names, thresholds.tolist()))
+        stats["at_tuned_thresholds"] = compute_metrics(task, labels, probs, label_names, thresholds)
     stats.update({"loss": loss_from_logits(task, logits, labels), "eval_time_s": seconds,
                   "samples": len(frame), "samples_per_s": len(frame) / seconds if seconds > 0 else None,
                   "backend": name, "device": str(device)})
-    if name != "torch-fp32":
+    if check_fp32 and name != "torch-fp32":
         reference, _ = backend_logits(load_backend(model, "torch-fp32"), tokenizer, texts,
                                       batch_size=config.eval_batch_size, max_length=config.max_length,
                                       progress=progress, desc=f"{desc} (fp32 check)")
@@ -140,7 +155,7 @@ def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, p
 
 
 def predictions_frame(frame: pd.DataFrame, task: str, label_names: list[str], labels: np.ndarray,
-                      probs: np.ndarray) -> pd.DataFrame:
+                      probs: np.ndarray, thresholds: np.ndarray | float = 0.5) -> pd.DataFrame:
     """Texts with true and predicted labels and every probability, one row per text."""
     out = pd.DataFrame({"text": frame["text"].to_numpy()})
     if task == "multiclass":
@@ -148,7 +163,8 @@ def predictions_frame(frame: pd.DataFrame, task: str, label_names: list[str], la
         out["predicted"] = [label_names[i] for i in probs.argmax(axis=1)]
     else:
         out["true"] = ["|".join(n for n, v in zip(label_names, row) if v) for row in labels]
-        out["predicted"] = ["|".join(n for n, v in zip(label_names, row) if v >= 0.5) for row in probs]
+        limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(label_names),))
+        out["predicted"] = ["|".join(n for n, v, t in zip(label_names, row, limits) if v >= t) for row in probs]
     for i, name in enumerate(label_names):
         out[f"prob_{name}"] = probs[:, i].round(6)
     return out
@@ -174,15 +190,25 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "precision": result.precision, "train_time_s": result.train_time_s, "epochs": result.stats})
     say(f"  best epoch {result.best_epoch} (validation {result.select_metric})")
 
+    _, val_labels, val_probs = test_model(best, splits["val"], config, progress, "val", check_fp32=False)
+    thresholds = np.full(len(label_names), 0.5)
+    if config.task == "multilabel":
+        thresholds = tune_thresholds(val_labels, val_probs, config.threshold_metric)
+        store_thresholds(best, label_names, thresholds, config.threshold_metric)
+        say("  thresholds tuned on validation (" + config.threshold_metric + "): "
+            + ", ".join(f"{n} {t:.2f}" for n, t in zip(label_names, thresholds)))
+    write_csv_atomic(results / "val_predictions.csv",
+                     predictions_frame(splits["val"], config.task, label_names, val_labels, val_probs, thresholds))
+
     test_stats, labels, probs = test_model(best, splits["test"], config, progress)
     test_stats.update({"model": spec, "checkpoint": str(run.epoch_dir(slug, result.best_epoch)),
                        "best_epoch": result.best_epoch})
     write_csv_atomic(results / "test_predictions.csv",
-                     predictions_frame(splits["test"], config.task, label_names, labels, probs))
+                     predictions_frame(splits["test"], config.task, label_names, labels, probs, thresholds))
     write_json_atomic(results / "test_stats.json", test_stats)
     if spec.startswith(STUDENT_PREFIX):
         method = (f"DistilBERT-style student of {spec[len(STUDENT_PREFIX):]} (teacher layers "
-                  f"{model.config.to_dict().get('distilbench', {}).get('teacher_layers')}), fine-tuned on labels")
+                  f"{model.config.to_dict().get(DISTILBENCH_KEY, {}).get('teacher_layers')}), fine-tuned on labels")
     else:
         method = "fine-tuned on labels"
     best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
@@ -197,6 +223,8 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "select_metric": result.select_metric,
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_") and k != "val_time_s"},
         "test": summary_metrics(test_stats),
+        "test_tuned": summary_metrics(test_stats["at_tuned_thresholds"]) if "at_tuned_thresholds" in test_stats
+        else None,
         "train_time_s": sum(row["train_time_s"] for row in result.stats),
         "eval_time_s": test_stats["eval_time_s"],
         "eval_samples_per_s": test_stats["samples_per_s"],

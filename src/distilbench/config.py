@@ -49,6 +49,7 @@ class ExperimentConfig:
     precision: str = "auto"
     backend: str = "auto"
     keep_checkpoints: str = "all"
+    threshold_metric: str = "gmean"
     # output
     out: str | None = None
 
@@ -64,6 +65,8 @@ class ExperimentConfig:
 
         if self.backend not in (*BACKENDS, "auto", "onnx"):
             raise DistilbenchError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not '{self.backend}'")
+        if self.threshold_metric not in ("gmean", "f1"):
+            raise DistilbenchError(f"--threshold-metric must be gmean or f1, not '{self.threshold_metric}'")
         if self.keep_checkpoints not in ("all", "best"):
             raise DistilbenchError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
         if not self.models:
