@@ -142,3 +142,30 @@ def test_other_backends_are_checked_against_fp32(multiclass_run, tmp_path, backe
     assert check["accuracy_fp32"] == pytest.approx(rows[0]["test"]["accuracy"])
     assert check["agreement"] >= 0.9  # tiny random models have near-tied logits; real ones agree more
     assert check["accuracy_delta"] == pytest.approx(stats["accuracy"] - check["accuracy_fp32"])
+
+
+def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir, monkeypatch):
+    """compare fine-tunes the teacher, caches its outputs on the training texts once, distils the student."""
+    import distilbench.distillation as distillation
+
+    calls = []
+    original = distillation.distillation_loss
+    monkeypatch.setattr(distillation, "distillation_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+    config = small_config(tmp_path, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass",
+                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=200)
+    rows = compare(config, progress=False)
+    assert "fine-tuned on labels" == rows[0]["method"]
+    assert "distilled from the fine-tuned" in rows[1]["method"]
+    caches = list((tmp_path / "run" / "cache").glob("*.train-logits.npy"))
+    assert len(caches) == 1 and np.load(caches[0]).shape == (144, 4)
+    steps_per_epoch = -(-144 // 16)
+    assert len(calls) == 2 * steps_per_epoch  # the distillation loss on every training step, teacher not re-run
+
+
+def test_no_distill_trains_the_student_on_labels(tmp_path, tiny_bert_dir):
+    config = small_config(tmp_path, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass", epochs=1,
+                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=200,
+                          distill=False)
+    rows = compare(config, progress=False)
+    assert rows[1]["method"].endswith("fine-tuned on labels")
+    assert not (tmp_path / "run" / "cache").exists()

@@ -18,6 +18,7 @@ from .backends import auto_backend, backend_logits, load_backend
 from .inference import logits_to_probs, loss_from_logits, pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
 from .models import DISTILBENCH_KEY, STUDENT_PREFIX, count_parameters, describe, load_classifier, load_trained, read_task_labels
+from .distillation import teacher_logits_for
 from .predict import stored_thresholds
 from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
 from .speed import dir_size_mb, machine_info
@@ -171,8 +172,9 @@ def predictions_frame(frame: pd.DataFrame, task: str, label_names: list[str], la
 
 
 def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFrame], label_names: list[str],
-              run: RunDir, progress: bool = True) -> dict:
-    """Fine-tune one model, keep its best epoch, test it; write its stats and return its comparison row."""
+              run: RunDir, progress: bool = True, teacher: Path | None = None) -> dict:
+    """Fine-tune one model (distil it from a fine-tuned `teacher` checkpoint when given), keep its best
+    epoch, test it; write its stats and return its comparison row."""
     slug = model_slug(spec)
     set_seed(config.seed)
     model, tokenizer = load_classifier(spec, config.task, label_names, config.head)
@@ -180,6 +182,11 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     say(f"\n== {spec}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters")
     train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length)
+    if teacher is not None:
+        cache = run.root / "cache" / f"{model_slug(str(teacher.resolve()))}.train-logits.npy"
+        train_data.teacher_logits = teacher_logits_for(teacher, splits["train"]["text"].tolist(), cache,
+                                                       batch_size=config.eval_batch_size,
+                                                       max_length=config.max_length, progress=progress)
     val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length)
     result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
                          run.model_dir(slug), spec, progress)
@@ -206,11 +213,13 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     write_csv_atomic(results / "test_predictions.csv",
                      predictions_frame(splits["test"], config.task, label_names, labels, probs, thresholds))
     write_json_atomic(results / "test_stats.json", test_stats)
+    method = "fine-tuned on labels"
+    if teacher is not None:
+        method = (f"distilled from the fine-tuned {teacher} (alpha {config.alpha}, temperature "
+                  f"{config.temperature})")
     if spec.startswith(STUDENT_PREFIX):
         method = (f"DistilBERT-style student of {spec[len(STUDENT_PREFIX):]} (teacher layers "
-                  f"{model.config.to_dict().get(DISTILBENCH_KEY, {}).get('teacher_layers')}), fine-tuned on labels")
-    else:
-        method = "fine-tuned on labels"
+                  f"{model.config.to_dict().get(DISTILBENCH_KEY, {}).get('teacher_layers')}), {method}")
     best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
     return {
         "model": spec,
@@ -232,6 +241,18 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "backend": test_stats["backend"],
         "checkpoint": str(best),
     }
+
+
+def teacher_in_run(spec: str, config: ExperimentConfig, run: RunDir) -> Path | None:
+    """A student listed after its teacher is distilled from the teacher fine-tuned in this run
+    (unless config.distill is off)."""
+    if not config.distill or not spec.startswith(STUDENT_PREFIX):
+        return None
+    teacher = spec[len(STUDENT_PREFIX):]
+    earlier = config.models[:config.models.index(spec)]
+    if teacher in earlier:
+        return run.best_dir(model_slug(teacher))
+    return None
 
 
 def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
@@ -281,7 +302,10 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
     run = prepare_run_dir(config.out, overwrite)
     save_config(config, run.config)
     splits, label_names = prepare_data(config, run)
-    rows = [run_model(spec, config, splits, label_names, run, progress) for spec in config.models]
+    rows = []
+    for spec in config.models:
+        teacher = teacher_in_run(spec, config, run)
+        rows.append(run_model(spec, config, splits, label_names, run, progress, teacher))
     first = rows[0]
     for row in rows:
         row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None

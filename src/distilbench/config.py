@@ -50,6 +50,10 @@ class ExperimentConfig:
     backend: str = "auto"
     keep_checkpoints: str = "all"
     threshold_metric: str = "gmean"
+    # task distillation: a student listed after its teacher learns from the fine-tuned teacher
+    distill: bool = True
+    alpha: float = 0.5
+    temperature: float = 2.0
     # output
     out: str | None = None
 
@@ -65,6 +69,10 @@ class ExperimentConfig:
 
         if self.backend not in (*BACKENDS, "auto", "onnx"):
             raise DistilbenchError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not '{self.backend}'")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise DistilbenchError(f"--alpha must be between 0 and 1, not {self.alpha}")
+        if self.temperature <= 0:
+            raise DistilbenchError(f"--temperature must be positive, not {self.temperature}")
         if self.threshold_metric not in ("gmean", "f1"):
             raise DistilbenchError(f"--threshold-metric must be gmean or f1, not '{self.threshold_metric}'")
         if self.keep_checkpoints not in ("all", "best"):

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 class EncodedDataset(torch.utils.data.Dataset):
     """A split tokenized once (unpadded) with its labels: ints (multiclass) or 0/1 floats (multilabel)."""
 
-    def __init__(self, encodings: dict, labels: np.ndarray):
+    def __init__(self, encodings: dict, labels: np.ndarray, teacher_logits: np.ndarray | None = None):
         self.encodings = {k: v for k, v in encodings.items()
                           if k in ("input_ids", "attention_mask", "token_type_ids")}
         self.labels = labels
+        self.teacher_logits = teacher_logits  # cached soft targets for distillation, one row per text
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -37,6 +38,8 @@ class EncodedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {k: v[i] for k, v in self.encodings.items()}
         item["labels"] = self.labels[i].tolist() if self.labels.ndim > 1 else int(self.labels[i])
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i].tolist()
         return item
 
 
@@ -188,14 +191,22 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         fp16=precision == "fp16",
         train_sampling_strategy="group_by_length",
         dataloader_num_workers=0,
+        remove_unused_columns=False,  # keep cached teacher logits in the batches
         disable_tqdm=True,
     )
-    trainer = DistilbenchTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=val_data,
+    trainer_class = DistilbenchTrainer
+    if train_data.teacher_logits is not None:
+        from .distillation import DistillationTrainer
+
+        trainer_class = DistillationTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=train_data, eval_dataset=val_data,
                                  processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
                                  compute_metrics=metrics_for_trainer)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     callback = EpochCallback(trainer, save_dir, name, progress)
+    if train_data.teacher_logits is not None:
+        trainer.task, trainer.alpha, trainer.temperature = task, config.alpha, config.temperature
     trainer.add_callback(callback)
     start = time.perf_counter()
     trainer.train()

@@ -1,0 +1,74 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distilbench.console import DistilbenchError
+from distilbench.distillation import distillation_loss, teacher_logits_for
+
+
+def test_multiclass_loss_against_hand_computed_values():
+    student = torch.tensor([[math.log(3.0), 0.0]])  # softmax -> [0.75, 0.25]
+    teacher = torch.tensor([[0.0, 0.0]])  # softmax -> [0.5, 0.5]
+    label = torch.tensor([0])
+    hard = -math.log(0.75)
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert float(distillation_loss(student, teacher, label, "multiclass", alpha=1.0, temperature=1.0)) == \
+        pytest.approx(hard, rel=1e-6)
+    assert float(distillation_loss(student, teacher, label, "multiclass", alpha=0.0, temperature=1.0)) == \
+        pytest.approx(kl, rel=1e-6)
+    mixed = distillation_loss(student, teacher, label, "multiclass", alpha=0.3, temperature=1.0)
+    assert float(mixed) == pytest.approx(0.3 * hard + 0.7 * kl, rel=1e-6)
+
+
+def test_temperature_softens_and_scales_by_t_squared():
+    student = torch.tensor([[2.0 * math.log(3.0), 0.0]])  # at T=2: softmax -> [0.75, 0.25]
+    teacher = torch.tensor([[0.0, 0.0]])
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    got = distillation_loss(student, teacher, torch.tensor([0]), "multiclass", alpha=0.0, temperature=2.0)
+    assert float(got) == pytest.approx(4.0 * kl, rel=1e-6)
+
+
+def test_multilabel_loss_against_hand_computed_values():
+    student = torch.tensor([[0.0, math.log(3.0)]])  # sigmoid -> [0.5, 0.75]
+    teacher = torch.tensor([[math.log(4.0), 0.0]])  # sigmoid -> [0.8, 0.5]
+    labels = torch.tensor([[1.0, 0.0]])
+    hard = (-math.log(0.5) - math.log(0.25)) / 2
+    soft = (-(0.8 * math.log(0.5) + 0.2 * math.log(0.5)) - (0.5 * math.log(0.75) + 0.5 * math.log(0.25))) / 2
+    assert float(distillation_loss(student, teacher, labels, "multilabel", 1.0, 1.0)) == pytest.approx(hard, rel=1e-6)
+    assert float(distillation_loss(student, teacher, labels, "multilabel", 0.0, 1.0)) == pytest.approx(soft, rel=1e-6)
+
+
+def test_soft_loss_is_smallest_when_the_student_copies_the_teacher():
+    teacher = torch.tensor([[1.0, -0.5, 0.3]])
+    same = distillation_loss(teacher.clone(), teacher, torch.tensor([0]), "multiclass", 0.0, 2.0)
+    other = distillation_loss(torch.tensor([[-1.0, 0.5, 0.3]]), teacher, torch.tensor([0]), "multiclass", 0.0, 2.0)
+    assert float(same) == pytest.approx(0.0, abs=1e-6) and float(other) > 0.01
+
+
+@pytest.mark.parametrize("alpha, temperature", [(-0.1, 1.0), (1.5, 1.0), (0.5, 0.0)])
+def test_bad_settings(alpha, temperature):
+    with pytest.raises(DistilbenchError):
+        distillation_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0]), "multiclass", alpha, temperature)
+
+
+def test_teacher_outputs_are_cached_and_reused(tmp_path, tiny_bert_dir, monkeypatch):
+    from distilbench import models
+    from distilbench.models import load_classifier
+
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b"])
+    model.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    texts = ["one text", "another, longer text", "third"]
+    cache = tmp_path / "cache" / "t.npy"
+    first = teacher_logits_for(tmp_path / "teacher", texts, cache, progress=False)
+    assert first.shape == (3, 2) and cache.is_file()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the teacher ran again")
+
+    monkeypatch.setattr(models, "load_trained", no_model)
+    np.testing.assert_array_equal(teacher_logits_for(tmp_path / "teacher", texts, cache, progress=False), first)
+    with pytest.raises(AssertionError, match="ran again"):  # other texts: the cache does not apply
+        teacher_logits_for(tmp_path / "teacher", texts[:2], cache, progress=False)
