@@ -131,3 +131,56 @@ def test_thesis_head_round_trips_and_opens_in_pipeline(tmp_path, tiny_bert_dir, 
     by_label = {s["label"]: s["score"] for s in scores}
     for i, label in enumerate(["a", "b", "c"]):
         assert by_label[label] == pytest.approx(float(probs[i]), abs=1e-5)
+
+
+@pytest.mark.parametrize("strategy, n_layers, expected", [
+    ("every-other", 6, [0, 2, 4]),
+    ("every-other", 12, [0, 2, 4, 6, 8, 10]),
+    ("distilbert", 12, [0, 2, 4, 7, 9, 11]),
+    ("first-3", 6, [0, 1, 2]),
+    ("last-2", 6, [4, 5]),
+    ("0,3,5", 6, [0, 3, 5]),
+])
+def test_layer_strategies(strategy, n_layers, expected):
+    from distilbench.models import student_layers
+
+    assert student_layers(strategy, n_layers) == expected
+
+
+@pytest.mark.parametrize("strategy, n_layers", [("first-7", 6), ("0,9", 6), ("distilbert", 6), ("1,1", 6)])
+def test_layer_strategies_that_do_not_fit(strategy, n_layers):
+    from distilbench.models import student_layers
+
+    with pytest.raises(DistilbenchError):
+        student_layers(strategy, n_layers)
+
+
+def test_student_specs_parse():
+    from distilbench.models import parse_student_spec
+
+    assert parse_student_spec("minilm-l6") is None
+    assert parse_student_spec("hf-org/model") is None
+    spec = parse_student_spec("student:minilm-l6")
+    assert (spec.kind, spec.teacher, spec.strategy) == ("student", "minilm-l6", "every-other")
+    spec = parse_student_spec("student-bert:/tmp/a:b/teacher:first-2")
+    assert (spec.kind, spec.teacher, spec.strategy) == ("student-bert", "/tmp/a:b/teacher", "first-2")
+    assert parse_student_spec("scratch:bert-base-uncased:distilbert").strategy == "distilbert"
+
+
+def test_same_architecture_student_copies_chosen_layers(tiny_bert_dir):
+    teacher = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"], "last-2", kind="student-bert").eval()
+    assert student.config.model_type == "bert" and student.config.num_hidden_layers == 2
+    for i, t in enumerate([2, 3]):
+        for (name, got), (_, want) in zip(student.bert.encoder.layer[i].named_parameters(),
+                                          teacher.encoder.layer[t].named_parameters()):
+            torch.testing.assert_close(got, want, msg=name)
+    torch.testing.assert_close(student.bert.pooler.dense.weight, teacher.pooler.dense.weight)
+
+
+def test_scratch_student_has_the_shape_but_not_the_weights(tiny_bert_dir):
+    copied = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"])
+    scratch = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"], kind="scratch")
+    assert scratch.config.n_layers == copied.config.n_layers and scratch.config.dim == copied.config.dim
+    assert not torch.allclose(scratch.distilbert.embeddings.word_embeddings.weight,
+                              copied.distilbert.embeddings.word_embeddings.weight)

@@ -17,7 +17,7 @@ from .console import DistilbenchError, say
 from .backends import auto_backend, backend_logits, load_backend
 from .inference import logits_to_probs, loss_from_logits, pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
-from .models import DISTILBENCH_KEY, STUDENT_PREFIX, count_parameters, describe, load_classifier, load_trained, read_task_labels
+from .models import DISTILBENCH_KEY, count_parameters, parse_student_spec, describe, load_classifier, load_trained, read_task_labels
 from .distillation import teacher_logits_for
 from .predict import stored_thresholds
 from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
@@ -217,9 +217,13 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     if teacher is not None:
         method = (f"distilled from the fine-tuned {teacher} (alpha {config.alpha}, temperature "
                   f"{config.temperature})")
-    if spec.startswith(STUDENT_PREFIX):
-        method = (f"DistilBERT-style student of {spec[len(STUDENT_PREFIX):]} (teacher layers "
-                  f"{model.config.to_dict().get(DISTILBENCH_KEY, {}).get('teacher_layers')}), {method}")
+    student = parse_student_spec(spec)
+    if student is not None:
+        layers = model.config.to_dict().get(DISTILBENCH_KEY, {}).get("teacher_layers")
+        built = {"student": f"DistilBERT-style student of {student.teacher} (teacher layers {layers})",
+                 "student-bert": f"{len(layers)}-layer copy of {student.teacher} (teacher layers {layers})",
+                 "scratch": f"DistilBERT of {len(layers)} layers, random weights (control)"}[student.kind]
+        method = f"{built}, {method}"
     best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
     return {
         "model": spec,
@@ -246,13 +250,17 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
 def teacher_in_run(spec: str, config: ExperimentConfig, run: RunDir) -> Path | None:
     """A student listed after its teacher is distilled from the teacher fine-tuned in this run
     (unless config.distill is off)."""
-    if not config.distill or not spec.startswith(STUDENT_PREFIX):
+    if not config.distill:
         return None
-    teacher = spec[len(STUDENT_PREFIX):]
+    student = parse_student_spec(spec)
+    if student is not None:
+        teacher = student.teacher
+    elif Path(spec, "config.json").is_file():  # e.g. the output of distill-general names its teacher
+        teacher = read_json(Path(spec, "config.json")).get(DISTILBENCH_KEY, {}).get("teacher")
+    else:
+        return None
     earlier = config.models[:config.models.index(spec)]
-    if teacher in earlier:
-        return run.best_dir(model_slug(teacher))
-    return None
+    return run.best_dir(model_slug(teacher)) if teacher in earlier else None
 
 
 def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,6 +14,8 @@ from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     PretrainedConfig,
@@ -24,8 +28,8 @@ from .hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
-STUDENT_PREFIX = "student:"
-ALIASES_HELP = "minilm-l6 (offline), bert-base-uncased, distilbert-base-uncased, student:<teacher>"
+ALIASES_HELP = ("minilm-l6 (offline), bert-base-uncased, distilbert-base-uncased, student:<teacher>[:layers], "
+                "student-bert:<teacher>[:layers], scratch:<teacher>[:layers]")
 PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
 TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
 DISTILBENCH_KEY = "distilbench"  # our block inside the saved config.json
@@ -96,32 +100,93 @@ def _head_kwargs(task: str, label_names: list[str]) -> dict:
     }
 
 
-def _every_other(n_layers: int) -> list[int]:
-    """DistilBERT's initialisation: teacher layers 0, 2, 4, ... (half the depth, rounded up)."""
-    return list(range(0, n_layers, 2))
+STUDENT_KINDS = {
+    "student": "a DistilBERT initialised from the teacher's layers",
+    "student-bert": "the teacher's own architecture with fewer layers, initialised from the teacher's layers",
+    "scratch": "a DistilBERT of the student's shape with random weights (the control)",
+}
+DISTILBERT_LAYERS = [0, 2, 4, 7, 9, 11]  # what distilbert-base-uncased took from bert-base-uncased
+
+
+@dataclass
+class StudentSpec:
+    """`KIND:TEACHER[:LAYERS]`, e.g. student:minilm-l6, student:bert-base-uncased:distilbert,
+    student-bert:minilm-l6:first-3, scratch:minilm-l6."""
+
+    kind: str
+    teacher: str
+    strategy: str = "every-other"
+
+
+def parse_student_spec(spec: str) -> StudentSpec | None:
+    """The student spec in `spec`, or None when `spec` names an ordinary model."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in STUDENT_KINDS:
+        return None
+    teacher, strategy = rest, "every-other"
+    head, sep, tail = rest.rpartition(":")
+    if sep and (tail in ("every-other", "distilbert") or re.fullmatch(r"(first|last)-\d+|\d+(,\d+)*", tail)):
+        teacher, strategy = head, tail
+    if not teacher:
+        raise DistilbenchError(f"{kind}: needs a teacher, e.g. {kind}:minilm-l6")
+    return StudentSpec(kind, teacher, strategy)
+
+
+def student_layers(strategy: str, n_layers: int) -> list[int]:
+    """Teacher layers a student copies: every-other (DistilBERT's rule: 0, 2, 4, ...), first-K, last-K,
+    distilbert (the exact 0, 2, 4, 7, 9, 11 of distilbert-base-uncased; 12-layer teachers), or i,j,k."""
+    if strategy == "every-other":
+        layers = list(range(0, n_layers, 2))
+    elif strategy == "distilbert":
+        if n_layers != 12:
+            raise DistilbenchError(f"layer strategy 'distilbert' is for 12-layer teachers; this one has {n_layers}")
+        layers = list(DISTILBERT_LAYERS)
+    elif strategy.startswith("first-"):
+        layers = list(range(int(strategy[6:])))
+    elif strategy.startswith("last-"):
+        layers = list(range(n_layers - int(strategy[5:]), n_layers))
+    else:
+        layers = [int(i) for i in strategy.split(",")]
+    if not layers or any(not 0 <= i < n_layers for i in layers) or len(set(layers)) != len(layers):
+        raise DistilbenchError(f"student layers '{strategy}' do not fit a teacher with {n_layers} layers")
+    return layers
 
 
 def build_student(teacher: str, task: str | None = None, label_names: list[str] | None = None,
-                  layers: list[int] | None = None):
-    """A DistilBERT-architecture student initialised from a BERT-architecture teacher.
+                  layers: list[int] | str = "every-other", kind: str = "student"):
+    """A student initialised from a BERT-architecture teacher (see STUDENT_KINDS).
 
-    Like DistilBERT: word and position embeddings and their LayerNorm are copied, no token-type
-    embeddings and no pooler, and every other teacher layer is copied in order. The teacher's
+    As DistilBERT was made: word and position embeddings and their LayerNorm are copied, no token-type
+    embeddings and no pooler, and the chosen teacher layers are copied in order. The teacher's
     token-type-0 embedding (which BERT adds to every token) is folded into the position embeddings,
-    so the student's embedding output equals the teacher's exactly.
+    so the student's embedding output equals the teacher's exactly. kind 'student-bert' keeps the
+    teacher's architecture (token types and pooler included); kind 'scratch' copies nothing.
     """
     teacher_config = _from_pretrained(AutoConfig, teacher)
     if teacher_config.model_type != "bert":
         raise DistilbenchError(
-            f"student:{teacher} needs a BERT-architecture teacher; '{teacher}' is a "
+            f"{kind}:{teacher} needs a BERT-architecture teacher; '{teacher}' is a "
             f"'{teacher_config.model_type}' model")
-    layers = layers if layers is not None else _every_other(teacher_config.num_hidden_layers)
-    bad = [i for i in layers if not 0 <= i < teacher_config.num_hidden_layers]
-    if bad or not layers:
-        raise DistilbenchError(f"student layers {layers} do not fit a teacher with "
-                               f"{teacher_config.num_hidden_layers} layers")
-    bert = _from_pretrained(AutoModel, teacher, add_pooling_layer=False)
+    if isinstance(layers, str):
+        layers = student_layers(layers, teacher_config.num_hidden_layers)
+    else:
+        layers = student_layers(",".join(map(str, layers)), teacher_config.num_hidden_layers)
     head = _head_kwargs(task, label_names) if task else {}
+    origin = {DISTILBENCH_KEY: {"teacher": teacher, "teacher_layers": layers, "student_kind": kind}}
+    if kind == "student-bert":
+        config = BertConfig(**{**teacher_config.to_dict(), **head, "num_hidden_layers": len(layers)})
+        config.update(origin)
+        student = BertForSequenceClassification(config)
+        bert = _from_pretrained(AutoModel, teacher)
+        state = {k: v for k, v in bert.state_dict().items() if not k.startswith("encoder.layer.")}
+        for i, t in enumerate(layers):
+            prefix = f"encoder.layer.{t}."
+            state.update({f"encoder.layer.{i}." + k[len(prefix):]: v for k, v in bert.state_dict().items()
+                          if k.startswith(prefix)})
+        missing, unexpected = student.bert.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("pooler.")]:
+            raise DistilbenchError(f"could not map {teacher}'s weights into a {len(layers)}-layer copy")
+        return student
     config = DistilBertConfig(
         vocab_size=teacher_config.vocab_size,
         max_position_embeddings=teacher_config.max_position_embeddings,
@@ -136,9 +201,11 @@ def build_student(teacher: str, task: str | None = None, label_names: list[str] 
         pad_token_id=teacher_config.pad_token_id,
         **head,
     )
-    config.update({DISTILBENCH_KEY: {"teacher": teacher, "teacher_layers": layers}})
+    config.update(origin)
     student = DistilBertForSequenceClassification(config)
-    copy_bert_into_distilbert(bert, student.distilbert, layers)
+    if kind == "student":
+        bert = _from_pretrained(AutoModel, teacher, add_pooling_layer=False)
+        copy_bert_into_distilbert(bert, student.distilbert, layers)
     return student
 
 
@@ -180,16 +247,16 @@ def load_classifier(spec: str, task: str, label_names: list[str], head: str = "s
     """
     if head not in ("standard", "thesis"):
         raise DistilbenchError(f"unknown head '{head}': choose standard or thesis")
-    if spec.startswith(STUDENT_PREFIX):
-        teacher = spec[len(STUDENT_PREFIX):]
-        if not teacher:
-            raise DistilbenchError("student: needs a teacher, e.g. student:minilm-l6")
-        model = build_student(teacher, task, label_names)
+    student = parse_student_spec(spec)
+    if student is not None:
+        model = build_student(student.teacher, task, label_names, student.strategy, student.kind)
         if head == "thesis":
-            model.distilbert.config.update({DISTILBENCH_KEY: model.config.to_dict()[DISTILBENCH_KEY]})
-            model = with_thesis_head(model.distilbert, task, label_names)
-        tokenizer = load_tokenizer(teacher)
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT has no token types
+            encoder = getattr(model, model.base_model_prefix)
+            encoder.config.update({DISTILBENCH_KEY: model.config.to_dict()[DISTILBENCH_KEY]})
+            model = with_thesis_head(encoder, task, label_names)
+        tokenizer = load_tokenizer(student.teacher)
+        if student.kind != "student-bert":
+            tokenizer.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT has no token types
     elif head == "thesis":
         config = _from_pretrained(AutoConfig, spec)
         extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}
