@@ -72,3 +72,67 @@ def test_teacher_outputs_are_cached_and_reused(tmp_path, tiny_bert_dir, monkeypa
     np.testing.assert_array_equal(teacher_logits_for(tmp_path / "teacher", texts, cache, progress=False), first)
     with pytest.raises(AssertionError, match="ran again"):  # other texts: the cache does not apply
         teacher_logits_for(tmp_path / "teacher", texts[:2], cache, progress=False)
+
+
+def test_general_distillation_with_an_mlm_teacher_uses_all_three_terms_and_learns(tmp_path, minilm_tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from distilbench.distillation import distill_general
+
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
+                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    teacher.save_pretrained(tmp_path / "teacher")
+    minilm_tokenizer.save_pretrained(tmp_path / "teacher")
+    texts = [f"the market rose {i} points while the team won the match" for i in range(48)]
+    result = distill_general(str(tmp_path / "teacher"), f"student:{tmp_path / 'teacher'}", texts, tmp_path / "out",
+                             epochs=4, batch_size=16, learning_rate=3e-3, max_length=24, precision="fp32",
+                             progress=False)
+    assert result["teacher_mlm_head"] is True
+    first, last = result["epochs"][0], result["epochs"][-1]
+    assert all(first[k] > 0 for k in ("ce", "mlm", "cos"))
+    assert last["loss"] < first["loss"]
+    assert (tmp_path / "out" / "epoch-4" / "model.safetensors").is_file()
+    import json
+
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["model_type"] == "distilbert" and saved["distilbench"]["teacher_layers"] == [0, 2]
+
+
+def test_general_distillation_without_mlm_head_uses_hidden_states_only(tmp_path, tiny_bert_dir, capsys):
+    from distilbench.distillation import distill_general
+
+    texts = [f"a sentence about topic {i}" for i in range(32)]
+    result = distill_general(str(tiny_bert_dir), f"student:{tiny_bert_dir}", texts, tmp_path / "out", epochs=3,
+                             batch_size=16, learning_rate=3e-3, max_length=16, alpha_mse=1.0, precision="fp32",
+                             progress=False)
+    assert result["teacher_mlm_head"] is False
+    assert result["weights"]["ce"] == 0 and result["weights"]["mlm"] == 0
+    assert "hidden-state terms only" in capsys.readouterr().out
+    assert result["epochs"][-1]["cos"] < result["epochs"][0]["cos"]
+    assert result["epochs"][0]["mse"] > 0
+
+
+def test_distill_command_end_to_end(tmp_path, tiny_bert_dir, capsys):
+    import json
+
+    import pandas as pd
+
+    from conftest import shared_file
+    from distilbench.cli import main
+
+    teacher_run = tmp_path / "teacher"
+    args = ["--data", str(shared_file("news-headlines.csv")), "--label-column", "category", "--max-samples", "200",
+            "--epochs", "1", "--max-length", "24", "--no-progress", "--backend", "torch-fp32"]
+    with pytest.raises(SystemExit) as code:
+        main(["train", "--model", str(tiny_bert_dir), "--out", str(teacher_run), *args])
+    assert code.value.code == 0
+    with pytest.raises(SystemExit) as code:
+        main(["distill", "--teacher", str(teacher_run), "--student", f"student:{tiny_bert_dir}:first-1",
+              "--out", str(tmp_path / "student"), "--alpha", "0.3", "--temperature", "3", *args])
+    assert code.value.code == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "student" / "comparison.json").read_text())["rows"]
+    assert "distilled from the fine-tuned" in rows[0]["method"] and "alpha 0.3" in rows[0]["method"]
+    assert rows[0]["architecture"]["layers"] == 1
+    assert 0 <= rows[0]["teacher_test"]["accuracy"] <= 1
+    assert len(list((tmp_path / "student" / "cache").glob("*.npy"))) == 1

@@ -45,6 +45,10 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                                                "(accuracy / hamming_score; any val metric, or loss)")
     group.add_argument("--threshold-metric", choices=["gmean", "f1"],
                        help="multilabel: tune per-label thresholds on validation by G-mean (thesis) or F1")
+    group.add_argument("--no-distill", dest="distill", action="store_false", default=None,
+                       help="compare: train students on labels only, not from their teacher in the run")
+    group.add_argument("--alpha", type=float, help="distillation: weight of the label loss (0.5)")
+    group.add_argument("--temperature", type=float, help="distillation: softmax/sigmoid temperature (2.0)")
     group.add_argument("--keep-checkpoints", choices=["all", "best"], help="keep every epoch (all) or the best")
 
 
@@ -92,6 +96,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(train)
     _add_training_flags(train)
     _add_runtime_flags(train)
+
+    distill = verbs.add_parser("distill", help="distil a student from a fine-tuned teacher on labelled data",
+                               description="Task distillation: loss = alpha * label loss + (1 - alpha) * soft "
+                                           "loss against the teacher's cached outputs.", epilog=EPILOG)
+    distill.add_argument("--config", help="YAML file of settings")
+    distill.add_argument("--teacher", required=True, help="fine-tuned checkpoint, or a run directory with one model")
+    distill.add_argument("--student", required=True,
+                         help="student:<teacher>[:layers], student-bert:..., scratch:..., or a directory "
+                              "(e.g. the output of distill-general)")
+    distill.add_argument("--out", help="run directory to create")
+    distill.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_data_flags(distill)
+    _add_training_flags(distill)
+    _add_runtime_flags(distill)
+
+    general = verbs.add_parser(
+        "distill-general", help="DistilBERT's own distillation of a student on unlabelled text",
+        description="Masked-language training of a student against a pretrained teacher with DistilBERT's "
+                    "triple loss (hidden-state terms only for a teacher without an MLM head).")
+    general.add_argument("--teacher", required=True, help="pretrained teacher (alias, hub name or directory)")
+    general.add_argument("--student", required=True, help="student:<teacher>[:layers] or student-bert:...")
+    general.add_argument("--texts", required=True, help="unlabelled texts: any data source")
+    general.add_argument("--text-column", default="text")
+    general.add_argument("--max-samples", type=int, help="use at most N texts")
+    general.add_argument("--out", required=True, help="directory for the distilled student")
+    general.add_argument("--epochs", type=int, default=1)
+    general.add_argument("--batch-size", type=int, default=32)
+    general.add_argument("--learning-rate", type=float, default=5e-4)
+    general.add_argument("--max-length", type=int, default=128)
+    general.add_argument("--temperature", type=float, default=2.0)
+    general.add_argument("--alpha-ce", type=float, default=5.0, help="KL to the teacher's MLM distribution (5.0)")
+    general.add_argument("--alpha-mlm", type=float, default=2.0, help="masked-language loss (2.0)")
+    general.add_argument("--alpha-cos", type=float, default=1.0, help="cosine loss on last hidden states (1.0)")
+    general.add_argument("--alpha-mse", type=float, default=0.0, help="MSE per mapped layer (0: off)")
+    general.add_argument("--seed", type=int, default=42)
+    general.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    general.add_argument("--device", default="auto")
+    general.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     evaluate = verbs.add_parser("evaluate", help="test a saved checkpoint on any data",
                                 description="Metrics of a fine-tuned checkpoint on a data source.")
@@ -151,6 +193,23 @@ def _overrides(args: argparse.Namespace) -> dict:
     return values
 
 
+def read_texts(source: str, text_column: str, max_samples: int | None, seed: int) -> list[str]:
+    """Unlabelled texts from any data source, whitespace collapsed, empty ones dropped."""
+    from .data import read_source
+
+    raw = read_source(source)
+    if text_column not in raw.columns:
+        raise DistilbenchError(f"text column '{text_column}' not found in {source}; available: "
+                               f"{', '.join(map(str, raw.columns))}. Use --text-column.")
+    texts = [" ".join(str(t).split()) for t in raw[text_column].dropna().tolist()]
+    texts = [t for t in texts if t]
+    if max_samples and len(texts) > max_samples:
+        import random
+
+        texts = random.Random(seed).sample(texts, max_samples)
+    return texts
+
+
 def _quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -178,6 +237,20 @@ def run(argv: list[str] | None = None) -> int:
         if args.verb == "train" and len(config.models) != 1:
             raise DistilbenchError("train fine-tunes one model: pass --model NAME (compare takes several)")
         compare(config, overwrite=args.overwrite, progress=progress)
+    elif args.verb == "distill":
+        from .compare import distill
+
+        config = load_config(args.config, _overrides(args))
+        distill(config, args.teacher, args.student, overwrite=args.overwrite, progress=progress)
+    elif args.verb == "distill-general":
+        from .distillation import distill_general
+
+        texts = read_texts(args.texts, args.text_column, args.max_samples, args.seed)
+        distill_general(args.teacher, args.student, texts, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                        learning_rate=args.learning_rate, max_length=args.max_length,
+                        temperature=args.temperature, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm,
+                        alpha_cos=args.alpha_cos, alpha_mse=args.alpha_mse, seed=args.seed,
+                        precision=args.precision, device=args.device, progress=progress)
     elif args.verb == "predict":
         from .predict import predict
 

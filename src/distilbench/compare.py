@@ -329,6 +329,51 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
     return rows
 
 
+def resolve_teacher(teacher: str) -> Path:
+    """A fine-tuned teacher: a checkpoint directory, or a run directory holding exactly one model."""
+    path = Path(teacher)
+    if (path / "config.json").is_file():
+        return path
+    bests = sorted((path / "models").glob("*/best")) if path.is_dir() else []
+    if len(bests) == 1:
+        return bests[0]
+    if len(bests) > 1:
+        raise DistilbenchError(f"run {teacher} holds several models; pass one checkpoint, e.g. --teacher {bests[0]}")
+    raise DistilbenchError(f"--teacher {teacher} is not a fine-tuned checkpoint nor a run directory with one")
+
+
+def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: bool = False,
+            progress: bool = True) -> dict:
+    """Distil `student` from a fine-tuned `teacher` checkpoint on the data of `config` (a run of one model)."""
+    teacher_dir = resolve_teacher(teacher)
+    task, teacher_labels = read_task_labels(teacher_dir)
+    if parse_student_spec(student) is None and not Path(student, "config.json").is_file():
+        raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
+                               f"student-bert:..., scratch:...) or a model directory, not '{student}'")
+    config.task, config.models = task, [student]
+    if task == "multilabel" and not config.label_columns and not config.label_column:
+        config.label_columns = teacher_labels
+    run = prepare_run_dir(config.out, overwrite)
+    save_config(config, run.config)
+    splits, label_names = prepare_data(config, run)
+    if set(label_names) != set(teacher_labels):
+        raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
+                               f"({', '.join(teacher_labels)})")
+    teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test", check_fp32=False)
+    row = run_model(student, config, splits, teacher_labels, run, progress, teacher=teacher_dir)
+    row["teacher_test"] = summary_metrics(teacher_stats)
+    table = comparison_table([{**row, "eval_speedup": 1.0, "train_speedup": 1.0}], task)
+    write_csv_atomic(run.comparison_csv, table)
+    write_json_atomic(run.comparison_json, {
+        "task": task, "data": config.data, "primary_metric": primary_metric(task), "label_names": teacher_labels,
+        "teacher": str(teacher_dir), "rows_per_split": {k: len(v) for k, v in splits.items()},
+        "machine": machine_info(), "rows": [{**row, "eval_speedup": 1.0, "train_speedup": 1.0}]})
+    metric = primary_metric(task)
+    say(f"\nteacher {metric} {teacher_stats[metric]:.4f}, student {row['test'][metric]:.4f}")
+    say(f"results: {run.comparison_json}")
+    return row
+
+
 def evaluate(model_dir: str, source: str, config: ExperimentConfig, out: str | None,
              progress: bool = True) -> dict:
     """Test a saved checkpoint on any data source; write the metrics JSON to `out`."""

@@ -101,3 +101,149 @@ def _fingerprint(texts: list[str], max_length: int | None) -> str:
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\0")
     return f"{digest.hexdigest()} max_length={max_length}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# General distillation (DistilBERT's own objective) on unlabelled text
+
+
+def _teacher_for_general(teacher: str):
+    """The teacher with its MLM head when it has a trained one, else its encoder alone."""
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    from .models import _from_pretrained
+
+    mlm, info = _from_pretrained(AutoModelForMaskedLM, teacher, output_loading_info=True)
+    untrained_head = [k for k in info.get("missing_keys", []) if "predictions" in k or "vocab_" in k]
+    if untrained_head:
+        del mlm
+        return _from_pretrained(AutoModel, teacher), False
+    return mlm, True
+
+
+def distill_general(teacher: str, student_spec: str, texts: list[str], out: str | Path, *, epochs: int = 1,
+                    batch_size: int = 32, learning_rate: float = 5e-4, max_length: int = 128,
+                    temperature: float = 2.0, alpha_ce: float = 5.0, alpha_mlm: float = 2.0, alpha_cos: float = 1.0,
+                    alpha_mse: float = 0.0, mlm_probability: float = 0.15, seed: int = 42,
+                    precision: str = "auto", device: str = "auto", progress: bool = True) -> dict:
+    """Train a student against a pretrained teacher on unlabelled texts with DistilBERT's triple loss.
+
+    α_ce · T² · KL(teacher MLM distribution ‖ student) on masked tokens + α_mlm · MLM loss + α_cos ·
+    (1 − cosine) between last hidden states (+ optional α_mse · MSE per mapped layer), with dynamic
+    masking (15 %, 80/10/10). A teacher without a trained MLM head (the packaged MiniLM is a sentence
+    encoder) uses the hidden-state terms only. Saves OUT/epoch-<n>/ and the final encoder in OUT/.
+    """
+    import copy
+    import json
+    import time
+
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup, set_seed
+
+    from .inference import autocast_for, pick_device, pick_precision
+    from .models import DISTILBENCH_KEY, build_student, load_tokenizer, parse_student_spec
+    from .runs import write_json_atomic
+    from .training import save_checkpoint
+
+    spec = parse_student_spec(student_spec)
+    if spec is None:
+        raise DistilbenchError(f"--student must be a student spec such as student:{teacher}, not '{student_spec}'")
+    if not texts:
+        raise DistilbenchError("no texts to distil on")
+    set_seed(seed)
+    device_ = pick_device(device)
+    precision = pick_precision(precision, device_)
+    teacher_model, has_mlm = _teacher_for_general(teacher)
+    teacher_model.to(device_).eval()
+    student_full = build_student(teacher, layers=spec.strategy, kind=spec.kind)
+    encoder = getattr(student_full, student_full.base_model_prefix)
+    layers = student_full.config.to_dict()[DISTILBENCH_KEY]["teacher_layers"]
+    head = copy.deepcopy(teacher_model.cls) if has_mlm else None  # the student's MLM head starts as the teacher's
+    terms = {"ce": alpha_ce if has_mlm else 0.0, "mlm": alpha_mlm if has_mlm else 0.0, "cos": alpha_cos,
+             "mse": alpha_mse}
+    if not has_mlm:
+        say(f"the teacher {teacher} has no trained MLM head: general distillation uses the hidden-state terms "
+            f"only (cosine on the last layer{', MSE per mapped layer' if alpha_mse else ''})")
+    tokenizer = load_tokenizer(teacher)
+    if spec.kind != "student-bert":
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    features = [{"input_ids": ids, "attention_mask": mask}
+                for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)  # 80/10/10
+    loader = DataLoader(features, batch_size=batch_size, shuffle=True, collate_fn=collator,
+                        generator=torch.Generator().manual_seed(seed))
+    parameters = list(encoder.parameters()) + (list(head.parameters()) if head is not None else [])
+    encoder.to(device_).train()
+    if head is not None:
+        head.to(device_).train()
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, eps=1e-8)
+    total = epochs * len(loader)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.05 * total), total)
+    out = Path(out)
+    log_rows = []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        sums = {name: 0.0 for name in (*terms, "loss")}
+        bar = tqdm(loader, desc=f"distill-general epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        epoch_start = time.perf_counter()
+        for batch in bar:
+            batch = {k: v.to(device_) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            with torch.no_grad(), autocast_for(device_, precision):
+                t_out = teacher_model(**batch, output_hidden_states=True)
+            with autocast_for(device_, precision):
+                s_out = encoder(**batch, output_hidden_states=True)
+            values = general_distillation_terms(s_out.hidden_states, t_out.hidden_states, batch["attention_mask"],
+                                                layers, labels, temperature,
+                                                head(s_out.last_hidden_state).float() if head is not None else None,
+                                                t_out.logits.float() if has_mlm else None, alpha_mse > 0)
+            loss = sum(terms[k] * values[k] for k in terms if terms[k])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            scheduler.step()
+            for k in terms:
+                sums[k] += float(values[k].detach())
+            sums["loss"] += float(loss.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        row = {"epoch": epoch, **{k: v / len(loader) for k, v in sums.items()},
+               "time_s": time.perf_counter() - epoch_start}
+        log_rows.append(row)
+        encoder.config.update({DISTILBENCH_KEY: {
+            "teacher": teacher, "teacher_layers": layers, "student_kind": spec.kind,
+            "general_distillation": {"epochs": epoch, "texts": len(texts), "weights": terms,
+                                     "temperature": temperature, "teacher_mlm_head": has_mlm}}})
+        save_checkpoint(encoder, tokenizer, out / f"epoch-{epoch}")
+        write_json_atomic(out / "distill_log.json", {"teacher": teacher, "student": student_spec,
+                                                     "weights": terms, "epochs": log_rows})
+        say(f"  distill-general epoch {epoch}: loss {row['loss']:.4f} ("
+            + ", ".join(f"{k} {row[k]:.4f}" for k in terms if terms[k]) + f"; {row['time_s']:.1f} s)")
+    encoder.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"epochs": log_rows, "weights": terms, "teacher_mlm_head": has_mlm, "out": str(out),
+            "time_s": time.perf_counter() - start}
+
+
+def general_distillation_terms(student_hidden: tuple, teacher_hidden: tuple, attention_mask: torch.Tensor,
+                               layers: list[int], labels: torch.Tensor, temperature: float,
+                               student_logits: torch.Tensor | None, teacher_logits: torch.Tensor | None,
+                               with_mse: bool) -> dict[str, torch.Tensor]:
+    """The terms of DistilBERT's loss; hidden states are (embeddings, layer 1, ..., layer N) tuples."""
+    zero = student_hidden[-1].new_zeros(()).float()
+    keep = attention_mask.bool()
+    s_last, t_last = student_hidden[-1].float()[keep], teacher_hidden[-1].float()[keep]
+    values = {"cos": 1.0 - F.cosine_similarity(s_last, t_last, dim=-1).mean(), "ce": zero, "mlm": zero, "mse": zero}
+    if with_mse:
+        values["mse"] = sum(F.mse_loss(student_hidden[i + 1].float()[keep], teacher_hidden[t + 1].float()[keep])
+                            for i, t in enumerate(layers)) / len(layers)
+    if student_logits is not None and teacher_logits is not None:
+        masked = labels != -100
+        if masked.any():
+            s, t = student_logits[masked], teacher_logits[masked]
+            values["ce"] = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1),
+                                    reduction="batchmean", log_target=True) * temperature ** 2
+            values["mlm"] = F.cross_entropy(s, labels[masked])
+    return values

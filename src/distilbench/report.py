@@ -1,0 +1,628 @@
+"""Plots and a self-contained report of a finished `distilbench compare` run.
+
+`make_plots(run_dir)` draws PNGs into RUN_DIR/plots/; `write_report(run_dir)` draws them too and writes
+RUN_DIR/report.html (images inlined as data URIs, inline CSS: readable offline, one file to share) and
+RUN_DIR/report.md (images by relative path). Everything is read back from the run directory's files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import auc, roc_curve
+
+from .console import DistilbenchError
+from .runs import RunDir, model_slug, read_json, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+DPI = 100
+SAMPLE_SIZE = 10  # test texts shown side by side
+TOP_ERRORS = 5  # most confident errors per model
+SAMPLE_SEED = 0
+MAX_TEXT = 300  # characters of a text shown in a table
+SETTINGS = ("epochs", "train_batch_size", "eval_batch_size", "learning_rate", "max_length", "precision",
+            "backend", "seed", "head", "threshold_metric", "distill", "alpha", "temperature", "max_samples")
+RUN_KEYS = {"loss", "eval_time_s", "samples", "samples_per_s", "best_epoch"}  # not quality metrics
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+.wide{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.88em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}figure{margin:1em 0 2em}
+figcaption{font-size:.9em;color:#555}img{max-width:100%;height:auto}"""
+
+
+@dataclass
+class ModelRun:
+    """One model's results, read from comparison.json and results/<slug>/."""
+
+    row: dict
+    slug: str
+    training: dict
+    test: dict
+    predictions: pd.DataFrame | None
+
+
+@dataclass
+class Run:
+    """Everything a report needs from a run directory."""
+
+    root: Path
+    comparison: dict
+    config: dict
+    summary: dict
+    models: list[ModelRun]
+    bench: dict | None
+
+    @property
+    def task(self) -> str:
+        return self.comparison["task"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.comparison["label_names"])
+
+    @property
+    def metric(self) -> str:
+        return self.comparison["primary_metric"]
+
+
+@dataclass
+class Plot:
+    path: Path
+    title: str
+    caption: str
+    section: str
+
+
+def _read_json(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a finished run; DistilbenchError if comparison.json (written last) is missing."""
+    run = RunDir(run_dir)
+    if not run.comparison_json.is_file():
+        raise DistilbenchError(f"{run_dir} is not a finished distilbench run (no comparison.json): "
+                               "pass the --out directory of a completed `distilbench compare`")
+    comparison = read_json(run.comparison_json)
+    config = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.is_file() else {}
+    models = []
+    for row in comparison["rows"]:
+        slug = model_slug(row["model"])
+        results = run.results(slug)
+        csv = results / "test_predictions.csv"
+        predictions = pd.read_csv(csv, keep_default_na=False) if csv.is_file() else None
+        models.append(ModelRun(row, slug, _read_json(results / "training_stats.json"),
+                               _read_json(results / "test_stats.json"), predictions))
+    bench = _read_json(run.root / "bench.json") or None
+    return Run(run.root, comparison, config or {}, _read_json(run.data / "summary.json"), models, bench)
+
+
+# --------------------------------------------------------------------------- plotting helpers
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure with its own Agg canvas: no pyplot, so no global backend state in the caller's process."""
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """PNG bytes written to a temporary file beside `path`, then renamed (like every run file)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote %s", path)
+    return path
+
+
+def _label_matrix(column: pd.Series, labels: list[str]) -> np.ndarray:
+    """0/1 matrix (n, L) from a column of '|'-joined label names ('' for none)."""
+    sets = [set(str(value).split("|")) for value in column]
+    return np.array([[name in chosen for name in labels] for chosen in sets], dtype=int).reshape(len(sets), -1)
+
+
+def _probs(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    return frame[[f"prob_{name}" for name in labels]].to_numpy(dtype=float)
+
+
+def _thresholds(run: Run, model: ModelRun) -> np.ndarray:
+    """The model's decision thresholds: tuned ones from test_stats or the best checkpoint, else 0.5."""
+    tuned = model.test.get("thresholds")
+    if not tuned:
+        tuned = _read_json(RunDir(run.root).best_dir(model.slug) / "config.json").get("distilbench", {}).get(
+            "thresholds", {})
+    return np.array([float(tuned.get(name, 0.5)) for name in run.labels])
+
+
+def _epoch_frame(model: ModelRun) -> tuple[pd.DataFrame, str, int | None]:
+    epochs = pd.DataFrame(model.training.get("epochs", []))
+    metric = model.training.get("select_metric") or model.row.get("select_metric") or "loss"
+    return epochs, metric, model.training.get("best_epoch", model.row.get("best_epoch"))
+
+
+def plot_training(model: ModelRun, path: Path) -> Plot:
+    """Train/validation loss and the validation metric per epoch for one model, best epoch marked."""
+    epochs, metric, best = _epoch_frame(model)
+    figure = _figure(8, 3.2)
+    loss_ax, metric_ax = figure.subplots(1, 2)
+    loss_ax.plot(epochs["epoch"], epochs["train_loss"], "o-", label="train loss")
+    loss_ax.plot(epochs["epoch"], epochs["val_loss"], "s-", label="validation loss")
+    metric_ax.plot(epochs["epoch"], epochs[f"val_{metric}"], "o-", color="C2", label=f"validation {metric}")
+    for ax, name in ((loss_ax, "loss"), (metric_ax, metric)):
+        ax.axvline(best, ls="--", color="grey", label=f"best epoch ({best})")
+        ax.set(xlabel="epoch", ylabel=name, xticks=epochs["epoch"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(model.row["model"], fontsize=10)
+    return Plot(_save(figure, path), f"Training: {model.row['model']}",
+                f"Loss per epoch (left) and validation {metric} (right); the dashed line is the best epoch, "
+                "whose checkpoint was tested.", "Training")
+
+
+def plot_training_overlay(models: list[ModelRun], path: Path, what: str) -> Plot:
+    """Every model's curves on one axis: 'loss' (validation solid, train dashed) or the validation metric."""
+    figure = _figure(6.5, 4)
+    ax = figure.subplots()
+    metric = _epoch_frame(models[0])[1]
+    for i, model in enumerate(models):
+        epochs, _, best = _epoch_frame(model)
+        column = "val_loss" if what == "loss" else f"val_{metric}"
+        ax.plot(epochs["epoch"], epochs[column], "o-", color=f"C{i}", label=model.row["model"])
+        if what == "loss":
+            ax.plot(epochs["epoch"], epochs["train_loss"], "--", color=f"C{i}", alpha=0.6)
+        best_rows = epochs[epochs["epoch"] == best]
+        ax.plot(best_rows["epoch"], best_rows[column], "*", color=f"C{i}", ms=14, mec="black")
+    if what == "loss":
+        ax.plot([], [], "k-", label="validation")
+        ax.plot([], [], "k--", alpha=0.6, label="train")
+    ax.set(xlabel="epoch", ylabel="loss" if what == "loss" else f"validation {metric}",
+           xticks=sorted({e for m in models for e in _epoch_frame(m)[0]["epoch"]}))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    caption = ("Validation loss (solid) and train loss (dashed)" if what == "loss" else f"Validation {metric}")
+    return Plot(_save(figure, path), f"All models: {'loss' if what == 'loss' else metric} per epoch",
+                caption + " per epoch for every model; a star marks each model's best epoch.", "Training")
+
+
+def plot_confusion(model: ModelRun, labels: list[str], path: Path) -> Plot:
+    """Row-normalised test confusion matrix (rows: true class)."""
+    counts = np.asarray(model.test["confusion_matrix"], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    n = len(labels)
+    side = min(3.5 + 0.45 * n, 12)
+    figure = _figure(side + 1, side)
+    ax = figure.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    if n <= 25:
+        for (i, j), value in np.ndenumerate(share):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=model.row["model"])
+    return Plot(_save(figure, path), f"Confusion matrix: {model.row['model']}",
+                "Test split, each row divided by the number of texts of its true class.", "Test results per model")
+
+
+def plot_roc(run: Run, model: ModelRun, path: Path) -> Plot:
+    """Per-label ROC curves from the test probabilities, each label's decision threshold marked."""
+    truth = _label_matrix(model.predictions["true"], run.labels)
+    probs = _probs(model.predictions, run.labels)
+    thresholds = _thresholds(run, model)
+    figure = _figure(6.5, 5)
+    ax = figure.subplots()
+    skipped = []
+    for j, name in enumerate(run.labels):
+        y, p = truth[:, j], probs[:, j]
+        if np.unique(y).size < 2:
+            skipped.append(name)
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        (line,) = ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        chosen = p >= thresholds[j]
+        ax.plot(chosen[y == 0].mean(), chosen[y == 1].mean(), "o", color=line.get_color(), mec="black", ms=7)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
+           title=model.row["model"])
+    ax.legend(fontsize=8, loc="lower right")
+    note = f" Skipped (only one class in the test split): {', '.join(skipped)}." if skipped else ""
+    if skipped:
+        ax.text(0.02, 0.97, "skipped: " + ", ".join(skipped), transform=ax.transAxes, fontsize=8, va="top")
+    return Plot(_save(figure, path), f"ROC curves: {model.row['model']}",
+                "Per-label ROC curves on the test split; a dot marks the label's decision threshold "
+                "(tuned on validation where thresholds were tuned, else 0.5)." + note, "Test results per model")
+
+
+def plot_per_label(run: Run, model: ModelRun, path: Path) -> Plot:
+    """Precision, recall and F1 per label as grouped bars."""
+    tuned = "at_tuned_thresholds" in model.test
+    scores = (model.test["at_tuned_thresholds"] if tuned else model.test)["per_label"]
+    x = np.arange(len(run.labels))
+    figure = _figure(min(4 + 0.7 * len(x), 12), 3.6)
+    ax = figure.subplots()
+    for k, measure in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (k - 1) * 0.27, [scores[name][measure] for name in run.labels], 0.27, label=measure)
+    ax.set_xticks(x, run.labels, rotation=30, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel="score", title=model.row["model"])
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    where = "the tuned thresholds" if tuned else "threshold 0.5"
+    return Plot(_save(figure, path), f"Per-label scores: {model.row['model']}",
+                f"Test precision, recall and F1 per label at {where}.", "Test results per model")
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both coordinates (higher is better), by x."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _bench_points(run: Run) -> list[tuple[str, float, float]]:
+    """(model / backend, samples per s, metric) from bench.json; the metric from the run where bench has none."""
+    by_slug = {m.slug: m.row["test"].get(run.metric) for m in run.models}
+    points = []
+    for result in (run.bench or {}).get("results", []):
+        value = (result.get("test") or {}).get(run.metric, by_slug.get(result.get("model")))
+        rate = (result.get("samples_per_s") or {}).get("median")
+        if value is not None and rate:
+            points.append((f"{result['model']} / {result.get('backend')}", float(rate), float(value)))
+    return points
+
+
+def plot_metric_vs_speed(run: Run, path: Path) -> Plot:
+    """Test metric vs evaluation throughput with the Pareto front (bench.json points where present)."""
+    figure = _figure(6.5, 4.2)
+    ax = figure.subplots()
+    points = [(m.row["model"], float(m.row.get("eval_samples_per_s") or 0), float(m.row["test"][run.metric]))
+              for m in run.models]
+    bench = _bench_points(run)
+    ax.scatter([p[1] for p in points], [p[2] for p in points], s=50, label="test evaluation in the run",
+               facecolors="none" if bench else "C0", edgecolors="C0")
+    if bench:
+        ax.scatter([p[1] for p in bench], [p[2] for p in bench], s=50, marker="s", color="C1", label="bench.json")
+    ranked = bench or points
+    front = _pareto([(p[1], p[2]) for p in ranked])
+    ax.plot([ranked[i][1] for i in front], [ranked[i][2] for i in front], "o--", color="C3", ms=12, mfc="none",
+            label="Pareto front")
+    for name, x, y in ranked:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.25, y=0.15)
+    ax.set(xlabel="test samples per second", ylabel=f"test {run.metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    source = "bench.json (one point per model and backend)" if bench else "the run's test evaluation"
+    return Plot(_save(figure, path), f"Test {run.metric} vs throughput",
+                f"Up and to the right is better; the dashed line joins the Pareto front of {source}.",
+                "Quality, speed and size")
+
+
+def plot_metric_vs_size(run: Run, path: Path) -> Plot:
+    """Test metric vs checkpoint size on disk."""
+    figure = _figure(6.5, 4.2)
+    ax = figure.subplots()
+    for i, model in enumerate(run.models):
+        x, y = model.row["size_mb"], model.row["test"][run.metric]
+        ax.scatter([x], [y], s=50, color=f"C{i}")
+        ax.annotate(model.row["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.25, y=0.15)
+    ax.set(xlabel="checkpoint size (MB)", ylabel=f"test {run.metric}")
+    ax.grid(alpha=0.3)
+    return Plot(_save(figure, path), f"Test {run.metric} vs size",
+                "Up and to the left is better: checkpoint size on disk (best epoch) against the test metric.",
+                "Quality, speed and size")
+
+
+def plot_label_counts(run: Run, path: Path) -> Plot:
+    """Texts per class (or label) and split, as grouped bars."""
+    counts = pd.read_csv(run.root / "data" / "label_counts.csv", keep_default_na=False)
+    splits = [s for s in ("train", "val", "test") if s in counts.columns]
+    x = np.arange(len(counts))
+    figure = _figure(min(4 + 0.7 * len(x), 12), 3.6)
+    ax = figure.subplots()
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts[split], width, label=split)
+    ax.set_xticks(x, counts["label"].astype(str), rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="texts")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    what = "labels (a text may carry several; 'no label' counts texts with none)" if run.task == "multilabel" \
+        else "classes"
+    return Plot(_save(figure, path), "Texts per split", f"Counts of {what} in each split.", "Data")
+
+
+def _plots(run: Run) -> list[Plot]:
+    plots_dir = run.root / "plots"
+    plots = [plot_label_counts(run, plots_dir / "label-counts.png")]
+    trained = [m for m in run.models if m.training.get("epochs")]
+    plots += [plot_training(m, plots_dir / f"training-{m.slug}.png") for m in trained]
+    if trained:
+        plots.append(plot_training_overlay(trained, plots_dir / "loss-all.png", "loss"))
+        plots.append(plot_training_overlay(trained, plots_dir / "metric-all.png", "metric"))
+    for model in run.models:
+        if run.task == "multiclass" and "confusion_matrix" in model.test:
+            plots.append(plot_confusion(model, run.labels, plots_dir / f"confusion-{model.slug}.png"))
+        if run.task == "multilabel" and model.predictions is not None:
+            plots.append(plot_roc(run, model, plots_dir / f"roc-{model.slug}.png"))
+        if run.task == "multilabel" and "per_label" in model.test:
+            plots.append(plot_per_label(run, model, plots_dir / f"per-label-{model.slug}.png"))
+    plots.append(plot_metric_vs_speed(run, plots_dir / "metric-vs-throughput.png"))
+    plots.append(plot_metric_vs_size(run, plots_dir / "metric-vs-size.png"))
+    return plots
+
+
+def make_plots(run_dir: str | Path) -> list[Path]:
+    """Draw every plot of a finished run into RUN_DIR/plots/; returns the PNG paths."""
+    return [plot.path for plot in _plots(load_run(run_dir))]
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _layer_group(name: str) -> str:
+    match = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
+    if match:
+        return f"layer {match.group(1)}"
+    for block in ("embeddings", "pooler"):
+        if block in name:
+            return block
+    return "head"
+
+
+def layer_counts(checkpoint: Path) -> dict[str, int]:
+    """Parameters per layer from a checkpoint's safetensors headers (shapes only, no weights loaded)."""
+    from safetensors import safe_open
+
+    counts: dict[str, int] = {}
+    for file in sorted(Path(checkpoint).glob("*.safetensors")):
+        with safe_open(str(file), framework="np") as handle:
+            for key in handle.keys():
+                group = _layer_group(key)
+                counts[group] = counts.get(group, 0) + int(np.prod(handle.get_slice(key).get_shape()))
+    return counts
+
+
+def _order(group: str) -> tuple:
+    match = re.fullmatch(r"layer (\d+)", group)
+    return (1, int(match.group(1))) if match else ({"embeddings": 0, "pooler": 2, "head": 3}.get(group, 4), 0)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:.{digits}f}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+
+
+def _shown(row: pd.Series, run: Run) -> str:
+    """A prediction with the probability of each predicted label."""
+    names = [n for n in str(row["predicted"]).split("|") if n]
+    if names:
+        return ", ".join(f"{n} ({row[f'prob_{n}']:.2f})" for n in names)
+    top = max(run.labels, key=lambda n: row[f"prob_{n}"])
+    return f"none (top: {top} {row[f'prob_{top}']:.2f})"
+
+
+def _truth(value: str) -> str:
+    return str(value).replace("|", ", ") or "none"
+
+
+def comparison_tables(run: Run) -> list[tuple]:
+    """Quality and cost tables, one row per model."""
+    metrics = [k for k, v in run.models[0].row["test"].items() if k not in RUN_KEYS and isinstance(v, float)]
+    tuned = [k for k in ("hamming_score", "hamming_loss", "exact_match", "f1_micro", "f1_macro")
+             if any(m.row.get("test_tuned") for m in run.models)]
+    quality = [[m.row["model"], _fmt(m.row["best_epoch"])]
+               + [_fmt(m.row["test"].get(k)) for k in metrics]
+               + [_fmt((m.row.get("test_tuned") or {}).get(k)) for k in tuned] for m in run.models]
+    cost = [[m.row["model"], f"{m.row['params'] / 1e6:.2f}", f"{m.row['size_mb']:.1f}",
+             _fmt(m.row.get("train_time_s"), 1), _fmt(m.row.get("eval_time_s"), 2),
+             _fmt(m.row.get("eval_samples_per_s"), 1), _fmt(m.row.get("eval_speedup"), 2),
+             _fmt(m.row.get("train_speedup"), 2), _fmt(m.row.get("precision")), _fmt(m.row.get("backend"))]
+            for m in run.models]
+    return [("table", ["model", "best epoch"] + metrics + [f"{k} (tuned)" for k in tuned], quality),
+            ("table", ["model", "params (M)", "size (MB)", "train time (s)", "eval time (s)", "eval samples/s",
+                       "eval speed-up", "train speed-up", "precision", "backend"], cost)]
+
+
+def parameter_tables(run: Run) -> list[tuple]:
+    """Parameters by block (from the comparison) and by layer (from each best checkpoint)."""
+    blocks = [[m.row["model"]] + [_fmt(m.row.get("params_by_block", {}).get(b))
+                                  for b in ("embeddings", "encoder", "head", "total")] for m in run.models]
+    layers = {m.row["model"]: layer_counts(RunDir(run.root).best_dir(m.slug)) for m in run.models}
+    groups = sorted({g for counts in layers.values() for g in counts}, key=_order)
+    rows = [[g] + [_fmt(counts.get(g)) for counts in layers.values()] for g in groups]
+    rows.append(["total"] + [_fmt(sum(counts.values())) for counts in layers.values()])
+    return [("p", "By block (the encoder block includes a BERT pooler; the head is the classifier on top):"),
+            ("table", ["model", "embeddings", "encoder", "head", "total"], blocks),
+            ("p", "By layer, read from each best checkpoint's weights:"),
+            ("table", ["group", *layers], rows)]
+
+
+def sample_table(run: Run) -> list[tuple]:
+    """The same ~10 test texts (a fixed random choice) with every model's prediction beside the truth."""
+    models = [m for m in run.models if m.predictions is not None]
+    if not models:
+        return [("p", "No test predictions were found.")]
+    first = models[0].predictions
+    rng = np.random.default_rng(SAMPLE_SEED)
+    rows_ids = sorted(rng.choice(len(first), size=min(SAMPLE_SIZE, len(first)), replace=False).tolist())
+    rows = []
+    for i in rows_ids:
+        cells = [_short(first["text"].iloc[i]), _truth(first["true"].iloc[i])]
+        for m in models:
+            same = len(m.predictions) == len(first) and m.predictions["text"].iloc[i] == first["text"].iloc[i]
+            cells.append(_shown(m.predictions.iloc[i], run) if same else "–")
+        rows.append(cells)
+    return [("table", ["text", "true"] + [m.row["model"] for m in models], rows)]
+
+
+def error_tables(run: Run) -> list[tuple]:
+    """Per model, the wrong test predictions made with the highest confidence."""
+    blocks: list[tuple] = []
+    for model in run.models:
+        frame = model.predictions
+        if frame is None:
+            continue
+        probs = _probs(frame, run.labels)
+        if run.task == "multiclass":
+            predicted = frame["predicted"].map({n: j for j, n in enumerate(run.labels)}).to_numpy()
+            confidence = probs[np.arange(len(frame)), predicted]
+            wrong = (frame["true"] != frame["predicted"]).to_numpy()
+            detail = [f"{p} ({c:.2f})" for p, c in zip(frame["predicted"], confidence)]
+            columns = ["text", "true", "predicted (probability)"]
+        else:
+            truth, chosen = _label_matrix(frame["true"], run.labels), _label_matrix(frame["predicted"], run.labels)
+            false_pos, missed = (chosen == 1) & (truth == 0), (chosen == 0) & (truth == 1)
+            confidence = np.maximum(np.where(false_pos, probs, 0), np.where(missed, 1 - probs, 0)).max(axis=1)
+            wrong = (false_pos | missed).any(axis=1)
+            detail = ["; ".join([f"wrongly {n} ({p[j]:.2f})" for j, n in enumerate(run.labels) if fp[j]]
+                                + [f"missed {n} ({p[j]:.2f})" for j, n in enumerate(run.labels) if ms[j]])
+                      for p, fp, ms in zip(probs, false_pos, missed)]
+            columns = ["text", "true", "predicted", "errors (probability of the label)"]
+        order = [i for i in np.argsort(-confidence, kind="stable") if wrong[i]][:TOP_ERRORS]
+        blocks.append(("h3", model.row["model"]))
+        if not order:
+            blocks.append(("p", "No errors on the test split."))
+            continue
+        blocks.append(("table", columns, [[_short(frame["text"].iloc[i]), _truth(frame["true"].iloc[i])]
+                                          + ([] if run.task == "multiclass" else [_truth(frame["predicted"].iloc[i])])
+                                          + [detail[i]] for i in order]))
+    return blocks
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def overview(run: Run) -> list[tuple]:
+    """What was run: data, labels, models and the main settings."""
+    rows = run.comparison.get("rows_per_split") or run.summary.get("rows", {})
+    dropped = {k: v for k, v in (run.summary.get("dropped") or {}).items() if v}
+    facts = [f"Task: {run.task}; primary metric: {run.metric}",
+             f"Data: {run.summary.get('source') or run.comparison.get('data')}",
+             "Rows per split: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()),
+             "Dropped rows: " + (", ".join(f"{k}: {v:,}" for k, v in dropped.items()) or "none"),
+             f"Labels ({len(run.labels)}): " + ", ".join(run.labels)]
+    machine = run.comparison.get("machine") or {}
+    if machine:
+        facts.append("Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items() if v is not None))
+    models = [[m.row["model"], m.row.get("method", ""),
+               ", ".join(f"{k} {v}" for k, v in (m.row.get("architecture") or {}).items())] for m in run.models]
+    settings = [[k, "–" if run.config[k] is None else str(run.config[k])] for k in SETTINGS if k in run.config]
+    return [("list", facts), ("table", ["model", "method", "architecture"], models),
+            ("p", "Main settings (all of them are in config.yaml):"), ("table", ["setting", "value"], settings)]
+
+
+def document(run: Run, plots: list[Plot]) -> list[tuple]:
+    """The report as a list of blocks, rendered to HTML and Markdown alike."""
+    blocks: list[tuple] = [("h1", f"distilbench report: {run.root.name}"), ("h2", "What was run"), *overview(run),
+                           ("h2", "Comparison on the test split"), *comparison_tables(run)]
+    sections = list(dict.fromkeys(plot.section for plot in plots))
+    for section in sections:
+        blocks.append(("h2", section))
+        blocks += [("figure", plot) for plot in plots if plot.section == section]
+    blocks += [("h2", "Parameters"), *parameter_tables(run),
+               ("h2", "Sample test predictions"),
+               ("p", "Probabilities of the predicted labels in brackets; the texts are a fixed random sample."),
+               *sample_table(run),
+               ("h2", "Most confident errors"),
+               ("p", "Wrong test predictions ranked by the probability behind the mistake "
+                     + ("(of the predicted class)." if run.task == "multiclass" else
+                        "(a wrongly predicted label's probability, or 1 − probability for a missed label).")),
+               *error_tables(run)]
+    return blocks
+
+
+def _cell(value: str) -> str:
+    numeric = re.fullmatch(r"[-+]?[\d,]*\.?\d+", value) is not None
+    return f'<td class="num">{html.escape(value)}</td>' if numeric else f"<td>{html.escape(value)}</td>"
+
+
+def render_html(blocks: list[tuple], title: str) -> str:
+    parts = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+             f"<style>{CSS}</style></head><body>"]
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3", "p"):
+            parts.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in rest[0]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in rest[0])
+            body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rest[1])
+            parts.append(f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+        elif kind == "figure":
+            plot = rest[0]
+            data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(plot.title)}">'
+                         f"<figcaption><b>{html.escape(plot.title)}.</b> {html.escape(plot.caption)}</figcaption>"
+                         "</figure>")
+    return "\n".join(parts) + "\n</body></html>\n"
+
+
+def _md(text: str) -> str:
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+
+
+def render_markdown(blocks: list[tuple], root: Path) -> str:
+    parts = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            parts.append("#" * int(kind[1]) + " " + _md(rest[0]))
+        elif kind == "p":
+            parts.append(_md(rest[0]))
+        elif kind == "list":
+            parts.append("\n".join(f"- {_md(item)}" for item in rest[0]))
+        elif kind == "table":
+            lines = ["| " + " | ".join(_md(h) for h in rest[0]) + " |", "|" + "---|" * len(rest[0])]
+            lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rest[1]]
+            parts.append("\n".join(lines))
+        elif kind == "figure":
+            plot = rest[0]
+            parts.append(f"![{_md(plot.title)}]({plot.path.relative_to(root).as_posix()})\n\n"
+                         f"*{_md(plot.title)}.* {_md(plot.caption)}")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Draw the plots and write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md; returns both paths."""
+    run = load_run(run_dir)
+    blocks = document(run, _plots(run))
+    html_path, md_path = run.root / "report.html", run.root / "report.md"
+    write_text_atomic(html_path, render_html(blocks, f"distilbench report: {run.root.name}"))
+    write_text_atomic(md_path, render_markdown(blocks, run.root))
+    log.info("wrote %s and %s", html_path, md_path)
+    return html_path, md_path
