@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    report = verbs.add_parser("report", help="write plots, report.html and report.md for a run directory",
+                              description="Plots (PNG) and a self-contained HTML report plus Markdown for a "
+                                          "finished run; compare writes them itself at the end.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+
     bench = verbs.add_parser(
         "bench", help="measure size, latency, throughput, memory and MFU per model and backend",
         description="Measure models under one protocol: warm-up, alternating rounds, median (min-max).")
@@ -228,10 +233,10 @@ def run(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries(args.verbose)
+    progress = not getattr(args, "no_progress", False)
     from .compare import compare, evaluate
     from .config import ExperimentConfig, load_config
 
-    progress = not args.no_progress
     if args.verb in ("compare", "train"):
         config = load_config(args.config, _overrides(args))
         if args.verb == "train" and len(config.models) != 1:
@@ -251,6 +256,12 @@ def run(argv: list[str] | None = None) -> int:
                         temperature=args.temperature, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm,
                         alpha_cos=args.alpha_cos, alpha_mse=args.alpha_mse, seed=args.seed,
                         precision=args.precision, device=args.device, progress=progress)
+    elif args.verb == "report":
+        from .console import say
+        from .report import write_report
+
+        html, markdown = write_report(args.run_dir)
+        say(f"report: {html}\n        {markdown}")
     elif args.verb == "predict":
         from .predict import predict
 
