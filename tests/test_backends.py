@@ -90,7 +90,7 @@ def test_backend_logits_close_to_fp32(models, built, kind, name):
     diff = np.abs(out - ref).max()
     if name.endswith("fp32"):
         assert diff < 1e-4
-    elif name == "torch-bf16":
+    elif name.startswith("torch-bf16"):
         assert diff < 0.03
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 5 / 6
     else:  # int8: weights rounded to 1/127 of their range
@@ -143,7 +143,7 @@ def test_caller_model_is_not_modified(models, built):
 
 def test_unknown_backend_and_alias(models, tmp_path):
     model = models["student"][0]
-    with pytest.raises(DistilbenchError, match="torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8"):
+    with pytest.raises(DistilbenchError, match="torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"):
         load_backend(model, "tensorrt")
     backend = load_backend(model, "onnx", work_dir=tmp_path / "out")
     assert backend.name == "onnx-fp32" and (tmp_path / "out" / "model.onnx").is_file()

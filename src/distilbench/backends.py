@@ -41,7 +41,7 @@ from .inference import cpu_has_fast_bf16, pick_device, tokenize_texts
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32", "onnx-int8")
+BACKENDS = ("torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-int8", "onnx-fp32", "onnx-int8")
 ALIASES = {"onnx": "onnx-fp32"}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OPSET = 18
@@ -120,6 +120,11 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None) -> Bac
         return TorchBackend(name, model, inputs)
     if name == "torch-bf16":
         return TorchBackend(name, copy.deepcopy(model).to(torch.bfloat16).eval(), inputs)
+    if name == "torch-bf16-compiled":
+        # inductor with frozen (prepacked) weights and dynamic shapes: one compilation of tens of seconds,
+        # then fused kernels; pays off for large inputs of small models, where per-op overhead dominates
+        bf16 = copy.deepcopy(model).to(torch.bfloat16).eval()
+        return TorchBackend(name, torch.compile(bf16, dynamic=True, options={"freezing": True}), inputs)
     if name == "torch-int8":
         if device.type != "cpu":
             raise DistilbenchError(f"backend torch-int8 runs on CPU only; the model is on {device}. "
