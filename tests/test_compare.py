@@ -68,6 +68,13 @@ def test_comparison_files_have_the_promised_columns(multiclass_run):
         assert 0.0 <= row["test"]["accuracy"] <= 1.0
         assert row["params"] > 0 and row["size_mb"] > 0
     assert saved["rows"][0]["eval_speedup"] == pytest.approx(1.0)
+    for row in saved["rows"]:  # the speed columns come from the bench protocol
+        spread = row["throughput"]
+        assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+        assert row["latency_ms"]["p50"] > 0
+    assert saved["rows"][1]["eval_speedup"] == pytest.approx(
+        saved["rows"][1]["throughput"]["median"] / saved["rows"][0]["throughput"]["median"])
+    assert (run / "speed.json").is_file()
     table = pd.read_csv(run / "comparison.csv")
     assert list(table["model"]) == config.models
     assert {"accuracy", "train_time_s", "eval_time_s", "size_mb", "params_m"} <= set(table.columns)

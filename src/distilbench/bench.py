@@ -73,11 +73,12 @@ def run_batches(backend, batches: list[dict]) -> float:
     return time.perf_counter() - start
 
 
-def run_bench(specs: list[str], backends: list[str], *, data: str | None = None, text_column: str = "text",
+def run_bench(specs: list[str], backends: list[str], *, data: str | None = None, texts: list[str] | None = None,
+              text_column: str = "text",
               label_column: str | None = None, label_columns: list[str] | None = None, batch_size: int = 64,
               samples: int = 512, repeats: int = 5, warmup: int = 2, latency_samples: int = 100,
               max_length: int | None = 128, memory: bool = True, metric: bool = True,
-              out: str | None = None, progress: bool = True) -> dict:
+              out: str | None = None, progress: bool = True, show: bool = True) -> dict:
     """Measure every model with every backend under one protocol; write bench.json and print a table."""
     unknown = [b for b in backends if b not in BACKENDS and b != "onnx"]
     if unknown:
@@ -86,25 +87,30 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
     if min(batch_size, samples, repeats) < 1 or warmup < 0 or latency_samples < 0:
         raise DistilbenchError("--batch-size, --samples and --repeats must be at least 1")
     models = resolve_bench_models(specs)
-    say("measuring the machine's matrix-product peak ...")
     peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
-    say(f"peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    if show:
+        say(f"measured matrix-product peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+            f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
 
     workdir = tempfile.TemporaryDirectory(prefix="distilbench-bench-")
     pairs = []
     for bench_model in models:
-        texts, labels = bench_texts(bench_model, data, text_column, label_column, label_columns)
-        if not texts:
+        if texts is not None:  # given by the caller (compare: the test split), no metric
+            model_texts, labels = texts, None
+        else:
+            model_texts, labels = bench_texts(bench_model, data, text_column, label_column, label_columns)
+        if not model_texts:
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
-        sample = [texts[i % len(texts)] for i in range(samples)]
+        sample = [model_texts[i % len(model_texts)] for i in range(samples)]
         batches, tokens = padded_batches(bench_model.tokenizer, sample, batch_size, max_length)
         params = count_parameters(bench_model.model)
         for name in backends:
-            say(f"preparing {bench_model.name} / {name}")
+            if show:
+                say(f"preparing {bench_model.name} / {name}")
             backend = load_backend(bench_model.model, name,
                                    work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
             pairs.append({"model": bench_model, "backend_name": name, "backend": backend, "batches": batches,
-                          "tokens": tokens, "texts": texts, "labels": labels, "params": params, "rounds": [],
+                          "tokens": tokens, "texts": model_texts, "labels": labels, "params": params, "rounds": [],
                           "latency": []})
 
     for pair in pairs:  # warm-up: first calls pay for allocation, kernel choice, graph optimisation
@@ -172,7 +178,8 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
               "results": results}
     if out:
         write_json_atomic(Path(out), report)
-    say("\n" + bench_table(results).to_string(index=False))
+    if show:
+        say("\n" + bench_table(results).to_string(index=False))
     return report
 
 

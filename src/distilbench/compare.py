@@ -247,6 +247,22 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     }
 
 
+def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts: list[str], progress: bool) -> None:
+    """Throughput and latency of every best checkpoint under `distilbench bench`'s protocol (warm-up,
+    alternating rounds, median and spread), on the test texts, with the comparison's backend."""
+    from .bench import run_bench
+
+    say("\nspeed (bench protocol: warm-up, 5 alternating rounds, median) ...")
+    backend = rows[0]["backend"]
+    report = run_bench([row["checkpoint"] for row in rows], [backend], texts=texts,
+                       batch_size=config.eval_batch_size, samples=min(512, max(len(texts), 64)), repeats=5,
+                       latency_samples=50, max_length=config.max_length, memory=False, metric=False,
+                       out=str(run.root / "speed.json"), progress=progress, show=False)
+    for row, measured in zip(rows, report["results"]):
+        row.update({"throughput": measured["samples_per_s"], "latency_ms": measured["latency_ms"],
+                    "mfu": measured["mfu"]})
+
+
 def teacher_in_run(spec: str, config: ExperimentConfig, run: RunDir) -> Path | None:
     """A student listed after its teacher is distilled from the teacher fine-tuned in this run
     (unless config.distill is off)."""
@@ -276,6 +292,8 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
         **{name: round(row["test"][name], 4) for name in extra},
         "train_time_s": round(row["train_time_s"], 1),
         "eval_time_s": round(row["eval_time_s"], 2),
+        **({"samples_per_s": round(row["throughput"]["median"], 1),
+            "p50_ms": round(row["latency_ms"]["p50"], 1)} if "throughput" in row else {}),
         "eval_speedup": round(row["eval_speedup"], 2),
         "train_speedup": round(row["train_speedup"], 2),
     } for row in rows])
@@ -314,9 +332,14 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
     for spec in config.models:
         teacher = teacher_in_run(spec, config, run)
         rows.append(run_model(spec, config, splits, label_names, run, progress, teacher))
+    if config.measure_speed:
+        measure_speed(rows, config, run, splits["test"]["text"].tolist(), progress)
     first = rows[0]
     for row in rows:
-        row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None
+        if config.measure_speed:
+            row["eval_speedup"] = row["throughput"]["median"] / first["throughput"]["median"]
+        else:
+            row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None
         row["train_speedup"] = first["train_time_s"] / row["train_time_s"] if row["train_time_s"] else None
     table = comparison_table(rows, config.task)
     write_csv_atomic(run.comparison_csv, table)

@@ -49,6 +49,7 @@ class ExperimentConfig:
     precision: str = "auto"
     backend: str = "auto"
     keep_checkpoints: str = "all"
+    measure_speed: bool = True
     threshold_metric: str = "gmean"
     # task distillation: a student listed after its teacher learns from the fine-tuned teacher
     distill: bool = True

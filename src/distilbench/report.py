@@ -1,7 +1,7 @@
 """Plots and a self-contained report of a finished `distilbench compare` run.
 
 `make_plots(run_dir)` draws PNGs into RUN_DIR/plots/; `write_report(run_dir)` draws them too and writes
-RUN_DIR/report.html (images inlined as data URIs, inline CSS: readable offline, one file to share) and
+RUN_DIR/report.html (images inlined as data URIs, inline CSS: one file that reads offline) and
 RUN_DIR/report.md (images by relative path). Everything is read back from the run directory's files.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
@@ -27,6 +28,7 @@ from sklearn.metrics import auc, roc_curve
 from .console import DistilbenchError
 from .runs import RunDir, model_slug, read_json, write_text_atomic
 
+__all__ = ["make_plots", "write_report"]
 log = logging.getLogger(__name__)
 
 DPI = 100
@@ -36,7 +38,9 @@ SAMPLE_SEED = 0
 MAX_TEXT = 300  # characters of a text shown in a table
 SETTINGS = ("epochs", "train_batch_size", "eval_batch_size", "learning_rate", "max_length", "precision",
             "backend", "seed", "head", "threshold_metric", "distill", "alpha", "temperature", "max_samples")
-RUN_KEYS = {"loss", "eval_time_s", "samples", "samples_per_s", "best_epoch"}  # not quality metrics
+NOT_METRICS = {"loss", "eval_time_s", "samples", "samples_per_s", "best_epoch"}
+TUNED = ("hamming_score", "hamming_loss", "exact_match", "f1_micro", "f1_macro")
+TEXT_COLUMNS = {"text": str, "true": str, "predicted": str, "label": str}
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
 .wide{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.88em}
@@ -47,7 +51,7 @@ figcaption{font-size:.9em;color:#555}img{max-width:100%;height:auto}"""
 
 @dataclass
 class ModelRun:
-    """One model's results, read from comparison.json and results/<slug>/."""
+    """One model's results: its comparison row and the files in results/<slug>/."""
 
     row: dict
     slug: str
@@ -58,7 +62,7 @@ class ModelRun:
 
 @dataclass
 class Run:
-    """Everything a report needs from a run directory."""
+    """Everything the plots and the report read from a run directory."""
 
     root: Path
     comparison: dict
@@ -66,18 +70,9 @@ class Run:
     summary: dict
     models: list[ModelRun]
     bench: dict | None
-
-    @property
-    def task(self) -> str:
-        return self.comparison["task"]
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.comparison["label_names"])
-
-    @property
-    def metric(self) -> str:
-        return self.comparison["primary_metric"]
+    task: str
+    labels: list[str]
+    metric: str
 
 
 @dataclass
@@ -92,6 +87,11 @@ def _read_json(path: Path) -> dict:
     return read_json(path) if path.is_file() else {}
 
 
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    """A CSV with text and label columns kept as strings ('NA' or '1' stay labels, '' stays empty)."""
+    return pd.read_csv(path, keep_default_na=False, dtype=TEXT_COLUMNS) if path.is_file() else None
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read a finished run; DistilbenchError if comparison.json (written last) is missing."""
     run = RunDir(run_dir)
@@ -104,26 +104,25 @@ def load_run(run_dir: str | Path) -> Run:
     for row in comparison["rows"]:
         slug = model_slug(row["model"])
         results = run.results(slug)
-        csv = results / "test_predictions.csv"
-        predictions = pd.read_csv(csv, keep_default_na=False) if csv.is_file() else None
         models.append(ModelRun(row, slug, _read_json(results / "training_stats.json"),
-                               _read_json(results / "test_stats.json"), predictions))
-    bench = _read_json(run.root / "bench.json") or None
-    return Run(run.root, comparison, config or {}, _read_json(run.data / "summary.json"), models, bench)
+                               _read_json(results / "test_stats.json"), _read_csv(results / "test_predictions.csv")))
+    return Run(run.root, comparison, config or {}, _read_json(run.data / "summary.json"), models,
+               _read_json(run.root / "bench.json") or None, comparison["task"], list(comparison["label_names"]),
+               comparison["primary_metric"])
 
 
-# --------------------------------------------------------------------------- plotting helpers
+# --------------------------------------------------------------------------- plots
 
 
 def _figure(width: float, height: float) -> Figure:
-    """A figure with its own Agg canvas: no pyplot, so no global backend state in the caller's process."""
+    """A figure on its own Agg canvas: no pyplot, so no global backend state in the caller's process."""
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    """PNG bytes written to a temporary file beside `path`, then renamed (like every run file)."""
+    """PNG written to a temporary file beside `path`, then renamed, like every other run file."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,9 +139,16 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def _finish(ax: Axes, xlabel: str, ylabel: str, legend: bool = True, **settings) -> None:
+    ax.set(xlabel=xlabel, ylabel=ylabel, **settings)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+
+
 def _label_matrix(column: pd.Series, labels: list[str]) -> np.ndarray:
     """0/1 matrix (n, L) from a column of '|'-joined label names ('' for none)."""
-    sets = [set(str(value).split("|")) for value in column]
+    sets = [set(value.split("|")) for value in column]
     return np.array([[name in chosen for name in labels] for chosen in sets], dtype=int).reshape(len(sets), -1)
 
 
@@ -151,23 +157,21 @@ def _probs(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
 
 
 def _thresholds(run: Run, model: ModelRun) -> np.ndarray:
-    """The model's decision thresholds: tuned ones from test_stats or the best checkpoint, else 0.5."""
-    tuned = model.test.get("thresholds")
-    if not tuned:
-        tuned = _read_json(RunDir(run.root).best_dir(model.slug) / "config.json").get("distilbench", {}).get(
-            "thresholds", {})
+    """The model's decision thresholds: the tuned ones (test stats, else the best checkpoint), else 0.5."""
+    tuned = model.test.get("thresholds") or _read_json(
+        RunDir(run.root).best_dir(model.slug) / "config.json").get("distilbench", {}).get("thresholds", {})
     return np.array([float(tuned.get(name, 0.5)) for name in run.labels])
 
 
-def _epoch_frame(model: ModelRun) -> tuple[pd.DataFrame, str, int | None]:
-    epochs = pd.DataFrame(model.training.get("epochs", []))
+def _epochs(model: ModelRun) -> tuple[pd.DataFrame, str, int | None]:
+    """Per-epoch statistics, the validation metric that chose the best epoch, and that epoch."""
     metric = model.training.get("select_metric") or model.row.get("select_metric") or "loss"
-    return epochs, metric, model.training.get("best_epoch", model.row.get("best_epoch"))
+    return pd.DataFrame(model.training["epochs"]), metric, model.training.get("best_epoch", model.row["best_epoch"])
 
 
 def plot_training(model: ModelRun, path: Path) -> Plot:
     """Train/validation loss and the validation metric per epoch for one model, best epoch marked."""
-    epochs, metric, best = _epoch_frame(model)
+    epochs, metric, best = _epochs(model)
     figure = _figure(8, 3.2)
     loss_ax, metric_ax = figure.subplots(1, 2)
     loss_ax.plot(epochs["epoch"], epochs["train_loss"], "o-", label="train loss")
@@ -175,9 +179,7 @@ def plot_training(model: ModelRun, path: Path) -> Plot:
     metric_ax.plot(epochs["epoch"], epochs[f"val_{metric}"], "o-", color="C2", label=f"validation {metric}")
     for ax, name in ((loss_ax, "loss"), (metric_ax, metric)):
         ax.axvline(best, ls="--", color="grey", label=f"best epoch ({best})")
-        ax.set(xlabel="epoch", ylabel=name, xticks=epochs["epoch"])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _finish(ax, "epoch", name, xticks=epochs["epoch"])
     figure.suptitle(model.row["model"], fontsize=10)
     return Plot(_save(figure, path), f"Training: {model.row['model']}",
                 f"Loss per epoch (left) and validation {metric} (right); the dashed line is the best epoch, "
@@ -185,32 +187,31 @@ def plot_training(model: ModelRun, path: Path) -> Plot:
 
 
 def plot_training_overlay(models: list[ModelRun], path: Path, what: str) -> Plot:
-    """Every model's curves on one axis: 'loss' (validation solid, train dashed) or the validation metric."""
+    """Every model on one axis: what='loss' (validation solid, train dashed) or the validation metric."""
     figure = _figure(6.5, 4)
     ax = figure.subplots()
-    metric = _epoch_frame(models[0])[1]
+    metric = _epochs(models[0])[1]
+    column = "val_loss" if what == "loss" else f"val_{metric}"
     for i, model in enumerate(models):
-        epochs, _, best = _epoch_frame(model)
-        column = "val_loss" if what == "loss" else f"val_{metric}"
+        epochs, _, best = _epochs(model)
         ax.plot(epochs["epoch"], epochs[column], "o-", color=f"C{i}", label=model.row["model"])
         if what == "loss":
             ax.plot(epochs["epoch"], epochs["train_loss"], "--", color=f"C{i}", alpha=0.6)
-        best_rows = epochs[epochs["epoch"] == best]
-        ax.plot(best_rows["epoch"], best_rows[column], "*", color=f"C{i}", ms=14, mec="black")
+        at_best = epochs[epochs["epoch"] == best]
+        ax.plot(at_best["epoch"], at_best[column], "*", color=f"C{i}", ms=14, mec="black")
     if what == "loss":
         ax.plot([], [], "k-", label="validation")
         ax.plot([], [], "k--", alpha=0.6, label="train")
-    ax.set(xlabel="epoch", ylabel="loss" if what == "loss" else f"validation {metric}",
-           xticks=sorted({e for m in models for e in _epoch_frame(m)[0]["epoch"]}))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    caption = ("Validation loss (solid) and train loss (dashed)" if what == "loss" else f"Validation {metric}")
-    return Plot(_save(figure, path), f"All models: {'loss' if what == 'loss' else metric} per epoch",
+    name = "loss" if what == "loss" else metric
+    _finish(ax, "epoch", name if what == "loss" else f"validation {metric}",
+            xticks=sorted({e for m in models for e in _epochs(m)[0]["epoch"]}))
+    caption = "Validation loss (solid) and train loss (dashed)" if what == "loss" else f"Validation {metric}"
+    return Plot(_save(figure, path), f"All models: {name} per epoch",
                 caption + " per epoch for every model; a star marks each model's best epoch.", "Training")
 
 
 def plot_confusion(model: ModelRun, labels: list[str], path: Path) -> Plot:
-    """Row-normalised test confusion matrix (rows: true class)."""
+    """Row-normalised test confusion matrix (rows: true class), values written in the cells."""
     counts = np.asarray(model.test["confusion_matrix"], dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -218,8 +219,7 @@ def plot_confusion(model: ModelRun, labels: list[str], path: Path) -> Plot:
     side = min(3.5 + 0.45 * n, 12)
     figure = _figure(side + 1, side)
     ax = figure.subplots()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=ax, shrink=0.8)
+    figure.colorbar(ax.imshow(share, cmap="Blues", vmin=0, vmax=1), ax=ax, shrink=0.8)
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
     if n <= 25:
@@ -233,8 +233,7 @@ def plot_confusion(model: ModelRun, labels: list[str], path: Path) -> Plot:
 
 def plot_roc(run: Run, model: ModelRun, path: Path) -> Plot:
     """Per-label ROC curves from the test probabilities, each label's decision threshold marked."""
-    truth = _label_matrix(model.predictions["true"], run.labels)
-    probs = _probs(model.predictions, run.labels)
+    truth, probs = _label_matrix(model.predictions["true"], run.labels), _probs(model.predictions, run.labels)
     thresholds = _thresholds(run, model)
     figure = _figure(6.5, 5)
     ax = figure.subplots()
@@ -249,44 +248,61 @@ def plot_roc(run: Run, model: ModelRun, path: Path) -> Plot:
         chosen = p >= thresholds[j]
         ax.plot(chosen[y == 0].mean(), chosen[y == 1].mean(), "o", color=line.get_color(), mec="black", ms=7)
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
-           title=model.row["model"])
-    ax.legend(fontsize=8, loc="lower right")
-    note = f" Skipped (only one class in the test split): {', '.join(skipped)}." if skipped else ""
     if skipped:
         ax.text(0.02, 0.97, "skipped: " + ", ".join(skipped), transform=ax.transAxes, fontsize=8, va="top")
+    _finish(ax, "false positive rate", "true positive rate", legend=False, xlim=(0, 1), ylim=(0, 1.02),
+            title=model.row["model"])
+    ax.legend(fontsize=8, loc="lower right")
+    note = f" Skipped (only one class in the test split): {', '.join(skipped)}." if skipped else ""
     return Plot(_save(figure, path), f"ROC curves: {model.row['model']}",
                 "Per-label ROC curves on the test split; a dot marks the label's decision threshold "
                 "(tuned on validation where thresholds were tuned, else 0.5)." + note, "Test results per model")
 
 
-def plot_per_label(run: Run, model: ModelRun, path: Path) -> Plot:
-    """Precision, recall and F1 per label as grouped bars."""
-    tuned = "at_tuned_thresholds" in model.test
-    scores = (model.test["at_tuned_thresholds"] if tuned else model.test)["per_label"]
-    x = np.arange(len(run.labels))
+def _grouped_bars(categories: list[str], series: dict[str, list[float]], ylabel: str, **settings) -> Figure:
+    """One group of bars per category, one bar per series."""
+    x = np.arange(len(categories))
     figure = _figure(min(4 + 0.7 * len(x), 12), 3.6)
     ax = figure.subplots()
-    for k, measure in enumerate(("precision", "recall", "f1")):
-        ax.bar(x + (k - 1) * 0.27, [scores[name][measure] for name in run.labels], 0.27, label=measure)
-    ax.set_xticks(x, run.labels, rotation=30, ha="right", fontsize=8)
-    ax.set(ylim=(0, 1.05), ylabel="score", title=model.row["model"])
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    where = "the tuned thresholds" if tuned else "threshold 0.5"
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, categories, rotation=30, ha="right", fontsize=8)
+    _finish(ax, "", ylabel, **settings)
+    ax.xaxis.grid(False)
+    return figure
+
+
+def plot_per_label(run: Run, model: ModelRun, path: Path) -> Plot:
+    """Test precision, recall and F1 per label (at the tuned thresholds where there are any)."""
+    tuned = "at_tuned_thresholds" in model.test
+    scores = (model.test["at_tuned_thresholds"] if tuned else model.test)["per_label"]
+    figure = _grouped_bars(run.labels, {m: [scores[n][m] for n in run.labels] for m in ("precision", "recall", "f1")},
+                           "score", ylim=(0, 1.05), title=model.row["model"])
     return Plot(_save(figure, path), f"Per-label scores: {model.row['model']}",
-                f"Test precision, recall and F1 per label at {where}.", "Test results per model")
+                f"Test precision, recall and F1 per label at {'the tuned thresholds' if tuned else 'threshold 0.5'}.",
+                "Test results per model")
+
+
+def plot_label_counts(run: Run, path: Path) -> Plot:
+    """Texts per class (or label) and split."""
+    counts = _read_csv(run.root / "data" / "label_counts.csv")
+    splits = [s for s in ("train", "val", "test") if s in counts.columns]
+    figure = _grouped_bars(counts["label"].tolist(), {s: counts[s].tolist() for s in splits}, "texts")
+    what = ("labels (a text may carry several; 'no label' counts texts with none)" if run.task == "multilabel"
+            else "classes")
+    return Plot(_save(figure, path), "Texts per split", f"Counts of {what} in each split.", "Data")
 
 
 def _pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both coordinates (higher is better), by x."""
+    """Indices of the points no other point beats on both coordinates (higher is better), sorted by x."""
     front = [i for i, (x, y) in enumerate(points)
              if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
     return sorted(front, key=lambda i: points[i][0])
 
 
 def _bench_points(run: Run) -> list[tuple[str, float, float]]:
-    """(model / backend, samples per s, metric) from bench.json; the metric from the run where bench has none."""
+    """(model / backend, samples per s, metric) from bench.json; the run's metric where bench has none."""
     by_slug = {m.slug: m.row["test"].get(run.metric) for m in run.models}
     points = []
     for result in (run.bench or {}).get("results", []):
@@ -297,8 +313,14 @@ def _bench_points(run: Run) -> list[tuple[str, float, float]]:
     return points
 
 
+def _annotate(ax: Axes, points: list[tuple[str, float, float]]) -> None:
+    for name, x, y in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.25, y=0.15)
+
+
 def plot_metric_vs_speed(run: Run, path: Path) -> Plot:
-    """Test metric vs evaluation throughput with the Pareto front (bench.json points where present)."""
+    """Test metric vs throughput with the Pareto front (of bench.json's model x backend points if present)."""
     figure = _figure(6.5, 4.2)
     ax = figure.subplots()
     points = [(m.row["model"], float(m.row.get("eval_samples_per_s") or 0), float(m.row["test"][run.metric]))
@@ -312,12 +334,8 @@ def plot_metric_vs_speed(run: Run, path: Path) -> Plot:
     front = _pareto([(p[1], p[2]) for p in ranked])
     ax.plot([ranked[i][1] for i in front], [ranked[i][2] for i in front], "o--", color="C3", ms=12, mfc="none",
             label="Pareto front")
-    for name, x, y in ranked:
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.margins(x=0.25, y=0.15)
-    ax.set(xlabel="test samples per second", ylabel=f"test {run.metric}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _annotate(ax, ranked)
+    _finish(ax, "test samples per second", f"test {run.metric}")
     source = "bench.json (one point per model and backend)" if bench else "the run's test evaluation"
     return Plot(_save(figure, path), f"Test {run.metric} vs throughput",
                 f"Up and to the right is better; the dashed line joins the Pareto front of {source}.",
@@ -328,55 +346,32 @@ def plot_metric_vs_size(run: Run, path: Path) -> Plot:
     """Test metric vs checkpoint size on disk."""
     figure = _figure(6.5, 4.2)
     ax = figure.subplots()
-    for i, model in enumerate(run.models):
-        x, y = model.row["size_mb"], model.row["test"][run.metric]
-        ax.scatter([x], [y], s=50, color=f"C{i}")
-        ax.annotate(model.row["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.margins(x=0.25, y=0.15)
-    ax.set(xlabel="checkpoint size (MB)", ylabel=f"test {run.metric}")
-    ax.grid(alpha=0.3)
+    points = [(m.row["model"], float(m.row["size_mb"]), float(m.row["test"][run.metric])) for m in run.models]
+    ax.scatter([p[1] for p in points], [p[2] for p in points], s=50, c=[f"C{i}" for i in range(len(points))])
+    _annotate(ax, points)
+    _finish(ax, "checkpoint size (MB)", f"test {run.metric}", legend=False)
     return Plot(_save(figure, path), f"Test {run.metric} vs size",
-                "Up and to the left is better: checkpoint size on disk (best epoch) against the test metric.",
+                "Up and to the left is better: the best checkpoint's size on disk against the test metric.",
                 "Quality, speed and size")
 
 
-def plot_label_counts(run: Run, path: Path) -> Plot:
-    """Texts per class (or label) and split, as grouped bars."""
-    counts = pd.read_csv(run.root / "data" / "label_counts.csv", keep_default_na=False)
-    splits = [s for s in ("train", "val", "test") if s in counts.columns]
-    x = np.arange(len(counts))
-    figure = _figure(min(4 + 0.7 * len(x), 12), 3.6)
-    ax = figure.subplots()
-    width = 0.8 / len(splits)
-    for k, split in enumerate(splits):
-        ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts[split], width, label=split)
-    ax.set_xticks(x, counts["label"].astype(str), rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="texts")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    what = "labels (a text may carry several; 'no label' counts texts with none)" if run.task == "multilabel" \
-        else "classes"
-    return Plot(_save(figure, path), "Texts per split", f"Counts of {what} in each split.", "Data")
-
-
 def _plots(run: Run) -> list[Plot]:
-    plots_dir = run.root / "plots"
-    plots = [plot_label_counts(run, plots_dir / "label-counts.png")]
+    folder = run.root / "plots"
+    plots = [plot_label_counts(run, folder / "label-counts.png")]
     trained = [m for m in run.models if m.training.get("epochs")]
-    plots += [plot_training(m, plots_dir / f"training-{m.slug}.png") for m in trained]
+    plots += [plot_training(m, folder / f"training-{m.slug}.png") for m in trained]
     if trained:
-        plots.append(plot_training_overlay(trained, plots_dir / "loss-all.png", "loss"))
-        plots.append(plot_training_overlay(trained, plots_dir / "metric-all.png", "metric"))
+        plots += [plot_training_overlay(trained, folder / "loss-all.png", "loss"),
+                  plot_training_overlay(trained, folder / "metric-all.png", "metric")]
     for model in run.models:
         if run.task == "multiclass" and "confusion_matrix" in model.test:
-            plots.append(plot_confusion(model, run.labels, plots_dir / f"confusion-{model.slug}.png"))
+            plots.append(plot_confusion(model, run.labels, folder / f"confusion-{model.slug}.png"))
         if run.task == "multilabel" and model.predictions is not None:
-            plots.append(plot_roc(run, model, plots_dir / f"roc-{model.slug}.png"))
+            plots.append(plot_roc(run, model, folder / f"roc-{model.slug}.png"))
         if run.task == "multilabel" and "per_label" in model.test:
-            plots.append(plot_per_label(run, model, plots_dir / f"per-label-{model.slug}.png"))
-    plots.append(plot_metric_vs_speed(run, plots_dir / "metric-vs-throughput.png"))
-    plots.append(plot_metric_vs_size(run, plots_dir / "metric-vs-size.png"))
-    return plots
+            plots.append(plot_per_label(run, model, folder / f"per-label-{model.slug}.png"))
+    return plots + [plot_metric_vs_speed(run, folder / "metric-vs-throughput.png"),
+                    plot_metric_vs_size(run, folder / "metric-vs-size.png")]
 
 
 def make_plots(run_dir: str | Path) -> list[Path]:
@@ -388,13 +383,11 @@ def make_plots(run_dir: str | Path) -> list[Path]:
 
 
 def _layer_group(name: str) -> str:
+    """'embeddings', 'layer N', 'pooler' or 'head' for a parameter name of any supported architecture."""
     match = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
     if match:
         return f"layer {match.group(1)}"
-    for block in ("embeddings", "pooler"):
-        if block in name:
-            return block
-    return "head"
+    return next((block for block in ("embeddings", "pooler") if block in name), "head")
 
 
 def layer_counts(checkpoint: Path) -> dict[str, int]:
@@ -410,7 +403,7 @@ def layer_counts(checkpoint: Path) -> dict[str, int]:
     return counts
 
 
-def _order(group: str) -> tuple:
+def _group_order(group: str) -> tuple[int, int]:
     match = re.fullmatch(r"layer (\d+)", group)
     return (1, int(match.group(1))) if match else ({"embeddings": 0, "pooler": 2, "head": 3}.get(group, 4), 0)
 
@@ -424,37 +417,36 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _short(text: str) -> str:
-    text = " ".join(str(text).split())
+    text = " ".join(text.split())
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
 
 
-def _shown(row: pd.Series, run: Run) -> str:
-    """A prediction with the probability of each predicted label."""
-    names = [n for n in str(row["predicted"]).split("|") if n]
+def _names(value: str) -> str:
+    return value.replace("|", ", ") or "none"
+
+
+def _shown(row: pd.Series, labels: list[str]) -> str:
+    """A prediction with the probability of each predicted label (the top one where none is predicted)."""
+    names = [n for n in row["predicted"].split("|") if n]
     if names:
         return ", ".join(f"{n} ({row[f'prob_{n}']:.2f})" for n in names)
-    top = max(run.labels, key=lambda n: row[f"prob_{n}"])
+    top = max(labels, key=lambda n: row[f"prob_{n}"])
     return f"none (top: {top} {row[f'prob_{top}']:.2f})"
 
 
-def _truth(value: str) -> str:
-    return str(value).replace("|", ", ") or "none"
-
-
 def comparison_tables(run: Run) -> list[tuple]:
-    """Quality and cost tables, one row per model."""
-    metrics = [k for k, v in run.models[0].row["test"].items() if k not in RUN_KEYS and isinstance(v, float)]
-    tuned = [k for k in ("hamming_score", "hamming_loss", "exact_match", "f1_micro", "f1_macro")
-             if any(m.row.get("test_tuned") for m in run.models)]
-    quality = [[m.row["model"], _fmt(m.row["best_epoch"])]
-               + [_fmt(m.row["test"].get(k)) for k in metrics]
+    """Quality (with tuned-threshold metrics where there are any) and cost, one row per model."""
+    metrics = [k for k, v in run.models[0].row["test"].items()
+               if k not in NOT_METRICS and (v is None or isinstance(v, float))]
+    tuned = list(TUNED) if any(m.row.get("test_tuned") for m in run.models) else []
+    quality = [[m.row["model"], _fmt(m.row["best_epoch"])] + [_fmt(m.row["test"].get(k)) for k in metrics]
                + [_fmt((m.row.get("test_tuned") or {}).get(k)) for k in tuned] for m in run.models]
     cost = [[m.row["model"], f"{m.row['params'] / 1e6:.2f}", f"{m.row['size_mb']:.1f}",
              _fmt(m.row.get("train_time_s"), 1), _fmt(m.row.get("eval_time_s"), 2),
              _fmt(m.row.get("eval_samples_per_s"), 1), _fmt(m.row.get("eval_speedup"), 2),
              _fmt(m.row.get("train_speedup"), 2), _fmt(m.row.get("precision")), _fmt(m.row.get("backend"))]
             for m in run.models]
-    return [("table", ["model", "best epoch"] + metrics + [f"{k} (tuned)" for k in tuned], quality),
+    return [("table", ["model", "best epoch", *metrics, *(f"{k} (tuned)" for k in tuned)], quality),
             ("table", ["model", "params (M)", "size (MB)", "train time (s)", "eval time (s)", "eval samples/s",
                        "eval speed-up", "train speed-up", "precision", "backend"], cost)]
 
@@ -464,64 +456,64 @@ def parameter_tables(run: Run) -> list[tuple]:
     blocks = [[m.row["model"]] + [_fmt(m.row.get("params_by_block", {}).get(b))
                                   for b in ("embeddings", "encoder", "head", "total")] for m in run.models]
     layers = {m.row["model"]: layer_counts(RunDir(run.root).best_dir(m.slug)) for m in run.models}
-    groups = sorted({g for counts in layers.values() for g in counts}, key=_order)
+    groups = sorted({g for counts in layers.values() for g in counts}, key=_group_order)
     rows = [[g] + [_fmt(counts.get(g)) for counts in layers.values()] for g in groups]
-    rows.append(["total"] + [_fmt(sum(counts.values())) for counts in layers.values()])
+    rows.append(["total"] + [_fmt(sum(counts.values()) or None) for counts in layers.values()])
     return [("p", "By block (the encoder block includes a BERT pooler; the head is the classifier on top):"),
             ("table", ["model", "embeddings", "encoder", "head", "total"], blocks),
-            ("p", "By layer, read from each best checkpoint's weights:"),
-            ("table", ["group", *layers], rows)]
+            ("p", "By layer, read from each best checkpoint's weights:"), ("table", ["group", *layers], rows)]
 
 
 def sample_table(run: Run) -> list[tuple]:
-    """The same ~10 test texts (a fixed random choice) with every model's prediction beside the truth."""
+    """The same test texts (a fixed random choice) with every model's prediction beside the truth."""
     models = [m for m in run.models if m.predictions is not None]
     if not models:
         return [("p", "No test predictions were found.")]
     first = models[0].predictions
-    rng = np.random.default_rng(SAMPLE_SEED)
-    rows_ids = sorted(rng.choice(len(first), size=min(SAMPLE_SIZE, len(first)), replace=False).tolist())
+    chosen = sorted(np.random.default_rng(SAMPLE_SEED).choice(len(first), min(SAMPLE_SIZE, len(first)),
+                                                              replace=False).tolist())
     rows = []
-    for i in rows_ids:
-        cells = [_short(first["text"].iloc[i]), _truth(first["true"].iloc[i])]
+    for i in chosen:
+        cells = [_short(first["text"].iloc[i]), _names(first["true"].iloc[i])]
         for m in models:
             same = len(m.predictions) == len(first) and m.predictions["text"].iloc[i] == first["text"].iloc[i]
-            cells.append(_shown(m.predictions.iloc[i], run) if same else "–")
+            cells.append(_shown(m.predictions.iloc[i], run.labels) if same else "–")
         rows.append(cells)
-    return [("table", ["text", "true"] + [m.row["model"] for m in models], rows)]
+    return [("table", ["text", "true", *(m.row["model"] for m in models)], rows)]
+
+
+def _errors(frame: pd.DataFrame, run: Run) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per test text: is it wrong, how confident was the mistake, and what went wrong."""
+    probs = _probs(frame, run.labels)
+    if run.task == "multiclass":
+        confidence = probs[np.arange(len(frame)), frame["predicted"].map(run.labels.index).to_numpy()]
+        return (frame["true"] != frame["predicted"]).to_numpy(), confidence, [
+            f"{p} ({c:.2f})" for p, c in zip(frame["predicted"], confidence)]
+    truth, chosen = _label_matrix(frame["true"], run.labels), _label_matrix(frame["predicted"], run.labels)
+    false_pos, missed = (chosen == 1) & (truth == 0), (chosen == 0) & (truth == 1)
+    confidence = np.maximum(np.where(false_pos, probs, 0), np.where(missed, 1 - probs, 0)).max(axis=1)
+    detail = ["; ".join([f"wrongly {n} ({p[j]:.2f})" for j, n in enumerate(run.labels) if fp[j]]
+                        + [f"missed {n} ({p[j]:.2f})" for j, n in enumerate(run.labels) if ms[j]])
+              for p, fp, ms in zip(probs, false_pos, missed)]
+    return (false_pos | missed).any(axis=1), confidence, detail
 
 
 def error_tables(run: Run) -> list[tuple]:
     """Per model, the wrong test predictions made with the highest confidence."""
     blocks: list[tuple] = []
-    for model in run.models:
+    for model in (m for m in run.models if m.predictions is not None):
         frame = model.predictions
-        if frame is None:
-            continue
-        probs = _probs(frame, run.labels)
-        if run.task == "multiclass":
-            predicted = frame["predicted"].map({n: j for j, n in enumerate(run.labels)}).to_numpy()
-            confidence = probs[np.arange(len(frame)), predicted]
-            wrong = (frame["true"] != frame["predicted"]).to_numpy()
-            detail = [f"{p} ({c:.2f})" for p, c in zip(frame["predicted"], confidence)]
-            columns = ["text", "true", "predicted (probability)"]
-        else:
-            truth, chosen = _label_matrix(frame["true"], run.labels), _label_matrix(frame["predicted"], run.labels)
-            false_pos, missed = (chosen == 1) & (truth == 0), (chosen == 0) & (truth == 1)
-            confidence = np.maximum(np.where(false_pos, probs, 0), np.where(missed, 1 - probs, 0)).max(axis=1)
-            wrong = (false_pos | missed).any(axis=1)
-            detail = ["; ".join([f"wrongly {n} ({p[j]:.2f})" for j, n in enumerate(run.labels) if fp[j]]
-                                + [f"missed {n} ({p[j]:.2f})" for j, n in enumerate(run.labels) if ms[j]])
-                      for p, fp, ms in zip(probs, false_pos, missed)]
-            columns = ["text", "true", "predicted", "errors (probability of the label)"]
+        wrong, confidence, detail = _errors(frame, run)
         order = [i for i in np.argsort(-confidence, kind="stable") if wrong[i]][:TOP_ERRORS]
         blocks.append(("h3", model.row["model"]))
-        if not order:
-            blocks.append(("p", "No errors on the test split."))
-            continue
-        blocks.append(("table", columns, [[_short(frame["text"].iloc[i]), _truth(frame["true"].iloc[i])]
-                                          + ([] if run.task == "multiclass" else [_truth(frame["predicted"].iloc[i])])
-                                          + [detail[i]] for i in order]))
+        if run.task == "multiclass":
+            columns = ["text", "true", "predicted (probability)"]
+            rows = [[_short(frame["text"].iloc[i]), frame["true"].iloc[i], detail[i]] for i in order]
+        else:
+            columns = ["text", "true", "predicted", "errors (probability of the label)"]
+            rows = [[_short(frame["text"].iloc[i]), _names(frame["true"].iloc[i]),
+                     _names(frame["predicted"].iloc[i]), detail[i]] for i in order]
+        blocks.append(("table", columns, rows) if rows else ("p", "No errors on the test split."))
     return blocks
 
 
@@ -544,27 +536,21 @@ def overview(run: Run) -> list[tuple]:
                ", ".join(f"{k} {v}" for k, v in (m.row.get("architecture") or {}).items())] for m in run.models]
     settings = [[k, "–" if run.config[k] is None else str(run.config[k])] for k in SETTINGS if k in run.config]
     return [("list", facts), ("table", ["model", "method", "architecture"], models),
-            ("p", "Main settings (all of them are in config.yaml):"), ("table", ["setting", "value"], settings)]
+            ("p", "Main settings (config.yaml holds them all):"), ("table", ["setting", "value"], settings)]
 
 
 def document(run: Run, plots: list[Plot]) -> list[tuple]:
-    """The report as a list of blocks, rendered to HTML and Markdown alike."""
+    """The report as a list of blocks (kind, ...), rendered alike to HTML and Markdown."""
     blocks: list[tuple] = [("h1", f"distilbench report: {run.root.name}"), ("h2", "What was run"), *overview(run),
                            ("h2", "Comparison on the test split"), *comparison_tables(run)]
-    sections = list(dict.fromkeys(plot.section for plot in plots))
-    for section in sections:
-        blocks.append(("h2", section))
-        blocks += [("figure", plot) for plot in plots if plot.section == section]
-    blocks += [("h2", "Parameters"), *parameter_tables(run),
-               ("h2", "Sample test predictions"),
-               ("p", "Probabilities of the predicted labels in brackets; the texts are a fixed random sample."),
-               *sample_table(run),
-               ("h2", "Most confident errors"),
-               ("p", "Wrong test predictions ranked by the probability behind the mistake "
-                     + ("(of the predicted class)." if run.task == "multiclass" else
-                        "(a wrongly predicted label's probability, or 1 − probability for a missed label).")),
-               *error_tables(run)]
-    return blocks
+    for section in dict.fromkeys(plot.section for plot in plots):
+        blocks += [("h2", section), *(("figure", plot) for plot in plots if plot.section == section)]
+    why = ("the probability of the predicted class" if run.task == "multiclass" else
+           "a wrongly predicted label's probability, or 1 − the probability of a missed label")
+    return blocks + [("h2", "Parameters"), *parameter_tables(run), ("h2", "Sample test predictions"),
+                     ("p", "A fixed random sample of test texts; the probability of each predicted label in brackets."),
+                     *sample_table(run), ("h2", "Most confident errors"),
+                     ("p", f"Wrong test predictions ranked by {why}."), *error_tables(run)]
 
 
 def _cell(value: str) -> str:
@@ -573,6 +559,7 @@ def _cell(value: str) -> str:
 
 
 def render_html(blocks: list[tuple], title: str) -> str:
+    """One self-contained page: inline CSS, images as base64 data URIs, every text escaped."""
     parts = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
              f"<style>{CSS}</style></head><body>"]
     for kind, *rest in blocks:
@@ -598,6 +585,7 @@ def _md(text: str) -> str:
 
 
 def render_markdown(blocks: list[tuple], root: Path) -> str:
+    """The same blocks as Markdown, images referenced relative to the run directory."""
     parts = []
     for kind, *rest in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -608,8 +596,7 @@ def render_markdown(blocks: list[tuple], root: Path) -> str:
             parts.append("\n".join(f"- {_md(item)}" for item in rest[0]))
         elif kind == "table":
             lines = ["| " + " | ".join(_md(h) for h in rest[0]) + " |", "|" + "---|" * len(rest[0])]
-            lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rest[1]]
-            parts.append("\n".join(lines))
+            parts.append("\n".join(lines + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rest[1]]))
         elif kind == "figure":
             plot = rest[0]
             parts.append(f"![{_md(plot.title)}]({plot.path.relative_to(root).as_posix()})\n\n"
@@ -618,7 +605,7 @@ def render_markdown(blocks: list[tuple], root: Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Draw the plots and write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md; returns both paths."""
+    """Draw the plots, write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md; return both paths."""
     run = load_run(run_dir)
     blocks = document(run, _plots(run))
     html_path, md_path = run.root / "report.html", run.root / "report.md"
