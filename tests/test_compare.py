@@ -75,6 +75,7 @@ def test_comparison_files_have_the_promised_columns(multiclass_run):
     assert saved["rows"][1]["eval_speedup"] == pytest.approx(
         saved["rows"][1]["throughput"]["median"] / saved["rows"][0]["throughput"]["median"])
     assert (run / "speed.json").is_file()
+    assert (run / "report.html").is_file() and (run / "report.md").is_file()  # compare ends with its report
     table = pd.read_csv(run / "comparison.csv")
     assert list(table["model"]) == config.models
     assert {"accuracy", "train_time_s", "eval_time_s", "size_mb", "params_m"} <= set(table.columns)

@@ -13,7 +13,7 @@ from transformers import set_seed
 
 from . import data as datalib
 from .config import ExperimentConfig, save_config
-from .console import DistilbenchError, say
+from .console import DistilbenchError, say, warn
 from .backends import auto_backend, backend_logits, load_backend
 from .inference import logits_to_probs, loss_from_logits, pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
@@ -349,7 +349,20 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
         "machine": machine_info(), "rows": rows})
     say("\n" + table.to_string(index=False))
     say(f"\nresults: {run.comparison_json}")
+    write_run_report(run)
     return rows
+
+
+def write_run_report(run: RunDir) -> None:
+    """Plots, report.html and report.md; the comparison is complete already, so a failure here warns."""
+    from .report import write_report
+
+    try:
+        html, _ = write_report(run.root)
+        say(f"report:  {html}")
+    except Exception as exc:  # noqa: BLE001 - the results stand without their report
+        log.exception("report failed")
+        warn(f"the report could not be written ({exc}); rerun `distilbench report {run.root}`")
 
 
 def resolve_teacher(teacher: str) -> Path:
@@ -394,6 +407,7 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
     metric = primary_metric(task)
     say(f"\nteacher {metric} {teacher_stats[metric]:.4f}, student {row['test'][metric]:.4f}")
     say(f"results: {run.comparison_json}")
+    write_run_report(run)
     return row
 
 
