@@ -54,8 +54,8 @@ def main() -> int:
         settings = yaml.safe_load((base / "config.yaml").read_text())  # the same training settings
         settings.update(data=str(base / "data" / "train.csv"), val_data=str(base / "data" / "val.csv"),
                         test_data=str(base / "data" / "test.csv"), max_samples=None, label_column=None,
-                        label_columns=None, **({"label_columns": TOXIC} if task == "multilabel" else
-                                               {"label_column": "label"}))
+                        label_columns=None)
+        settings.update({"label_columns": TOXIC} if task == "multilabel" else {"label_column": "label"})
         common = {k: v for k, v in settings.items() if k not in ("models", "out", "distill")}
         thesis_rows = {row["model"]: row for row in json.loads((base / "comparison.json").read_text())["rows"]}
         teacher = base / "models" / "minilm-l6" / "best"

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
@@ -141,7 +140,12 @@ def distilbert_mfu(texts: list[str]) -> dict:
 
 def table_training(headlines: pd.DataFrame) -> dict:
     """One epoch each way on the same 5,000 headlines, accuracy on the same 1,000 others."""
-    from transformers import (AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from distilbench.config import ExperimentConfig
     from distilbench.inference import predict_logits

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from distilbench import backends
-from distilbench.backends import BACKENDS, auto_backend, backend_logits, load_backend, model_input_names
+from distilbench.backends import (
+    BACKENDS,
+    auto_backend,
+    backend_logits,
+    load_backend,
+    model_input_names,
+)
 from distilbench.console import DistilbenchError
 
 LABELS = ["a", "b", "c"]
@@ -143,7 +149,7 @@ def test_caller_model_is_not_modified(models, built):
 
 def test_unknown_backend_and_alias(models, tmp_path):
     model = models["student"][0]
-    with pytest.raises(DistilbenchError, match="torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"):
+    with pytest.raises(DistilbenchError, match=", ".join(BACKENDS)):
         load_backend(model, "tensorrt")
     backend = load_backend(model, "onnx", work_dir=tmp_path / "out")
     assert backend.name == "onnx-fp32" and (tmp_path / "out" / "model.onnx").is_file()

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from distilbench.cli import main
 from conftest import shared_file
+from distilbench.cli import main
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from transformers import pipeline
 
+from conftest import shared_file
 from distilbench.compare import compare, evaluate
 from distilbench.config import ExperimentConfig
 from distilbench.runs import model_slug
-from conftest import shared_file
 
 ROW_KEYS = {"model", "params", "size_mb", "best_epoch", "test", "train_time_s", "eval_time_s", "eval_speedup"}
 

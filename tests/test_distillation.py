@@ -116,8 +116,6 @@ def test_general_distillation_without_mlm_head_uses_hidden_states_only(tmp_path,
 def test_distill_command_end_to_end(tmp_path, tiny_bert_dir, capsys):
     import json
 
-    import pandas as pd
-
     from conftest import shared_file
     from distilbench.cli import main
 

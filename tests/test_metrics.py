@@ -5,7 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, hamming_loss, jaccard_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    hamming_loss,
+    jaccard_score,
+    roc_auc_score,
+)
 
 from distilbench.console import DistilbenchError
 from distilbench.metrics import (

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_file
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
 from distilbench.console import DistilbenchError
 from distilbench.report import make_plots, write_report
 from distilbench.runs import model_slug, read_json
-from conftest import shared_file
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
+from conftest import shared_file
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
-from conftest import shared_file
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,16 @@ from .inference import logits_to_probs, tokenize_texts
 from .metrics import compute_metrics, primary_metric
 from .models import count_parameters
 from .runs import write_json_atomic
-from .speed import (BenchModel, flops_per_sample, machine_info, matmul_peak_flops, peak_rss_of, percentiles,
-                    resolve_bench_models, spread)
+from .speed import (
+    BenchModel,
+    flops_per_sample,
+    machine_info,
+    matmul_peak_flops,
+    peak_rss_of,
+    percentiles,
+    resolve_bench_models,
+    spread,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXTS = "builtin:bbc-news"

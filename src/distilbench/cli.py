@@ -10,6 +10,7 @@ import sys
 from . import __version__
 from .console import DistilbenchError
 
+BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"
 EPILOG = "Flags mirror the keys of the YAML config (--config run.yaml); flags win over the file."
 
 
@@ -58,8 +59,8 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                        help="auto: bf16 on CPUs with AVX512-BF16/AMX and on CUDA, else fp32")
-    group.add_argument("--backend", help="inference backend for testing: auto (torch-bf16 where bf16 is fast, "
-                                         "else torch-fp32), torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8")
+    group.add_argument("--backend", help=f"inference backend for testing: auto (torch-bf16 where bf16 is fast, "
+                                         f"else torch-fp32), {BACKENDS_HELP}")
     group.add_argument("--no-speed", dest="measure_speed", action="store_false", default=None,
                        help="compare: skip the throughput/latency measurement after testing")
     group.add_argument("--seed", type=int, help="seed for splits, initialisation and shuffling (42)")
@@ -152,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "or .parquet (default: -)")
     predict.add_argument("--output", help="JSON-lines file to write (default: stdout)")
     predict.add_argument("--text-column", default="text", help="text column of a table input (text)")
-    predict.add_argument("--backend", default="auto", help="auto, torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, "
-                                                           "onnx-int8")
+    predict.add_argument("--backend", default="auto", help=f"auto, {BACKENDS_HELP}")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit)")
     predict.add_argument("--device", default="auto")
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run directory (its best checkpoints), checkpoint directory, alias, hub name, or "
                             "arch:bert-base-uncased / arch:distilbert-base-uncased (random weights, speed only)")
     bench.add_argument("--backends", default="torch-fp32,torch-bf16",
-                       help="comma-separated: torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8")
+                       help=f"comma-separated: {BACKENDS_HELP}")
     bench.add_argument("--data", help="texts to measure on (default: a run's test split, else builtin:bbc-news)")
     bench.add_argument("--text-column", default="text")
     bench.add_argument("--label-column", help="labels for the test metric (multiclass, or multilabel lists)")
@@ -218,7 +218,8 @@ def read_texts(source: str, text_column: str, max_samples: int | None, seed: int
 
 
 def _quiet_libraries(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
     from huggingface_hub.utils import disable_progress_bars

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -12,13 +11,21 @@ import pandas as pd
 from transformers import set_seed
 
 from . import data as datalib
+from .backends import auto_backend, backend_logits, load_backend
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
-from .backends import auto_backend, backend_logits, load_backend
+from .distillation import teacher_logits_for
 from .inference import logits_to_probs, loss_from_logits, pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
-from .models import DISTILBENCH_KEY, count_parameters, parse_student_spec, describe, load_classifier, load_trained, read_task_labels
-from .distillation import teacher_logits_for
+from .models import (
+    DISTILBENCH_KEY,
+    count_parameters,
+    describe,
+    load_classifier,
+    load_trained,
+    parse_student_spec,
+    read_task_labels,
+)
 from .predict import stored_thresholds
 from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
 from .speed import dir_size_mb, machine_info

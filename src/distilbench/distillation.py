@@ -134,15 +134,23 @@ def distill_general(teacher: str, student_spec: str, texts: list[str], out: str 
     encoder) uses the hidden-state terms only. Saves OUT/epoch-<n>/ and the final encoder in OUT/.
     """
     import copy
-    import json
     import time
 
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-    from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup, set_seed
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        get_linear_schedule_with_warmup,
+        set_seed,
+    )
 
     from .inference import autocast_for, pick_device, pick_precision
-    from .models import DISTILBENCH_KEY, build_student, load_tokenizer, parse_student_spec
+    from .models import (
+        DISTILBENCH_KEY,
+        build_student,
+        load_tokenizer,
+        parse_student_spec,
+    )
     from .runs import write_json_atomic
     from .training import save_checkpoint
 

@@ -87,4 +87,5 @@ def loss_from_logits(task: str, logits: np.ndarray, labels: np.ndarray) -> float
     logits_t = torch.tensor(logits, dtype=torch.float32)
     if task == "multiclass":
         return float(torch.nn.functional.cross_entropy(logits_t, torch.tensor(labels).long()))
-    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits_t, torch.tensor(labels, dtype=torch.float32)))
+    targets = torch.tensor(labels, dtype=torch.float32)
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits_t, targets))

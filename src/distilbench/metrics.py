@@ -65,7 +65,8 @@ def _check_label_names(n_columns: int, label_names: list[str], what: str) -> Non
 
 
 def hamming_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Per-sample Jaccard |true ∩ pred| / |true ∪ pred|, 1.0 when both sets are empty, averaged over samples (the thesis's 'hamming score')."""
+    """Per-sample Jaccard |true ∩ pred| / |true ∪ pred|, 1.0 when both sets are empty, averaged over
+    samples (the thesis's 'hamming score')."""
     y_true, y_pred = _as_2d_pair(y_true, y_pred, "hamming_score")
     t = y_true.astype(bool)
     p = y_pred.astype(bool)
@@ -137,7 +138,8 @@ def multilabel_metrics(
     label_names: list[str],
     thresholds: float | np.ndarray = 0.5,
 ) -> dict:
-    """Hamming score/loss, exact match, F1, per-label scores and ROC-AUC; a label is predicted when prob >= its threshold."""
+    """Hamming score/loss, exact match, F1, per-label scores and ROC-AUC; a label is predicted when
+    prob >= its threshold."""
     labels, probs = _as_2d_pair(labels, probs, "multilabel metrics")
     n_labels = probs.shape[1]
     _check_label_names(n_labels, label_names, "multilabel metrics")
@@ -186,7 +188,8 @@ def compute_metrics(
     label_names: list[str],
     thresholds: float | np.ndarray = 0.5,
 ) -> dict:
-    """Dispatch on task 'multiclass' / 'multilabel'; unknown task -> DistilbenchError. Thresholds apply to multilabel only."""
+    """Dispatch on task 'multiclass' / 'multilabel'; unknown task -> DistilbenchError. Thresholds
+    apply to multilabel only."""
     _check_task(task)
     if task == "multiclass":
         return multiclass_metrics(labels, probs, label_names)
@@ -194,13 +197,15 @@ def compute_metrics(
 
 
 def primary_metric(task: str) -> str:
-    """'accuracy' for multiclass, 'hamming_score' for multilabel: the default metric for choosing the best epoch and for the headline of comparisons."""
+    """'accuracy' for multiclass, 'hamming_score' for multilabel: the default metric for choosing the
+    best epoch and for the headline of comparisons."""
     _check_task(task)
     return "accuracy" if task == "multiclass" else "hamming_score"
 
 
 def summary_metrics(metrics: dict) -> dict:
-    """Only the scalar entries of a metrics dict (drop per_class/per_label/confusion_matrix/notes), for tables and per-epoch stats."""
+    """Only the scalar entries of a metrics dict (drop per_class/per_label/confusion_matrix/notes), for
+    tables and per-epoch stats."""
     return {
         key: value
         for key, value in metrics.items()
@@ -225,7 +230,11 @@ def _best_threshold(y: np.ndarray, scores: np.ndarray, criterion: str) -> float:
 
 
 def tune_thresholds(labels: np.ndarray, probs: np.ndarray, criterion: str = "gmean") -> np.ndarray:
-    """Per-label decision thresholds from validation data: maximise G-mean sqrt(tpr*(1-fpr)) on the ROC curve (the thesis's criterion) or F1 ('f1', on the precision-recall curve). A label with a single class keeps 0.5. Returns float array (L,). Unknown criterion -> DistilbenchError."""
+    """Per-label decision thresholds from validation data.
+
+    Maximises G-mean sqrt(tpr * (1 - fpr)) on the ROC curve (the thesis's criterion) or F1 ('f1', on
+    the precision-recall curve). A label with a single class keeps 0.5. Returns a float array (L,).
+    """
     if criterion not in THRESHOLD_CRITERIA:
         raise DistilbenchError(
             f"unknown threshold criterion {criterion!r}; expected one of: {', '.join(THRESHOLD_CRITERIA)}"

@@ -44,7 +44,8 @@ def iter_text_chunks(source: str, text_column: str = "text", chunk_rows: int = C
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            frames = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(chunk_rows, columns=[text_column]))
+            batches = pq.ParquetFile(path).iter_batches(chunk_rows, columns=[text_column])
+            frames = (batch.to_pandas() for batch in batches)
         else:
             raise DistilbenchError(f"unsupported input {source}: use .txt (one text per line), .csv, .tsv, "
                                    ".jsonl or .parquet, or - for stdin")

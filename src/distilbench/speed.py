@@ -141,8 +141,12 @@ class BenchModel:
 
 def build_architecture(name: str, num_labels: int = 2):
     """`arch:NAME`: a standard architecture with random weights (speed does not depend on values)."""
-    from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
-                              DistilBertForSequenceClassification)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
 
     torch.manual_seed(0)
     if name == "bert-base-uncased":
@@ -163,7 +167,12 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
     """Run directories (each best checkpoint), checkpoint directories, arch:NAME, aliases and hub names."""
     from transformers import AutoModelForSequenceClassification
 
-    from .models import _from_pretrained, load_tokenizer, load_trained, packaged_minilm_path
+    from .models import (
+        _from_pretrained,
+        load_tokenizer,
+        load_trained,
+        packaged_minilm_path,
+    )
     from .runs import RunDir
 
     found: list[BenchModel] = []
