@@ -18,7 +18,8 @@ def test_minilm_learns_headlines(tmp_path):
     shuffled.iloc[3000:4000].to_csv(tmp_path / "test.csv", index=False)
     config = ExperimentConfig(task="multiclass", data=str(tmp_path / "train.csv"),
                               test_data=str(tmp_path / "test.csv"), label_column="category",
-                              models=["minilm-l6"], epochs=2, train_batch_size=32, out=str(tmp_path / "run"))
+                              models=["minilm-l6"], epochs=3, train_batch_size=16, out=str(tmp_path / "run"),
+                              measure_speed=False)
     rows = compare(config.validate(), progress=False)
     assert rows[0]["test"]["samples"] == 1000
     assert rows[0]["test"]["accuracy"] >= 0.85
