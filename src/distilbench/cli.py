@@ -67,6 +67,16 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every verb that writes a run directory: config file, output, data, training, runtime."""
+    parser.add_argument("--config", help="YAML file of settings")
+    parser.add_argument("--out", help="run directory to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_data_flags(parser)
+    _add_training_flags(parser)
+    _add_runtime_flags(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distilbench",
@@ -78,41 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     compare = verbs.add_parser("compare", help="fine-tune several models on the same data and compare them",
                                description="data -> fine-tune each model -> best epoch -> test -> "
                                            "comparison.json/.csv and a table", epilog=EPILOG)
-    compare.add_argument("--config", help="YAML file of settings")
     compare.add_argument("--task", choices=["multiclass", "multilabel"])
     compare.add_argument("--models", help="comma-separated: aliases (minilm-l6, bert-base-uncased, "
                                           "distilbert-base-uncased), hub names, directories, student:<teacher>")
-    compare.add_argument("--out", help="run directory to create")
-    compare.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    _add_data_flags(compare)
-    _add_training_flags(compare)
-    _add_runtime_flags(compare)
+    _add_run_flags(compare)
 
     train = verbs.add_parser("train", help="fine-tune one model (a comparison of one)",
                              description="Fine-tune one model; writes the same run directory as compare.",
                              epilog=EPILOG)
-    train.add_argument("--config", help="YAML file of settings")
     train.add_argument("--task", choices=["multiclass", "multilabel"])
     train.add_argument("--model", help="alias, hub name, directory or student:<teacher>")
-    train.add_argument("--out", help="run directory to create")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    _add_data_flags(train)
-    _add_training_flags(train)
-    _add_runtime_flags(train)
+    _add_run_flags(train)
 
     distill = verbs.add_parser("distill", help="distil a student from a fine-tuned teacher on labelled data",
                                description="Task distillation: loss = alpha * label loss + (1 - alpha) * soft "
                                            "loss against the teacher's cached outputs.", epilog=EPILOG)
-    distill.add_argument("--config", help="YAML file of settings")
     distill.add_argument("--teacher", required=True, help="fine-tuned checkpoint, or a run directory with one model")
     distill.add_argument("--student", required=True,
                          help="student:<teacher>[:layers], student-bert:..., scratch:..., or a directory "
                               "(e.g. the output of distill-general)")
-    distill.add_argument("--out", help="run directory to create")
-    distill.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    _add_data_flags(distill)
-    _add_training_flags(distill)
-    _add_runtime_flags(distill)
+    _add_run_flags(distill)
 
     general = verbs.add_parser(
         "distill-general", help="DistilBERT's own distillation of a student on unlabelled text",

@@ -320,18 +320,23 @@ def _label_name(value: Any) -> str | None:
     return name or None
 
 
+def _check_label_column(raw: pd.DataFrame, label_column: str, text_column: str, where: str, columns: list[str],
+                        hint: str) -> None:
+    """The label column exists and is not the text column."""
+    if label_column not in raw.columns:
+        raise DistilbenchError(
+            f"label column '{label_column}' not found{where}; available columns: {', '.join(columns)}. {hint}"
+        )
+    if label_column == text_column:
+        raise DistilbenchError(f"'{label_column}' is both the text and the label column. Pick different columns.")
+
+
 def _multiclass_frame(
     raw: pd.DataFrame, texts: pd.Series, text_column: str, label_column: str, where: str, columns: list[str],
     min_classes: int = 2,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Task frame for single-label classification: text + label name."""
-    if label_column not in raw.columns:
-        raise DistilbenchError(
-            f"label column '{label_column}' not found{where}; available columns: {', '.join(columns)}. "
-            "Use --label-column to pick one."
-        )
-    if label_column == text_column:
-        raise DistilbenchError(f"'{label_column}' is both the text and the label column. Pick different columns.")
+    _check_label_column(raw, label_column, text_column, where, columns, "Use --label-column to pick one.")
     values = raw[label_column]
     if values.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
         raise DistilbenchError(
@@ -451,13 +456,8 @@ def _multilabel_from_lists(
     columns: list[str],
 ) -> tuple[pd.DataFrame, list[str]]:
     """Task frame from a column of label lists or delimited strings; labels sorted by name."""
-    if label_column not in raw.columns:
-        raise DistilbenchError(
-            f"label column '{label_column}' not found{where}; available columns: {', '.join(columns)}. "
-            "Use --label-column to pick one (or --label-columns for 0/1 columns)."
-        )
-    if label_column == text_column:
-        raise DistilbenchError(f"'{label_column}' is both the text and the label column. Pick different columns.")
+    _check_label_column(raw, label_column, text_column, where, columns,
+                        "Use --label-column to pick one (or --label-columns for 0/1 columns).")
     label_sets = [_split_labels(value, separator) for value in raw[label_column]]
     names = sorted({name for labels in label_sets for name in labels})
     if not names:

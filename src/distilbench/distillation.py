@@ -109,15 +109,14 @@ def _fingerprint(texts: list[str], max_length: int | None) -> str:
 
 def _teacher_for_general(teacher: str):
     """The teacher with its MLM head when it has a trained one, else its encoder alone."""
-    from transformers import AutoModel, AutoModelForMaskedLM
+    from transformers import AutoModelForMaskedLM
 
     from .models import _from_pretrained
 
     mlm, info = _from_pretrained(AutoModelForMaskedLM, teacher, output_loading_info=True)
     untrained_head = [k for k in info.get("missing_keys", []) if "predictions" in k or "vocab_" in k]
-    if untrained_head:
-        del mlm
-        return _from_pretrained(AutoModel, teacher), False
+    if untrained_head:  # the encoder inside is the teacher; no second load from disk
+        return getattr(mlm, mlm.base_model_prefix), False
     return mlm, True
 
 

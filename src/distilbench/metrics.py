@@ -76,6 +76,12 @@ def hamming_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(per_sample.mean())
 
 
+def _scores_by_name(names: list[str], precision, recall, f1, support) -> dict:
+    """scikit-learn's per-class arrays as {name: {precision, recall, f1, support}}."""
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])} for i, name in enumerate(names)}
+
+
 def multiclass_metrics(labels: np.ndarray, probs: np.ndarray, label_names: list[str]) -> dict:
     """Accuracy, macro/weighted F1, per-class scores and confusion matrix; prediction is the argmax of probs.
 
@@ -109,15 +115,7 @@ def multiclass_metrics(labels: np.ndarray, probs: np.ndarray, label_names: list[
             "f1_macro": float(f1_score(labels, preds, average="macro", zero_division=0)),
             "f1_weighted": float(f1_score(labels, preds, average="weighted", zero_division=0)),
         }
-    result["per_class"] = {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(label_names)
-    }
+    result["per_class"] = _scores_by_name(label_names, precision, recall, f1, support)
     result["confusion_matrix"] = confusion_matrix(labels, preds, labels=class_ids).astype(int).tolist()
     return result
 
@@ -165,16 +163,9 @@ def multilabel_metrics(
             "f1_micro": float(f1_score(labels, preds, average="micro", zero_division=0)),
             "f1_macro": float(f1_score(labels, preds, average="macro", zero_division=0)),
         }
-    result["per_label"] = {
-        name: {
-            "precision": float(precision[j]),
-            "recall": float(recall[j]),
-            "f1": float(f1[j]),
-            "support": int(support[j]),
-            "roc_auc": aucs[j],
-        }
-        for j, name in enumerate(label_names)
-    }
+    result["per_label"] = _scores_by_name(label_names, precision, recall, f1, support)
+    for name, value in zip(label_names, aucs):
+        result["per_label"][name]["roc_auc"] = value
     present = [a for a in aucs if a is not None]
     result["roc_auc_macro"] = float(np.mean(present)) if present else None
     result["notes"] = notes

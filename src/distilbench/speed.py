@@ -173,7 +173,6 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
         load_trained,
         packaged_minilm_path,
     )
-    from .runs import RunDir
 
     found: list[BenchModel] = []
     for spec in specs:
@@ -186,14 +185,13 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
                 size = dir_size_mb(tmp)
             found.append(BenchModel(spec, model, tokenizer, size, source="random weights"))
         elif path.is_dir() and (path / "models").is_dir() and not (path / "config.json").exists():
-            run = RunDir(path)
             bests = sorted(p for p in (path / "models").glob("*/best") if p.exists())
             if not bests:
                 raise DistilbenchError(f"run directory {spec} has no trained models yet (no models/*/best)")
             for best in bests:
                 model, tokenizer, task, labels = load_trained(best)
                 found.append(BenchModel(best.parent.name, model, tokenizer, dir_size_mb(best), task, labels,
-                                        source=str(best), extra={"run": str(run.root)}))
+                                        source=str(best), extra={"run": str(path)}))
         elif path.is_dir() and (path / "config.json").is_file():
             try:
                 model, tokenizer, task, labels = load_trained(path)
