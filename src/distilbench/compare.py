@@ -27,9 +27,18 @@ from .models import (
     read_task_labels,
 )
 from .predict import stored_thresholds
-from .runs import RunDir, model_slug, read_json, write_csv_atomic, write_json_atomic
+from .runs import (
+    LOCK_NAME,
+    RunDir,
+    check_free_space,
+    lock_run_dir,
+    model_slug,
+    read_json,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from .speed import dir_size_mb, machine_info
-from .training import encode_split, label_array, train_model
+from .training import TrainResult, encode_split, label_array, train_model
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +188,22 @@ def predictions_frame(frame: pd.DataFrame, task: str, label_names: list[str], la
 
 
 def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFrame], label_names: list[str],
-              run: RunDir, progress: bool = True, teacher: Path | None = None) -> dict:
+              run: RunDir, progress: bool = True, teacher: Path | None = None, resume: bool = False) -> dict:
     """Fine-tune one model (distil it from a fine-tuned `teacher` checkpoint when given), keep its best
-    epoch, test it; write its stats and return its comparison row."""
+    epoch, test it; write its stats and return its comparison row (also saved as results/<slug>/row.json,
+    written last, so `resume` knows the model is done)."""
     slug = model_slug(spec)
+    results = run.results(slug)
+    if resume and (results / "row.json").is_file():
+        say(f"\n== {spec}: finished before the run stopped; kept")
+        return read_json(results / "row.json")
     set_seed(config.seed)
     model, tokenizer = load_classifier(spec, config.task, label_names, config.head)
     params = count_parameters(model)
     say(f"\n== {spec}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters")
+    # fp32 weights per kept epoch, plus the newest Trainer state (weights and two Adam moments) and slack
+    check_free_space(run.root, 4 * params["total"] * (config.epochs + 4), f"training {spec}")
     train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length)
     if teacher is not None:
         cache = run.root / "cache" / f"{model_slug(str(teacher.resolve()))}.train-logits.npy"
@@ -195,10 +211,14 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
                                                        batch_size=config.eval_batch_size,
                                                        max_length=config.max_length, progress=progress)
     val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length)
-    result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
-                         run.model_dir(slug), spec, progress)
+    if resume and (results / "training_stats.json").is_file():  # trained, stopped while testing
+        saved = read_json(results / "training_stats.json")
+        result = TrainResult(saved["epochs"], saved["best_epoch"], saved["select_metric"], saved["precision"],
+                             saved["train_time_s"])
+    else:
+        result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
+                             run.model_dir(slug), spec, progress, resume)
     best = mark_best(run, slug, result.best_epoch, config.keep_checkpoints)
-    results = run.results(slug)
     write_json_atomic(results / "training_stats.json", {
         "model": spec, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
         "precision": result.precision, "train_time_s": result.train_time_s, "epochs": result.stats})
@@ -232,7 +252,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
                  "scratch": f"DistilBERT of {len(layers)} layers, random weights (control)"}[student.kind]
         method = f"{built}, {method}"
     best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
-    return {
+    row = {
         "model": spec,
         "method": method,
         "architecture": describe(model.config),
@@ -252,6 +272,8 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "backend": test_stats["backend"],
         "checkpoint": str(best),
     }
+    write_json_atomic(results / "row.json", row)
+    return row
 
 
 def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts: list[str], progress: bool) -> None:
@@ -307,56 +329,81 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
     return table
 
 
-def prepare_run_dir(out: str | None, overwrite: bool) -> RunDir:
-    """An empty run directory (refusing to mix a new run into an old one unless told to)."""
+def prepare_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
+    """The run directory, locked: new and empty, replaced (`overwrite`), or kept to continue (`resume`).
+    Refuses to mix a new run into an old one unless told which of the two to do."""
     if not out:
         raise DistilbenchError("no output directory: pass --out RUN_DIR")
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise DistilbenchError(f"--out {out} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()):
+    is_run = (root / "config.yaml").is_file()
+    holds_files = root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir())
+    if resume and not is_run:
+        raise DistilbenchError(f"nothing to resume: {out} holds no distilbench run (no config.yaml)")
+    if holds_files and not resume:
         if not overwrite:
-            raise DistilbenchError(f"--out {out} already holds files; choose a new directory or pass --overwrite")
-        if not (root / "config.yaml").exists():
+            raise DistilbenchError(f"--out {out} already holds files; pass --resume to continue the run there, "
+                                   f"--overwrite to replace it, or choose a new directory")
+        if not is_run:
             raise DistilbenchError(f"--out {out} is not a distilbench run directory; refusing to overwrite it")
-        shutil.rmtree(root)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(root)
+        if holds_files and not resume:
+            for child in root.iterdir():
+                if child.name != LOCK_NAME:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         probe = root / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return RunDir(root)
+    return RunDir(root, lock)
 
 
-def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = True) -> list[dict]:
-    """Run the whole comparison and write comparison.json/.csv last (their presence means it finished)."""
-    run = prepare_run_dir(config.out, overwrite)
-    save_config(config, run.config)
-    splits, label_names = prepare_data(config, run)
-    rows = []
-    for spec in config.models:
-        teacher = teacher_in_run(spec, config, run)
-        rows.append(run_model(spec, config, splits, label_names, run, progress, teacher))
-    if config.measure_speed:
-        measure_speed(rows, config, run, splits["test"]["text"].tolist(), progress)
-    first = rows[0]
-    for row in rows:
+def load_saved_splits(run: RunDir, task: str) -> tuple[dict[str, pd.DataFrame], list[str]] | None:
+    """The splits a run saved before it stopped, or None when data preparation did not finish."""
+    summary_path = run.data / "summary.json"
+    if not summary_path.is_file():
+        return None
+    label_names = read_json(summary_path)["label_names"]
+    splits = {name: datalib.load_split(run.data / f"{name}.csv", task, label_names)
+              for name in ("train", "val", "test")}
+    say("data: the splits saved by the run — " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return splits, label_names
+
+
+def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = True,
+            resume: bool = False) -> list[dict]:
+    """Run the whole comparison and write comparison.json/.csv last (their presence means it finished).
+    `resume` continues a stopped run in `config.out`: finished models are kept, a model in training
+    continues after its last finished epoch."""
+    with prepare_run_dir(config.out, overwrite, resume) as run:
+        save_config(config, run.config)
+        saved = load_saved_splits(run, config.task) if resume else None
+        splits, label_names = saved or prepare_data(config, run)
+        rows = []
+        for spec in config.models:
+            teacher = teacher_in_run(spec, config, run)
+            rows.append(run_model(spec, config, splits, label_names, run, progress, teacher, resume))
         if config.measure_speed:
-            row["eval_speedup"] = row["throughput"]["median"] / first["throughput"]["median"]
-        else:
-            row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None
-        row["train_speedup"] = first["train_time_s"] / row["train_time_s"] if row["train_time_s"] else None
-    table = comparison_table(rows, config.task)
-    write_csv_atomic(run.comparison_csv, table)
-    write_json_atomic(run.comparison_json, {
-        "task": config.task, "data": config.data, "primary_metric": primary_metric(config.task),
-        "label_names": label_names, "rows_per_split": {k: len(v) for k, v in splits.items()},
-        "machine": machine_info(), "rows": rows})
-    say("\n" + table.to_string(index=False))
-    say(f"\nresults: {run.comparison_json}")
-    write_run_report(run)
+            measure_speed(rows, config, run, splits["test"]["text"].tolist(), progress)
+        first = rows[0]
+        for row in rows:
+            if config.measure_speed:
+                row["eval_speedup"] = row["throughput"]["median"] / first["throughput"]["median"]
+            else:
+                row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None
+            row["train_speedup"] = first["train_time_s"] / row["train_time_s"] if row["train_time_s"] else None
+        table = comparison_table(rows, config.task)
+        write_csv_atomic(run.comparison_csv, table)
+        write_json_atomic(run.comparison_json, {
+            "task": config.task, "data": config.data, "primary_metric": primary_metric(config.task),
+            "label_names": label_names, "rows_per_split": {k: len(v) for k, v in splits.items()},
+            "machine": machine_info(), "rows": rows})
+        say("\n" + table.to_string(index=False))
+        say(f"\nresults: {run.comparison_json}")
+        write_run_report(run)
     return rows
 
 
@@ -386,7 +433,7 @@ def resolve_teacher(teacher: str) -> Path:
 
 
 def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, resume: bool = False) -> dict:
     """Distil `student` from a fine-tuned `teacher` checkpoint on the data of `config` (a run of one model)."""
     teacher_dir = resolve_teacher(teacher)
     task, teacher_labels = read_task_labels(teacher_dir)
@@ -396,25 +443,26 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
     config.task, config.models = task, [student]
     if task == "multilabel" and not config.label_columns and not config.label_column:
         config.label_columns = teacher_labels
-    run = prepare_run_dir(config.out, overwrite)
-    save_config(config, run.config)
-    splits, label_names = prepare_data(config, run)
-    if set(label_names) != set(teacher_labels):
-        raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
-                               f"({', '.join(teacher_labels)})")
-    teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test", check_fp32=False)
-    row = run_model(student, config, splits, teacher_labels, run, progress, teacher=teacher_dir)
-    row["teacher_test"] = summary_metrics(teacher_stats)
-    table = comparison_table([{**row, "eval_speedup": 1.0, "train_speedup": 1.0}], task)
-    write_csv_atomic(run.comparison_csv, table)
-    write_json_atomic(run.comparison_json, {
-        "task": task, "data": config.data, "primary_metric": primary_metric(task), "label_names": teacher_labels,
-        "teacher": str(teacher_dir), "rows_per_split": {k: len(v) for k, v in splits.items()},
-        "machine": machine_info(), "rows": [{**row, "eval_speedup": 1.0, "train_speedup": 1.0}]})
-    metric = primary_metric(task)
-    say(f"\nteacher {metric} {teacher_stats[metric]:.4f}, student {row['test'][metric]:.4f}")
-    say(f"results: {run.comparison_json}")
-    write_run_report(run)
+    with prepare_run_dir(config.out, overwrite, resume) as run:
+        save_config(config, run.config)
+        saved = load_saved_splits(run, task) if resume else None
+        splits, label_names = saved or prepare_data(config, run)
+        if set(label_names) != set(teacher_labels):
+            raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
+                                   f"({', '.join(teacher_labels)})")
+        teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test",
+                                         check_fp32=False)
+        row = run_model(student, config, splits, teacher_labels, run, progress, teacher_dir, resume)
+        row.update({"teacher_test": summary_metrics(teacher_stats), "eval_speedup": 1.0, "train_speedup": 1.0})
+        write_csv_atomic(run.comparison_csv, comparison_table([row], task))
+        write_json_atomic(run.comparison_json, {
+            "task": task, "data": config.data, "primary_metric": primary_metric(task),
+            "label_names": teacher_labels, "teacher": str(teacher_dir),
+            "rows_per_split": {k: len(v) for k, v in splits.items()}, "machine": machine_info(), "rows": [row]})
+        metric = primary_metric(task)
+        say(f"\nteacher {metric} {teacher_stats[metric]:.4f}, student {row['test'][metric]:.4f}")
+        say(f"results: {run.comparison_json}")
+        write_run_report(run)
     return row
 
 

@@ -101,32 +101,57 @@ class ExperimentConfig:
 FIELDS = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> ExperimentConfig:
-    """Settings from a YAML file (optional) with command-line overrides on top (flags win)."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise DistilbenchError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise DistilbenchError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise DistilbenchError(f"config file {path} must hold a mapping of settings")
-        unknown = sorted(set(loaded) - FIELDS)
-        if unknown:
-            raise DistilbenchError(
-                f"unknown setting(s) in {path}: {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
-        values.update(loaded)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+def _read_settings(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DistilbenchError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DistilbenchError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise DistilbenchError(f"config file {path} must hold a mapping of settings")
+    unknown = sorted(set(loaded) - FIELDS)
+    if unknown:
+        raise DistilbenchError(f"unknown setting(s) in {path}: {', '.join(unknown)}; "
+                               f"known: {', '.join(sorted(FIELDS))}")
+    return loaded
+
+
+def _normalise(values: dict) -> dict:
     for key in ("models", "label_columns"):
         if isinstance(values.get(key), str):
             values[key] = [item.strip() for item in values[key].split(",") if item.strip()]
+    return values
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> ExperimentConfig:
+    """Settings from a YAML file (optional) with command-line overrides on top (flags win)."""
+    values = _read_settings(path) if path is not None else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return ExperimentConfig(**values).validate()
+        return ExperimentConfig(**_normalise(values)).validate()
     except TypeError as exc:
         raise DistilbenchError(f"bad settings: {exc}") from None
+
+
+def load_resumed_config(run_dir: str | Path, path: str | Path | None = None,
+                        overrides: dict | None = None) -> ExperimentConfig:
+    """The settings a stopped run was started with; settings given again must agree with them, so a
+    resumed run ends as the uninterrupted one would."""
+    saved_path = Path(run_dir) / "config.yaml"
+    if not saved_path.is_file():
+        raise DistilbenchError(f"nothing to resume: {run_dir} holds no distilbench run (no config.yaml)")
+    saved = load_config(saved_path)
+    given = _read_settings(path) if path is not None else {}
+    given.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    changed = [f"{key} (run: {getattr(saved, key)!r}, given: {value!r})"
+               for key, value in _normalise(given).items() if key != "out" and getattr(saved, key) != value]
+    if changed:
+        raise DistilbenchError(f"--resume continues {run_dir} with the settings it started with; these differ: "
+                               f"{'; '.join(changed)}. Drop them, or start a new run with --out")
+    saved.out = str(run_dir)
+    return saved
 
 
 def save_config(config: ExperimentConfig, path: Path) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from .console import DistilbenchError
+
+LOCK_NAME = ".lock"
 
 
 def _umask() -> int:
@@ -56,11 +61,51 @@ def model_slug(spec: str) -> str:
     return slug or "model"
 
 
-class RunDir:
-    """Paths of one run directory (the layout is documented in the README)."""
+def lock_run_dir(root: Path):
+    """Hold an exclusive lock on a run directory (flock on RUN/.lock) until closed or the process ends,
+    however it ends (the kernel drops the lock on kill -9): a second run cannot write into the same one."""
+    import fcntl
 
-    def __init__(self, root: str | Path):
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / LOCK_NAME, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown process"
+        handle.close()
+        raise DistilbenchError(f"{root} is in use by another distilbench run ({owner}); wait for it to end "
+                               f"or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def check_free_space(directory: Path, needed_bytes: float, what: str) -> None:
+    """Fail before long work starts when the disk cannot hold what it will write."""
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes:
+        raise DistilbenchError(f"{what} needs about {needed_bytes / 1e9:.2f} GB in {directory}, but only "
+                               f"{free / 1e9:.2f} GB are free; free some space or choose another --out")
+
+
+class RunDir:
+    """Paths of one run directory (the layout is documented in the README); as a context manager it
+    holds the directory's lock."""
+
+    def __init__(self, root: str | Path, lock=None):
         self.root = Path(root)
+        self.lock = lock
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lock is not None:
+            self.lock.close()  # closing the file releases the flock
+            self.lock = None
 
     @property
     def config(self) -> Path:

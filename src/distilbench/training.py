@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -24,8 +25,13 @@ from .config import ExperimentConfig
 from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_device, pick_precision, tokenize_texts
 from .metrics import compute_metrics, primary_metric, summary_metrics
+from .runs import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+RESUME_DIR = ".trainer"  # the Trainer's full state (model, optimizer, scheduler, RNG) after the last epoch
+COMPLETE_MARK = "distilbench-complete"
+EPOCH_STATS = "epoch_stats.json"
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -99,9 +105,10 @@ class DistilbenchTrainer(Trainer):
 class EpochCallback(TrainerCallback):
     """Times each epoch, shows a progress bar with the running loss, saves a checkpoint and a stats row."""
 
-    def __init__(self, trainer: DistilbenchTrainer, save_dir: Path, name: str, progress: bool):
+    def __init__(self, trainer: DistilbenchTrainer, save_dir: Path, name: str, progress: bool,
+                 stats: list[dict] | None = None):
         self.trainer, self.save_dir, self.name, self.progress = trainer, save_dir, name, progress
-        self.stats: list[dict] = []
+        self.stats: list[dict] = list(stats or [])  # rows of epochs finished before a resume
         self.bar = None
         self.epoch_start = self.train_time = 0.0
 
@@ -134,10 +141,21 @@ class EpochCallback(TrainerCallback):
         self.stats.append(row)
         if state.is_world_process_zero:
             save_checkpoint(self.trainer.model, self.trainer.processing_class, self.save_dir / f"epoch-{epoch}")
+            write_json_atomic(self.save_dir / EPOCH_STATS, self.stats)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
             say(f"  {self.name} epoch {epoch}: train_loss {row['train_loss']:.4f}, {shown} "
                 f"({row['train_time_s']:.1f} s train, {row['val_time_s']:.1f} s val)")
+
+    def on_save(self, args, state, control, **kwargs):
+        """The Trainer has written its whole state for this epoch: mark it complete, then drop older ones.
+        A state without the mark (a kill while it was written) is never resumed from."""
+        if state.is_world_process_zero:
+            newest = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (newest / COMPLETE_MARK).write_text(f"epoch {int(round(state.epoch))}\n")
+            for older in Path(args.output_dir).glob("checkpoint-*"):
+                if older != newest:
+                    shutil.rmtree(older, ignore_errors=True)
 
 
 def save_checkpoint(model, tokenizer, directory: Path) -> None:
@@ -149,6 +167,22 @@ def save_checkpoint(model, tokenizer, directory: Path) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
+
+
+def last_complete_state(save_dir: Path) -> tuple[Path, int] | None:
+    """The newest Trainer state marked complete under `save_dir`, and its epoch; None when there is none."""
+    found = []
+    for directory in (Path(save_dir) / RESUME_DIR).glob("checkpoint-*"):
+        try:
+            state = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (directory / COMPLETE_MARK).is_file():
+            found.append((int(round(state["epoch"])), directory))
+    if not found:
+        return None
+    epoch, directory = max(found)
+    return directory, epoch
 
 
 def choose_best_epoch(stats: list[dict], metric: str) -> int:
@@ -164,8 +198,12 @@ def choose_best_epoch(stats: list[dict], metric: str) -> int:
 
 def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
                 label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
-                progress: bool = True) -> TrainResult:
-    """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch."""
+                progress: bool = True, resume: bool = False) -> TrainResult:
+    """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch.
+
+    After every epoch the Trainer's whole state is kept in `save_dir/.trainer` (only the newest);
+    `resume` continues from it, so a killed run ends as an uninterrupted one would.
+    """
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
     metric = config.select_metric or primary_metric(task)
@@ -175,8 +213,19 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         probs = logits_to_probs(task, np.asarray(logits, dtype=np.float32))
         return summary_metrics(compute_metrics(task, np.asarray(prediction.label_ids), probs, label_names))
 
+    state_dir = save_dir / RESUME_DIR
+    resume_from = last_complete_state(save_dir) if resume else None
+    earlier_stats = []
+    if resume_from is not None:
+        checkpoint, epoch = resume_from
+        earlier_stats = [row for row in json.loads((save_dir / EPOCH_STATS).read_text(encoding="utf-8"))
+                         if row["epoch"] <= epoch]
+        say(f"  resuming {name} after epoch {epoch} of {config.epochs}")
+    else:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
     args = TrainingArguments(
-        output_dir=str(save_dir / ".trainer"),
+        output_dir=str(state_dir),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.train_batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -187,7 +236,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         warmup_steps=config.warmup_ratio,
         max_grad_norm=config.max_grad_norm,
         eval_strategy="epoch",
-        save_strategy="no",
+        save_strategy="epoch",
         logging_strategy="no",
         report_to="none",
         seed=config.seed,
@@ -209,13 +258,13 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
                                  compute_metrics=metrics_for_trainer)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    callback = EpochCallback(trainer, save_dir, name, progress)
+    callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats)
     if train_data.teacher_logits is not None:
         trainer.task, trainer.alpha, trainer.temperature = task, config.alpha, config.temperature
     trainer.add_callback(callback)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
     total = time.perf_counter() - start
-    shutil.rmtree(save_dir / ".trainer", ignore_errors=True)
+    shutil.rmtree(state_dir, ignore_errors=True)
     best = choose_best_epoch(callback.stats, metric)
     return TrainResult(callback.stats, best, metric, precision, total)
