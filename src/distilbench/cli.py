@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -72,6 +73,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of settings")
     parser.add_argument("--out", help="run directory to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a stopped run in --out with its saved settings: finished models are "
+                             "kept, training continues after the last finished epoch")
     _add_data_flags(parser)
     _add_training_flags(parser)
     _add_runtime_flags(parser)
@@ -233,18 +237,25 @@ def run(argv: list[str] | None = None) -> int:
     _quiet_libraries(args.verbose)
     progress = not getattr(args, "no_progress", False)
     from .compare import compare, evaluate
-    from .config import ExperimentConfig, load_config
+    from .config import ExperimentConfig, load_config, load_resumed_config
 
+    if args.verb in ("compare", "train", "distill"):
+        if args.resume and args.overwrite:
+            raise DistilbenchError("--resume continues a run and --overwrite replaces it: pass one of them")
+        if args.resume:
+            if not args.out:
+                raise DistilbenchError("--resume needs --out RUN_DIR, the run to continue")
+            config = load_resumed_config(args.out, args.config, _overrides(args))
+        else:
+            config = load_config(args.config, _overrides(args))
     if args.verb in ("compare", "train"):
-        config = load_config(args.config, _overrides(args))
         if args.verb == "train" and len(config.models) != 1:
             raise DistilbenchError("train fine-tunes one model: pass --model NAME (compare takes several)")
-        compare(config, overwrite=args.overwrite, progress=progress)
+        compare(config, overwrite=args.overwrite, progress=progress, resume=args.resume)
     elif args.verb == "distill":
         from .compare import distill
 
-        config = load_config(args.config, _overrides(args))
-        distill(config, args.teacher, args.student, overwrite=args.overwrite, progress=progress)
+        distill(config, args.teacher, args.student, overwrite=args.overwrite, progress=progress, resume=args.resume)
     elif args.verb == "distill-general":
         from .distillation import distill_general
 
@@ -292,7 +303,29 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("distilbench: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:  # noqa: BLE001 - only disk problems are turned into a message; the rest re-raise
+        message = disk_problem(exc)
+        if message is None:
+            raise
+        print(f"distilbench: error: {message}", file=sys.stderr)
+        code = 2
     sys.exit(code)
+
+
+def disk_problem(exc: BaseException) -> str | None:
+    """A message for a full disk or a file we may not write (libraries wrap the OSError in their own
+    exceptions, hence the text check); None for anything else. Results are written atomically, so what
+    was finished before is intact and a run continues with --resume."""
+    text = str(exc)
+    errno_ = getattr(exc, "errno", None)
+    where = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    if errno_ in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text:
+        return (f"the disk is full{where}; files finished before are intact. Free some space, then continue "
+                f"a run with --resume")
+    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS) or "Read-only file system" in text:
+        target = f": {exc.filename}" if getattr(exc, "filename", None) else f" ({text})"
+        return f"{getattr(exc, 'strerror', None) or 'permission denied'}{target}"
+    return None
 
 
 if __name__ == "__main__":
