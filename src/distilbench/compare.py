@@ -11,6 +11,7 @@ import pandas as pd
 from transformers import set_seed
 
 from . import data as datalib
+from . import distributed
 from .backends import auto_backend, backend_logits, load_backend
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
@@ -194,30 +195,35 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     written last, so `resume` knows the model is done)."""
     slug = model_slug(spec)
     results = run.results(slug)
-    if resume and (results / "row.json").is_file():
+    main = distributed.is_main_process()
+    if distributed.share(resume and main and (results / "row.json").is_file()):
         say(f"\n== {spec}: finished before the run stopped; kept")
-        return read_json(results / "row.json")
+        return read_json(results / "row.json") if main else None
     set_seed(config.seed)
     model, tokenizer = load_classifier(spec, config.task, label_names, config.head)
     params = count_parameters(model)
     say(f"\n== {spec}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters")
-    # fp32 weights per kept epoch, plus the newest Trainer state (weights and two Adam moments) and slack
-    check_free_space(run.root, 4 * params["total"] * (config.epochs + 4), f"training {spec}")
+    if main:  # fp32 weights per kept epoch, the newest Trainer state (weights, two Adam moments), slack
+        check_free_space(run.root, 4 * params["total"] * (config.epochs + 4), f"training {spec}")
     train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length)
-    if teacher is not None:
+    if teacher is not None:  # computed once, by the first process
         cache = run.root / "cache" / f"{model_slug(str(teacher.resolve()))}.train-logits.npy"
-        train_data.teacher_logits = teacher_logits_for(teacher, splits["train"]["text"].tolist(), cache,
-                                                       batch_size=config.eval_batch_size,
-                                                       max_length=config.max_length, progress=progress)
+        train_data.teacher_logits = distributed.share(
+            teacher_logits_for(teacher, splits["train"]["text"].tolist(), cache, batch_size=config.eval_batch_size,
+                               max_length=config.max_length, progress=progress) if main else None)
     val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length)
-    if resume and (results / "training_stats.json").is_file():  # trained, stopped while testing
-        saved = read_json(results / "training_stats.json")
-        result = TrainResult(saved["epochs"], saved["best_epoch"], saved["select_metric"], saved["precision"],
-                             saved["train_time_s"])
+    if distributed.share(resume and main and (results / "training_stats.json").is_file()):
+        if main:  # trained, then stopped while testing
+            saved = read_json(results / "training_stats.json")
+            result = TrainResult(saved["epochs"], saved["best_epoch"], saved["select_metric"], saved["precision"],
+                                 saved["train_time_s"])
     else:
         result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
                              run.model_dir(slug), spec, progress, resume)
+    if not main:  # the first process tests and writes; the others wait for it before the next model
+        distributed.barrier()
+        return None
     best = mark_best(run, slug, result.best_epoch, config.keep_checkpoints)
     write_json_atomic(results / "training_stats.json", {
         "model": spec, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
@@ -273,6 +279,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "checkpoint": str(best),
     }
     write_json_atomic(results / "row.json", row)
+    distributed.barrier()
     return row
 
 
@@ -373,19 +380,37 @@ def load_saved_splits(run: RunDir, task: str) -> tuple[dict[str, pd.DataFrame], 
     return splits, label_names
 
 
+def open_run(config: ExperimentConfig, overwrite: bool, resume: bool) -> RunDir:
+    """The locked run directory (the first process's; the others of a distributed launch only read)."""
+    distributed.init()
+    return prepare_run_dir(config.out, overwrite, resume) if distributed.is_main_process() else RunDir(config.out)
+
+
+def start_run(config: ExperimentConfig, run: RunDir, resume: bool) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Save the settings and the data splits (or reuse the splits of a resumed run); every process gets
+    the first process's splits."""
+    prepared = None
+    if distributed.is_main_process():
+        save_config(config, run.config)
+        prepared = (load_saved_splits(run, config.task) if resume else None) or prepare_data(config, run)
+    return distributed.share(prepared)
+
+
 def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = True,
             resume: bool = False) -> list[dict]:
     """Run the whole comparison and write comparison.json/.csv last (their presence means it finished).
     `resume` continues a stopped run in `config.out`: finished models are kept, a model in training
-    continues after its last finished epoch."""
-    with prepare_run_dir(config.out, overwrite, resume) as run:
-        save_config(config, run.config)
-        saved = load_saved_splits(run, config.task) if resume else None
-        splits, label_names = saved or prepare_data(config, run)
+    continues after its last finished epoch. Under torchrun/accelerate every process trains; the first
+    one does everything else."""
+    with open_run(config, overwrite, resume) as run:
+        splits, label_names = start_run(config, run, resume)
+        progress = progress and distributed.is_main_process()
         rows = []
         for spec in config.models:
             teacher = teacher_in_run(spec, config, run)
             rows.append(run_model(spec, config, splits, label_names, run, progress, teacher, resume))
+        if not distributed.is_main_process():
+            return []
         if config.measure_speed:
             measure_speed(rows, config, run, splits["test"]["text"].tolist(), progress)
         first = rows[0]
@@ -443,16 +468,17 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
     config.task, config.models = task, [student]
     if task == "multilabel" and not config.label_columns and not config.label_column:
         config.label_columns = teacher_labels
-    with prepare_run_dir(config.out, overwrite, resume) as run:
-        save_config(config, run.config)
-        saved = load_saved_splits(run, task) if resume else None
-        splits, label_names = saved or prepare_data(config, run)
+    with open_run(config, overwrite, resume) as run:
+        splits, label_names = start_run(config, run, resume)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
                                    f"({', '.join(teacher_labels)})")
+        progress = progress and distributed.is_main_process()
+        row = run_model(student, config, splits, teacher_labels, run, progress, teacher_dir, resume)
+        if not distributed.is_main_process():
+            return {}
         teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test",
                                          check_fp32=False)
-        row = run_model(student, config, splits, teacher_labels, run, progress, teacher_dir, resume)
         row.update({"teacher_test": summary_metrics(teacher_stats), "eval_speedup": 1.0, "train_speedup": 1.0})
         write_csv_atomic(run.comparison_csv, comparison_table([row], task))
         write_json_atomic(run.comparison_json, {

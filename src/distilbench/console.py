@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+
+def _quiet() -> bool:
+    """Processes other than the first of a distributed launch print nothing (rank 0 speaks for all)."""
+    return os.environ.get("RANK", "0") != "0"
 
 
 class DistilbenchError(Exception):
@@ -11,9 +17,11 @@ class DistilbenchError(Exception):
 
 def say(message: str = "") -> None:
     """Print a line for the user (results, tables, what happens next)."""
-    print(message, file=sys.stdout, flush=True)
+    if not _quiet():
+        print(message, file=sys.stdout, flush=True)
 
 
 def warn(message: str) -> None:
     """Print a warning for the user on stderr."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    if not _quiet():
+        print(f"warning: {message}", file=sys.stderr, flush=True)

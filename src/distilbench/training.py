@@ -20,7 +20,9 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from . import distributed
 from .config import ExperimentConfig
 from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_device, pick_precision, tokenize_texts
@@ -83,12 +85,33 @@ class TrainResult:
     train_time_s: float
 
 
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches of the global batch size, shuffled from (seed, epoch) alone: every process
+    of a distributed run sees the same order (each then takes its share of each batch), a resumed run
+    the order it would have had, whatever the dropout masks drew from the global random state."""
+
+    def __init__(self, batch_size: int, dataset, seed: int):
+        super().__init__(batch_size, dataset=dataset, model_input_name="input_ids")
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class DistilbenchTrainer(Trainer):
     """The standard Trainer, keeping a running mean of the training loss for progress and statistics."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_sum, self.loss_count = 0.0, 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        global_batch = self.args.per_device_train_batch_size * distributed.world_size()
+        return SeededLengthGroupedSampler(global_batch, train_dataset or self.train_dataset, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
@@ -99,6 +122,7 @@ class DistilbenchTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def epoch_loss(self) -> float:
+        """The mean training loss so far this epoch, on this process's share of the batches."""
         return self.loss_sum / max(self.loss_count, 1)
 
 
@@ -132,7 +156,8 @@ class EpochCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         epoch = int(round(state.epoch))
-        row = {"epoch": epoch, "train_loss": self.trainer.epoch_loss(), "val_loss": metrics["eval_loss"]}
+        train_loss = distributed.global_mean(self.trainer.loss_sum, self.trainer.loss_count)  # over all processes
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metrics["eval_loss"]}
         row.update({f"val_{k[5:]}": v for k, v in metrics.items()
                     if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
                                                            "eval_steps_per_second", "eval_epoch")})
@@ -213,21 +238,27 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         probs = logits_to_probs(task, np.asarray(logits, dtype=np.float32))
         return summary_metrics(compute_metrics(task, np.asarray(prediction.label_ids), probs, label_names))
 
+    processes = distributed.world_size()
+    if config.train_batch_size % processes:
+        raise DistilbenchError(f"--train-batch-size {config.train_batch_size} is the global batch; it must divide "
+                               f"evenly among the {processes} processes")
     state_dir = save_dir / RESUME_DIR
-    resume_from = last_complete_state(save_dir) if resume else None
-    earlier_stats = []
-    if resume_from is not None:
-        checkpoint, epoch = resume_from
-        earlier_stats = [row for row in json.loads((save_dir / EPOCH_STATS).read_text(encoding="utf-8"))
-                         if row["epoch"] <= epoch]
-        say(f"  resuming {name} after epoch {epoch} of {config.epochs}")
-    else:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    resume_from, earlier_stats = None, []
+    if distributed.is_main_process():
+        resume_from = last_complete_state(save_dir) if resume else None
+        if resume_from is not None:
+            checkpoint, epoch = resume_from
+            earlier_stats = [row for row in json.loads((save_dir / EPOCH_STATS).read_text(encoding="utf-8"))
+                             if row["epoch"] <= epoch]
+            say(f"  resuming {name} after epoch {epoch} of {config.epochs}")
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    resume_from, earlier_stats = distributed.share((resume_from, earlier_stats))
 
     args = TrainingArguments(
         output_dir=str(state_dir),
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.train_batch_size,
+        per_device_train_batch_size=config.train_batch_size // processes,
         per_device_eval_batch_size=config.eval_batch_size,
         learning_rate=config.learning_rate,
         adam_epsilon=config.adam_epsilon,
@@ -246,6 +277,9 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         train_sampling_strategy="group_by_length",
         dataloader_num_workers=0,
         remove_unused_columns=False,  # keep cached teacher logits in the batches
+        # Classification losses are batch means; the Trainer's token averaging would multiply them by the
+        # number of processes (doubling the gradient under 2-process DDP, so clipping would bite earlier).
+        average_tokens_across_devices=False,
         disable_tqdm=True,
     )
     trainer_class = DistilbenchTrainer
@@ -265,6 +299,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
     total = time.perf_counter() - start
-    shutil.rmtree(state_dir, ignore_errors=True)
+    if distributed.is_main_process():
+        shutil.rmtree(state_dir, ignore_errors=True)
     best = choose_best_epoch(callback.stats, metric)
     return TrainResult(callback.stats, best, metric, precision, total)
