@@ -7,6 +7,9 @@ names as strings (multiclass) or one int 0/1 column per label (multilabel).
 from __future__ import annotations
 
 import ast
+import codecs
+import csv
+import decimal
 import importlib.util
 import json
 import logging
@@ -64,7 +67,11 @@ def read_source(source: str) -> pd.DataFrame:
 
 
 def _read_file(path: Path) -> pd.DataFrame:
-    """Read one local table file, turning every parse failure into a DistilbenchError."""
+    """Read one local table file, turning every parse failure into a DistilbenchError.
+
+    Text files are UTF-8 (a UTF-8 BOM is fine); a UTF-16 or UTF-32 file with a byte-order mark (Excel's
+    "Unicode Text") is decoded as such. Other encodings are refused with the line of the first bad byte.
+    """
     if not path.exists():
         raise DistilbenchError(f"data file not found: {path}. Check the path (or use builtin:NAME / hf:NAME).")
     if path.is_dir():
@@ -77,43 +84,144 @@ def _read_file(path: Path) -> pd.DataFrame:
         )
     if path.stat().st_size == 0:
         raise DistilbenchError(f"{path} is empty. Point to a file with at least one row of data.")
+    encoding = "utf-8-sig"
     if suffix != ".parquet":
         with path.open("rb") as handle:
             head = handle.read(8192)
-        if b"\x00" in head:
+        encoding = _encoding_from_bom(head)
+        if encoding == "utf-8-sig" and b"\x00" in head:
             raise DistilbenchError(
-                f"{path} looks like a binary file, not {_FORMAT_NAMES[suffix]} text. "
-                "Save it as UTF-8 text (or as .parquet) and try again."
+                f"{path} looks like a binary file (it holds NUL bytes), not {_FORMAT_NAMES[suffix]} text. "
+                "Save it as UTF-8 text (UTF-16 needs a byte-order mark), or as .parquet, and try again."
             )
     try:
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8-sig", **_CSV_NA)
+            return _read_delimited(path, "\t" if suffix == ".tsv" else ",", encoding)
         if suffix == ".parquet":
-            return pd.read_parquet(path)
-        return _read_json(path, suffix)
+            return _unique_columns(pd.read_parquet(path))
+        return _read_json(path, suffix, encoding)
     except DistilbenchError:
         raise
     except pd.errors.EmptyDataError:
         raise DistilbenchError(f"{path} holds no data. Point to a file with a header and at least one row.") from None
-    except UnicodeDecodeError as exc:
-        raise DistilbenchError(
-            f"{path} is not valid UTF-8 text (byte {exc.start}: {exc.reason}). Re-save it as UTF-8 and try again."
-        ) from None
-    except Exception as exc:  # ParserError, pyarrow errors, json errors, ValueError, OSError
+    except UnicodeError:
+        raise DistilbenchError(_decode_error_message(path, encoding)) from None
+    except Exception as exc:  # ParserError, pyarrow errors, json errors, ValueError, OSError, deep nesting
         if not _is_parse_error(exc):
             raise
+        hint = "Check that the file is well-formed"
+        if suffix in (".csv", ".tsv"):
+            hint += (f" (a {_FORMAT_NAMES[suffix]} cell holding the delimiter, a quote or a line break must be "
+                     'quoted, with inner quotes doubled: "say ""hi"", then go")')
         raise DistilbenchError(
-            f"could not read {path} as {_FORMAT_NAMES[suffix]}: {_short_reason(exc)}. "
-            "Check that the file is well-formed."
+            f"could not read {path} as {_FORMAT_NAMES[suffix]}: {_short_reason(exc)}. {hint}."
         ) from None
 
 
-def _read_json(path: Path, suffix: str) -> pd.DataFrame:
+def _encoding_from_bom(head: bytes) -> str:
+    """The text encoding a byte-order mark announces; UTF-8 (BOM optional) without one."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return "utf-8-sig"
+
+
+def _decode_error_message(path: Path, encoding: str) -> str:
+    """Where a file stops being valid text (line and byte), and what to do about it."""
+    name = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
+    content = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if encoding == "utf-8-sig" and content.startswith(codecs.BOM_UTF8) else 0
+    where = ""
+    try:
+        content[skip:].decode("utf-8" if encoding == "utf-8-sig" else encoding)
+    except UnicodeDecodeError as exc:
+        start = skip + exc.start
+        line_number = content.count(b"\n", 0, start) + 1
+        line = f"line {line_number}, " if encoding == "utf-8-sig" else ""
+        where = f": byte 0x{content[start:start + 1].hex().upper()} at {line}offset {start} ({exc.reason})"
+    return (
+        f"{path} is not valid {name} text{where}. It is probably in another encoding (e.g. Latin-1/Windows-1252); "
+        "re-save it as UTF-8 (Excel: 'CSV UTF-8'; pandas: to_csv(..., encoding='utf-8')) and try again."
+    )
+
+
+def _read_delimited(path: Path, sep: str, encoding: str) -> pd.DataFrame:
+    """CSV/TSV with a header row; rows wider than the header are an error (pandas would silently turn
+    the first column into an index), and duplicate header names are recorded (see _unique_columns)."""
+    frame = pd.read_csv(path, sep=sep, encoding=encoding, lineterminator=_line_terminator(path, encoding),
+                        **_CSV_NA)
+    if not isinstance(frame.index, pd.RangeIndex):
+        raise DistilbenchError(
+            f"the rows of {path} have more fields than its header ({len(frame.columns)} names: "
+            f"{_column_list(frame.columns)}). A cell holding the delimiter ({'tab' if sep == chr(9) else sep!r}) "
+            "must be quoted; or add the missing column names to the header."
+        )
+    header = _header_names(path, sep, encoding)
+    if header is not None and len(header) == len(frame.columns) and len(set(header)) < len(header):
+        counts = {name: header.count(name) for name in header}
+        frame.attrs["duplicate_columns"] = {name: n for name, n in counts.items() if n > 1}
+    return frame
+
+
+def _line_terminator(path: Path, encoding: str) -> str | None:
+    """'\\n' for a UTF-8 file whose header line ends in LF and whose cells hold CRs: pandas' to_csv leaves a
+    bare CR unquoted, and the reader would break a row there (a stray CR before an LF ends up in the last cell,
+    where cleaning strips it). None, meaning any line ending, for every other file."""
+    if encoding != "utf-8-sig":
+        return None
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+        first_lf, first_cr = head.find(b"\n"), head.find(b"\r")
+        if first_lf == -1 or -1 < first_cr < first_lf:  # CR or CRLF line endings, or one long line
+            return None
+        if first_cr != -1:
+            return "\n"
+        while chunk := handle.read(1 << 20):
+            if b"\r" in chunk:
+                return "\n"
+    return None
+
+
+def _header_names(path: Path, sep: str, encoding: str) -> list[str] | None:
+    """The header row as written in the file (pandas renames duplicates to 'name.1'); None if unreadable."""
+    try:
+        with path.open(encoding=encoding, newline="") as handle:
+            for row in csv.reader(handle, delimiter=sep):
+                if row:
+                    return row
+    except (csv.Error, UnicodeError, OSError):
+        return None
+    return None
+
+
+def _unique_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rename duplicate column names the way pandas' CSV reader does ('name', 'name.1', ...) and record
+    them in attrs["duplicate_columns"], so that using one of them is an error (see _check_unique)."""
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) == len(columns):
+        return frame
+    seen: dict[str, int] = {}
+    renamed = []
+    for name in columns:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        candidate = name if count == 0 else f"{name}.{count}"
+        while count and candidate in columns:
+            count += 1
+            candidate = f"{name}.{count}"
+        renamed.append(candidate)
+    frame = frame.set_axis(renamed, axis=1)
+    frame.attrs["duplicate_columns"] = {name: n for name, n in seen.items() if n > 1}
+    return frame
+
+
+def _read_json(path: Path, suffix: str, encoding: str = "utf-8-sig") -> pd.DataFrame:
     """Read JSON lines (one object per line); a .json file may also be one JSON array of objects."""
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open(encoding=encoding) as handle:
         start = handle.read(4096).lstrip()[:1]
     if suffix == ".json" and start == "[":
-        with path.open(encoding="utf-8-sig") as handle:
+        with path.open(encoding=encoding) as handle:
             records = json.load(handle)
         if not all(isinstance(record, dict) for record in records):
             raise DistilbenchError(f"{path} must hold JSON objects (one per line, or an array of objects).")
@@ -123,12 +231,13 @@ def _read_json(path: Path, suffix: str) -> pd.DataFrame:
             f"could not read {path} as JSON lines: each line must be a JSON object like "
             '{"text": ..., "label": ...}. Check that the file is well-formed.'
         )
-    return pd.read_json(path, lines=True, encoding="utf-8-sig", dtype=False)
+    return pd.read_json(path, lines=True, encoding=encoding, dtype=False)
 
 
 def _is_parse_error(exc: Exception) -> bool:
     """Whether an exception comes from parsing a bad file (as opposed to a bug)."""
-    if isinstance(exc, (pd.errors.ParserError, ValueError, OSError, json.JSONDecodeError, TypeError)):
+    if isinstance(exc, (pd.errors.ParserError, ValueError, OSError, json.JSONDecodeError, TypeError,
+                        RecursionError, OverflowError)):
         return True
     try:
         import pyarrow
@@ -238,9 +347,10 @@ def to_task_frame(
     columns = [str(c) for c in raw.columns]
     if text_column not in raw.columns:
         raise DistilbenchError(
-            f"text column '{text_column}' not found{where}; available columns: {', '.join(columns)}. "
-            "Use --text-column to pick one."
+            f"text column {_quoted(text_column)} not found{where}; available columns: {_column_list(columns)}. "
+            f"{_missing_column_hint(text_column, columns)}Use --text-column to pick one."
         )
+    _check_unique(raw, text_column, where)
     texts = raw[text_column].map(_as_text)
     if task == "multiclass":
         if label_columns:
@@ -261,7 +371,7 @@ def to_task_frame(
             label_column = next((c for c in ("labels", "label") if c in raw.columns), None)
         if label_column is None:
             raise DistilbenchError(
-                f"no labels found{where} for a multilabel task; available columns: {', '.join(columns)}. "
+                f"no labels found{where} for a multilabel task; available columns: {_column_list(columns)}. "
                 "Use --label-columns a,b,c for one 0/1 column per label, or --label-column NAME for a column "
                 "holding lists of labels or delimited strings (split by --label-separator, default ',')."
             )
@@ -287,6 +397,63 @@ def _where(raw: pd.DataFrame) -> str:
     return f" in {Path(source).name}" if not str(source).startswith(("builtin:", "hf:")) else f" in {source}"
 
 
+def _quoted(value: Any, limit: int = 60) -> str:
+    """A name or value from the user's data, quoted for a one-line message: control characters
+    (line breaks, tabs) escaped, long values cut."""
+    text = repr(value if isinstance(value, str) else str(value))
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _column_list(columns: Any, limit: int = 20) -> str:
+    """Column names for a one-line message: plain names as they are, odd ones quoted, at most `limit`."""
+    names = [str(c) for c in columns]
+    shown = [n if n and n.isprintable() and n == n.strip() and "," not in n and len(n) <= 40 else _quoted(n)
+             for n in names[:limit]]
+    if len(names) > limit:
+        shown.append(f"... ({len(names) - limit} more)")
+    return ", ".join(shown) if shown else "(none)"
+
+
+def _shown_value(value: Any) -> str:
+    """A cell for an error message: strings quoted, missing values as '(empty)'."""
+    value = _plain(value)
+    if _is_missing(value):
+        return "(empty)"
+    return _quoted(value) if isinstance(value, str) else _quoted(value)[1:-1]
+
+
+def _duplicate_columns(raw: pd.DataFrame) -> dict[str, int]:
+    """Column names the source holds more than once, with their counts (see _unique_columns)."""
+    counts = dict(raw.attrs.get("duplicate_columns") or {})
+    for name in raw.columns[raw.columns.duplicated()].unique():
+        counts[str(name)] = int((raw.columns == name).sum())
+    return counts
+
+
+def _missing_column_hint(column: str, columns: list[str]) -> str:
+    """A sentence that may explain a missing column: a name that differs only in case or spaces, or a
+    header that is one column because the file uses another delimiter. Empty when nothing fits."""
+    near = [c for c in columns if c != column and c.strip().casefold() == str(column).strip().casefold()]
+    if near:
+        return f"Did you mean {_quoted(near[0])}? Names must match exactly. "
+    if len(columns) == 1:
+        for delimiter, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'"), (",", "commas")):
+            if delimiter in columns[0]:
+                return (f"The header looks separated by {name}: .csv files must use commas and .tsv files tabs; "
+                        "re-save the file or rename it. ")
+    return ""
+
+
+def _check_unique(raw: pd.DataFrame, column: str, where: str) -> None:
+    """Using a column that appears more than once is ambiguous: say so instead of picking one."""
+    count = _duplicate_columns(raw).get(str(column))
+    if count:
+        raise DistilbenchError(
+            f"there are {count} columns named {_quoted(column)}{where}; rename or remove the extra ones "
+            "so it is clear which one to use."
+        )
+
+
 def _is_missing(value: Any) -> bool:
     """True for None/NaN/NA scalars (lists and arrays are never missing)."""
     if value is None:
@@ -295,19 +462,33 @@ def _is_missing(value: Any) -> bool:
         return False
     try:
         return bool(pd.isna(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ArithmeticError):  # ArithmeticError: Decimal('sNaN')
         return False
+
+
+def _plain(value: Any) -> Any:
+    """Parquet's binary cells as UTF-8 text and its decimals as int/float; other values unchanged."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return None if value.is_nan() else float(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def _as_text(value: Any) -> str:
     """A cell as text; missing values become '' (cleaning then drops them as empty)."""
     if isinstance(value, str):
         return value
+    value = _plain(value)
     return "" if _is_missing(value) else str(value)
 
 
 def _label_name(value: Any) -> str | None:
-    """A multiclass label cell as its name: ints and integral floats as '3', strings stripped; None if missing."""
+    """A label cell as its name: ints and integral floats as '3', strings with runs of whitespace (line breaks,
+    tabs) made one space and stripped, so a name is one line; None if missing."""
+    value = _plain(value)
     if _is_missing(value):
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -316,7 +497,7 @@ def _label_name(value: Any) -> str | None:
         return str(int(value))
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
-    name = str(value).strip()
+    name = " ".join(str(value).split())
     return name or None
 
 
@@ -325,10 +506,14 @@ def _check_label_column(raw: pd.DataFrame, label_column: str, text_column: str, 
     """The label column exists and is not the text column."""
     if label_column not in raw.columns:
         raise DistilbenchError(
-            f"label column '{label_column}' not found{where}; available columns: {', '.join(columns)}. {hint}"
+            f"label column {_quoted(label_column)} not found{where}; available columns: {_column_list(columns)}. "
+            f"{_missing_column_hint(label_column, columns)}{hint}"
         )
     if label_column == text_column:
-        raise DistilbenchError(f"'{label_column}' is both the text and the label column. Pick different columns.")
+        raise DistilbenchError(
+            f"{_quoted(label_column)} is both the text and the label column. Pick different columns."
+        )
+    _check_unique(raw, label_column, where)
 
 
 def _multiclass_frame(
@@ -340,7 +525,7 @@ def _multiclass_frame(
     values = raw[label_column]
     if values.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
         raise DistilbenchError(
-            f"column '{label_column}'{where} holds lists of labels; use --task multilabel for that data."
+            f"column {_quoted(label_column)}{where} holds lists of labels; use --task multilabel for that data."
         )
     labels = values.map(_label_name)
     keep = labels.notna()
@@ -351,9 +536,9 @@ def _multiclass_frame(
         logger.info("dropped %d rows with a missing label in column '%s'", dropped, label_column)
     names = sorted(frame["label"].unique().tolist())
     if len(names) < min_classes:
-        found = f"only '{names[0]}'" if names else "no labels at all"
+        found = f"only {_quoted(names[0])}" if names else "no labels at all"
         raise DistilbenchError(
-            f"multiclass needs at least 2 classes; found {found} in column '{label_column}'{where}. "
+            f"multiclass needs at least 2 classes; found {found} in column {_quoted(label_column)}{where}. "
             "Check --label-column."
         )
     return frame, names
@@ -361,6 +546,7 @@ def _multiclass_frame(
 
 def _to01(value: Any) -> int | None:
     """A multilabel cell as 0/1, or None when it is not a valid 0/1 value."""
+    value = _plain(value)
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (int, np.integer, float, np.floating)):
@@ -376,17 +562,20 @@ def _to01(value: Any) -> int | None:
 
 def _binary_column(values: pd.Series, column: str, where: str) -> pd.Series:
     """Validate and convert one multilabel column to int 0/1."""
-    if pd.api.types.is_bool_dtype(values.dtype):
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
         return values.astype("int64")
     if pd.api.types.is_numeric_dtype(values.dtype) and values.isin([0, 1]).all():
         return values.astype("int64")
     converted = values.map(_to01)
     bad = converted.isna()
     if bad.any():
-        examples = list(dict.fromkeys(repr(v) if isinstance(v, str) else str(v) for v in values[bad]))[:3]
+        examples = list(dict.fromkeys(_shown_value(v) for v in values[bad]))[:3]
+        first_row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
         raise DistilbenchError(
-            f"multilabel column '{column}'{where} holds values other than 0/1 (e.g. {', '.join(examples)}); "
-            "multilabel columns must hold 0/1 (True/False also works). Fix the data or pick other --label-columns."
+            f"multilabel column {_quoted(column)}{where} holds values other than 0/1 (e.g. {', '.join(examples)}), "
+            f"first in data row {first_row}; multilabel columns must hold 0/1 (True/False also works). "
+            + ("Fill the empty cells with 0 or 1, or " if "(empty)" in examples else "")
+            + ("fix" if "(empty)" in examples else "Fix") + " the data or pick other --label-columns."
         )
     return converted.astype("int64")
 
@@ -400,17 +589,22 @@ def _multilabel_from_columns(
         raise DistilbenchError("multilabel needs at least 1 label column; pass --label-columns a,b,c.")
     duplicates = sorted({c for c in label_columns if label_columns.count(c) > 1})
     if duplicates:
-        raise DistilbenchError(f"--label-columns lists {', '.join(duplicates)} more than once. List each column once.")
+        raise DistilbenchError(
+            f"--label-columns lists {', '.join(map(_quoted, duplicates))} more than once. List each column once."
+        )
     missing = [c for c in label_columns if c not in raw.columns]
     if missing:
         raise DistilbenchError(
-            f"label column(s) {', '.join(repr(c) for c in missing)} not found{where}; "
-            f"available columns: {', '.join(columns)}. Fix --label-columns."
+            f"label column(s) {', '.join(_quoted(c) for c in missing[:5])} not found{where}; "
+            f"available columns: {_column_list(columns)}. Fix --label-columns."
         )
     if text_column in label_columns:
-        raise DistilbenchError(f"'{text_column}' is both the text column and a label column. Fix --label-columns.")
+        raise DistilbenchError(
+            f"{_quoted(text_column)} is both the text column and a label column. Fix --label-columns."
+        )
     data: dict[str, pd.Series] = {"text": texts.astype(str)}
     for column in label_columns:
+        _check_unique(raw, column, where)
         data[column] = _binary_column(raw[column], column, where)
     return pd.DataFrame(data).reset_index(drop=True), label_columns
 
@@ -462,7 +656,7 @@ def _multilabel_from_lists(
     names = sorted({name for labels in label_sets for name in labels})
     if not names:
         raise DistilbenchError(
-            f"no labels found in column '{label_column}'{where}; multilabel needs at least 1 label. "
+            f"no labels found in column {_quoted(label_column)}{where}; multilabel needs at least 1 label. "
             "Check --label-column and --label-separator."
         )
     position = {name: i for i, name in enumerate(names)}

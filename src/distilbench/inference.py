@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .console import warn
+
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU."""
@@ -43,11 +45,38 @@ def autocast_for(device: torch.device, precision: str):
     return nullcontext()
 
 
+_warned_truncation: set[int] = set()  # token limits already warned about in this process
+
+
 def tokenize_texts(tokenizer, texts: list[str], max_length: int | None) -> dict:
-    """Tokenize once, without padding (batches are padded to their own longest text)."""
+    """Tokenize once, without padding (batches are padded to their own longest text).
+
+    Texts longer than the limit are truncated, with one warning per limit and process: training, testing,
+    speed rounds and streamed predictions tokenize again and again, and the user needs to hear it once."""
     limit = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
-    return tokenizer(list(texts), truncation=True, max_length=limit, padding=False,
-                     return_token_type_ids="token_type_ids" in tokenizer.model_input_names)
+    texts = list(texts)
+    encoded = tokenizer(texts, truncation=True, max_length=limit, padding=False,
+                        return_token_type_ids="token_type_ids" in tokenizer.model_input_names)
+    if limit not in _warned_truncation:
+        truncated = _count_truncated(tokenizer, texts, encoded, limit)
+        if truncated:
+            _warned_truncation.add(limit)
+            cause = f"to {limit} (--max-length)" if max_length else "(the model's limit; see --max-length)"
+            warn(f"{truncated} of {len(texts)} texts are longer than {limit} tokens and were truncated {cause}.")
+    return encoded
+
+
+def _count_truncated(tokenizer, texts: list[str], encoded, limit: int) -> int:
+    """How many texts tokenization cut at `limit` tokens. Only texts that reached the limit can have been cut;
+    a fast tokenizer keeps what it cut off (Encoding.overflowing), a slow one tokenizes those texts again."""
+    at_limit = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) >= limit]
+    if not at_limit:
+        return 0
+    encodings = getattr(encoded, "encodings", None)
+    if encodings:
+        return sum(1 for i in at_limit if encodings[i].overflowing)
+    full = tokenizer([texts[i] for i in at_limit], truncation=False, padding=False, verbose=False)
+    return sum(1 for ids in full["input_ids"] if len(ids) > limit)
 
 
 @torch.inference_mode()
