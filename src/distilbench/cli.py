@@ -158,6 +158,31 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    serve = verbs.add_parser(
+        "serve", help="serve a saved model over HTTP (POST /predict) with dynamic micro-batching",
+        description="FastAPI + uvicorn: POST /predict {\"texts\": [...]} -> label(s) and probabilities per text, "
+                    "GET /health, GET /metadata, OpenAPI schema at /openapi.json (docs at /docs). Concurrent "
+                    "requests are gathered into one forward pass of up to --max-batch-size texts, waiting at "
+                    "most --max-wait-ms for company.")
+    serve.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
+    serve.add_argument("--backend", default="auto", help=f"auto, {BACKENDS_HELP}")
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0: every "
+                                                           "interface)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (8000; 0: any free port)")
+    serve.add_argument("--max-batch-size", type=int, default=64, help="texts per forward pass (64)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="how long a request may wait for others to share its forward pass (5)")
+    serve.add_argument("--no-batching", action="store_true",
+                       help="one request per forward pass, one at a time (the benchmark's baseline)")
+    serve.add_argument("--max-texts", type=int, default=256, help="texts per request; more: 422 (256)")
+    serve.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text (10000)")
+    serve.add_argument("--on-long-text", choices=["truncate", "reject"], default="truncate",
+                       help="a text over --max-text-chars: cut it (truncate) or answer 413 (reject)")
+    serve.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit)")
+    serve.add_argument("--threads", type=int, help="torch threads for the forward passes (default: one per "
+                                                   "core); fewer leaves cores to the HTTP work and other processes")
+
     report = verbs.add_parser("report", help="write plots, report.html and report.md for a run directory",
                               description="Plots (PNG) and a self-contained HTML report plus Markdown for a "
                                           "finished run; compare writes them itself at the end.")
@@ -276,6 +301,15 @@ def run(argv: list[str] | None = None) -> int:
 
         predict(args.model, args.input, args.output, text_column=args.text_column, backend=args.backend,
                 batch_size=args.batch_size, max_length=args.max_length, device=args.device, progress=progress)
+    elif args.verb == "serve":
+        from .serving import ServeLimits, serve
+
+        limits = ServeLimits(max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                             on_long_text=args.on_long_text, max_length=args.max_length,
+                             batching=not args.no_batching, max_batch_size=args.max_batch_size,
+                             max_wait_ms=args.max_wait_ms)
+        serve(args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
+              limits=limits, threads=args.threads, access_log=args.verbose)
     elif args.verb == "bench":
         from .bench import run_bench
 

@@ -1,0 +1,361 @@
+"""`distilbench serve`: a saved classifier behind HTTP (FastAPI + uvicorn), with dynamic micro-batching.
+
+Concurrent requests wait in one queue; a single worker gathers them until `max_batch_size` texts or
+`max_wait_ms` after the first one arrived, runs one forward pass in a thread (the event loop keeps
+accepting requests meanwhile) and answers each request with its own slice. With batching off every
+request is its own forward pass, one after another: the baseline of benchmarks/serve.py.
+
+No `from __future__ import annotations` here: FastAPI reads the request model of an endpoint from its
+annotation at run time, and the models are classes local to create_app.
+"""
+
+import asyncio
+import errno
+import json
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+from .console import DistilbenchError, say
+
+log = logging.getLogger(__name__)
+
+LONG_TEXT_ACTIONS = ("truncate", "reject")
+
+
+@dataclass
+class ServeLimits:
+    """What one request may hold, and how requests are gathered into forward passes."""
+
+    max_texts: int = 256  # texts per request (more: 422)
+    max_text_chars: int = 10_000  # characters per text (more: truncated, or 413 with on_long_text='reject')
+    on_long_text: str = "truncate"
+    max_length: int | None = None  # tokens per text (default: what the model and tokenizer allow)
+    batching: bool = True
+    max_batch_size: int = 64  # texts per forward pass
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+
+    def validate(self) -> "ServeLimits":
+        for name in ("max_texts", "max_text_chars", "max_batch_size"):
+            if getattr(self, name) < 1:
+                raise DistilbenchError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_wait_ms < 0:
+            raise DistilbenchError("--max-wait-ms must be 0 or more")
+        if self.max_length is not None and self.max_length < 2:
+            raise DistilbenchError("--max-length must be at least 2 tokens ([CLS] and [SEP])")
+        if self.on_long_text not in LONG_TEXT_ACTIONS:
+            raise DistilbenchError(f"--on-long-text must be one of {', '.join(LONG_TEXT_ACTIONS)}")
+        return self
+
+
+class Classifier:
+    """A loaded checkpoint in one backend: texts in, `distilbench predict`'s JSON records out."""
+
+    def __init__(self, model_dir: str | Path, backend: str = "auto", device: str = "auto",
+                 max_length: int | None = None, batch_size: int = 64):
+        from .backends import auto_backend, load_backend
+        from .inference import pick_device
+        from .models import describe, load_trained
+        from .predict import stored_thresholds
+
+        model, self.tokenizer, self.task, self.label_names = load_trained(model_dir)
+        device_ = pick_device(device)
+        model.to(device_)
+        self.model_dir = str(model_dir)
+        self.architecture = describe(model.config)
+        self.backend_name = auto_backend(device_) if backend == "auto" else backend
+        self.runtime = load_backend(model, self.backend_name)
+        self.thresholds = stored_thresholds(model.config, self.label_names)
+        # a tokenizer may allow more tokens than the encoder has positions (a longer text would crash it)
+        limits = [512, getattr(self.tokenizer, "model_max_length", 512) or 512,
+                  getattr(model.config, "max_position_embeddings", 512) or 512]
+        self.max_length = min(limits if max_length is None else [*limits, max_length])
+        self.batch_size = batch_size
+        self.forward_passes = 0
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        from .backends import backend_logits
+        from .inference import logits_to_probs
+        from .predict import prediction_records
+
+        logits, _ = backend_logits(self.runtime, self.tokenizer, texts, batch_size=self.batch_size,
+                                   max_length=self.max_length)
+        self.forward_passes += -(-len(texts) // self.batch_size)
+        return prediction_records(self.task, self.label_names, logits_to_probs(self.task, logits), self.thresholds)
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future
+    arrived: float
+
+
+@dataclass
+class MicroBatcher:
+    """One queue, one worker: gathers requests into forward passes of up to `max_batch_size` texts."""
+
+    predict: object  # list[str] -> list[dict], run in a worker thread
+    max_batch_size: int = 64
+    max_wait_s: float = 0.005
+    batching: bool = True
+    stats: dict = field(default_factory=lambda: {"requests": 0, "texts": 0, "batches": 0})
+
+    def __post_init__(self):
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        self._carry: _Pending | None = None  # a request that did not fit the previous batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distilbench-forward")
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run(), name="distilbench-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str]) -> list[dict]:
+        """The records of `texts`, computed in whichever batch they land in."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(texts, loop.create_future(), loop.time())
+        await self._queue.put(pending)
+        return await pending.future
+
+    async def _gather(self) -> list[_Pending]:
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        batch, count = [first], len(first.texts)
+        if not self.batching:
+            return batch
+        loop = asyncio.get_running_loop()
+        deadline = first.arrived + self.max_wait_s  # time spent queued behind the last forward counts
+        while count < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if count + len(item.texts) > self.max_batch_size:
+                self._carry = item  # first in line for the next batch
+                break
+            batch.append(item)
+            count += len(item.texts)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            batch = [item for item in batch if not item.future.done()]  # clients that hung up
+            if not batch:
+                continue
+            texts = [text for item in batch for text in item.texts]
+            try:
+                records = await loop.run_in_executor(self._executor, self.predict, texts)
+            except Exception as exc:  # noqa: BLE001 - every waiting request gets the error (a 500)
+                log.exception("forward pass over %d texts failed", len(texts))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self.stats["requests"] += len(batch)
+            self.stats["texts"] += len(texts)
+            self.stats["batches"] += 1
+            begin = 0
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(records[begin:begin + len(item.texts)])
+                begin += len(item.texts)
+
+
+def clean_text(text: str, limits: ServeLimits) -> str:
+    """Lone UTF-16 surrogates (valid in JSON, not in UTF-8) become U+FFFD; long texts are cut."""
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _has_surrogate(text) else text
+    return text[:limits.max_text_chars]
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "auto",
+               limits: ServeLimits | None = None, threads: int | None = None, warm_up: bool = True):
+    """The FastAPI app serving one checkpoint; the model loads (and warms up) here, not on the first request.
+
+    `threads` sets torch's intra-op threads for the whole process (default: torch's choice, one per core).
+    """
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, HTTPException, Response
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from . import __version__
+
+    limits = (limits or ServeLimits()).validate()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    classifier = Classifier(model_dir, backend, device, limits.max_length, limits.max_batch_size)
+    if warm_up:  # first calls allocate and (for compiled backends) compile; keep that off the first request
+        classifier.predict(["warm-up"])
+        classifier.forward_passes = 0
+    batcher = MicroBatcher(classifier.predict, limits.max_batch_size, limits.max_wait_ms / 1000, limits.batching)
+
+    long_texts = "truncated" if limits.on_long_text == "truncate" else "refused (413)"
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: Annotated[list[str], Field(min_length=1, max_length=limits.max_texts,
+                                          description=f"1 to {limits.max_texts} texts; texts longer than "
+                                                      f"{limits.max_text_chars} characters are {long_texts}")]
+
+    if classifier.task == "multiclass":
+        class Prediction(BaseModel):
+            label: str = Field(description="the most probable label")
+            probabilities: dict[str, float] = Field(description="softmax probability of every label")
+    else:
+        class Prediction(BaseModel):
+            labels: list[str] = Field(description="labels whose probability reaches their stored threshold")
+            probabilities: dict[str, float] = Field(description="sigmoid probability of every label")
+
+    class PredictResponse(BaseModel):
+        predictions: list[Prediction] = Field(description="one per text, in request order")
+
+    class Health(BaseModel):
+        status: Literal["ok"]
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="distilbench", version=__version__, lifespan=lifespan,
+                  description=f"{classifier.task} text classifier {classifier.model_dir} ({classifier.backend_name})")
+    app.state.classifier = classifier
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.state.batcher = batcher
+    app.state.limits = limits
+
+    @app.post("/predict", response_model=PredictResponse, summary="Predict the label(s) of texts",
+              responses={400: {"description": "the body cannot be read as text (not UTF-8)"},
+                         413: {"description": "a text is longer than the server's --max-text-chars "
+                                              "(with --on-long-text reject)"},
+                         422: {"description": "not a JSON object {\"texts\": [1 or more strings]}, "
+                                              "or more texts than --max-texts"}})
+    async def predict(request: PredictRequest):
+        texts = request.texts
+        if limits.on_long_text == "reject":
+            for i, text in enumerate(texts):
+                if len(text) > limits.max_text_chars:
+                    raise HTTPException(413, f"texts[{i}] has {len(text)} characters; this server takes at most "
+                                             f"{limits.max_text_chars}")
+        records = await batcher.submit([clean_text(t, limits) for t in texts])
+        # plain dicts of str and float: skip FastAPI's re-validation of the response (response_model documents it)
+        return Response(json.dumps({"predictions": records}), media_type="application/json")
+
+    @app.get("/health", response_model=Health, summary="Liveness: the model is loaded and the worker runs")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/metadata", summary="Task, labels, thresholds, model, backend, limits and batching counters")
+    async def metadata() -> dict:
+        return {
+            "task": classifier.task,
+            "labels": classifier.label_names,
+            "thresholds": (dict(zip(classifier.label_names, classifier.thresholds.tolist()))
+                           if classifier.task == "multilabel" else None),
+            "model": classifier.model_dir,
+            "architecture": classifier.architecture,
+            "backend": classifier.backend_name,
+            "limits": {"max_texts": limits.max_texts, "max_text_chars": limits.max_text_chars,
+                       "on_long_text": limits.on_long_text, "max_length": classifier.max_length},
+            "batching": {"enabled": limits.batching, "max_batch_size": limits.max_batch_size,
+                         "max_wait_ms": limits.max_wait_ms},
+            "stats": {**batcher.stats, "forward_passes": classifier.forward_passes},
+        }
+
+    return app
+
+
+async def _validation_error(request, exc):
+    """FastAPI's 422 without echoing the input back (a refused list of 100,000 texts would come back
+    whole) and with ASCII-escaped JSON, so a lone surrogate in a key or value cannot turn it into a 500."""
+    from fastapi.encoders import jsonable_encoder
+    from starlette.responses import Response
+
+    errors = [{k: v for k, v in error.items() if k in ("type", "loc", "msg", "ctx")} for error in exc.errors()]
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on host:port (port 0: any free one); a clear error when it is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise DistilbenchError(f"cannot serve on host '{host}': {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        hint = "; choose another with --port" if exc.errno == errno.EADDRINUSE else ""
+        raise DistilbenchError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "auto",
+          device: str = "auto", limits: ServeLimits | None = None, threads: int | None = None,
+          access_log: bool = False) -> None:
+    """Load the model, then serve it until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    limits = (limits or ServeLimits()).validate()
+    if threads is not None and threads < 1:
+        raise DistilbenchError("--threads must be at least 1")
+    sock = bind_socket(host, port)  # before the model loads: a taken port fails in a moment
+    try:
+        start = time.perf_counter()
+        app = create_app(model_dir, backend=backend, device=device, limits=limits, threads=threads)
+        classifier, limits = app.state.classifier, app.state.limits
+        sock.listen(2048)  # from here connections queue until uvicorn accepts them, so the URL below works
+        bound_host, bound_port = sock.getsockname()[:2]
+        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        batching = (f"micro-batching up to {limits.max_batch_size} texts / {limits.max_wait_ms:g} ms"
+                    if limits.batching else "no batching (one request per forward pass)")
+        say(f"serving {classifier.model_dir} ({classifier.task}, {classifier.backend_name}, {batching}) "
+            f"at http://{url_host}:{bound_port} (loaded in {time.perf_counter() - start:.1f} s; "
+            f"API docs at /docs)")
+        config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
+                                timeout_graceful_shutdown=5)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises Ctrl-C
+            say("stopped")
+    finally:
+        sock.close()
