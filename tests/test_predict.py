@@ -1,10 +1,13 @@
-"""`predict` streams texts through a saved model; `bench` measures models under one protocol."""
+"""`predict` streams texts through a saved model (in chunks, resumable, in worker processes);
+`bench` measures models under one protocol."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
+import distilbench.predict as predict_module
 from distilbench.cli import main
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
@@ -31,6 +34,11 @@ def test_chunks_never_hold_more_than_asked(tmp_path):
     csv = tmp_path / "t.csv"
     pd.DataFrame({"id": range(5), "text": list("abcde")}).to_csv(csv, index=False)
     assert list(iter_text_chunks(str(csv), chunk_rows=2)) == [["a", "b"], ["c", "d"], ["e"]]
+    # parquet batches stop at row groups (here every 3 rows); chunks are still cut at exact multiples
+    parquet = tmp_path / "t.parquet"
+    pd.DataFrame({"text": [str(i) for i in range(10)]}).to_parquet(parquet, row_group_size=3)
+    assert [len(c) for c in iter_text_chunks(str(parquet), chunk_rows=4)] == [4, 4, 2]
+    assert sum(iter_text_chunks(str(parquet), chunk_rows=4), []) == [str(i) for i in range(10)]
 
 
 @pytest.mark.parametrize("backend", ["torch-fp32", "onnx-fp32"])
@@ -43,7 +51,8 @@ def test_predict_file_to_jsonl(trained, tmp_path, capsys, backend):
     assert code.value.code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 120
-    assert set(lines[0]) == {"label", "probabilities"}
+    assert set(lines[0]) == {"row", "label", "probabilities"}
+    assert [line["row"] for line in lines] == list(range(120))
     assert set(lines[0]["probabilities"]) == {"business", "sport"}
     assert lines[0]["label"] == max(lines[0]["probabilities"], key=lines[0]["probabilities"].get)
     assert not (tmp_path / "p.jsonl.partial").exists()
@@ -69,6 +78,165 @@ def test_predict_missing_column_is_one_clear_error(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code.value.code == 2 and "text column 'text'" in err and "Traceback" not in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def _predict(best, source, out, *extra) -> int:
+    with pytest.raises(SystemExit) as code:
+        main(["predict", "--model", str(best), "--input", str(source), "--output", str(out),
+              "--backend", "torch-fp32", "--no-progress", "--chunk-rows", "16", *extra])
+    return code.value.code
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(trained, tmp_path_factory):
+    """An uninterrupted one-worker run over 120 rows in chunks of 16: what every other way must equal."""
+    tmp, best = trained
+    out = tmp_path_factory.mktemp("reference") / "p.jsonl"
+    assert _predict(best, tmp / "data.csv", out) == 0
+    return _jsonl(out)
+
+
+def test_predict_parquet_output_equals_jsonl(trained, reference, tmp_path):
+    import pyarrow.parquet as pq
+
+    tmp, best = trained
+    assert _predict(best, tmp / "data.csv", tmp_path / "p.parquet") == 0
+    assert pd.read_parquet(tmp_path / "p.parquet").to_dict("records") == reference
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 8  # one per chunk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet"]  # no parts or partial file left
+
+
+def test_predict_parquet_chunks_share_one_schema(tmp_path):
+    """A multilabel chunk whose predictions are all empty still writes list<string> labels."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    schema = predict_module.records_schema("multilabel", ["a", "b"])
+    for name, probs in (("empty", [[0.1, 0.2]]), ("full", [[0.9, 0.8]])):
+        records = predict_module.prediction_records("multilabel", ["a", "b"], np.array(probs), np.full(2, 0.5))
+        predict_module.write_chunk(tmp_path / f"{name}.parquet", [{"row": 0, **r} for r in records], "parquet",
+                                   schema)
+    assert pq.read_schema(tmp_path / "empty.parquet") == pq.read_schema(tmp_path / "full.parquet") == schema
+    assert pd.read_parquet(tmp_path / "full.parquet")["labels"].tolist()[0].tolist() == ["a", "b"]
+
+
+def test_predict_two_workers_equal_one(trained, reference, tmp_path, capsys):
+    tmp, best = trained
+    source = tmp_path / "data.parquet"  # parquet input too; same rows as the reference's csv
+    pd.read_csv(tmp / "data.csv").to_parquet(source, row_group_size=50)
+    assert _predict(best, source, tmp_path / "p.jsonl", "--workers", "2") == 0
+    assert _jsonl(tmp_path / "p.jsonl") == reference
+    assert "2 workers" in capsys.readouterr().out
+
+
+def test_predict_worker_failure_is_one_clear_error(trained, tmp_path, capsys):
+    tmp, best = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(best, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert _predict(broken, tmp / "data.csv", tmp_path / "p.jsonl", "--workers", "2") == 2
+    err = capsys.readouterr().err
+    assert "prediction worker failed" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "p.jsonl.parts").exists()
+
+
+def test_predict_resume_after_interruption(trained, reference, tmp_path, monkeypatch, capsys):
+    tmp, best = trained
+    out, parts = tmp_path / "p.jsonl", tmp_path / "p.jsonl.parts"
+    real_predict_chunk = predict_module.predict_chunk
+    predicted = []
+
+    def stop_after_three(predictor, first_row, texts):
+        if len(predicted) == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the fourth chunk
+        predicted.append(first_row)
+        return real_predict_chunk(predictor, first_row, texts)
+
+    monkeypatch.setattr(predict_module, "predict_chunk", stop_after_three)
+    assert _predict(best, tmp / "data.csv", out) == 130
+    assert not out.exists()
+    assert sorted(p.name for p in parts.glob("chunk-*")) == [f"chunk-00000{i}.jsonl" for i in range(3)]
+    assert "--resume" in capsys.readouterr().err
+
+    # without --resume the kept chunks are neither overwritten nor silently reused
+    assert _predict(best, tmp / "data.csv", out) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    # different settings than the chunks were made with
+    assert _predict(best, tmp / "data.csv", out, "--resume", "--chunk-rows", "32") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "chunk_rows" in err and "Traceback" not in err
+
+    def count(predictor, first_row, texts):
+        predicted.append(first_row)
+        return real_predict_chunk(predictor, first_row, texts)
+
+    predicted.clear()
+    monkeypatch.setattr(predict_module, "predict_chunk", count)
+    assert _predict(best, tmp / "data.csv", out, "--resume") == 0
+    assert predicted == [48, 64, 80, 96, 112]  # chunks 0-2 were not predicted again
+    assert _jsonl(out) == reference
+    assert not parts.exists() and "48 from an earlier run" in capsys.readouterr().out
+
+
+def test_predict_resume_refuses_a_changed_input(trained, tmp_path, monkeypatch, capsys):
+    tmp, best = trained
+    source, out = tmp_path / "data.csv", tmp_path / "p.jsonl"
+    shutil.copy(tmp / "data.csv", source)
+
+    def interrupt(predictor, first_row, texts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "predict_chunk", interrupt)
+    (tmp_path / "p.jsonl.parts").mkdir()
+    assert _predict(best, source, out) == 2  # parts of some other run: refused without --resume
+    shutil.rmtree(tmp_path / "p.jsonl.parts")
+    assert _predict(best, source, out) == 130
+    assert not (tmp_path / "p.jsonl.parts").exists()  # nothing finished: nothing kept
+    monkeypatch.undo()
+    predict_module.write_json_atomic(tmp_path / "p.jsonl.parts" / "manifest.json",
+                                     predict_module.run_manifest(str(best), str(source), text_column="text",
+                                                                 chunk_rows=16, backend="torch-fp32",
+                                                                 max_length=None, fmt="jsonl"))
+    source.write_text(source.read_text() + "one more headline,sport\n")
+    assert _predict(best, source, out, "--resume") == 2
+    assert "input_bytes" in capsys.readouterr().err
+
+
+def test_predict_refuses_an_output_another_run_is_writing(trained, tmp_path, capsys):
+    tmp, best = trained
+    parts = tmp_path / "p.jsonl.parts"
+    parts.mkdir()
+    with predict_module.lock_parts_dir(parts):  # as a running predict holds it
+        assert _predict(best, tmp / "data.csv", tmp_path / "p.jsonl", "--resume") == 2
+    assert "in use by another distilbench predict" in capsys.readouterr().err
+    assert parts.exists() and not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "0"], "--workers must be 1 or more"),
+    (["--chunk-rows", "0"], "--chunk-rows must be 1 or more"),
+    (["--output", "p.csv"], "name it .jsonl"),
+    (["--input", "missing.csv"], "input file not found"),
+    (["--input", "x.xlsx"], "unsupported input"),
+    (["--output", "/proc/no/such/dir/p.jsonl"], "cannot write the output"),
+    (["--input", "-", "--resume"], "--resume needs an --input file and an --output file"),
+])
+def test_predict_flags_are_checked_before_work(trained, tmp_path, monkeypatch, capsys, flags, message):
+    tmp, best = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.xlsx").write_text("x")
+    args = {"--input": str(tmp / "data.csv"), "--output": "p.jsonl"}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        args[flag] = value
+    extra = [f for f in flags if f == "--resume"]
+    with pytest.raises(SystemExit) as code:
+        main(["predict", "--model", str(best), "--no-progress", *[x for kv in args.items() for x in kv], *extra])
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and message in err and "Traceback" not in err
 
 
 def test_bench_on_a_run_directory(trained, tmp_path, capsys):

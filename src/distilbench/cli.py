@@ -144,18 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(evaluate, with_splits=False)
     evaluate.add_argument("--eval-batch-size", type=int, help="batch size (32)")
     _add_runtime_flags(evaluate)
-    predict = verbs.add_parser("predict", help="predict texts from a file or stdin, one JSON line per text",
-                               description="Stream texts through a saved model: one JSON object per line out, "
-                                           "with the predicted label(s) and every probability.")
+    predict = verbs.add_parser(
+        "predict", help="predict texts from a file or stdin, one record per text (JSON lines or Parquet)",
+        description="Stream texts through a saved model in chunks (memory stays flat for any input size): one "
+                    "record per text with its input row, the predicted label(s) and every probability. With "
+                    "--output, finished chunks are kept in OUTPUT.parts/ until the output is complete, so an "
+                    "interrupted run continues with --resume.")
     predict.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
     predict.add_argument("--input", default="-", help="- (stdin, one text per line), .txt, .csv, .tsv, .jsonl "
                                                       "or .parquet (default: -)")
-    predict.add_argument("--output", help="JSON-lines file to write (default: stdout)")
+    predict.add_argument("--output", help="file to write: .jsonl (JSON lines) or .parquet (default: JSON lines "
+                                          "on stdout)")
     predict.add_argument("--text-column", default="text", help="text column of a table input (text)")
     predict.add_argument("--backend", default="auto", help=f"auto, {BACKENDS_HELP}")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit)")
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    predict.add_argument("--chunk-rows", type=int, default=4096,
+                         help="texts read, predicted and written at a time; the unit of --resume (4096)")
+    predict.add_argument("--workers", type=int,
+                         help="processes predicting chunks in parallel, each with its own model copy and "
+                              "CPUs/N threads (default: 1; on several GPUs, one per GPU)")
+    predict.add_argument("--resume", action="store_true",
+                         help="continue an interrupted run: keep the chunks in OUTPUT.parts/ (same input, "
+                              "model and settings), predict the rest")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     serve = verbs.add_parser(
@@ -300,7 +312,8 @@ def run(argv: list[str] | None = None) -> int:
         from .predict import predict
 
         predict(args.model, args.input, args.output, text_column=args.text_column, backend=args.backend,
-                batch_size=args.batch_size, max_length=args.max_length, device=args.device, progress=progress)
+                batch_size=args.batch_size, max_length=args.max_length, device=args.device, progress=progress,
+                chunk_rows=args.chunk_rows, workers=args.workers, resume=args.resume)
     elif args.verb == "serve":
         from .serving import ServeLimits, serve
 
