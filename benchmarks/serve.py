@@ -3,14 +3,16 @@
     .venv/bin/python benchmarks/serve.py [--model CHECKPOINT] [--clients 32] [--duration 20] [--repeats 3]
 
 The service runs in its own process (`distilbench serve --port 0`, restarted for every measurement);
-this process runs --clients concurrent HTTP clients on loopback (async httpx, one connection each),
+this process runs --clients concurrent HTTP clients on loopback (one keep-alive connection each; a
+minimal HTTP/1.1 client on asyncio streams by default, as httpx costs ~1 ms of CPU per request on the
+same 2 cores as the server; `--client httpx` uses httpx),
 each sending one headline of ../shared/data/news-headlines.csv per request, the next as soon as the
 answer arrives, for --warmup seconds (not counted) and then --duration seconds. Modes alternate
 within a repeat (on/off, then off/on), so drift hits both alike. Per mode: requests/s (median,
 min-max over repeats), latency p50/p95/p99 over all measured requests, errors (non-200 answers or
 failed connections; must be 0) and the mean texts per forward pass from the server's /metadata.
 
-The default model is the distilled student of benchmarks/thesis_tasks.py
+The default model is the 3-layer student of benchmarks/thesis_tasks.py
 (runs/benchmarks/multiclass/models/student-minilm-l6/best); any checkpoint works, since its weights
 do not change the speed. Both processes share this machine's cores, as a sidecar client would.
 Results: benchmarks/results/serve.{json,md}.

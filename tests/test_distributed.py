@@ -61,3 +61,18 @@ def test_two_gloo_processes_match_one_process(tmp_path, dropout_free_bert):
     assert two["test"]["accuracy"] == one["test"]["accuracy"]
     assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], abs=1e-4)
     assert len(list((tmp_path / "two" / "models").glob("*/epoch-*"))) == 2  # one writer: one set of checkpoints
+
+
+def test_two_processes_distil_a_student_with_teacher_outputs_computed_once(tmp_path, dropout_free_bert):
+    args = ["compare", "--models", f"{dropout_free_bert},student:{dropout_free_bert}",
+            "--data", str(shared_file("news-headlines.csv")), "--label-column", "category", "--max-samples", "400",
+            "--epochs", "1", "--train-batch-size", "16", "--max-length", "24", "--precision", "fp32",
+            "--backend", "torch-fp32", "--no-speed", "--no-progress", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "distilbench.cli", *args], env=env, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("computing the teacher's outputs once") == 1
+    rows = json.loads((tmp_path / "run" / "comparison.json").read_text())["rows"]
+    assert rows[0]["method"] == "fine-tuned on labels" and "distilled from the fine-tuned" in rows[1]["method"]
+    assert len(list((tmp_path / "run" / "cache").glob("*.npy"))) == 1
