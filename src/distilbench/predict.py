@@ -185,21 +185,25 @@ class ChunkPredictor:
 
         model, self.tokenizer, self.task, self.label_names = load_trained(model_dir)
         model.to(pick_device(device))
+        self.config = model.config
         self.runtime = load_backend(model, backend, work_dir=work_dir)
         self.thresholds = stored_thresholds(model.config, self.label_names)
         self.batch_size = batch_size
         self.max_length = max_length
         self.schema = records_schema(self.task, self.label_names)
 
-    def records(self, first_row: int, texts: list[str]) -> list[dict]:
+    def predictions(self, texts: list[str]) -> list[dict]:
+        """One record per text: label(s) and every probability."""
         from .backends import backend_logits
         from .inference import logits_to_probs
 
         logits, _ = backend_logits(self.runtime, self.tokenizer, texts, batch_size=self.batch_size,
                                    max_length=self.max_length)
-        records = prediction_records(self.task, self.label_names, logits_to_probs(self.task, logits),
-                                     self.thresholds)
-        return [{"row": first_row + i, **record} for i, record in enumerate(records)]
+        return prediction_records(self.task, self.label_names, logits_to_probs(self.task, logits), self.thresholds)
+
+    def records(self, first_row: int, texts: list[str]) -> list[dict]:
+        """The predictions of a chunk whose first text is input row `first_row`, with their row numbers."""
+        return [{"row": first_row + i, **record} for i, record in enumerate(self.predictions(texts))]
 
 
 def predict_chunk(predictor: ChunkPredictor, first_row: int, texts: list[str]) -> list[dict]:

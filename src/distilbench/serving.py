@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from .console import DistilbenchError, say
+from .predict import ChunkPredictor
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +53,30 @@ class ServeLimits:
         return self
 
 
-class Classifier:
-    """A loaded checkpoint in one backend: texts in, `distilbench predict`'s JSON records out."""
+class Classifier(ChunkPredictor):
+    """The bulk predictor as the server uses it: `auto` resolved to a backend, the token limit capped at
+    the encoder's positions, forward passes counted for /metadata."""
 
     def __init__(self, model_dir: str | Path, backend: str = "auto", device: str = "auto",
                  max_length: int | None = None, batch_size: int = 64):
-        from .backends import auto_backend, load_backend
+        from .backends import auto_backend
         from .inference import pick_device
-        from .models import describe, load_trained
-        from .predict import stored_thresholds
+        from .models import describe
 
-        model, self.tokenizer, self.task, self.label_names = load_trained(model_dir)
-        device_ = pick_device(device)
-        model.to(device_)
+        self.backend_name = auto_backend(pick_device(device)) if backend == "auto" else backend
+        super().__init__(str(model_dir), self.backend_name, device, batch_size, max_length, work_dir=None)
         self.model_dir = str(model_dir)
-        self.architecture = describe(model.config)
-        self.backend_name = auto_backend(device_) if backend == "auto" else backend
-        self.runtime = load_backend(model, self.backend_name)
-        self.thresholds = stored_thresholds(model.config, self.label_names)
+        self.architecture = describe(self.config)
         # a tokenizer may allow more tokens than the encoder has positions (a longer text would crash it)
         limits = [512, getattr(self.tokenizer, "model_max_length", 512) or 512,
-                  getattr(model.config, "max_position_embeddings", 512) or 512]
+                  getattr(self.config, "max_position_embeddings", 512) or 512]
         self.max_length = min(limits if max_length is None else [*limits, max_length])
-        self.batch_size = batch_size
         self.forward_passes = 0
 
     def predict(self, texts: list[str]) -> list[dict]:
-        from .backends import backend_logits
-        from .inference import logits_to_probs
-        from .predict import prediction_records
-
-        logits, _ = backend_logits(self.runtime, self.tokenizer, texts, batch_size=self.batch_size,
-                                   max_length=self.max_length)
+        records = self.predictions(texts)
         self.forward_passes += -(-len(texts) // self.batch_size)
-        return prediction_records(self.task, self.label_names, logits_to_probs(self.task, logits), self.thresholds)
+        return records
 
 
 @dataclass
