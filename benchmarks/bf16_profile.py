@@ -1,16 +1,20 @@
-"""Where bf16 inference time goes: MFU by sequence length, and the operators of one batch.
+"""Where bf16 inference time goes: MFU by sequence length, plain bf16 copy vs the fused backend, and operators.
 
-    .venv/bin/python benchmarks/bf16_profile.py      # ~2 min
+    .venv/bin/python benchmarks/bf16_profile.py      # ~3 min
 
-Random-weight DistilBERT-base (DistilBertConfig()) and the packaged MiniLM-L6 as bf16 copies (the
-torch-bf16 backend), batch 64, sequence lengths 15 (a headline), 64 and 128: samples/s (median of
-5 after 2 warm-up calls) and MFU against the machine's measured bf16 matrix-product peak, then the
-top operators of DistilBERT-base at length 15 under torch.profiler, and the rate the matrix products
-alone reach. Results: benchmarks/results/bf16_profile.{json,md}.
+Random-weight DistilBERT-base (DistilBertConfig()) and the packaged MiniLM-L6, each as a plain bf16
+copy (transformers' own modules) and as the torch-bf16 backend (the same copy with its encoder
+layers fused, fused.py), batch 64, sequence lengths 15 (a headline), 64 and 128 without padding:
+samples/s (median of 7 after 2 warm-up calls, the two variants alternating) and MFU against the
+machine's measured bf16 matrix-product peak, counting the FLOPs each variant needs (the fused one
+computes the last layer for the first token only). Then the top operators of both DistilBERT-base
+variants at length 15 under torch.profiler, and the rate their matrix products alone reach.
+Results: benchmarks/results/bf16_profile.{json,md}.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -21,40 +25,10 @@ import torch
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-def main() -> None:
+def operator_profile(model, batch: dict, linear_flops: float, peak: float) -> dict:
+    """Share of operator time per operator (top 6), and the rate the linear layers' products reach."""
     from torch.profiler import ProfilerActivity, profile
-    from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-    from distilbench.models import packaged_minilm_path
-    from distilbench.speed import flops_per_sample, machine_info, matmul_peak_flops
-
-    torch.manual_seed(0)
-    peak = matmul_peak_flops(torch.bfloat16)
-    models = {
-        "arch:distilbert-base-uncased": DistilBertForSequenceClassification(DistilBertConfig(num_labels=4)),
-        "minilm-l6": AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=4),
-    }
-    rows = []
-    for name, model in models.items():
-        model = model.eval().to(torch.bfloat16)
-        for seq in (15, 64, 128):
-            batch = {"input_ids": torch.randint(1000, 20000, (64, seq)),
-                     "attention_mask": torch.ones(64, seq, dtype=torch.long)}
-            times = []
-            with torch.inference_mode():
-                for i in range(7):
-                    start = time.perf_counter()
-                    model(**batch)
-                    if i >= 2:
-                        times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
-            rows.append({"model": name, "seq": seq, "samples_per_s": 64 / seconds,
-                         "mfu": flops_per_sample(model.config, seq) * 64 / seconds / peak})
-            print(rows[-1], flush=True)
-
-    model = models["arch:distilbert-base-uncased"]
-    batch = {"input_ids": torch.randint(1000, 20000, (64, 15)),
-             "attention_mask": torch.ones(64, 15, dtype=torch.long)}
     with torch.inference_mode():
         model(**batch)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -62,21 +36,74 @@ def main() -> None:
                 model(**batch)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    operators = [{"op": e.key, "share": e.self_cpu_time_total / total} for e in events[:8]]
-    addmm_s = next(e.self_cpu_time_total for e in events if e.key == "aten::addmm") / 1e6 / 5
-    tokens = 64 * 15
-    linear_flops = 2 * tokens * model.config.n_layers * (4 * 768 * 768 + 2 * 768 * 3072)
-    report = {"machine": machine_info(), "bf16_peak_flops": peak, "rows": rows, "operators": operators,
-              "matmul_share_of_peak": linear_flops / addmm_s / peak}
+    linear_s = sum(e.self_cpu_time_total for e in events if e.key in ("aten::addmm", "mkldnn::_linear_pointwise"))
+    return {"operators": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in events[:6]],
+            "linear_share_of_peak": linear_flops / (linear_s / 1e6 / 5) / peak}
+
+
+def main() -> None:
+    from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+
+    from distilbench.backends import load_backend
+    from distilbench.models import packaged_minilm_path
+    from distilbench.speed import encoder_shape, flops_per_sample, machine_info, matmul_peak_flops
+
+    torch.manual_seed(0)
+    peak = matmul_peak_flops(torch.bfloat16)
+    models = {
+        "arch:distilbert-base-uncased": DistilBertForSequenceClassification(DistilBertConfig(num_labels=4)),
+        "minilm-l6": AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=4),
+    }
+    rows, variants_of = [], {}
+    for name, model in models.items():
+        model.eval()
+        fused = load_backend(model, "torch-bf16")
+        variants = {"plain bf16 copy": (copy.deepcopy(model).to(torch.bfloat16), False),
+                    "torch-bf16 (fused)": (fused.model, fused.first_token_only)}
+        variants_of[name] = variants
+        for seq in (15, 64, 128):
+            batch = {"input_ids": torch.randint(1000, 20000, (64, seq)),
+                     "attention_mask": torch.ones(64, seq, dtype=torch.long)}
+            times = {variant: [] for variant in variants}
+            with torch.inference_mode():
+                for i in range(9):
+                    for variant, (module, _) in variants.items():  # alternating
+                        start = time.perf_counter()
+                        module(**batch)
+                        if i >= 2:
+                            times[variant].append(time.perf_counter() - start)
+            for variant, (_, first) in variants.items():
+                seconds = statistics.median(times[variant])
+                rows.append({"model": name, "variant": variant, "seq": seq, "samples_per_s": 64 / seconds,
+                             "mfu": flops_per_sample(model.config, seq, first) * 64 / seconds / peak})
+                print(rows[-1], flush=True)
+
+    batch = {"input_ids": torch.randint(1000, 20000, (64, 15)), "attention_mask": torch.ones(64, 15, dtype=torch.long)}
+    shape = encoder_shape(models["arch:distilbert-base-uncased"].config)
+    h, i, layers = shape["hidden"], shape["intermediate"], shape["layers"]
+    per_layer = 2 * 64 * 15 * (4 * h * h + 2 * h * i)
+    last_first = 2 * 64 * 15 * 3 * h * h + 2 * 64 * (h * h + 2 * h * i)  # fused: q, k, v for all; out, FFN for one
+    profiles = {}
+    for variant, (module, first) in variants_of["arch:distilbert-base-uncased"].items():
+        linear_flops = layers * per_layer if not first else (layers - 1) * per_layer + last_first
+        profiles[variant] = operator_profile(module, batch, linear_flops, peak)
+    report = {"machine": machine_info(), "bf16_peak_flops": peak, "rows": rows, "profiles": profiles}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bf16_profile.json").write_text(json.dumps(report, indent=2))
-    lines = [f"bf16 peak {peak / 1e9:.0f} GFLOP/s; batch 64", "", "| model | tokens | samples/s | MFU |",
-             "| --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['seq']} | {r['samples_per_s']:.0f} | {100 * r['mfu']:.0f} % |" for r in rows]
-    lines += ["", "DistilBERT-base, 15 tokens, share of operator time: "
-              + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in operators[:5])
-              + f"; the matrix products (aten::addmm) alone run at {100 * report['matmul_share_of_peak']:.0f} % of "
-              "the peak."]
+    lines = [f"bf16 peak {peak / 1e9:.0f} GFLOP/s; batch 64, no padding", "",
+             "| model | tokens | plain bf16 copy: samples/s | MFU | torch-bf16 (fused): samples/s | MFU | speed-up |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name in models:
+        for seq in (15, 64, 128):
+            plain, fast = (next(r for r in rows if r["model"] == name and r["seq"] == seq and r["variant"] == v)
+                           for v in ("plain bf16 copy", "torch-bf16 (fused)"))
+            lines.append(f"| {name} | {seq} | {plain['samples_per_s']:.0f} | {100 * plain['mfu']:.0f} % "
+                         f"| {fast['samples_per_s']:.0f} | {100 * fast['mfu']:.0f} % "
+                         f"| {fast['samples_per_s'] / plain['samples_per_s']:.2f}x |")
+    for variant, prof in profiles.items():
+        lines += ["", f"DistilBERT-base, 15 tokens, {variant}, share of operator time: "
+                  + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["operators"][:5])
+                  + f"; its linear layers' products run at {100 * prof['linear_share_of_peak']:.0f} % of the peak."]
     (RESULTS / "bf16_profile.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -147,7 +147,7 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         bench_model, name = pair["model"], pair["backend_name"]
         n = sum(len(b["input_ids"]) for b in pair["batches"])
         rates = [n / seconds for seconds in pair["rounds"]]
-        flops = flops_per_sample(bench_model.model.config, pair["tokens"] / n)
+        flops = flops_per_sample(bench_model.model.config, pair["tokens"] / n, pair["backend"].first_token_only)
         peak_kind = PEAK_DTYPE.get(name)
         row = {
             "model": bench_model.name, "backend": name, "source": bench_model.source,

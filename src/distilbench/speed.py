@@ -113,16 +113,21 @@ def encoder_shape(config) -> dict:
     }
 
 
-def flops_per_sample(config, tokens: float) -> float:
+def flops_per_sample(config, tokens: float, first_token_only: bool = False) -> float:
     """Forward FLOPs of the encoder for one text of `tokens` tokens (matrix products only).
 
     Per layer and token: Q, K, V and output projections 4·2H², feed-forward 2·2·H·I, and attention
     scores and weighted sum 2·2·S·H. Embedding look-ups and the small head are left out.
+    `first_token_only`: the last layer produces the first token alone (the fused torch-bf16 backend
+    for heads that read only it): there it needs K and V for every token, and the rest for one.
     """
     shape = encoder_shape(config)
     h, i, layers = shape["hidden"], shape["intermediate"], shape["layers"]
     per_token = 8 * h * h + 4 * h * i + 4 * tokens * h
-    return float(layers * per_token * tokens)
+    if not first_token_only:
+        return float(layers * per_token * tokens)
+    last = 4 * h * h * tokens + per_token - 4 * h * h
+    return float((layers - 1) * per_token * tokens + last)
 
 
 @dataclass
