@@ -10,25 +10,29 @@ by one FusedEncoderLayer computing the same function with fewer, faster kernels:
 - the activation (GELU, exact or tanh, or ReLU) runs inside the first feed-forward product, and the
   residual additions inside the output products (oneDNN post-ops);
 - attention is `scaled_dot_product_attention` on views of that one product, with keys padded to 16
-  (and masked) when shorter.
+  (and masked) when shorter;
+- a batch with at least 10 % padding runs on its real tokens alone (FusedEncoder);
+- where the head reads only the first token, the last layer computes that token alone.
 
 Measured on this 2-core AVX512-BF16/AMX CPU, torch 2.13, bf16, per call (median of 30-100):
 
-    rows x in -> out (960 = batch 64 x 15 tokens)   nn.Linear    prepacked (size hint 1)
-    960 x 768 -> 768                                 860-999      1768-1811 GFLOP/s
-    960 x 768 -> 2304 (fused q, k, v)                1713         2129-2358
-    960 x 3072 -> 768                                832-851      1620-1638
+    rows x in -> out (960 = batch 64 x 15 tokens)   nn.Linear    prepacked
+    960 x 768 -> 768                                 860-999      1720-1982 GFLOP/s (size hint 1)
+    960 x 768 -> 2304 (fused q, k, v)                1655-1713    2181-2652 (size hint 16)
+    960 x 3072 -> 768                                832-915      1528-1810 (size hint 1)
 
-  The size hint oneDNN packs for matters: hint 1 beat hints 16-960 on every shape at 2 threads
-  (1620 vs 953-1074 on 3072 -> 768), since it splits the work over both cores where the others
-  leave one idle. Attention over 64 x 12 heads x 15 tokens took 1.9-2.8 ms against 1.5 ms with keys
-  padded to 16 (the CPU flash-attention kernel is fastest on multiples of 16).
+  The row-count hint oneDNN packs for matters, and was chosen per product from 544 to 1453 rows at
+  2 threads: for the 768-wide outputs, hint 1 ran at 1389-2199 GFLOP/s where hints 8-512 fell to
+  958-1314 below about 1,200 rows (one core left idle); for the fused Q/K/V product hint 16 beat 1.
+  Attention over 64 x 12 heads x 15 tokens took 1.9-2.8 ms against 1.5 ms with keys padded to 16
+  (the CPU flash-attention kernel is fastest on multiples of 16).
 
-  DistilBERT-base (random weights), batch 64, 15 tokens: 584-593 samples/s unfused, 775-892 fused.
-  Logits agree with the unfused bf16 copy to within bf16 rounding (largest difference 0.006).
+  Whole models: benchmarks/bf16_profile.py (DistilBERT-base, batch 64, 15 tokens: 614 samples/s for
+  the plain bf16 copy, 1102 fused; logits equal to bf16 rounding, tests/test_fused.py).
 
-Everything else (embeddings, pooler, heads) stays as it was; a layer with a shape this module does
-not know (cross-attention, an unknown activation is fine: it runs as a separate op) is left alone.
+Everything else (embeddings, pooler, heads) stays as it was; an encoder with a layer this module does
+not know (cross-attention, another layout) is left alone, and an activation without a oneDNN post-op
+runs as its own op.
 """
 
 from __future__ import annotations
@@ -274,5 +278,19 @@ def token_layout(attention_mask: torch.Tensor | None, batch: int, length: int, d
     # unpadded only where every sequence starts with a real token (right padding), so first tokens stay
     if counts.sum() > (1 - UNPAD_SHARE) * real.numel() or not real[:, 0].all():
         return TokenLayout(batch, length, keys, mask, None, None, None)
-    return TokenLayout(batch, length, keys, mask, grid.flatten().nonzero().squeeze(1),
-                       real.flatten().nonzero().squeeze(1), counts.cumsum(0) - counts)
+    index, rows = grid.flatten().nonzero().squeeze(1), real.flatten().nonzero().squeeze(1)
+    extra = bucketed(len(rows)) - len(rows)
+    if extra:  # repeats of the first token, computed alike, written back to its own place
+        index, rows = F.pad(index, (0, extra), value=int(index[0])), F.pad(rows, (0, extra), value=int(rows[0]))
+    return TokenLayout(batch, length, keys, mask, index, rows, counts.cumsum(0) - counts)
+
+
+def bucketed(tokens: int) -> int:
+    """`tokens` rounded up to one of 16 steps per power of two (at most 6 % more).
+
+    oneDNN and PyTorch cache a compiled kernel per matrix shape, and keep its memory: an unpadded
+    batch's row count (its number of real tokens) takes any value, and a million headlines of random
+    lengths grew a process by 370 MB. Rounding bounds the shapes to about 16 per doubling.
+    """
+    step = max(1, 1 << max(0, tokens.bit_length() - 5))
+    return -(-tokens // step) * step
