@@ -8,7 +8,8 @@ settings (4 epochs, batch 64/32, AdamW 5e-5, no warm-up, clip 1.0), both fine-tu
 the thesis, then writes
 benchmarks/results/thesis_tasks.{json,md}: test metrics, train and eval time, size. Training is one
 run per model (tens of minutes on 2 cores); eval time is re-measured 5 times on the best checkpoint
-(median, min-max), in the same process as plain `transformers.pipeline` on the same texts.
+(median, min-max) with the default backend, in the same process as plain `transformers.pipeline` on
+the same texts, both in batches of 32 and with tokenization included.
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"
 
 
 def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
-    """Seconds to predict `texts`: distilbench's inference vs transformers.pipeline (fp32, batch 32)."""
+    """Seconds to predict `texts`, tokenization included: distilbench's default backend (what `predict`
+    uses) vs transformers.pipeline (fp32), both in batches of 32."""
     from transformers import pipeline
 
-    from distilbench.inference import pick_precision, predict_logits
+    from distilbench.backends import auto_backend, backend_logits, load_backend
     from distilbench.models import load_trained
 
     model, tokenizer, _, _ = load_trained(best_dir)
-    precision = pick_precision("auto", __import__("torch").device("cpu"))
-    predict_logits(model, tokenizer, texts[:64], batch_size=32, precision=precision, progress=False)  # warm-up
-    ours = [predict_logits(model, tokenizer, texts, batch_size=32, precision=precision, progress=False)[1]
-            for _ in range(repeats)]
+    backend = load_backend(model, auto_backend("cpu"))
+    backend_logits(backend, tokenizer, texts[:64], batch_size=32)  # warm-up
+    ours = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backend_logits(backend, tokenizer, texts, batch_size=32)
+        ours.append(time.perf_counter() - start)
     classifier = pipeline("text-classification", model=best_dir, top_k=None, device="cpu")
     classifier(texts[:64], batch_size=32, truncation=True)
     theirs = []
@@ -45,7 +50,7 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
         start = time.perf_counter()
         classifier(texts, batch_size=32, truncation=True)
         theirs.append(time.perf_counter() - start)
-    return {"precision": precision, "texts": len(texts), "repeats": repeats,
+    return {"backend": backend.name, "texts": len(texts), "repeats": repeats,
             "distilbench_s": {"median": statistics.median(ours), "min": min(ours), "max": max(ours)},
             "pipeline_fp32_s": {"median": statistics.median(theirs), "min": min(theirs), "max": max(theirs)},
             "speedup_vs_pipeline": statistics.median(theirs) / statistics.median(ours)}
@@ -95,7 +100,9 @@ def main() -> None:
 def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
-             f"transformers {machine['transformers']}; precision {report['tasks']['multiclass']['rows'][0]['precision']}.",
+             f"transformers {machine['transformers']}; training precision "
+             f"{report['tasks']['multiclass']['rows'][0]['precision']}; inference backend "
+             f"{report['tasks']['multiclass']['rows'][0]['eval_timing']['backend']}.",
              "",
              "| task (test rows) | model | params | size | best epoch | test metric | train time | eval time (test split) "
              f"| eval: distilbench vs pipeline, median of {report['settings']['repeats']} (min-max) | speed-up vs pipeline |",
