@@ -1,6 +1,6 @@
 """Where bf16 inference time goes: MFU by sequence length, plain bf16 copy vs the fused backend, and operators.
 
-    .venv/bin/python benchmarks/bf16_profile.py      # ~3 min
+    .venv/bin/python benchmarks/bf16_profile.py      # ~1 min
 
 Random-weight DistilBERT-base (DistilBertConfig()) and the packaged MiniLM-L6, each as a plain bf16
 copy (transformers' own modules) and as the torch-bf16 backend (the same copy with its encoder
