@@ -3,9 +3,11 @@
 
 import json
 import shutil
+import statistics
 
 import pandas as pd
 import pytest
+import torch
 
 import distilbench.predict as predict_module
 from distilbench.cli import main
@@ -258,6 +260,13 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
     assert report["results"][0]["test"]["agreement_with_fp32"] == 1.0
     assert report["results"][0]["mfu"] > 0 and report["results"][1]["mfu"] is None
     assert report["machine"]["cpu_count"] >= 1 and report["peaks_flops"]["bf16"] > 0
+    # the peak is measured in every round, and each round's MFU uses its own round's peak
+    assert [len(v) for v in report["peaks_flops_rounds"].values()] == [2, 2] and report["device"] == "cpu"
+    fp32 = report["results"][0]
+    expected = [fp32["flops_per_sample"] * fp32["samples"] / seconds / peak
+                for seconds, peak in zip(fp32["rounds_s"], report["peaks_flops_rounds"]["fp32"])]
+    assert fp32["mfu"] == pytest.approx(statistics.median(expected))
+    assert fp32["mfu_range"] == pytest.approx([min(expected), max(expected)])
     assert "samples_per_s" in capsys.readouterr().out
 
 
@@ -278,3 +287,7 @@ def test_bench_rejects_unknown_inputs(capsys):
     with pytest.raises(SystemExit) as code:
         main(["bench", "arch:distilbert-base-uncased", "--backends", "tensorrt"])
     assert code.value.code == 2 and "torch-fp32" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as code:
+            main(["bench", "arch:distilbert-base-uncased", "--device", "cuda"])
+        assert code.value.code == 2 and "no CUDA device here" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 
 from .backends import BACKENDS, backend_logits, load_backend
 from .console import DistilbenchError, say
-from .inference import logits_to_probs, tokenize_texts
+from .inference import logits_to_probs, pick_device, tokenize_texts
 from .metrics import compute_metrics, primary_metric
 from .models import count_parameters
 from .runs import write_json_atomic
@@ -85,20 +87,36 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
               text_column: str = "text",
               label_column: str | None = None, label_columns: list[str] | None = None, batch_size: int = 64,
               samples: int = 512, repeats: int = 5, warmup: int = 2, latency_samples: int = 100,
-              max_length: int | None = 128, memory: bool = True, metric: bool = True,
+              max_length: int | None = 128, memory: bool = True, metric: bool = True, device: str = "auto",
               out: str | None = None, progress: bool = True, show: bool = True) -> dict:
-    """Measure every model with every backend under one protocol; write bench.json and print a table."""
+    """Measure every model with every backend under one protocol; write bench.json and print a table.
+
+    The matrix-product peak behind MFU is measured again in every round, next to the models, and each
+    round's MFU divides by its own round's peak: on a shared machine the peak itself drifts (this
+    project's 2-core VM: 1,851 to 2,470 bf16 GFLOP/s between runs).
+    """
     unknown = [b for b in backends if b not in BACKENDS and b != "onnx"]
     if unknown:
         raise DistilbenchError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
     backends = ["onnx-fp32" if b == "onnx" else b for b in backends]
     if min(batch_size, samples, repeats) < 1 or warmup < 0 or latency_samples < 0:
         raise DistilbenchError("--batch-size, --samples and --repeats must be at least 1")
+    target = pick_device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise DistilbenchError(f"--device {device}: no CUDA device here; use --device cpu")
     models = resolve_bench_models(specs)
-    peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    for bench_model in models:
+        bench_model.model.to(target)
+    peak_rounds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+
+    def measure_peaks(seconds: float) -> None:
+        for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            peak_rounds[kind].append(matmul_peak_flops(dtype, seconds=seconds, device=str(target)))
+
+    measure_peaks(1.0)
     if show:
-        say(f"measured matrix-product peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-            f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+        say(f"measured matrix-product peak on {target}: fp32 {peak_rounds['fp32'][0] / 1e9:.0f} GFLOP/s, "
+            f"bf16 {peak_rounds['bf16'][0] / 1e9:.0f} GFLOP/s")
 
     workdir = tempfile.TemporaryDirectory(prefix="distilbench-bench-")
     pairs = []
@@ -115,8 +133,9 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         for name in backends:
             if show:
                 say(f"preparing {bench_model.name} / {name}")
-            backend = load_backend(bench_model.model, name,
-                                   work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
+            model = bench_model.model  # ONNX Runtime runs on the CPU here: export a CPU copy
+            model = copy.deepcopy(model).cpu() if name.startswith("onnx") and target.type != "cpu" else model
+            backend = load_backend(model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
             pairs.append({"model": bench_model, "backend_name": name, "backend": backend, "batches": batches,
                           "tokens": tokens, "texts": model_texts, "labels": labels, "params": params, "rounds": [],
                           "latency": []})
@@ -128,7 +147,10 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
             pair["backend"]({k: batch[k] for k in pair["backend"].input_names if k in batch})
     from tqdm.auto import tqdm
 
+    for values in peak_rounds.values():  # from here on, one per round, next to that round's timings
+        values.clear()
     for _ in tqdm(range(repeats), desc="throughput rounds", disable=not progress, leave=False):
+        measure_peaks(0.3)
         for pair in pairs:  # alternate, so drift hits every pair alike
             pair["rounds"].append(run_batches(pair["backend"], pair["batches"]))
     for i in tqdm(range(latency_samples), desc="latency (batch 1)", disable=not progress, leave=False):
@@ -149,14 +171,18 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         rates = [n / seconds for seconds in pair["rounds"]]
         flops = flops_per_sample(bench_model.model.config, pair["tokens"] / n, pair["backend"].first_token_only)
         peak_kind = PEAK_DTYPE.get(name)
+        # each round's rate against the peak measured in that round
+        mfus = [flops * rate / peak for rate, peak in zip(rates, peak_rounds[peak_kind])] if peak_kind else None
         row = {
             "model": bench_model.name, "backend": name, "source": bench_model.source,
             "params": pair["params"], "size_mb": bench_model.size_mb,
             "latency_ms": percentiles(pair["latency"]) if pair["latency"] else None,
             "batch_size": batch_size, "samples": n, "mean_tokens": pair["tokens"] / n,
-            "samples_per_s": spread(rates), "tokens_per_s": spread([pair["tokens"] / s for s in pair["rounds"]]),
+            "rounds_s": pair["rounds"], "samples_per_s": spread(rates),
+            "tokens_per_s": spread([pair["tokens"] / s for s in pair["rounds"]]),
             "flops_per_sample": flops,
-            "mfu": flops * float(np.median(rates)) / peaks[peak_kind] if peak_kind else None,
+            "mfu": statistics.median(mfus) if mfus else None,
+            "mfu_range": [min(mfus), max(mfus)] if mfus else None,
             "mfu_peak": peak_kind,
         }
         if metric and pair["labels"] is not None and bench_model.task:
@@ -176,11 +202,13 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         for pair, row in zip(pairs, results):
             spec = pair["model"].source if Path(pair["model"].source).is_dir() else pair["model"].name
             say(f"peak memory: {row['model']} / {row['backend']}")
-            row["peak_rss_mb"] = peak_rss_of(spec, row["backend"], handle.name, batch_size, max_length)
+            row.update(peak_rss_of(spec, row["backend"], handle.name, batch_size, max_length, str(target)))
         Path(handle.name).unlink()
     workdir.cleanup()
 
-    report = {"machine": machine_info(), "peaks_flops": peaks,
+    report = {"machine": machine_info(), "device": str(target),
+              "peaks_flops": {kind: statistics.median(values) for kind, values in peak_rounds.items()},
+              "peaks_flops_rounds": peak_rounds,
               "protocol": {"batch_size": batch_size, "samples": samples, "repeats": repeats, "warmup_batches": warmup,
                            "latency_samples": latency_samples, "max_length": max_length,
                            "texts": data or "run test split / " + DEFAULT_TEXTS,
@@ -215,7 +243,8 @@ def bench_table(results: list[dict]) -> pd.DataFrame:
             "p99_ms": round(r["latency_ms"]["p99"], 1) if r["latency_ms"] else None,
             "samples_per_s": round(r["samples_per_s"]["median"], 1),
             "min-max": f"{r['samples_per_s']['min']:.0f}-{r['samples_per_s']['max']:.0f}",
-            "mfu": f"{100 * r['mfu']:.0f}%" if r["mfu"] is not None else "",
+            "mfu": f"{100 * r['mfu']:.0f}% ({100 * r['mfu_range'][0]:.0f}-{100 * r['mfu_range'][1]:.0f})"
+            if r["mfu"] is not None else "",
             "peak_rss_mb": round(r["peak_rss_mb"]) if r.get("peak_rss_mb") else None,
             "test_metric": round(next(iter(r["test"].values())), 4) if r.get("test") else None,
             "agree_fp32": round(r["test"]["agreement_with_fp32"], 4) if r.get("test") else None,

@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=2, help="warm-up batches per model and backend (2)")
     bench.add_argument("--latency-samples", type=int, default=100, help="batch-1 calls for latency (100)")
     bench.add_argument("--max-length", type=int, default=128, help="truncate texts to N tokens (128)")
+    bench.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     bench.add_argument("--no-memory", action="store_true", help="skip peak-memory probes (one process each)")
     bench.add_argument("--no-metric", action="store_true", help="skip test metrics of trained models")
     bench.add_argument("--out", help="write bench.json here")
@@ -331,7 +332,7 @@ def run(argv: list[str] | None = None) -> int:
                   label_columns=args.label_columns.split(",") if args.label_columns else None,
                   batch_size=args.batch_size, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
                   latency_samples=args.latency_samples, max_length=args.max_length, memory=not args.no_memory,
-                  metric=not args.no_metric, out=args.out, progress=progress)
+                  metric=not args.no_metric, device=args.device, out=args.out, progress=progress)
     elif args.verb == "evaluate":
         config = ExperimentConfig(**_overrides(args)).validate()
         if not config.data:

@@ -293,6 +293,7 @@ def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts
     report = run_bench([row["checkpoint"] for row in rows], [backend], texts=texts,
                        batch_size=config.eval_batch_size, samples=min(512, max(len(texts), 64)), repeats=5,
                        latency_samples=50, max_length=config.max_length, memory=False, metric=False,
+                       device=config.device,
                        out=str(run.root / "speed.json"), progress=progress, show=False)
     for row, measured in zip(rows, report["results"]):
         row.update({"throughput": measured["samples_per_s"], "latency_ms": measured["latency_ms"],

@@ -9,6 +9,7 @@ measured matrix-product peak for MFU, and where the numbers were taken (CPU, thr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import resource
@@ -25,6 +26,7 @@ import torch
 
 from .console import DistilbenchError
 
+log = logging.getLogger(__name__)
 ARCHITECTURES = ("bert-base-uncased", "distilbert-base-uncased", "bert-large-uncased")
 
 
@@ -88,6 +90,8 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0
     b = torch.randn(size, size, device=device).to(dtype)
     for _ in range(3):
         torch.matmul(a, b)
+    if device != "cpu":
+        torch.cuda.synchronize()
     rates = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(rates) < 3:
@@ -225,29 +229,36 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def peak_rss_of(spec: str, backend: str, texts_file: str, batch_size: int, max_length: int | None) -> float | None:
-    """Peak resident memory (MB) of a fresh process that loads `spec`, builds `backend` and predicts."""
+def peak_rss_of(spec: str, backend: str, texts_file: str, batch_size: int, max_length: int | None,
+                device: str = "cpu") -> dict:
+    """Peak memory of a fresh process that loads `spec`, builds `backend` on `device` and predicts:
+    {"peak_rss_mb": resident, and on CUDA "peak_gpu_mb": the most the GPU held}, None where it failed."""
     command = [sys.executable, "-m", "distilbench.speed", spec, backend, texts_file, str(batch_size),
-               str(max_length or 0)]
+               str(max_length or 0), device]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    except (IndexError, KeyError, json.JSONDecodeError):
-        return None
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        log.warning("memory probe of %s / %s failed: %s", spec, backend, result.stderr.strip()[-500:])
+        return {"peak_rss_mb": None}
 
 
 def _memory_probe(argv: list[str]) -> None:
-    """Child process of peak_rss_of: load, build the backend, predict the texts once, print peak RSS."""
-    spec, backend_name, texts_file, batch_size, max_length = argv
+    """Child process of peak_rss_of: load, build the backend, predict the texts once, print peak memory."""
+    spec, backend_name, texts_file, batch_size, max_length, device = argv
     from .backends import backend_logits, load_backend
 
     bench_model = resolve_bench_models([spec])[0]
+    model = bench_model.model if backend_name.startswith("onnx") else bench_model.model.to(device)
     texts = json.loads(Path(texts_file).read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        backend = load_backend(bench_model.model, backend_name, work_dir=tmp)
+        backend = load_backend(model, backend_name, work_dir=tmp)
         backend_logits(backend, bench_model.tokenizer, texts, batch_size=int(batch_size),
                        max_length=int(max_length) or None)
-    print(json.dumps({"peak_rss_mb": own_peak_rss_mb()}))
+    peaks = {"peak_rss_mb": own_peak_rss_mb()}
+    if device.startswith("cuda"):
+        peaks["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
+    print(json.dumps(peaks))
 
 
 def own_peak_rss_mb() -> float:
