@@ -231,3 +231,43 @@ def test_serve_cli_errors_are_one_line(tmp_path, multiclass, capsys):
     with pytest.raises(SystemExit) as code:
         main(["serve", "--model", str(tmp_path), "--max-batch-size", "0"])
     assert code.value.code == 2 and "--max-batch-size" in capsys.readouterr().err
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(multiclass_dir):
+    limits = ServeLimits(max_body_mb=0.001)  # 1,000 bytes
+    with ServerThread(create_app(multiclass_dir, backend="torch-fp32", limits=limits)) as server:
+        small = httpx.post(f"{server.url}/predict", json={"texts": ["a short one"]})
+        assert small.status_code == 200
+        declared = httpx.post(f"{server.url}/predict", json={"texts": ["word " * 400]})  # Content-Length
+        assert declared.status_code == 413 and "--max-body-mb" in declared.json()["detail"]
+
+        def chunks():  # no Content-Length: counted as it arrives
+            yield b'{"texts": ["'
+            for _ in range(40):
+                yield b"word " * 20
+            yield b'"]}'
+
+        streamed = httpx.post(f"{server.url}/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and "--max-body-mb" in streamed.json()["detail"]
+        assert httpx.post(f"{server.url}/predict", json={"texts": ["still serving"]}).status_code == 200
+        assert httpx.get(f"{server.url}/metadata").json()["limits"]["max_body_mb"] == 0.001
+
+
+def test_a_full_queue_answers_503_with_retry_after(multiclass_dir):
+    """With room for 2 pending texts and a 300 ms gathering wait, a third text arriving meanwhile is
+    refused at once; the first two are answered, and the server takes texts again afterwards."""
+    limits = ServeLimits(max_pending=2, max_wait_ms=300, max_batch_size=16)
+    with ServerThread(create_app(multiclass_dir, backend="torch-fp32", limits=limits)) as server:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"{server.url}/predict", json={"texts": ["one", "two"]})
+            for _ in range(200):  # until the first request waits in the batcher
+                if httpx.get(f"{server.url}/metadata").json()["stats"]["pending"] == 2:
+                    break
+                threading.Event().wait(0.005)
+            busy = httpx.post(f"{server.url}/predict", json={"texts": ["three"]})
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert "2 texts are waiting or running" in busy.json()["detail"]
+            assert first.result().status_code == 200 and len(first.result().json()["predictions"]) == 2
+        assert httpx.post(f"{server.url}/predict", json={"texts": ["three"]}).status_code == 200
+        stats = httpx.get(f"{server.url}/metadata").json()["stats"]
+        assert stats["refused_busy"] == 1 and stats["pending"] == 0

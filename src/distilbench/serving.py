@@ -39,11 +39,15 @@ class ServeLimits:
     batching: bool = True
     max_batch_size: int = 64  # texts per forward pass
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_body_mb: float = 32.0  # request body, read before it is parsed (more: 413)
+    max_pending: int = 4096  # texts waiting or in a forward pass (more: 503 with Retry-After)
 
     def validate(self) -> "ServeLimits":
-        for name in ("max_texts", "max_text_chars", "max_batch_size"):
+        for name in ("max_texts", "max_text_chars", "max_batch_size", "max_pending"):
             if getattr(self, name) < 1:
                 raise DistilbenchError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_body_mb <= 0:
+            raise DistilbenchError("--max-body-mb must be more than 0")
         if self.max_wait_ms < 0:
             raise DistilbenchError("--max-wait-ms must be 0 or more")
         if self.max_length is not None and self.max_length < 2:
@@ -86,17 +90,27 @@ class _Pending:
     arrived: float
 
 
+class Busy(Exception):
+    """The batcher holds `max_pending` texts already: the request is refused, not queued."""
+
+
 @dataclass
 class MicroBatcher:
-    """One queue, one worker: gathers requests into forward passes of up to `max_batch_size` texts."""
+    """One queue, one worker: gathers requests into forward passes of up to `max_batch_size` texts.
+
+    At most `max_pending` texts wait or run at once; `submit` refuses more (Busy), so a burst beyond
+    what the model can answer gets a quick "retry later" instead of growing the queue and every wait.
+    """
 
     predict: object  # list[str] -> list[dict], run in a worker thread
     max_batch_size: int = 64
     max_wait_s: float = 0.005
     batching: bool = True
-    stats: dict = field(default_factory=lambda: {"requests": 0, "texts": 0, "batches": 0})
+    max_pending: int | None = None
+    stats: dict = field(default_factory=lambda: {"requests": 0, "texts": 0, "batches": 0, "refused_busy": 0})
 
     def __post_init__(self):
+        self.pending = 0  # texts submitted and not yet answered
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._carry: _Pending | None = None  # a request that did not fit the previous batch
@@ -117,10 +131,17 @@ class MicroBatcher:
 
     async def submit(self, texts: list[str]) -> list[dict]:
         """The records of `texts`, computed in whichever batch they land in."""
+        if self.max_pending is not None and self.pending + len(texts) > self.max_pending:
+            self.stats["refused_busy"] += 1
+            raise Busy(f"{self.pending} texts are waiting or running (at most {self.max_pending})")
         loop = asyncio.get_running_loop()
         pending = _Pending(texts, loop.create_future(), loop.time())
-        await self._queue.put(pending)
-        return await pending.future
+        self.pending += len(texts)
+        try:
+            await self._queue.put(pending)
+            return await pending.future
+        finally:  # answered, failed, or the client hung up
+            self.pending -= len(texts)
 
     async def _gather(self) -> list[_Pending]:
         first = self._carry or await self._queue.get()
@@ -211,7 +232,8 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
     if warm_up:  # first calls allocate and (for compiled backends) compile; keep that off the first request
         classifier.predict(["warm-up"])
         classifier.forward_passes = 0
-    batcher = MicroBatcher(classifier.predict, limits.max_batch_size, limits.max_wait_ms / 1000, limits.batching)
+    batcher = MicroBatcher(classifier.predict, limits.max_batch_size, limits.max_wait_ms / 1000, limits.batching,
+                           limits.max_pending)
 
     long_texts = "truncated" if limits.on_long_text == "truncate" else "refused (413)"
 
@@ -246,15 +268,19 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
                   description=f"{classifier.task} text classifier {classifier.model_dir} ({classifier.backend_name})")
     app.state.classifier = classifier
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, max_bytes=int(limits.max_body_mb * 1e6))
     app.state.batcher = batcher
     app.state.limits = limits
 
     @app.post("/predict", response_model=PredictResponse, summary="Predict the label(s) of texts",
               responses={400: {"description": "the body cannot be read as text (not UTF-8)"},
                          413: {"description": "a text is longer than the server's --max-text-chars "
-                                              "(with --on-long-text reject)"},
+                                              "(with --on-long-text reject), or the body is larger than "
+                                              "--max-body-mb"},
                          422: {"description": "not a JSON object {\"texts\": [1 or more strings]}, "
-                                              "or more texts than --max-texts"}})
+                                              "or more texts than --max-texts"},
+                         503: {"description": "the server holds --max-pending texts already; retry after "
+                                              "the seconds in the Retry-After header"}})
     async def predict(request: PredictRequest):
         texts = request.texts
         if limits.on_long_text == "reject":
@@ -262,7 +288,10 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
                 if len(text) > limits.max_text_chars:
                     raise HTTPException(413, f"texts[{i}] has {len(text)} characters; this server takes at most "
                                              f"{limits.max_text_chars}")
-        records = await batcher.submit([clean_text(t, limits) for t in texts])
+        try:
+            records = await batcher.submit([clean_text(t, limits) for t in texts])
+        except Busy as exc:
+            raise HTTPException(503, f"server busy: {exc}; retry later", headers={"Retry-After": "1"}) from None
         # plain dicts of str and float: skip FastAPI's re-validation of the response (response_model documents it)
         return Response(json.dumps({"predictions": records}), media_type="application/json")
 
@@ -281,13 +310,50 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
             "architecture": classifier.architecture,
             "backend": classifier.backend_name,
             "limits": {"max_texts": limits.max_texts, "max_text_chars": limits.max_text_chars,
-                       "on_long_text": limits.on_long_text, "max_length": classifier.max_length},
+                       "on_long_text": limits.on_long_text, "max_length": classifier.max_length,
+                       "max_body_mb": limits.max_body_mb, "max_pending": limits.max_pending},
             "batching": {"enabled": limits.batching, "max_batch_size": limits.max_batch_size,
                          "max_wait_ms": limits.max_wait_ms},
-            "stats": {**batcher.stats, "forward_passes": classifier.forward_passes},
+            "stats": {**batcher.stats, "pending": batcher.pending, "forward_passes": classifier.forward_passes},
         }
 
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than `max_bytes` gets a 413 before it is read whole.
+
+    A declared Content-Length over the limit is refused at once; a body without one (chunked) is
+    counted as it arrives and refused when it passes the limit, so memory stays bounded either way.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def too_large(self) -> str:
+        return (f"request body larger than {self.max_bytes / 1e6:g} MB (this server's --max-body-mb); "
+                "send fewer or shorter texts per request")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await JSONResponse({"detail": self.too_large()}, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # FastAPI answers an HTTPException raised while it reads the body
+                raise HTTPException(413, self.too_large())
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _validation_error(request, exc):
