@@ -2,8 +2,14 @@
 `bench` measures models under one protocol."""
 
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -291,3 +297,59 @@ def test_bench_rejects_unknown_inputs(capsys):
         with pytest.raises(SystemExit) as code:
             main(["bench", "arch:distilbert-base-uncased", "--device", "cuda"])
         assert code.value.code == 2 and "no CUDA device here" in capsys.readouterr().err
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (Linux /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo.extend(children - found)
+            found |= children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_sigterm_stops_the_workers_and_keeps_finished_chunks(trained, tmp_path):
+    """`kill` of a `predict --workers 2` ends it like Ctrl-C: workers stopped, no output file, chunks kept."""
+    _, best = trained
+    source = tmp_path / "many.txt"
+    source.write_text("".join(f"stock market {i} fell\n" for i in range(200_000)))
+    out = tmp_path / "p.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distilbench.cli", "predict", "--model", str(best), "--input", str(source),
+         "--output", str(out), "--backend", "torch-fp32", "--no-progress", "--chunk-rows", "64", "--workers", "2"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / "p.jsonl.parts"
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not list(parts.glob("chunk-*")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _descendants(process.pid)
+        assert process.poll() is None and len(workers) >= 2
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 128 + signal.SIGTERM and "terminated (SIGTERM)" in err
+        assert "Traceback" not in err
+        deadline = time.monotonic() + 15
+        while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _running(pid)]
+    finally:  # never leave a process behind, whatever failed
+        for pid in [process.pid, *workers]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not out.exists() and list(parts.glob("chunk-*")) and "--resume" in err

@@ -6,7 +6,9 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .console import DistilbenchError
@@ -345,13 +347,28 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, a container stop), raised like Ctrl-C so that the same clean-up
+    runs: worker processes stopped, temporary files removed, finished work kept for --resume."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clear line and a non-zero exit for problems the user can fix."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = run(argv)
     except DistilbenchError as exc:
         print(f"distilbench: error: {exc}", file=sys.stderr)
         code = 2
+    except Terminated:
+        print("distilbench: terminated (SIGTERM)", file=sys.stderr)
+        code = 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("distilbench: interrupted", file=sys.stderr)
         code = 130
@@ -361,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"distilbench: error: {message}", file=sys.stderr)
         code = 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 
