@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from distilbench.speed import spread
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
@@ -174,10 +176,6 @@ def products() -> dict:
     return {"rows": rows, "grid_mb": grid.numel() * 2 / 1e6, "grid_fill_us": fill_seconds * 1e6,
             "up_with_gelu": gelu, "up_without_gelu": no_gelu,
             "one_layer_hot": rate(one, layer_flops), "six_layers_in_turn": rate(six, 6 * layer_flops)}
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def markdown(report: dict) -> str:

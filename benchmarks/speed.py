@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,14 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distilbench.speed import spread
+
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
 RESULTS = ROOT / "benchmarks" / "results"
 FAST_BACKENDS = ["torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-int8", "onnx-fp32", "onnx-int8"]
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def thesis_way_batches(tokenizer, texts: list[str], batch_size: int = 32) -> list[dict]:

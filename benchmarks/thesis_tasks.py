@@ -34,6 +34,7 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
 
     from distilbench.backends import auto_backend, backend_logits, load_backend
     from distilbench.models import load_trained
+    from distilbench.speed import spread
 
     model, tokenizer, _, _ = load_trained(best_dir)
     backend = load_backend(model, auto_backend("cpu"))
@@ -51,8 +52,7 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
         classifier(texts, batch_size=32, truncation=True)
         theirs.append(time.perf_counter() - start)
     return {"backend": backend.name, "texts": len(texts), "repeats": repeats,
-            "distilbench_s": {"median": statistics.median(ours), "min": min(ours), "max": max(ours)},
-            "pipeline_fp32_s": {"median": statistics.median(theirs), "min": min(theirs), "max": max(theirs)},
+            "distilbench_s": spread(ours), "pipeline_fp32_s": spread(theirs),
             "speedup_vs_pipeline": statistics.median(theirs) / statistics.median(ours)}
 
 

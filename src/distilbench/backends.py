@@ -148,6 +148,8 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None) -> Bac
     _import_onnxruntime()
     directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
     directory.mkdir(parents=True, exist_ok=True)
+    if device.type != "cpu":  # ONNX Runtime runs on the CPU here: export a CPU copy
+        model = copy.deepcopy(model).cpu()
     fp32_path = export_onnx(model, directory / "model.onnx", inputs)
     if name == "onnx-fp32":
         return OnnxBackend(name, fp32_path, model.config.num_labels)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import statistics
@@ -107,16 +106,6 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
     models = resolve_bench_models(specs)
     for bench_model in models:
         bench_model.model.to(target)
-    peak_rounds: dict[str, list[float]] = {"fp32": [], "bf16": []}
-
-    def measure_peaks(seconds: float) -> None:
-        for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            peak_rounds[kind].append(matmul_peak_flops(dtype, seconds=seconds, device=str(target)))
-
-    measure_peaks(1.0)
-    if show:
-        say(f"measured matrix-product peak on {target}: fp32 {peak_rounds['fp32'][0] / 1e9:.0f} GFLOP/s, "
-            f"bf16 {peak_rounds['bf16'][0] / 1e9:.0f} GFLOP/s")
 
     workdir = tempfile.TemporaryDirectory(prefix="distilbench-bench-")
     pairs = []
@@ -133,9 +122,7 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         for name in backends:
             if show:
                 say(f"preparing {bench_model.name} / {name}")
-            model = bench_model.model  # ONNX Runtime runs on the CPU here: export a CPU copy
-            model = copy.deepcopy(model).cpu() if name.startswith("onnx") and target.type != "cpu" else model
-            backend = load_backend(model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
+            backend = load_backend(bench_model.model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
             pairs.append({"model": bench_model, "backend_name": name, "backend": backend, "batches": batches,
                           "tokens": tokens, "texts": model_texts, "labels": labels, "params": params, "rounds": [],
                           "latency": []})
@@ -147,10 +134,10 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
             pair["backend"]({k: batch[k] for k in pair["backend"].input_names if k in batch})
     from tqdm.auto import tqdm
 
-    for values in peak_rounds.values():  # from here on, one per round, next to that round's timings
-        values.clear()
+    peak_rounds: dict[str, list[float]] = {"fp32": [], "bf16": []}  # one per round, next to its timings
     for _ in tqdm(range(repeats), desc="throughput rounds", disable=not progress, leave=False):
-        measure_peaks(0.3)
+        for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            peak_rounds[kind].append(matmul_peak_flops(dtype, seconds=0.3, device=str(target)))
         for pair in pairs:  # alternate, so drift hits every pair alike
             pair["rounds"].append(run_batches(pair["backend"], pair["batches"]))
     for i in tqdm(range(latency_samples), desc="latency (batch 1)", disable=not progress, leave=False):
@@ -206,8 +193,11 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         Path(handle.name).unlink()
     workdir.cleanup()
 
-    report = {"machine": machine_info(), "device": str(target),
-              "peaks_flops": {kind: statistics.median(values) for kind, values in peak_rounds.items()},
+    peaks = {kind: statistics.median(values) for kind, values in peak_rounds.items()}
+    if show:
+        say(f"measured matrix-product peak on {target} (median of the rounds): fp32 {peaks['fp32'] / 1e9:.0f} "
+            f"GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    report = {"machine": machine_info(), "device": str(target), "peaks_flops": peaks,
               "peaks_flops_rounds": peak_rounds,
               "protocol": {"batch_size": batch_size, "samples": samples, "repeats": repeats, "warmup_batches": warmup,
                            "latency_samples": latency_samples, "max_length": max_length,

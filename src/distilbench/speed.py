@@ -249,10 +249,9 @@ def _memory_probe(argv: list[str]) -> None:
     from .backends import backend_logits, load_backend
 
     bench_model = resolve_bench_models([spec])[0]
-    model = bench_model.model if backend_name.startswith("onnx") else bench_model.model.to(device)
     texts = json.loads(Path(texts_file).read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        backend = load_backend(model, backend_name, work_dir=tmp)
+        backend = load_backend(bench_model.model.to(device), backend_name, work_dir=tmp)
         backend_logits(backend, bench_model.tokenizer, texts, batch_size=int(batch_size),
                        max_length=int(max_length) or None)
     peaks = {"peak_rss_mb": own_peak_rss_mb()}
