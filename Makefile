@@ -8,7 +8,11 @@ PY := $(VENV)/bin/python
 # same release, and an existing torch that satisfies pyproject's range is left alone.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow install clean
+# A CPU with AVX2 alone, simulated on a bigger x86 CPU: the machine probe reports AVX2 only, and oneDNN, ATen and
+# MKL run their AVX2 kernels (bf16 emulated, as on such a CPU): `make test-avx2`, `make demo-avx2`.
+AVX2_ONLY := DISTILBENCH_CPU_FLAGS=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
+.PHONY: demo test test-slow test-avx2 demo-avx2 install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +28,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-avx2: install
+	$(AVX2_ONLY) $(PY) -m pytest -q
+
+demo-avx2: install
+	$(AVX2_ONLY) $(VENV)/bin/distilbench compare --config configs/demo.yaml --out runs/demo-avx2 --overwrite
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

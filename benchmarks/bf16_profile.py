@@ -46,10 +46,11 @@ def main() -> None:
 
     from distilbench.backends import load_backend
     from distilbench.models import packaged_minilm_path
-    from distilbench.speed import encoder_shape, flops_per_sample, machine_info, matmul_peak_flops
+    from distilbench.machine import machine_info
+    from distilbench.speed import encoder_shape, flops_per_sample, matmul_peak_flops
 
     torch.manual_seed(0)
-    peak = matmul_peak_flops(torch.bfloat16)
+    peak = matmul_peak_flops(torch.bfloat16)[0]
     models = {
         "arch:distilbert-base-uncased": DistilBertForSequenceClassification(DistilBertConfig(num_labels=4)),
         "minilm-l6": AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=4),

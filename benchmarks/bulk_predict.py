@@ -177,8 +177,8 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    from distilbench.machine import machine_info
     from distilbench.runs import write_json_atomic, write_text_atomic
-    from distilbench.speed import machine_info
 
     headlines = pd.read_csv(HEADLINES)
     sizes = [int(n) for n in args.rows.split(",")]

@@ -41,8 +41,8 @@ def main() -> int:
     from distilbench.compare import compare, distill
     from distilbench.config import ExperimentConfig
     from distilbench.distillation import distill_general
+    from distilbench.machine import machine_info
     from distilbench.metrics import primary_metric
-    from distilbench.speed import machine_info
 
     _quiet_libraries(False)
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}

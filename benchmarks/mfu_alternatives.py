@@ -45,10 +45,10 @@ ROUNDS = 7
 
 def headline_batches(tokenizer) -> list[dict]:
     """The batches of benchmarks/speed.py's MFU row: bench's protocol on its first 512 headlines."""
-    from distilbench.bench import padded_batches
+    from distilbench.bench import measurement_batches
 
     texts = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0)["text"].astype(str).tolist()[:512]
-    batches, _ = padded_batches(tokenizer, [" ".join(t.split()) for t in texts], 64, 128)
+    batches, _ = measurement_batches(tokenizer, [" ".join(t.split()) for t in texts], 64, 128)
     return batches
 
 
@@ -124,7 +124,7 @@ def whole_models() -> dict:
                       "max_abs_logit_diff_vs_fp32": diff}
     peaks = []
     for _ in range(ROUNDS):
-        peaks.append(matmul_peak_flops(torch.bfloat16, seconds=0.3))
+        peaks.append(matmul_peak_flops(torch.bfloat16, seconds=0.3)[0])
         for name, (run, _) in contenders.items():
             start = time.perf_counter()
             for batch in batches:
@@ -199,7 +199,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     from distilbench.cli import _quiet_libraries
-    from distilbench.speed import machine_info
+    from distilbench.machine import machine_info
 
     _quiet_libraries(False)
     report = {"machine": machine_info(), "whole_models": whole_models(), "products": products()}

@@ -212,8 +212,8 @@ def main() -> int:
         raise SystemExit(f"headlines not found at {HEADLINES}")
 
     sys.path.insert(0, str(ROOT / "src"))
+    from distilbench.machine import machine_info
     from distilbench.runs import write_json_atomic, write_text_atomic
-    from distilbench.speed import machine_info
 
     texts = pd.read_csv(HEADLINES)["text"].astype(str).sample(frac=1.0, random_state=0).tolist()
     runs = {mode: [] for mode in MODES}

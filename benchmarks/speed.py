@@ -62,7 +62,7 @@ def time_rounds(contenders: dict, repeats: int) -> dict:
 
 def table_thesis_speed(texts: list[str], repeats: int) -> dict:
     from distilbench.backends import load_backend
-    from distilbench.bench import padded_batches, run_batches
+    from distilbench.bench import measurement_batches, run_batches
     from distilbench.models import load_tokenizer, packaged_minilm_path
     from distilbench.speed import build_architecture
 
@@ -74,7 +74,7 @@ def table_thesis_speed(texts: list[str], repeats: int) -> dict:
         batches = thesis_way_batches(tokenizer, texts)
         contenders[(arch, "thesis way: torch-fp32, pad to longest, batch 32")] = \
             lambda b=thesis, x=batches: run_batches(b, x)
-        fast_batches, _ = padded_batches(tokenizer, texts, 64, None)
+        fast_batches, _ = measurement_batches(tokenizer, texts, 64, None)
         for name in FAST_BACKENDS:
             backend = load_backend(model, name)
             contenders[(arch, f"distilbench: {name}, sorted dynamic padding, batch 64")] = \
@@ -89,9 +89,9 @@ def table_thesis_speed(texts: list[str], repeats: int) -> dict:
 def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: int) -> dict:
     from transformers import pipeline
 
-    from distilbench.backends import backend_logits, load_backend
+    from distilbench.backends import load_backend
     from distilbench.data import load_split
-    from distilbench.inference import logits_to_probs
+    from distilbench.inference import backend_logits, logits_to_probs
     from distilbench.models import load_trained
 
     rows, contenders, accuracy = [], {}, {}
@@ -278,7 +278,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from distilbench.cli import _quiet_libraries
-    from distilbench.speed import machine_info
+    from distilbench.machine import machine_info
 
     _quiet_libraries(False)
     headlines = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0).reset_index(drop=True)

@@ -32,12 +32,13 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
     uses) vs transformers.pipeline (fp32), both in batches of 32."""
     from transformers import pipeline
 
-    from distilbench.backends import auto_backend, backend_logits, load_backend
+    from distilbench.backend_choice import build_backend
+    from distilbench.inference import backend_logits
     from distilbench.models import load_trained
     from distilbench.speed import spread
 
     model, tokenizer, _, _ = load_trained(best_dir)
-    backend = load_backend(model, auto_backend("cpu"))
+    backend, _ = build_backend(model, tokenizer, best_dir, "auto", device="cpu", batch_size=32, held_texts=texts)
     backend_logits(backend, tokenizer, texts[:64], batch_size=32)  # warm-up
     ours = []
     for _ in range(repeats):
@@ -68,7 +69,7 @@ def main() -> None:
     from distilbench.cli import _quiet_libraries
     from distilbench.compare import compare
     from distilbench.config import ExperimentConfig
-    from distilbench.speed import machine_info
+    from distilbench.machine import machine_info
 
     _quiet_libraries(False)
     tasks = {

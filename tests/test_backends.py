@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from distilbench import backends
 from distilbench.backends import (
     BACKENDS,
-    auto_backend,
-    backend_logits,
     load_backend,
     model_input_names,
 )
 from distilbench.console import DistilbenchError
+from distilbench.inference import backend_logits
 
 LABELS = ["a", "b", "c"]
 TEXTS = [
@@ -159,10 +157,3 @@ def test_missing_onnxruntime_is_explained(models, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(DistilbenchError, match="pip install onnxruntime"):
         load_backend(models["student"][0], "onnx-int8")
-
-
-def test_auto_backend(monkeypatch):
-    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: True)
-    assert auto_backend("cpu") == "torch-bf16"
-    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: False)
-    assert auto_backend(torch.device("cpu")) == "torch-fp32"

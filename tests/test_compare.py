@@ -26,7 +26,8 @@ def small_config(tmp_path, models, **overrides) -> ExperimentConfig:
 def multiclass_run(tmp_path_factory, tiny_bert_dir):
     tmp = tmp_path_factory.mktemp("mc")
     config = small_config(tmp, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass",
-                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=400)
+                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=400,
+                          backend="auto")  # the default: each model's backend chosen by measurement
     rows = compare(config, progress=False)
     return config, rows, tmp / "run"
 
@@ -144,12 +145,29 @@ def test_other_backends_are_checked_against_fp32(multiclass_run, tmp_path, backe
     _, rows, run = multiclass_run
     best = run / "models" / model_slug(rows[0]["model"]) / "best"
     config = ExperimentConfig(backend=backend, max_length=32)
-    stats = evaluate(str(best), str(run / "data" / "test.csv"), config, None, progress=False)
+    stats = evaluate(str(best), str(run / "data" / "test.csv"), config, None, progress=False, check_fp32=True)
     assert stats["backend"] == backend
     check = stats["fp32_check"]
     assert check["accuracy_fp32"] == pytest.approx(rows[0]["test"]["accuracy"])
     assert check["agreement"] >= 0.9  # tiny random models have near-tied logits; real ones agree more
     assert check["accuracy_delta"] == pytest.approx(stats["accuracy"] - check["accuracy_fp32"])
+
+
+def test_auto_backend_is_chosen_and_recorded(multiclass_run):
+    """compare's default backend is auto: the choice, every candidate's speed and agreement and the reason are in
+    test_stats.json and comparison.json, and evaluate reuses the cached choice without a second fp32 pass."""
+    _, rows, run = multiclass_run
+    slug = model_slug(rows[0]["model"])
+    saved = json.loads((run / "results" / slug / "test_stats.json").read_text())
+    choice = saved["backend_choice"]
+    assert saved["backend"] == choice["chosen"] == rows[0]["backend"] == rows[0]["backend_choice"]["chosen"]
+    assert choice["candidates"]["torch-fp32"]["valid"] and choice["candidates"][choice["chosen"]]["valid"]
+    assert choice["guard"]["source"] == "validation split" and choice["guard"]["labels"]
+    assert set(choice["candidates"]) >= {"torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
+    stats = evaluate(str(run / "models" / slug / "best"), str(run / "data" / "test.csv"),
+                     ExperimentConfig(max_length=32), None, progress=False)
+    assert stats["backend_choice"]["cached"] and stats["backend"] == choice["chosen"]
+    assert "fp32_check" not in stats
 
 
 def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir, monkeypatch):

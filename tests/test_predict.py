@@ -265,9 +265,17 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
         assert 0 <= row["test"]["accuracy"] <= 1  # the run's own test split
     assert report["results"][0]["test"]["agreement_with_fp32"] == 1.0
     assert report["results"][0]["mfu"] > 0 and report["results"][1]["mfu"] is None
-    assert report["machine"]["cpu_count"] >= 1 and report["peaks_flops"]["bf16"] > 0
+    # only the precisions measured get a peak: no bf16 product without a bf16 backend
+    assert report["machine"]["cpu_count"] >= 1 and list(report["peaks_flops"]) == ["fp32"]
     # the peak is measured in every round, and each round's MFU uses its own round's peak
-    assert [len(v) for v in report["peaks_flops_rounds"].values()] == [2, 2] and report["device"] == "cpu"
+    assert [len(v) for v in report["peaks_flops_rounds"].values()] == [2] and report["device"] == "cpu"
+    # what --backend auto picks for the checkpoint, marked in its row when measured, compared with the fastest
+    (choice,) = report["auto_choice"].values()
+    assert choice["guard"]["source"] == "validation split" and choice["candidates"]["torch-fp32"]["valid"]
+    marked = [r["backend"] for r in report["results"] if r.get("auto")]
+    assert marked == ([choice["chosen"]] if choice["chosen"] in ("torch-fp32", "torch-int8") else [])
+    if marked:
+        assert choice["measured_here"]["ratio_to_fastest_valid"] > 0
     fp32 = report["results"][0]
     expected = [fp32["flops_per_sample"] * fp32["samples"] / seconds / peak
                 for seconds, peak in zip(fp32["rounds_s"], report["peaks_flops_rounds"]["fp32"])]

@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from distilbench.backends import load_backend
 from distilbench.console import DistilbenchError
-from distilbench.inference import logits_to_probs, loss_from_logits, predict_logits
+from distilbench.inference import backend_logits, logits_to_probs, loss_from_logits
 from distilbench.models import load_classifier
 from distilbench.training import choose_best_epoch, label_array
 
@@ -43,8 +44,8 @@ def test_sorted_batched_prediction_matches_one_by_one(tiny_bert_dir):
     """Length-sorted dynamic-padding batches return logits in input order, equal to unbatched ones."""
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b", "c"])
     texts = ["short", "a much longer text than the others, with many more tokens in it", "medium length text"]
-    batched, seconds = predict_logits(model, tokenizer, texts, batch_size=2, precision="fp32", progress=False)
-    singles = np.vstack([predict_logits(model, tokenizer, [t], batch_size=1, precision="fp32", progress=False)[0]
-                         for t in texts])
+    backend = load_backend(model, "torch-fp32")
+    batched, seconds = backend_logits(backend, tokenizer, texts, batch_size=2)
+    singles = np.vstack([backend_logits(backend, tokenizer, [t], batch_size=1)[0] for t in texts])
     assert seconds > 0
     np.testing.assert_allclose(batched, singles, atol=1e-5)

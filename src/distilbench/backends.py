@@ -37,17 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .console import DistilbenchError
 from .fused import can_fuse, first_token_only, fuse_encoder_layers
-from .inference import cpu_has_fast_bf16, pick_device, tokenize_texts
+from .inference import MODEL_INPUTS
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-int8", "onnx-fp32", "onnx-int8")
 ALIASES = {"onnx": "onnx-fp32"}
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OPSET = 18
 ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
 
@@ -108,7 +106,7 @@ class OnnxBackend(Backend):
         return logits.astype(np.float32, copy=False)
 
 
-def load_backend(model, name: str, *, work_dir: str | Path | None = None) -> Backend:
+def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_key: str | None = None) -> Backend:
     """Wrap a loaded (eval-mode, fp32) transformers classifier in the named backend.
 
     ONNX backends write model.onnx (and model.int8.onnx) to `work_dir`, a fresh temporary
@@ -154,14 +152,6 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None) -> Bac
     if name == "onnx-fp32":
         return OnnxBackend(name, fp32_path, model.config.num_labels)
     return OnnxBackend(name, quantize_onnx(fp32_path, directory / "model.int8.onnx"), model.config.num_labels)
-
-
-def auto_backend(device: str | torch.device = "auto") -> str:
-    """'torch-bf16' where bf16 runs fast (AVX512-BF16/AMX CPUs, CUDA with bf16), else 'torch-fp32'."""
-    device = pick_device(device) if isinstance(device, str) else device
-    if device.type == "cuda":
-        return "torch-bf16" if torch.cuda.is_bf16_supported() else "torch-fp32"
-    return "torch-bf16" if cpu_has_fast_bf16() else "torch-fp32"
 
 
 def model_input_names(model: nn.Module) -> list[str]:
@@ -250,34 +240,6 @@ def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
     finally:
         root.setLevel(level)
     return int8_path
-
-
-def backend_logits(backend: Backend, tokenizer, texts: list[str], *, batch_size: int = 32,
-                   max_length: int | None = None, progress: bool = False,
-                   desc: str = "predict") -> tuple[np.ndarray, float]:
-    """Logits for `texts` in input order through a backend, and the seconds spent in backend calls.
-
-    Like inference.predict_logits: tokenize once, sort by length, pad each batch to its longest text.
-    """
-    outputs = np.zeros((len(texts), backend.num_labels), dtype=np.float32)
-    seconds = 0.0
-    if not texts:  # the tokenizers refuse an empty list
-        return outputs, seconds
-    encoded = tokenize_texts(tokenizer, texts, max_length)
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-    keys = [k for k in MODEL_INPUTS if k in encoded]
-    for begin in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress,
-                      leave=False):
-        index = order[begin:begin + batch_size]
-        padded = tokenizer.pad({k: [encoded[k][i] for i in index] for k in keys}, return_tensors="np")
-        batch = {k: np.asarray(padded[k], dtype=np.int64) for k in keys}
-        if "token_type_ids" in backend.input_names and "token_type_ids" not in batch:
-            batch["token_type_ids"] = np.zeros_like(batch["input_ids"])
-        start = time.perf_counter()
-        logits = backend(batch)
-        seconds += time.perf_counter() - start
-        outputs[index] = logits
-    return outputs, seconds
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backends import BACKENDS, backend_logits, load_backend
-from .console import DistilbenchError, say
-from .inference import logits_to_probs, pick_device, tokenize_texts
+from .backends import ALIASES, BACKENDS, load_backend
+from .console import DistilbenchError, say, warn
+from .inference import backend_logits, logits_to_probs, padded_batches
+from .machine import machine_info, native_precisions, pick_device
 from .metrics import compute_metrics, primary_metric
 from .models import count_parameters
 from .runs import write_json_atomic
 from .speed import (
     BenchModel,
     flops_per_sample,
-    machine_info,
     matmul_peak_flops,
     peak_rss_of,
     percentiles,
@@ -32,7 +32,8 @@ from .speed import (
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXTS = "builtin:bbc-news"
-PEAK_DTYPE = {"torch-fp32": "fp32", "onnx-fp32": "fp32", "torch-bf16": "bf16"}
+PEAK_DTYPE = {"torch-fp32": "fp32", "onnx-fp32": "fp32", "torch-bf16": "bf16", "torch-bf16-compiled": "bf16"}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def bench_texts(bench_model: BenchModel, source: str | None, text_column: str, label_column: str | None,
@@ -62,54 +63,78 @@ def bench_texts(bench_model: BenchModel, source: str | None, text_column: str, l
     return [t for t in texts if t], None
 
 
-def padded_batches(tokenizer, texts: list[str], batch_size: int, max_length: int | None) -> tuple[list[dict], int]:
-    """Length-sorted batches padded to their own longest text, built once; and the count of real tokens."""
-    encoded = tokenize_texts(tokenizer, texts, max_length)
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    batches = []
-    for begin in range(0, len(texts), batch_size):
-        index = order[begin:begin + batch_size]
-        padded = tokenizer.pad({k: [encoded[k][i] for i in index] for k in keys}, return_tensors="np")
-        batches.append({k: np.asarray(v, dtype=np.int64) for k, v in padded.items()})
-    return batches, int(sum(len(ids) for ids in encoded["input_ids"]))
+def measurement_batches(tokenizer, texts: list[str], batch_size: int,
+                        max_length: int | None) -> tuple[list[dict], int]:
+    """The inference loop's length-sorted, dynamically padded batches, built once; and the count of real tokens."""
+    batches = [batch for _, batch in padded_batches(tokenizer, texts, batch_size, max_length)]
+    return batches, int(sum(batch["attention_mask"].sum() for batch in batches))
 
 
 def run_batches(backend, batches: list[dict]) -> float:
     start = time.perf_counter()
     for batch in batches:
-        backend({k: batch[k] for k in backend.input_names if k in batch})
+        backend(batch)
     return time.perf_counter() - start
 
 
-def run_bench(specs: list[str], backends: list[str], *, data: str | None = None, texts: list[str] | None = None,
-              text_column: str = "text",
+def _checkpoint_key_of(bench_model: BenchModel) -> str | None:
+    """The cache key of a model loaded from a checkpoint directory (None for random or hub models)."""
+    from .cache import checkpoint_key
+
+    source = Path(bench_model.source) if bench_model.source else None
+    return checkpoint_key(source) if source is not None and (source / "config.json").is_file() else None
+
+
+def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str | None = None,
+              texts: list[str] | None = None, text_column: str = "text",
               label_column: str | None = None, label_columns: list[str] | None = None, batch_size: int = 64,
               samples: int = 512, repeats: int = 5, warmup: int = 2, latency_samples: int = 100,
               max_length: int | None = 128, memory: bool = True, metric: bool = True, device: str = "auto",
-              out: str | None = None, progress: bool = True, show: bool = True) -> dict:
+              per_model_backends: list[str] | None = None, choose: bool = True,
+              choice_settings=None, out: str | None = None, progress: bool = True, show: bool = True) -> dict:
     """Measure every model with every backend under one protocol; write bench.json and print a table.
 
-    The matrix-product peak behind MFU is measured again in every round, next to the models, and each
-    round's MFU divides by its own round's peak: on a shared machine the peak itself drifts (this
-    project's 2-core VM: 1,851 to 2,470 bf16 GFLOP/s between runs).
+    `backends` None: the candidates `--backend auto` considers on this machine (never emulated bf16).
+    `per_model_backends`: one backend per spec instead (compare: each model's chosen backend).
+    The matrix-product peak behind MFU is measured in every round, next to the models, for the precisions
+    of the backends measured; each round's MFU divides by its own round's peak: on a shared machine the peak
+    itself drifts (this project's 2-core VM: 1,851 to 2,470 bf16 GFLOP/s between runs).
+    `choose`: for trained checkpoints, also record what `--backend auto` picks (cached or calibrated).
     """
-    unknown = [b for b in backends if b not in BACKENDS and b != "onnx"]
-    if unknown:
-        raise DistilbenchError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    backends = ["onnx-fp32" if b == "onnx" else b for b in backends]
+    from .backend_choice import candidate_backends
+
     if min(batch_size, samples, repeats) < 1 or warmup < 0 or latency_samples < 0:
         raise DistilbenchError("--batch-size, --samples and --repeats must be at least 1")
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise DistilbenchError(f"--device {device}: no CUDA device here; use --device cpu")
+    if per_model_backends is not None:
+        if len(per_model_backends) != len(specs):
+            raise DistilbenchError("per_model_backends needs one backend per model")
+        backends = sorted(set(per_model_backends))
+    elif not backends:
+        backends = candidate_backends(target)
+    unknown = [b for b in backends if ALIASES.get(b, b) not in BACKENDS]
+    if unknown:
+        raise DistilbenchError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    backends = [ALIASES.get(b, b) for b in backends]
+    if per_model_backends is not None:
+        per_model_backends = [ALIASES.get(b, b) for b in per_model_backends]
     models = resolve_bench_models(specs)
+    if per_model_backends is not None and len(models) != len(specs):
+        raise DistilbenchError("per_model_backends needs checkpoint directories, one model each")
     for bench_model in models:
         bench_model.model.to(target)
+    slow = [b for b in backends if PEAK_DTYPE.get(b) == "bf16" and "bf16" not in native_precisions(target)]
+    if slow and show:
+        warn(f"this {target.type.upper()} has no native bf16: {', '.join(slow)} run emulated kernels, far slower "
+             f"than fp32 here")
+
+    from .backends import model_input_names
 
     workdir = tempfile.TemporaryDirectory(prefix="distilbench-bench-")
     pairs = []
-    for bench_model in models:
+    for index, bench_model in enumerate(models):
         if texts is not None:  # given by the caller (compare: the test split), no metric
             model_texts, labels = texts, None
         else:
@@ -117,12 +142,16 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         if not model_texts:
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
         sample = [model_texts[i % len(model_texts)] for i in range(samples)]
-        batches, tokens = padded_batches(bench_model.tokenizer, sample, batch_size, max_length)
+        batches = [batch for _, batch in padded_batches(bench_model.tokenizer, sample, batch_size, max_length,
+                                                        model_input_names(bench_model.model))]
+        tokens = int(sum(batch["attention_mask"].sum() for batch in batches))
         params = count_parameters(bench_model.model)
-        for name in backends:
+        key = _checkpoint_key_of(bench_model)
+        for name in ([per_model_backends[index]] if per_model_backends is not None else backends):
             if show:
                 say(f"preparing {bench_model.name} / {name}")
-            backend = load_backend(bench_model.model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
+            backend = load_backend(bench_model.model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}",
+                                   cache_key=key)
             pairs.append({"model": bench_model, "backend_name": name, "backend": backend, "batches": batches,
                           "tokens": tokens, "texts": model_texts, "labels": labels, "params": params, "rounds": [],
                           "latency": []})
@@ -131,23 +160,24 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         # a compiled model compiles again for new shapes: it warms up on every batch shape once
         count = len(pair["batches"]) if pair["backend_name"].endswith("compiled") else warmup
         for batch in pair["batches"][:count]:
-            pair["backend"]({k: batch[k] for k in pair["backend"].input_names if k in batch})
+            pair["backend"](batch)
     from tqdm.auto import tqdm
 
-    peak_rounds: dict[str, list[float]] = {"fp32": [], "bf16": []}  # one per round, next to its timings
+    # the peaks of the precisions measured, and only those: an emulated bf16 product is not a peak worth a minute
+    peak_rounds: dict[str, list[float]] = {kind: [] for kind in sorted({PEAK_DTYPE[p["backend_name"]] for p in pairs
+                                                                          if p["backend_name"] in PEAK_DTYPE})}
+    peak_sizes: dict[str, int] = {}
     for _ in tqdm(range(repeats), desc="throughput rounds", disable=not progress, leave=False):
-        for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            peak_rounds[kind].append(matmul_peak_flops(dtype, seconds=0.3, device=str(target)))
+        for kind in peak_rounds:
+            rate, peak_sizes[kind] = matmul_peak_flops(TORCH_DTYPES[kind], seconds=0.3, device=str(target))
+            peak_rounds[kind].append(rate)
         for pair in pairs:  # alternate, so drift hits every pair alike
             pair["rounds"].append(run_batches(pair["backend"], pair["batches"]))
     for i in tqdm(range(latency_samples), desc="latency (batch 1)", disable=not progress, leave=False):
-        for pair in pairs:
+        for pair in pairs:  # one text through the inference loop: tokenization included
             text = pair["texts"][i % len(pair["texts"])]
             start = time.perf_counter()
-            encoded = pair["model"].tokenizer([text], truncation=True, max_length=max_length or 512,
-                                              return_tensors="np")
-            pair["backend"]({k: np.asarray(encoded[k], dtype=np.int64) for k in pair["backend"].input_names
-                             if k in encoded})
+            backend_logits(pair["backend"], pair["model"].tokenizer, [text], batch_size=1, max_length=max_length)
             pair["latency"].append((time.perf_counter() - start) * 1000)
 
     results = []
@@ -182,6 +212,8 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
             row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"]),
                            "agreement_with_fp32": float(same.mean()), "delta_vs_fp32": value - reference_value}
         results.append(row)
+    auto = _auto_choices(models, pairs, results, target, batch_size, max_length, choice_settings, show) \
+        if choose else {}
 
     if memory:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
@@ -194,11 +226,11 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
     workdir.cleanup()
 
     peaks = {kind: statistics.median(values) for kind, values in peak_rounds.items()}
-    if show:
-        say(f"measured matrix-product peak on {target} (median of the rounds): fp32 {peaks['fp32'] / 1e9:.0f} "
-            f"GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    if show and peaks:
+        say(f"measured matrix-product peak on {target} (median of the rounds): "
+            + ", ".join(f"{kind} {value / 1e9:.0f} GFLOP/s ({peak_sizes[kind]}-cube)" for kind, value in peaks.items()))
     report = {"machine": machine_info(), "device": str(target), "peaks_flops": peaks,
-              "peaks_flops_rounds": peak_rounds,
+              "peaks_flops_rounds": peak_rounds, "peak_product_sizes": peak_sizes, "auto_choice": auto,
               "protocol": {"batch_size": batch_size, "samples": samples, "repeats": repeats, "warmup_batches": warmup,
                            "latency_samples": latency_samples, "max_length": max_length,
                            "texts": data or "run test split / " + DEFAULT_TEXTS,
@@ -208,7 +240,48 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         write_json_atomic(Path(out), report)
     if show:
         say("\n" + bench_table(results).to_string(index=False))
+        for name, choice in auto.items():
+            here = choice.get("measured_here")
+            if here:
+                say(f"auto for {name}: {choice['chosen']}, {here['ratio_to_fastest_valid']:.2f}x the fastest valid "
+                    f"backend measured here ({here['fastest_valid']})")
     return report
+
+
+def _auto_choices(models: list[BenchModel], pairs: list[dict], results: list[dict], device, batch_size: int,
+                  max_length: int | None, settings, show: bool) -> dict:
+    """What `--backend auto` picks for each trained checkpoint (cached or calibrated), marked in its rows, and
+    how its measured speed compares with the fastest backend measured here that agrees with fp32."""
+    from .backend_choice import ChoiceSettings, resolve_backend
+
+    settings = settings or ChoiceSettings()
+    choices = {}
+    for bench_model in models:
+        if not bench_model.task or _checkpoint_key_of(bench_model) is None:
+            continue  # random or hub weights: nothing to guard the choice with
+        texts = next(p["texts"] for p in pairs if p["model"] is bench_model)
+        name, record = resolve_backend(bench_model.source, "auto", device=device, batch_size=batch_size,
+                                       max_length=max_length, held_texts=texts, settings=settings, show=show)
+        rows = [r for r, p in zip(results, pairs) if p["model"] is bench_model]
+        for row in rows:
+            row["auto"] = row["backend"] == name
+
+        def valid(row: dict) -> bool:
+            test = row.get("test")
+            if test is None:
+                return (record or {}).get("candidates", {}).get(row["backend"], {}).get("valid", True)
+            return (test["agreement_with_fp32"] >= settings.min_agreement
+                    and -100 * test["delta_vs_fp32"] <= settings.max_metric_drop)
+
+        candidates = [r for r in rows if valid(r)]
+        chosen = next((r for r in rows if r["backend"] == name), None)
+        if candidates and chosen is not None:
+            fastest = max(candidates, key=lambda r: r["samples_per_s"]["median"])
+            record = {**record, "measured_here": {
+                "fastest_valid": fastest["backend"],
+                "ratio_to_fastest_valid": chosen["samples_per_s"]["median"] / fastest["samples_per_s"]["median"]}}
+        choices[bench_model.name] = record
+    return choices
 
 
 def _test_predictions(backend, bench_model: BenchModel, pair: dict, batch_size: int,
@@ -238,5 +311,6 @@ def bench_table(results: list[dict]) -> pd.DataFrame:
             "peak_rss_mb": round(r["peak_rss_mb"]) if r.get("peak_rss_mb") else None,
             "test_metric": round(next(iter(r["test"].values())), 4) if r.get("test") else None,
             "agree_fp32": round(r["test"]["agreement_with_fp32"], 4) if r.get("test") else None,
+            "auto": "*" if r.get("auto") else "",
         })
     return pd.DataFrame(rows)

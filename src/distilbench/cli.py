@@ -62,12 +62,30 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                        help="auto: bf16 on CPUs with AVX512-BF16/AMX and on CUDA, else fp32")
-    group.add_argument("--backend", help=f"inference backend for testing: auto (torch-bf16 where bf16 is fast, "
-                                         f"else torch-fp32), {BACKENDS_HELP}")
+    group.add_argument("--backend", help=f"inference backend for testing: auto (the fastest that agrees with "
+                                         f"torch-fp32, measured once per model and machine), {BACKENDS_HELP}")
+    _add_choice_flags(group, with_defaults=False)
     group.add_argument("--no-speed", dest="measure_speed", action="store_false", default=None,
                        help="compare: skip the throughput/latency measurement after testing")
     group.add_argument("--seed", type=int, help="seed for splits, initialisation and shuffling (42)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_choice_flags(group, with_defaults: bool = True) -> None:
+    """The accuracy guard and cache of --backend auto."""
+    group.add_argument("--min-agreement", type=float, default=0.99 if with_defaults else None,
+                       help="auto: a backend must give torch-fp32's prediction on this share of texts (0.99)")
+    group.add_argument("--max-metric-drop", type=float, default=0.5 if with_defaults else None,
+                       help="auto: and lose at most this many points of the primary metric (0.5)")
+    group.add_argument("--recalibrate", action="store_true", default=False if with_defaults else None,
+                       help="auto: measure the backends again instead of using the choice cached for this "
+                            "model and machine")
+
+
+def _choice(args: argparse.Namespace):
+    from .backend_choice import ChoiceSettings
+
+    return ChoiceSettings(args.min_agreement, args.max_metric_drop, args.recalibrate).validate()
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the metrics to this JSON file")
     _add_data_flags(evaluate, with_splits=False)
     evaluate.add_argument("--eval-batch-size", type=int, help="batch size (32)")
+    evaluate.add_argument("--check-fp32", action="store_true",
+                          help="also predict with torch-fp32 and report the agreement and the metric's difference "
+                               "(a second pass over the data)")
     _add_runtime_flags(evaluate)
     predict = verbs.add_parser(
         "predict", help="predict texts from a file or stdin, one record per text (JSON lines or Parquet)",
@@ -158,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="file to write: .jsonl (JSON lines) or .parquet (default: JSON lines "
                                           "on stdout)")
     predict.add_argument("--text-column", default="text", help="text column of a table input (text)")
-    predict.add_argument("--backend", default="auto", help=f"auto, {BACKENDS_HELP}")
+    predict.add_argument("--backend", default="auto", help=f"auto (the fastest that agrees with torch-fp32, "
+                                                           f"measured once per model and machine), {BACKENDS_HELP}")
+    _add_choice_flags(predict)
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit)")
     predict.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
@@ -179,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "requests are gathered into one forward pass of up to --max-batch-size texts, waiting at "
                     "most --max-wait-ms for company.")
     serve.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
-    serve.add_argument("--backend", default="auto", help=f"auto, {BACKENDS_HELP}")
+    serve.add_argument("--backend", default="auto", help=f"auto (the fastest that agrees with torch-fp32, "
+                                                         f"measured once per model and machine), {BACKENDS_HELP}")
+    _add_choice_flags(serve)
     serve.add_argument("--device", default="auto")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0: every "
                                                            "interface)")
@@ -211,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("models", nargs="+", metavar="MODEL",
                        help="run directory (its best checkpoints), checkpoint directory, alias, hub name, or "
                             "arch:bert-base-uncased / arch:distilbert-base-uncased (random weights, speed only)")
-    bench.add_argument("--backends", default="torch-fp32,torch-bf16",
-                       help=f"comma-separated: {BACKENDS_HELP}")
+    bench.add_argument("--backends", help=f"comma-separated: {BACKENDS_HELP} (default: the candidates of "
+                                          f"--backend auto on this machine; bf16 only where it is native)")
+    _add_choice_flags(bench)
     bench.add_argument("--data", help="texts to measure on (default: a run's test split, else builtin:bbc-news)")
     bench.add_argument("--text-column", default="text")
     bench.add_argument("--label-column", help="labels for the test metric (multiclass, or multilabel lists)")
@@ -319,7 +345,7 @@ def run(argv: list[str] | None = None) -> int:
 
         predict(args.model, args.input, args.output, text_column=args.text_column, backend=args.backend,
                 batch_size=args.batch_size, max_length=args.max_length, device=args.device, progress=progress,
-                chunk_rows=args.chunk_rows, workers=args.workers, resume=args.resume)
+                chunk_rows=args.chunk_rows, workers=args.workers, resume=args.resume, choice=_choice(args))
     elif args.verb == "serve":
         from .serving import ServeLimits, serve
 
@@ -329,11 +355,12 @@ def run(argv: list[str] | None = None) -> int:
                              max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb,
                              max_pending=args.max_pending)
         serve(args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
-              limits=limits, threads=args.threads, access_log=args.verbose)
+              limits=limits, threads=args.threads, access_log=args.verbose, choice=_choice(args))
     elif args.verb == "bench":
         from .bench import run_bench
 
-        run_bench(args.models, [b.strip() for b in args.backends.split(",") if b.strip()], data=args.data,
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+        run_bench(args.models, backends, data=args.data, choice_settings=_choice(args),
                   text_column=args.text_column, label_column=args.label_column,
                   label_columns=args.label_columns.split(",") if args.label_columns else None,
                   batch_size=args.batch_size, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
@@ -343,7 +370,7 @@ def run(argv: list[str] | None = None) -> int:
         config = ExperimentConfig(**_overrides(args)).validate()
         if not config.data:
             raise DistilbenchError("evaluate needs --data SOURCE")
-        evaluate(args.model, config.data, config, args.out, progress=progress)
+        evaluate(args.model, config.data, config, args.out, progress=progress, check_fp32=args.check_fp32)
     return 0
 
 

@@ -12,11 +12,13 @@ from transformers import set_seed
 
 from . import data as datalib
 from . import distributed
-from .backends import auto_backend, backend_logits, load_backend
+from .backend_choice import build_backend, choice_settings
+from .backends import load_backend
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
 from .distillation import teacher_logits_for
-from .inference import logits_to_probs, loss_from_logits, pick_device
+from .inference import backend_logits, logits_to_probs, loss_from_logits
+from .machine import machine_info, pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
 from .models import (
     DISTILBENCH_KEY,
@@ -38,7 +40,7 @@ from .runs import (
     write_csv_atomic,
     write_json_atomic,
 )
-from .speed import dir_size_mb, machine_info
+from .speed import dir_size_mb
 from .training import TrainResult, encode_split, label_array, train_model
 
 log = logging.getLogger(__name__)
@@ -143,9 +145,12 @@ def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, p
     labels = label_array(frame, task, label_names)
     device = pick_device(config.device)
     model.to(device)
-    name = auto_backend(device) if config.backend == "auto" else config.backend
     texts = frame["text"].tolist()
-    logits, seconds = backend_logits(load_backend(model, name), tokenizer, texts, batch_size=config.eval_batch_size,
+    backend, choice = build_backend(model, tokenizer, model_dir, config.backend, device=device,
+                                    batch_size=config.eval_batch_size, max_length=config.max_length,
+                                    held_texts=texts, settings=choice_settings(config), show=progress)
+    name = backend.name
+    logits, seconds = backend_logits(backend, tokenizer, texts, batch_size=config.eval_batch_size,
                                      max_length=config.max_length, progress=progress, desc=desc)
     probs = logits_to_probs(task, logits)
     stats = compute_metrics(task, labels, probs, label_names)
@@ -156,6 +161,8 @@ def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, p
     stats.update({"loss": loss_from_logits(task, logits, labels), "eval_time_s": seconds,
                   "samples": len(frame), "samples_per_s": len(frame) / seconds if seconds > 0 else None,
                   "backend": name, "device": str(device)})
+    if choice is not None:
+        stats["backend_choice"] = choice
     if check_fp32 and name != "torch-fp32":
         reference, _ = backend_logits(load_backend(model, "torch-fp32"), tokenizer, texts,
                                       batch_size=config.eval_batch_size, max_length=config.max_length,
@@ -276,6 +283,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "eval_samples_per_s": test_stats["samples_per_s"],
         "precision": result.precision,
         "backend": test_stats["backend"],
+        "backend_choice": test_stats.get("backend_choice"),
         "checkpoint": str(best),
     }
     write_json_atomic(results / "row.json", row)
@@ -285,12 +293,12 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
 
 def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts: list[str], progress: bool) -> None:
     """Throughput and latency of every best checkpoint under `distilbench bench`'s protocol (warm-up,
-    alternating rounds, median and spread), on the test texts, with the comparison's backend."""
+    alternating rounds, median and spread), on the test texts, each with the backend it was tested with."""
     from .bench import run_bench
 
     say("\nspeed (bench protocol: warm-up, 5 alternating rounds, median) ...")
-    backend = rows[0]["backend"]
-    report = run_bench([row["checkpoint"] for row in rows], [backend], texts=texts,
+    report = run_bench([row["checkpoint"] for row in rows], per_model_backends=[row["backend"] for row in rows],
+                       texts=texts, choose=False,
                        batch_size=config.eval_batch_size, samples=min(512, max(len(texts), 64)), repeats=5,
                        latency_samples=50, max_length=config.max_length, memory=False, metric=False,
                        device=config.device,
@@ -494,8 +502,9 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
 
 
 def evaluate(model_dir: str, source: str, config: ExperimentConfig, out: str | None,
-             progress: bool = True) -> dict:
-    """Test a saved checkpoint on any data source; write the metrics JSON to `out`."""
+             progress: bool = True, check_fp32: bool = False) -> dict:
+    """Test a saved checkpoint on any data source; write the metrics JSON to `out`. `check_fp32`: also predict
+    with torch-fp32 and report the agreement (auto's choice was already guarded when it was made)."""
     model_path = Path(model_dir)
     task, label_names = read_task_labels(model_path)
     config.task = task
@@ -503,7 +512,7 @@ def evaluate(model_dir: str, source: str, config: ExperimentConfig, out: str | N
     for reason, count in dropped.items():
         if count:
             say(f"dropped {count} rows: {reason}")
-    stats, labels, probs = test_model(model_path, frame, config, progress, desc="evaluate")
+    stats, labels, probs = test_model(model_path, frame, config, progress, desc="evaluate", check_fp32=check_fp32)
     stats.update({"model": str(model_dir), "data": source, "task": task})
     if out:
         write_json_atomic(Path(out), stats)

@@ -48,6 +48,9 @@ class ExperimentConfig:
     device: str = "auto"
     precision: str = "auto"
     backend: str = "auto"
+    min_agreement: float = 0.99  # --backend auto: share of predictions equal to torch-fp32's
+    max_metric_drop: float = 0.5  # --backend auto: points of the primary metric below torch-fp32's
+    recalibrate: bool = False  # --backend auto: measure again instead of using the cached choice
     keep_checkpoints: str = "all"
     measure_speed: bool = True
     threshold_metric: str = "gmean"
@@ -70,6 +73,10 @@ class ExperimentConfig:
 
         if self.backend not in (*BACKENDS, "auto", "onnx"):
             raise DistilbenchError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not '{self.backend}'")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise DistilbenchError(f"--min-agreement must be between 0 and 1, not {self.min_agreement}")
+        if self.max_metric_drop < 0:
+            raise DistilbenchError(f"--max-metric-drop must be 0 or more points, not {self.max_metric_drop}")
         if not 0.0 <= self.alpha <= 1.0:
             raise DistilbenchError(f"--alpha must be between 0 and 1, not {self.alpha}")
         if self.temperature <= 0:

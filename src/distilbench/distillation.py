@@ -70,7 +70,8 @@ def teacher_logits_for(teacher_dir: Path, texts: list[str], cache: Path, *, batc
     The cache is reused only when it holds one row per text and was made from the same texts.
     fp32 on purpose: soft targets should not carry reduced-precision rounding.
     """
-    from .backends import backend_logits, load_backend
+    from .backends import load_backend
+    from .inference import backend_logits
     from .models import load_trained
     from .runs import write_bytes_atomic
 
@@ -143,7 +144,8 @@ def distill_general(teacher: str, student_spec: str, texts: list[str], out: str 
         set_seed,
     )
 
-    from .inference import autocast_for, pick_device, pick_precision
+    from .inference import autocast_for, pick_precision
+    from .machine import pick_device
     from .models import (
         DISTILBENCH_KEY,
         build_student,

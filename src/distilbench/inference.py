@@ -1,8 +1,10 @@
-"""Batched inference: length-sorted batches with dynamic padding, optional bf16 autocast."""
+"""The one inference loop (tokenize once, sort by length, pad per batch, run a backend), precision choice,
+and turning logits into probabilities and losses."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import numpy as np
@@ -10,22 +12,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .console import warn
+from .machine import cpu_native_bf16
 
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def pick_precision(precision: str, device: torch.device) -> str:
@@ -34,7 +23,7 @@ def pick_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "bf16" if cpu_native_bf16() else "fp32"
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -79,27 +68,54 @@ def _count_truncated(tokenizer, texts: list[str], encoded, limit: int) -> int:
     return sum(1 for ids in full["input_ids"] if len(ids) > limit)
 
 
-@torch.inference_mode()
-def predict_logits(model, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int | None = None,
-                   device: str | torch.device = "auto", precision: str = "fp32",
-                   progress: bool = True, desc: str = "predict") -> tuple[np.ndarray, float]:
-    """Logits for `texts` in their original order, and the seconds the forward passes took."""
-    device = pick_device(device) if isinstance(device, str) else device
-    model.to(device).eval()
+def padded_batches(tokenizer, texts: list[str], batch_size: int, max_length: int | None,
+                   input_names=None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The one inference loop's batching: tokenize once, sort by length, pad each batch to its own longest text.
+
+    Yields (positions of the batch's texts in `texts`, int64 arrays by input name). `input_names` picks the
+    arrays (token_type_ids are zeros where a model wants them and the tokenizer gives none)."""
+    if not texts:  # the tokenizers refuse an empty list
+        return
     encoded = tokenize_texts(tokenizer, texts, max_length)
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-    keys = [k for k in encoded.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
-    outputs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    start = time.perf_counter()
-    for begin in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress,
-                      leave=False):
+    ids = encoded["input_ids"]
+    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(lengths, kind="stable")
+    names = list(input_names) if input_names is not None else [k for k in MODEL_INPUTS if k in encoded]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    for begin in range(0, len(texts), batch_size):
         index = order[begin:begin + batch_size]
-        batch = tokenizer.pad({k: [encoded[k][i] for i in index] for k in keys}, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast_for(device, precision):
-            logits = model(**batch).logits
-        outputs[index] = logits.float().cpu().numpy()
-    return outputs, time.perf_counter() - start
+        width = int(lengths[index].max())
+        batch = {}
+        for name in names:
+            fill = pad_id if name == "input_ids" else 0
+            array = np.full((len(index), width), fill, dtype=np.int64)
+            rows = encoded[name] if name in encoded else None
+            for row_number, i in enumerate(index):
+                n = int(lengths[i])
+                values = rows[i] if rows is not None else (1 if name == "attention_mask" else 0)
+                if left:
+                    array[row_number, width - n:] = values
+                else:
+                    array[row_number, :n] = values
+            batch[name] = array
+        yield index, batch
+
+
+def backend_logits(backend, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int | None = None,
+                   progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, float]:
+    """Logits for `texts` in input order through a backend (backends.Backend: input_names, num_labels, a call
+    from int64 arrays to logits), and the seconds spent in backend calls. Used by evaluate, predict, serve,
+    bench and compare alike."""
+    outputs = np.zeros((len(texts), backend.num_labels), dtype=np.float32)
+    seconds = 0.0
+    batches = padded_batches(tokenizer, texts, batch_size, max_length, backend.input_names)
+    total = -(-len(texts) // batch_size)
+    for index, batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
+        start = time.perf_counter()
+        outputs[index] = backend(batch)
+        seconds += time.perf_counter() - start
+    return outputs, seconds
 
 
 def logits_to_probs(task: str, logits: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ with several GPUs, one per GPU by default); the output keeps the input's order e
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import os
@@ -180,7 +181,7 @@ class ChunkPredictor:
     def __init__(self, model_dir: str, backend: str, device: str, batch_size: int, max_length: int | None,
                  work_dir: str):
         from .backends import load_backend
-        from .inference import pick_device
+        from .machine import pick_device
         from .models import load_trained
 
         model, self.tokenizer, self.task, self.label_names = load_trained(model_dir)
@@ -194,8 +195,7 @@ class ChunkPredictor:
 
     def predictions(self, texts: list[str]) -> list[dict]:
         """One record per text: label(s) and every probability."""
-        from .backends import backend_logits
-        from .inference import logits_to_probs
+        from .inference import backend_logits, logits_to_probs
 
         logits, _ = backend_logits(self.runtime, self.tokenizer, texts, batch_size=self.batch_size,
                                    max_length=self.max_length)
@@ -338,7 +338,7 @@ def worker_devices(device: str, workers: int | None) -> list[str]:
     the default is one worker per GPU; anything else: every worker on that device, default one worker."""
     import torch
 
-    from .inference import pick_device
+    from .machine import pick_device
 
     if workers is not None and workers < 1:
         raise DistilbenchError(f"--workers must be 1 or more, not {workers}")
@@ -436,13 +436,13 @@ def assemble_output(parts: Path, chunks: int, fmt: str, out_path: Path, schema) 
 def predict(model_dir: str, source: str = "-", output: str | None = None, *, text_column: str = "text",
             backend: str = "auto", batch_size: int = 32, max_length: int | None = None, device: str = "auto",
             progress: bool = True, chunk_rows: int = CHUNK_ROWS, workers: int | None = None,
-            resume: bool = False) -> int:
+            resume: bool = False, choice=None) -> int:
     """Predict every text of `source`, writing records to `output` (.jsonl or .parquet; JSON lines on stdout
     when None); returns the number of texts."""
     from tqdm.auto import tqdm
 
-    from .backends import ALIASES, BACKENDS, auto_backend
-    from .inference import pick_device
+    from .backend_choice import resolve_backend
+    from .backends import ALIASES, BACKENDS
     from .models import read_task_labels
 
     if chunk_rows < 1:
@@ -454,7 +454,18 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     check_input(source)
     task, label_names = read_task_labels(model_dir)
     devices = worker_devices(device, workers)
-    name = auto_backend(pick_device(device)) if backend == "auto" else ALIASES.get(backend, backend)
+    chunk_texts = iter_text_chunks(source, text_column, chunk_rows)
+    first_chunk: list[list[str]] = []
+    if backend == "auto":  # the cached choice, else a calibration on the run's validation split or this input
+        def held_texts() -> list[str]:
+            first_chunk.append(next(chunk_texts, []))
+            return first_chunk[0]
+
+        name, _ = resolve_backend(model_dir, "auto", device=devices[0], batch_size=batch_size,
+                                  max_length=max_length, held_texts=held_texts, settings=choice,
+                                  show=progress)
+    else:
+        name = ALIASES.get(backend, backend)
     if name not in BACKENDS:
         raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
     parts = lock = None
@@ -480,7 +491,7 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
                         sys.stdout.write(text)
                     bar.update(rows)
 
-            for index, texts in enumerate(iter_text_chunks(source, text_column, chunk_rows)):
+            for index, texts in enumerate(itertools.chain(first_chunk, chunk_texts)):
                 first_row, count, chunks = count, count + len(texts), index + 1
                 path = chunk_path(parts, index, fmt) if parts else None
                 if path is not None and path.exists():  # finished by an earlier, interrupted run

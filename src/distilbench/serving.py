@@ -62,12 +62,14 @@ class Classifier(ChunkPredictor):
     the encoder's positions, forward passes counted for /metadata."""
 
     def __init__(self, model_dir: str | Path, backend: str = "auto", device: str = "auto",
-                 max_length: int | None = None, batch_size: int = 64):
-        from .backends import auto_backend
-        from .inference import pick_device
+                 max_length: int | None = None, batch_size: int = 64, choice=None):
+        from .backend_choice import builtin_sample_texts, resolve_backend
         from .models import describe
 
-        self.backend_name = auto_backend(pick_device(device)) if backend == "auto" else backend
+        # auto: the cached choice, else a calibration on the run's validation split or on built-in news texts
+        self.backend_name, self.backend_choice = resolve_backend(
+            model_dir, backend, device=device, batch_size=batch_size, max_length=max_length,
+            held_texts=builtin_sample_texts, settings=choice)
         super().__init__(str(model_dir), self.backend_name, device, batch_size, max_length, work_dir=None)
         self.model_dir = str(model_dir)
         self.architecture = describe(self.config)
@@ -210,7 +212,8 @@ def _has_surrogate(text: str) -> bool:
 
 
 def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "auto",
-               limits: ServeLimits | None = None, threads: int | None = None, warm_up: bool = True):
+               limits: ServeLimits | None = None, threads: int | None = None, warm_up: bool = True,
+               choice=None):
     """The FastAPI app serving one checkpoint; the model loads (and warms up) here, not on the first request.
 
     `threads` sets torch's intra-op threads for the whole process (default: torch's choice, one per core).
@@ -228,7 +231,7 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
         import torch
 
         torch.set_num_threads(threads)
-    classifier = Classifier(model_dir, backend, device, limits.max_length, limits.max_batch_size)
+    classifier = Classifier(model_dir, backend, device, limits.max_length, limits.max_batch_size, choice)
     if warm_up:  # first calls allocate and (for compiled backends) compile; keep that off the first request
         classifier.predict(["warm-up"])
         classifier.forward_passes = 0
@@ -309,6 +312,7 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
             "model": classifier.model_dir,
             "architecture": classifier.architecture,
             "backend": classifier.backend_name,
+            "backend_choice": classifier.backend_choice,
             "limits": {"max_texts": limits.max_texts, "max_text_chars": limits.max_text_chars,
                        "on_long_text": limits.on_long_text, "max_length": classifier.max_length,
                        "max_body_mb": limits.max_body_mb, "max_pending": limits.max_pending},
@@ -388,7 +392,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "auto",
           device: str = "auto", limits: ServeLimits | None = None, threads: int | None = None,
-          access_log: bool = False) -> None:
+          access_log: bool = False, choice=None) -> None:
     """Load the model, then serve it until interrupted (Ctrl-C)."""
     import uvicorn
 
@@ -398,7 +402,7 @@ def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, b
     sock = bind_socket(host, port)  # before the model loads: a taken port fails in a moment
     try:
         start = time.perf_counter()
-        app = create_app(model_dir, backend=backend, device=device, limits=limits, threads=threads)
+        app = create_app(model_dir, backend=backend, device=device, limits=limits, threads=threads, choice=choice)
         classifier, limits = app.state.classifier, app.state.limits
         sock.listen(2048)  # from here connections queue until uvicorn accepts them, so the URL below works
         bound_host, bound_port = sock.getsockname()[:2]

@@ -25,7 +25,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from . import distributed
 from .config import ExperimentConfig
 from .console import DistilbenchError, say
-from .inference import logits_to_probs, pick_device, pick_precision, tokenize_texts
+from .inference import logits_to_probs, pick_precision, tokenize_texts
+from .machine import pick_device
 from .metrics import compute_metrics, primary_metric, summary_metrics
 from .runs import write_json_atomic
 
