@@ -328,9 +328,8 @@ def paired_difference(task: str, labels: np.ndarray, probs_a: np.ndarray, probs_
     "value_b", "difference_points", "low", "high", "confidence", "resamples", "method", "undefined_resamples",
     "n_examples", "mcnemar_p", "discordant"}.
     """
-    return _paired(task, labels, probs_a, probs_b, label_names, metric, resamples=resamples,
-                     confidence=confidence, seed=seed, thresholds_a=thresholds_a, thresholds_b=thresholds_b,
-                   method=method)
+    return _paired(task, labels, probs_a, probs_b, label_names, metric, resamples=resamples, confidence=confidence,
+                   seed=seed, thresholds_a=thresholds_a, thresholds_b=thresholds_b, method=method)
 
 
 def _per_seed(thresholds, n_seeds: int, what: str) -> list:
