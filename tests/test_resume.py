@@ -93,9 +93,9 @@ def small_config(tmp_path, model_dir, **overrides) -> ExperimentConfig:
 
 def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_bert_dir, monkeypatch):
     config = small_config(tmp_path, tiny_bert_dir, models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"])
-    import distilbench.compare as compare_module
+    import distilbench.training as training_module
 
-    real = compare_module.train_model
+    real = training_module.train_model
     trained = []
 
     def crash_on_second(*args, **kwargs):
@@ -104,13 +104,13 @@ def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_be
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(compare_module, "train_model", crash_on_second)
+    monkeypatch.setattr(training_module, "train_model", crash_on_second)
     with pytest.raises(RuntimeError):
         compare(config, progress=False)
     assert not (tmp_path / "run" / "comparison.json").exists()
 
     trained.clear()
-    monkeypatch.setattr(compare_module, "train_model", lambda *a, **k: trained.append(1) or real(*a, **k))
+    monkeypatch.setattr(training_module, "train_model", lambda *a, **k: trained.append(1) or real(*a, **k))
     rows = compare(config, progress=False, resume=True)
     assert len(trained) == 1  # the finished first model was kept, not retrained
     assert [row["model"] for row in rows] == config.models

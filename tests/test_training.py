@@ -5,8 +5,9 @@ import pytest
 from distilbench.backends import load_backend
 from distilbench.console import DistilbenchError
 from distilbench.inference import backend_logits, logits_to_probs, loss_from_logits
+from distilbench.metrics import label_array
 from distilbench.models import load_classifier
-from distilbench.training import choose_best_epoch, label_array
+from distilbench.training import choose_best_epoch
 
 
 def stats(*rows):

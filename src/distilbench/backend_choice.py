@@ -82,8 +82,8 @@ def validation_texts(model_dir: str | Path | None) -> tuple[list[str], np.ndarra
     if model_dir is None:
         return None
     from .data import load_split
+    from .metrics import label_array
     from .models import read_task_labels
-    from .training import label_array
 
     directory = Path(model_dir).resolve()
     val = directory.parent.parent.parent / "data" / "val.csv"

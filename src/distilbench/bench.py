@@ -40,7 +40,7 @@ def bench_texts(bench_model: BenchModel, source: str | None, text_column: str, l
                 label_columns: list[str] | None) -> tuple[list[str], np.ndarray | None]:
     """Texts to measure on and, where the model was trained and the data has its labels, the labels."""
     from . import data as datalib
-    from .training import label_array
+    from .metrics import label_array
 
     run = bench_model.extra.get("run")
     if source is None and run:

@@ -16,10 +16,9 @@ from .backend_choice import build_backend, choice_settings
 from .backends import load_backend
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
-from .distillation import teacher_logits_for
 from .inference import backend_logits, logits_to_probs, loss_from_logits
 from .machine import machine_info, pick_device
-from .metrics import compute_metrics, primary_metric, summary_metrics, tune_thresholds
+from .metrics import compute_metrics, label_array, primary_metric, summary_metrics, tune_thresholds
 from .models import (
     DISTILBENCH_KEY,
     count_parameters,
@@ -41,7 +40,6 @@ from .runs import (
     write_json_atomic,
 )
 from .speed import dir_size_mb
-from .training import TrainResult, encode_split, label_array, train_model
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +198,10 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     """Fine-tune one model (distil it from a fine-tuned `teacher` checkpoint when given), keep its best
     epoch, test it; write its stats and return its comparison row (also saved as results/<slug>/row.json,
     written last, so `resume` knows the model is done)."""
+    # imported here: `evaluate` and `predict` start without the Trainer's import time
+    from .distillation import teacher_logits_for
+    from .training import TrainResult, encode_split, train_model
+
     slug = model_slug(spec)
     results = run.results(slug)
     main = distributed.is_main_process()

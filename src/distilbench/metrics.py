@@ -238,3 +238,18 @@ def tune_thresholds(labels: np.ndarray, probs: np.ndarray, criterion: str = "gme
             continue
         out[j] = _best_threshold(labels[:, j], probs[:, j], criterion)
     return out
+
+
+def label_array(frame, task: str, label_names: list[str]) -> np.ndarray:
+    """Labels of a task frame as model targets: class indices, or an (n, L) float 0/1 matrix."""
+    if task == "multiclass":
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted(set(frame["label"].astype(str)) - set(index))
+        if unknown:
+            raise DistilbenchError(f"labels not known to the model: {', '.join(unknown[:5])}; "
+                                   f"it knows {', '.join(label_names)}")
+        return frame["label"].astype(str).map(index).to_numpy(dtype=np.int64)
+    missing = [name for name in label_names if name not in frame.columns]
+    if missing:
+        raise DistilbenchError(f"label columns missing from the data: {', '.join(missing)}")
+    return frame[label_names].to_numpy(dtype=np.float32)

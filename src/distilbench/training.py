@@ -27,7 +27,7 @@ from .config import ExperimentConfig
 from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_precision, tokenize_texts
 from .machine import pick_device
-from .metrics import compute_metrics, primary_metric, summary_metrics
+from .metrics import compute_metrics, label_array, primary_metric, summary_metrics
 from .runs import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,6 @@ class EncodedDataset(torch.utils.data.Dataset):
         if self.teacher_logits is not None:
             item["teacher_logits"] = self.teacher_logits[i].tolist()
         return item
-
-
-def label_array(frame, task: str, label_names: list[str]) -> np.ndarray:
-    """Labels of a task frame as model targets: class indices, or an (n, L) float 0/1 matrix."""
-    if task == "multiclass":
-        index = {name: i for i, name in enumerate(label_names)}
-        unknown = sorted(set(frame["label"].astype(str)) - set(index))
-        if unknown:
-            raise DistilbenchError(f"labels not known to the model: {', '.join(unknown[:5])}; "
-                                   f"it knows {', '.join(label_names)}")
-        return frame["label"].astype(str).map(index).to_numpy(dtype=np.int64)
-    missing = [name for name in label_names if name not in frame.columns]
-    if missing:
-        raise DistilbenchError(f"label columns missing from the data: {', '.join(missing)}")
-    return frame[label_names].to_numpy(dtype=np.float32)
 
 
 def encode_split(tokenizer, frame, task: str, label_names: list[str], max_length: int | None) -> EncodedDataset:
