@@ -45,22 +45,16 @@ log = logging.getLogger(__name__)
 
 
 def load_task_data(source: str, config: ExperimentConfig, label_names: list[str] | None = None):
-    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts)."""
-    raw = datalib.read_source(source)
-    label_columns = config.label_columns
-    if config.task == "multilabel" and label_columns is None and config.label_column is None and label_names:
-        label_columns = label_names
+    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts). With
+    `label_names` (the training labels: validation/test files, evaluate) the frame has exactly those labels,
+    and a label outside them is an error."""
+    raw = datalib.read_source(source, config.text_column)
     frame, names = datalib.to_task_frame(raw, config.task, text_column=config.text_column,
-                                         label_column=config.label_column, label_columns=label_columns,
-                                         label_separator=config.label_separator,
-                                         min_classes=1 if label_names is not None else 2)
+                                         label_column=config.label_column, label_columns=config.label_columns,
+                                         label_separator=config.label_separator, label_names=label_names)
     dropped = dict(frame.attrs.get("dropped", {}))
     frame, cleaned = datalib.clean_texts(frame, max_chars=config.max_chars)
     dropped.update(cleaned)
-    if label_names is not None and config.task == "multiclass":
-        unknown = sorted(set(frame["label"]) - set(label_names))
-        if unknown:
-            raise DistilbenchError(f"{source} has labels not seen in the training data: {', '.join(unknown[:5])}")
     return frame, names, dropped
 
 
@@ -77,14 +71,15 @@ def prepare_data(config: ExperimentConfig, run: RunDir) -> tuple[dict[str, pd.Da
             dropped.update({f"test data: {k}": v for k, v in more.items()})
         else:
             splits["train"], splits["test"] = datalib.holdout(frame, config.task, label_names,
-                                                              config.test_size, config.seed)
+                                                              config.test_size, config.seed, what="test")
         if config.val_data:
             splits["val"], _, more = load_task_data(config.val_data, config, label_names)
             dropped.update({f"val data: {k}": v for k, v in more.items()})
         else:
             splits["train"], splits["val"] = datalib.holdout(splits["train"], config.task, label_names,
-                                                             config.val_size, config.seed)
+                                                             config.val_size, config.seed, what="validation")
         splits = {name: splits[name] for name in ("train", "val", "test")}
+        datalib.warn_unlearnable_labels(pd.concat(list(splits.values())), splits["train"], config.task, label_names)
     else:
         splits = datalib.split_data(frame, config.task, label_names, test_size=config.test_size,
                                     val_size=config.val_size, seed=config.seed)
