@@ -314,6 +314,24 @@ def test_existing_run_directory_is_not_overwritten_silently(capsys, tmp_path, he
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_path, headlines_csv, monkeypatch,
+                                                                   flag):
+    """`compare --out . --overwrite` in a repository holding a config.yaml used to delete the repository."""
+    from test_runs import a_project, snapshot
+
+    project = tmp_path / "project"
+    project.mkdir()
+    before = a_project(project)
+    monkeypatch.chdir(project)
+    code, _, err = run_cli(capsys, "compare", "--data", str(headlines_csv), "--label-column", "category",
+                           "--models", "minilm-l6", "--out", ".", flag, "--no-progress")
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert "not a distilbench run" in err or "holds no distilbench run" in err
+    assert ".git" in err and "config.yaml" in err
+    assert snapshot(project) == before
+
+
 def test_bad_config_file(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("epochz: 3\n")

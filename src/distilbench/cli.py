@@ -294,6 +294,9 @@ def run(argv: list[str] | None = None) -> int:
         if args.resume:
             if not args.out:
                 raise DistilbenchError("--resume needs --out RUN_DIR, the run to continue")
+            from .runs import require_run
+
+            require_run(args.out)  # before its config.yaml is read: another project's file is not a run's
             config = load_resumed_config(args.out, args.config, _overrides(args))
         else:
             config = load_config(args.config, _overrides(args))

@@ -29,11 +29,10 @@ from .models import (
 )
 from .predict import stored_thresholds
 from .runs import (
-    LOCK_NAME,
     RunDir,
     check_free_space,
-    lock_run_dir,
     model_slug,
+    open_run_dir,
     read_json,
     write_csv_atomic,
     write_json_atomic,
@@ -333,35 +332,9 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
 
 
 def prepare_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
-    """The run directory, locked: new and empty, replaced (`overwrite`), or kept to continue (`resume`).
-    Refuses to mix a new run into an old one unless told which of the two to do."""
-    if not out:
-        raise DistilbenchError("no output directory: pass --out RUN_DIR")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise DistilbenchError(f"--out {out} exists and is not a directory")
-    is_run = (root / "config.yaml").is_file()
-    holds_files = root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir())
-    if resume and not is_run:
-        raise DistilbenchError(f"nothing to resume: {out} holds no distilbench run (no config.yaml)")
-    if holds_files and not resume:
-        if not overwrite:
-            raise DistilbenchError(f"--out {out} already holds files; pass --resume to continue the run there, "
-                                   f"--overwrite to replace it, or choose a new directory")
-        if not is_run:
-            raise DistilbenchError(f"--out {out} is not a distilbench run directory; refusing to overwrite it")
-    try:
-        lock = lock_run_dir(root)
-        if holds_files and not resume:
-            for child in root.iterdir():
-                if child.name != LOCK_NAME:
-                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        probe = root / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return RunDir(root, lock)
+    """The run directory, locked: new and empty, replaced (`overwrite`), or kept to continue (`resume`);
+    see runs.open_run_dir for what is refused."""
+    return open_run_dir(out, overwrite, resume)
 
 
 def load_saved_splits(run: RunDir, task: str) -> tuple[dict[str, pd.DataFrame], list[str]] | None:
