@@ -174,6 +174,30 @@ def test_predict_parquet_chunks_share_one_schema(tmp_path):
     assert pd.read_parquet(tmp_path / "full.parquet")["labels"].tolist()[0].tolist() == ["a", "b"]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_predict_output_is_on_disk_before_its_rename(tmp_path, monkeypatch, fmt):
+    """Finished chunks and the joined output are flushed (file, then its folder) at each commit point."""
+    import numpy as np
+
+    from test_runs import record_disk, synced_before_rename
+
+    parts, out = tmp_path / f"p.{fmt}.parts", tmp_path / f"p.{fmt}"
+    parts.mkdir()
+    schema = predict_module.records_schema("multiclass", ["a", "b"])
+    events = record_disk(monkeypatch)
+    for index in range(2):
+        records = predict_module.prediction_records("multiclass", ["a", "b"], np.array([[0.2, 0.8]]), np.full(2, 0.5))
+        predict_module.write_chunk(predict_module.chunk_path(parts, index, fmt), [{"row": index, **records[0]}], fmt,
+                                   schema)
+        before, after = synced_before_rename(events, predict_module.chunk_path(parts, index, fmt))
+        assert Path(before[-1]).name.startswith(f".chunk-00000{index}") and after == [str(parts.resolve())]
+    predict_module.assemble_output(parts, 2, fmt, out, schema)
+    before, after = synced_before_rename(events, out)
+    assert before[-1] == str(tmp_path.resolve() / f"p.{fmt}.partial") and after[0] == str(tmp_path.resolve())
+    rows = _jsonl(out) if fmt == "jsonl" else pd.read_parquet(out).to_dict("records")
+    assert [r["row"] for r in rows] == [0, 1] and not parts.exists()
+
+
 def test_predict_two_workers_equal_one(trained, reference, tmp_path, capsys):
     tmp, best = trained
     source = tmp_path / "data.parquet"  # parquet input too; same rows as the reference's csv

@@ -27,7 +27,7 @@ import numpy as np
 from . import readers
 from .console import DistilbenchError, say, warn
 from .readers import iter_texts
-from .runs import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
+from .runs import commit_rename, fsync_file, read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -359,15 +359,14 @@ def assemble_output(parts: Path, chunks: int, fmt: str, out_path: Path, schema) 
                 for index in range(chunks):
                     with open(chunk_path(parts, index, fmt), "rb") as part:
                         shutil.copyfileobj(part, out)
-                out.flush()
-                os.fsync(out.fileno())
         else:
             import pyarrow.parquet as pq
 
             with pq.ParquetWriter(tmp, schema) as writer:  # one row group per chunk
                 for index in range(chunks):
                     writer.write_table(pq.read_table(chunk_path(parts, index, fmt)))
-        tmp.replace(out_path)
+        fsync_file(tmp)
+        commit_rename(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -28,8 +29,50 @@ def _umask() -> int:
     return mask
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to the disk (it survives a power cut once this returns, if the disk honours fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a folder's entries (a new, renamed or deleted name in it) to the disk. A filesystem that cannot
+    sync folders (EINVAL, some network and FUSE filesystems) is skipped: nothing more can be done there."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every file under `directory`, then every folder, deepest first (a checkpoint before its rename)."""
+    directory = Path(directory)
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            fsync_file(path)
+        elif path.is_dir() and not path.is_symlink():
+            fsync_dir(path)
+    fsync_dir(directory)
+
+
+def commit_rename(source: Path, target: Path) -> None:
+    """The commit point of every result: `source` (a file or folder already flushed with fsync_file/fsync_tree)
+    renamed to `target`, then the folder holding it flushed, so the rename itself survives a power cut."""
+    os.replace(source, target)
+    fsync_dir(Path(target).parent)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, flush it to the disk, rename it, flush the folder: readers never
+    see half a file, and once this returns the file survives a crash or a power cut (on a filesystem that
+    honours fsync)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -39,7 +82,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        commit_rename(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
