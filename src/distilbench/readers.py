@@ -136,10 +136,12 @@ def _stdin_lines() -> Iterator[str]:
 
 
 def _text_file_lines(path: Path) -> Iterator[str]:
-    """Lines of a .txt file: split at LF only when the file's lines end in LF (a bare CR is part of a text,
-    as in CSV cells), at any line end otherwise (CR or CRLF files)."""
+    """Lines of a .txt file: split at LF (a CRLF counts as one line end, and a bare CR is part of a text, as in
+    CSV cells); a file without any LF but with CRs has CR line ends."""
     encoding = _encoding_from_bom(_head(path))
-    newline = "" if _line_terminator(path, encoding) == "\n" else None
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+    newline = None if b"\n" not in head and b"\r" in head else ""
     try:
         with path.open(encoding=encoding, newline=newline) as handle:
             if newline == "":
@@ -400,8 +402,9 @@ def unique_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
-    """JSON lines (one object per line, streamed in chunks); a .json file may also be one JSON array of
-    objects (read whole: use JSON lines for inputs too big for memory)."""
+    """JSON lines (one object per line, blank lines skipped, streamed in chunks: the same parsing whole or in
+    chunks); a .json file may also be one JSON array of objects (read whole: use JSON lines for inputs too big
+    for memory)."""
     with path.open(encoding=encoding) as handle:
         start = handle.read(4096).lstrip()[:1]
     if suffix == ".json" and start == "[":
@@ -421,11 +424,31 @@ def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None)
             f"could not read {path} as JSON lines: each line must be a JSON object like "
             '{"text": ..., "label": ...}. Check that the file is well-formed.'
         )
-    if chunk_rows is None:
-        yield pd.read_json(path, lines=True, encoding=encoding, dtype=False)
-        return
-    with pd.read_json(path, lines=True, encoding=encoding, dtype=False, chunksize=chunk_rows) as reader:
-        yield from reader
+    records: list[dict] = []
+    with path.open(encoding=encoding) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue  # blank lines separate nothing
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise DistilbenchError(f"could not read {path} as JSON lines: line {number}: {short_reason(exc)}. "
+                                       "Check that the file is well-formed.") from None
+            if not isinstance(record, dict):
+                raise DistilbenchError(
+                    f"could not read {path} as JSON lines: line {number} is {type(record).__name__}, not a JSON "
+                    'object like {"text": ..., "label": ...}. Check that the file is well-formed.')
+            records.append(record)
+            if chunk_rows is not None and len(records) == chunk_rows:
+                yield _records_frame(records)
+                records = []
+    if records or chunk_rows is None:
+        yield _records_frame(records)
+
+
+def _records_frame(records: list[dict]) -> pd.DataFrame:
+    """A frame of JSON objects, one row each (an empty object still makes a row)."""
+    return pd.DataFrame(records, index=pd.RangeIndex(len(records)))
 
 
 def _is_parse_error(exc: Exception) -> bool:
