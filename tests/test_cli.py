@@ -332,6 +332,33 @@ def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_
     assert snapshot(project) == before
 
 
+def test_split_warnings_reach_the_user(capsys, tmp_path, monkeypatch):
+    """Notes about stratification used to be logged at INFO, below what the CLI shows."""
+    import distilbench.compare as compare_module
+    from distilbench.console import DistilbenchError
+
+    def stop(*args, **kwargs):
+        raise DistilbenchError("stopped after the data (test)")
+
+    monkeypatch.setattr(compare_module, "run_model", stop)
+    path = tmp_path / "tiny-class.csv"
+    pd.DataFrame({"text": [f"headline {i}" for i in range(41)],
+                  "label": ["business", "health"] * 20 + ["science"]}).to_csv(path, index=False)
+    code, _, err = run_cli(capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(tmp_path / "r"),
+                           "--no-progress")
+    assert code == 2 and "stopped after the data" in err
+    assert "warning: 1 of 3 classes are too small to stratify the test split ('science')" in err
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"  # 'threat' only in the separate test file
+    pd.DataFrame({"text": [f"comment {i}" for i in range(40)], "toxic": [i % 2 for i in range(40)],
+                  "threat": [0] * 40}).to_csv(train, index=False)
+    pd.DataFrame({"text": ["a threat", "fine"], "toxic": [1, 0], "threat": [1, 0]}).to_csv(test, index=False)
+    code, _, err = run_cli(capsys, "train", "--task", "multilabel", "--label-columns", "toxic,threat", "--model",
+                           "minilm-l6", "--data", str(train), "--test-data", str(test), "--out", str(tmp_path / "m"),
+                           "--no-progress")
+    assert code == 2 and "stopped after the data" in err
+    assert "warning: 1 label with no positive example in the training split: 'threat'" in err
+
+
 def test_bad_config_file(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("epochz: 3\n")
