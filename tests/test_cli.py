@@ -389,3 +389,32 @@ def test_config_file_and_flags_combine_and_flags_win(capsys, tmp_path, tiny_bert
 def test_evaluate_needs_a_model_directory(capsys, tmp_path, headlines_csv):
     code, _, err = run_cli(capsys, "evaluate", "--model", str(tmp_path / "none"), "--data", str(headlines_csv))
     assert code == 2 and "Traceback" not in err and "no config.json" in err
+
+
+def test_distill_reads_list_labelled_data_with_the_teachers_labels(capsys, tmp_path, monkeypatch,
+                                                                   multilabel_checkpoint):
+    """distill forced --label-columns to the teacher's labels, so data with a list column could not be used."""
+    import distilbench.compare as compare_module
+    from distilbench.console import DistilbenchError
+
+    seen = {}
+
+    def stop(spec, config, splits, label_names, *args, **kwargs):
+        seen.update(splits=splits, label_names=label_names)
+        raise DistilbenchError("stopped after the data (test)")
+
+    monkeypatch.setattr(compare_module, "run_model", stop)
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text("".join(json.dumps({"text": f"comment {i}", "labels": [["toxic"], ["insult", "toxic"], []][i % 3]})
+                             + "\n" for i in range(30)))
+    code, _, err = run_cli(capsys, "distill", "--teacher", str(multilabel_checkpoint), "--student",
+                           f"student:{multilabel_checkpoint}", "--data", str(lists), "--out", str(tmp_path / "run"),
+                           "--no-progress")
+    assert code == 2 and "stopped after the data" in err, err
+    assert seen["label_names"] == TOXIC_LABELS
+    assert list(seen["splits"]["train"].columns) == ["text", *TOXIC_LABELS]
+    lists.write_text('{"text": "a", "labels": ["spam"]}\n' * 10)
+    code, _, err = run_cli(capsys, "distill", "--teacher", str(multilabel_checkpoint), "--student",
+                           f"student:{multilabel_checkpoint}", "--data", str(lists), "--out", str(tmp_path / "run2"),
+                           "--no-progress")
+    assert code == 2 and "labels not in the training data: 'spam'" in err

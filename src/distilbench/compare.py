@@ -57,11 +57,13 @@ def load_task_data(source: str, config: ExperimentConfig, label_names: list[str]
     return frame, names, dropped
 
 
-def prepare_data(config: ExperimentConfig, run: RunDir) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Load, clean, subsample and split the data; save the splits and a per-split count table."""
+def prepare_data(config: ExperimentConfig, run: RunDir,
+                 label_names: list[str] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Load, clean, subsample and split the data; save the splits and a per-split count table. `label_names`:
+    the labels the data must have (a teacher's, for distill); by default those found in --data."""
     if not config.data:
         raise DistilbenchError("no data given: pass --data PATH, builtin:bbc-news or hf:NAME")
-    frame, label_names, dropped = load_task_data(config.data, config)
+    frame, label_names, dropped = load_task_data(config.data, config, label_names)
     frame = datalib.subsample(frame, config.task, config.max_samples, config.seed)
     if config.val_data or config.test_data:
         splits = {"train": frame}
@@ -355,13 +357,15 @@ def open_run(config: ExperimentConfig, overwrite: bool, resume: bool) -> RunDir:
     return prepare_run_dir(config.out, overwrite, resume) if distributed.is_main_process() else RunDir(config.out)
 
 
-def start_run(config: ExperimentConfig, run: RunDir, resume: bool) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def start_run(config: ExperimentConfig, run: RunDir, resume: bool,
+              label_names: list[str] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Save the settings and the data splits (or reuse the splits of a resumed run); every process gets
     the first process's splits."""
     prepared = None
     if distributed.is_main_process():
         save_config(config, run.config)
-        prepared = (load_saved_splits(run, config.task) if resume else None) or prepare_data(config, run)
+        prepared = (load_saved_splits(run, config.task) if resume else None) or prepare_data(config, run,
+                                                                                             label_names)
     return distributed.share(prepared)
 
 
@@ -435,10 +439,8 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
                                f"student-bert:..., scratch:...) or a model directory, not '{student}'")
     config.task, config.models = task, [student]
-    if task == "multilabel" and not config.label_columns and not config.label_column:
-        config.label_columns = teacher_labels
-    with open_run(config, overwrite, resume) as run:
-        splits, label_names = start_run(config, run, resume)
+    with open_run(config, overwrite, resume) as run:  # the data is read with the teacher's labels, in any form
+        splits, label_names = start_run(config, run, resume, teacher_labels)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
                                    f"({', '.join(teacher_labels)})")
