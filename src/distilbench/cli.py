@@ -17,13 +17,19 @@ BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-f
 EPILOG = "Flags mirror the keys of the YAML config (--config run.yaml); flags win over the file."
 
 
+def comma_list(value: str) -> list[str]:
+    """A flag of comma-separated names as a list (every verb parses them here, once): 'a, b,' -> ['a', 'b']."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def _add_data_flags(parser: argparse.ArgumentParser, with_splits: bool = True) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="CSV/TSV/JSONL/Parquet path, builtin:bbc-news, or hf:NAME[:SPLIT]")
     group.add_argument("--text-column", help="column holding the text (default: text)")
     group.add_argument("--label-column", help="multiclass label column (default: label); multilabel: a column "
                                               "holding a list or a delimited string of labels")
-    group.add_argument("--label-columns", help="multilabel: comma-separated 0/1 columns, e.g. toxic,insult")
+    group.add_argument("--label-columns", type=comma_list,
+                       help="multilabel: comma-separated 0/1 columns, e.g. toxic,insult")
     group.add_argument("--label-separator", help="multilabel: separator inside --label-column (default: ,)")
     group.add_argument("--max-chars", type=int, help="drop texts longer than this many characters")
     if with_splits:
@@ -113,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="data -> fine-tune each model -> best epoch -> test -> "
                                            "comparison.json/.csv and a table", epilog=EPILOG)
     compare.add_argument("--task", choices=["multiclass", "multilabel"])
-    compare.add_argument("--models", help="comma-separated: aliases (minilm-l6, bert-base-uncased, "
+    compare.add_argument("--models", type=comma_list, help="comma-separated: aliases (minilm-l6, bert-base-uncased, "
                                           "distilbert-base-uncased), hub names, directories, student:<teacher>")
     _add_run_flags(compare)
 
@@ -236,13 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("models", nargs="+", metavar="MODEL",
                        help="run directory (its best checkpoints), checkpoint directory, alias, hub name, or "
                             "arch:bert-base-uncased / arch:distilbert-base-uncased (random weights, speed only)")
-    bench.add_argument("--backends", help=f"comma-separated: {BACKENDS_HELP} (default: the candidates of "
-                                          f"--backend auto on this machine; bf16 only where it is native)")
+    bench.add_argument("--backends", type=comma_list,
+                       help=f"comma-separated: {BACKENDS_HELP} (default: the candidates of --backend auto on this "
+                            f"machine; bf16 only where it is native)")
     _add_choice_flags(bench)
     bench.add_argument("--data", help="texts to measure on (default: a run's test split, else builtin:bbc-news)")
     bench.add_argument("--text-column", default="text")
     bench.add_argument("--label-column", help="labels for the test metric (multiclass, or multilabel lists)")
-    bench.add_argument("--label-columns", help="multilabel 0/1 columns for the test metric")
+    bench.add_argument("--label-columns", type=comma_list, help="multilabel 0/1 columns for the test metric")
     bench.add_argument("--batch-size", type=int, default=64, help="throughput batch size (64)")
     bench.add_argument("--samples", type=int, default=512, help="texts per throughput round (512)")
     bench.add_argument("--repeats", type=int, default=5, help="throughput rounds (5)")
@@ -269,15 +276,15 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def read_texts(source: str, text_column: str, max_samples: int | None, seed: int) -> list[str]:
-    """Unlabelled texts from any data source, whitespace collapsed, empty ones dropped."""
-    from .data import read_source
+    """Unlabelled texts from any data source (the one reader, as predict reads), whitespace collapsed, empty
+    ones dropped."""
+    from .readers import check_input, iter_texts
 
-    raw = read_source(source)
-    if text_column not in raw.columns:
-        raise DistilbenchError(f"text column '{text_column}' not found in {source}; available: "
-                               f"{', '.join(map(str, raw.columns))}. Use --text-column.")
-    texts = [" ".join(str(t).split()) for t in raw[text_column].dropna().tolist()]
+    check_input(source)
+    texts = [" ".join(t.split()) for chunk in iter_texts(source, text_column) for t in chunk]
     texts = [t for t in texts if t]
+    if not texts:
+        raise DistilbenchError(f"{source} holds no texts in column '{text_column}' (all are empty)")
     if max_samples and len(texts) > max_samples:
         import random
 
@@ -314,6 +321,9 @@ def run(argv: list[str] | None = None) -> int:
         if args.resume:
             if not args.out:
                 raise DistilbenchError("--resume needs --out RUN_DIR, the run to continue")
+            from .runs import require_run
+
+            require_run(args.out)  # before its config.yaml is read: another project's file is not a run's
             config = load_resumed_config(args.out, args.config, _overrides(args))
         else:
             config = load_config(args.config, _overrides(args))
@@ -359,10 +369,9 @@ def run(argv: list[str] | None = None) -> int:
     elif args.verb == "bench":
         from .bench import run_bench
 
-        backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-        run_bench(args.models, backends, data=args.data, choice_settings=_choice(args),
+        run_bench(args.models, args.backends or None, data=args.data, choice_settings=_choice(args),
                   text_column=args.text_column, label_column=args.label_column,
-                  label_columns=args.label_columns.split(",") if args.label_columns else None,
+                  label_columns=args.label_columns or None,
                   batch_size=args.batch_size, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
                   latency_samples=args.latency_samples, max_length=args.max_length, memory=not args.no_memory,
                   metric=not args.no_metric, device=args.device, out=args.out, progress=progress)

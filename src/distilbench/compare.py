@@ -30,11 +30,10 @@ from .models import (
 )
 from .predict import stored_thresholds
 from .runs import (
-    LOCK_NAME,
     RunDir,
     check_free_space,
-    lock_run_dir,
     model_slug,
+    open_run_dir,
     read_json,
     write_csv_atomic,
     write_json_atomic,
@@ -45,30 +44,26 @@ log = logging.getLogger(__name__)
 
 
 def load_task_data(source: str, config: ExperimentConfig, label_names: list[str] | None = None):
-    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts)."""
-    raw = datalib.read_source(source)
-    label_columns = config.label_columns
-    if config.task == "multilabel" and label_columns is None and config.label_column is None and label_names:
-        label_columns = label_names
+    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts). With
+    `label_names` (the training labels: validation/test files, evaluate) the frame has exactly those labels,
+    and a label outside them is an error."""
+    raw = datalib.read_source(source, config.text_column)
     frame, names = datalib.to_task_frame(raw, config.task, text_column=config.text_column,
-                                         label_column=config.label_column, label_columns=label_columns,
-                                         label_separator=config.label_separator,
-                                         min_classes=1 if label_names is not None else 2)
+                                         label_column=config.label_column, label_columns=config.label_columns,
+                                         label_separator=config.label_separator, label_names=label_names)
     dropped = dict(frame.attrs.get("dropped", {}))
     frame, cleaned = datalib.clean_texts(frame, max_chars=config.max_chars)
     dropped.update(cleaned)
-    if label_names is not None and config.task == "multiclass":
-        unknown = sorted(set(frame["label"]) - set(label_names))
-        if unknown:
-            raise DistilbenchError(f"{source} has labels not seen in the training data: {', '.join(unknown[:5])}")
     return frame, names, dropped
 
 
-def prepare_data(config: ExperimentConfig, run: RunDir) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Load, clean, subsample and split the data; save the splits and a per-split count table."""
+def prepare_data(config: ExperimentConfig, run: RunDir,
+                 label_names: list[str] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Load, clean, subsample and split the data; save the splits and a per-split count table. `label_names`:
+    the labels the data must have (a teacher's, for distill); by default those found in --data."""
     if not config.data:
         raise DistilbenchError("no data given: pass --data PATH, builtin:bbc-news or hf:NAME")
-    frame, label_names, dropped = load_task_data(config.data, config)
+    frame, label_names, dropped = load_task_data(config.data, config, label_names)
     frame = datalib.subsample(frame, config.task, config.max_samples, config.seed)
     if config.val_data or config.test_data:
         splits = {"train": frame}
@@ -77,14 +72,15 @@ def prepare_data(config: ExperimentConfig, run: RunDir) -> tuple[dict[str, pd.Da
             dropped.update({f"test data: {k}": v for k, v in more.items()})
         else:
             splits["train"], splits["test"] = datalib.holdout(frame, config.task, label_names,
-                                                              config.test_size, config.seed)
+                                                              config.test_size, config.seed, what="test")
         if config.val_data:
             splits["val"], _, more = load_task_data(config.val_data, config, label_names)
             dropped.update({f"val data: {k}": v for k, v in more.items()})
         else:
             splits["train"], splits["val"] = datalib.holdout(splits["train"], config.task, label_names,
-                                                             config.val_size, config.seed)
+                                                             config.val_size, config.seed, what="validation")
         splits = {name: splits[name] for name in ("train", "val", "test")}
+        datalib.warn_unlearnable_labels(pd.concat(list(splits.values())), splits["train"], config.task, label_names)
     else:
         splits = datalib.split_data(frame, config.task, label_names, test_size=config.test_size,
                                     val_size=config.val_size, seed=config.seed)
@@ -348,35 +344,9 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
 
 
 def prepare_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
-    """The run directory, locked: new and empty, replaced (`overwrite`), or kept to continue (`resume`).
-    Refuses to mix a new run into an old one unless told which of the two to do."""
-    if not out:
-        raise DistilbenchError("no output directory: pass --out RUN_DIR")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise DistilbenchError(f"--out {out} exists and is not a directory")
-    is_run = (root / "config.yaml").is_file()
-    holds_files = root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir())
-    if resume and not is_run:
-        raise DistilbenchError(f"nothing to resume: {out} holds no distilbench run (no config.yaml)")
-    if holds_files and not resume:
-        if not overwrite:
-            raise DistilbenchError(f"--out {out} already holds files; pass --resume to continue the run there, "
-                                   f"--overwrite to replace it, or choose a new directory")
-        if not is_run:
-            raise DistilbenchError(f"--out {out} is not a distilbench run directory; refusing to overwrite it")
-    try:
-        lock = lock_run_dir(root)
-        if holds_files and not resume:
-            for child in root.iterdir():
-                if child.name != LOCK_NAME:
-                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        probe = root / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return RunDir(root, lock)
+    """The run directory, locked: new and empty, replaced (`overwrite`), or kept to continue (`resume`);
+    see runs.open_run_dir for what is refused."""
+    return open_run_dir(out, overwrite, resume)
 
 
 def load_saved_splits(run: RunDir, task: str) -> tuple[dict[str, pd.DataFrame], list[str]] | None:
@@ -397,13 +367,15 @@ def open_run(config: ExperimentConfig, overwrite: bool, resume: bool) -> RunDir:
     return prepare_run_dir(config.out, overwrite, resume) if distributed.is_main_process() else RunDir(config.out)
 
 
-def start_run(config: ExperimentConfig, run: RunDir, resume: bool) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def start_run(config: ExperimentConfig, run: RunDir, resume: bool,
+              label_names: list[str] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Save the settings and the data splits (or reuse the splits of a resumed run); every process gets
     the first process's splits."""
     prepared = None
     if distributed.is_main_process():
         save_config(config, run.config)
-        prepared = (load_saved_splits(run, config.task) if resume else None) or prepare_data(config, run)
+        prepared = (load_saved_splits(run, config.task) if resume else None) or prepare_data(config, run,
+                                                                                             label_names)
     return distributed.share(prepared)
 
 
@@ -477,10 +449,8 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
                                f"student-bert:..., scratch:...) or a model directory, not '{student}'")
     config.task, config.models = task, [student]
-    if task == "multilabel" and not config.label_columns and not config.label_column:
-        config.label_columns = teacher_labels
-    with open_run(config, overwrite, resume) as run:
-        splits, label_names = start_run(config, run, resume)
+    with open_run(config, overwrite, resume) as run:  # the data is read with the teacher's labels, in any form
+        splits, label_names = start_run(config, run, resume, teacher_labels)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
                                    f"({', '.join(teacher_labels)})")

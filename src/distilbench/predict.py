@@ -24,56 +24,30 @@ from pathlib import Path
 
 import numpy as np
 
+from . import readers
 from .console import DistilbenchError, say, warn
-from .runs import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
+from .readers import iter_texts
+from .runs import commit_rename, fsync_file, read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 4096
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-INPUT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet")
+INPUT_SUFFIXES = readers.TEXT_LINE_EXTENSIONS + readers.SUPPORTED_EXTENSIONS
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker process: enough to keep it busy, bounded memory
 
 
 def iter_text_chunks(source: str, text_column: str = "text", chunk_rows: int = CHUNK_ROWS) -> Iterator[list[str]]:
-    """Texts in chunks of `chunk_rows` (the last one shorter), never the whole input in memory:
-    '-' (stdin) and .txt are one text per line; .csv/.tsv/.jsonl/.parquet are read chunk by chunk."""
-    if source == "-" or source.endswith(".txt"):
-        handle = sys.stdin if source == "-" else _open_text(source)
-        yield from _exact_chunks(([line.rstrip("\n")] for line in handle), chunk_rows)
-        return
-    import pandas as pd
-
-    check_input(source)
-    path = Path(source)
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            frames = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", chunksize=chunk_rows,
-                                 usecols=lambda c: c == text_column, dtype=str, keep_default_na=False)
-        elif suffix in (".jsonl", ".json"):
-            frames = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
-        else:
-            frames = _parquet_frames(path, text_column, chunk_rows)
-        # parquet batches end at row-group boundaries: re-cut them, so chunk i is always rows i*N..(i+1)*N
-        yield from _exact_chunks((_column_texts(frame, text_column, source) for frame in frames), chunk_rows)
-    except DistilbenchError:
-        raise
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DistilbenchError(f"could not read {source}: {str(exc).splitlines()[0]}") from None
+    """Texts in chunks of `chunk_rows` (the last one shorter), never the whole input in memory, read by the
+    one reader of every command (readers.iter_texts): chunk i holds input rows i*N..(i+1)*N-1."""
+    return iter_texts(source, text_column, chunk_rows)
 
 
 def check_input(source: str) -> None:
-    """Fail early, before a model is loaded, on an input that cannot be read."""
-    if source == "-":
-        return
-    if not Path(source).is_file():
-        raise DistilbenchError(f"input file not found: {source}")
-    if Path(source).suffix.lower() not in INPUT_SUFFIXES:
-        raise DistilbenchError(f"unsupported input {source}: use .txt (one text per line), .csv, .tsv, "
-                               ".jsonl or .parquet, or - for stdin")
+    """Fail early, before a model is loaded or an output is started, on an input that cannot be read."""
+    readers.check_input(source, INPUT_SUFFIXES)
 
 
 def count_rows(source: str) -> int | None:
@@ -86,40 +60,6 @@ def count_rows(source: str) -> int | None:
         return pq.ParquetFile(source).metadata.num_rows
     except Exception:  # noqa: BLE001 - a bad file is reported by the reader itself
         return None
-
-
-def _parquet_frames(path: Path, text_column: str, chunk_rows: int):
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    if text_column not in parquet.schema_arrow.names:
-        raise DistilbenchError(f"text column '{text_column}' not found in {path}; use --text-column")
-    return (batch.to_pandas() for batch in parquet.iter_batches(chunk_rows, columns=[text_column]))
-
-
-def _column_texts(frame, text_column: str, source: str) -> list[str]:
-    if text_column not in frame.columns:
-        raise DistilbenchError(f"text column '{text_column}' not found in {source}; use --text-column")
-    return ["" if v is None else str(v) for v in frame[text_column].tolist()]
-
-
-def _exact_chunks(pieces: Iterator[list[str]], chunk_rows: int) -> Iterator[list[str]]:
-    """Re-cut lists of any lengths into lists of exactly `chunk_rows` (the last one shorter)."""
-    chunk: list[str] = []
-    for piece in pieces:
-        chunk.extend(piece)
-        while len(chunk) >= chunk_rows:
-            yield chunk[:chunk_rows]
-            chunk = chunk[chunk_rows:]
-    if chunk:
-        yield chunk
-
-
-def _open_text(path: str):
-    try:
-        return open(path, encoding="utf-8")
-    except OSError as exc:
-        raise DistilbenchError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def stored_thresholds(config, label_names: list[str]) -> np.ndarray:
@@ -418,15 +358,14 @@ def assemble_output(parts: Path, chunks: int, fmt: str, out_path: Path, schema) 
                 for index in range(chunks):
                     with open(chunk_path(parts, index, fmt), "rb") as part:
                         shutil.copyfileobj(part, out)
-                out.flush()
-                os.fsync(out.fileno())
         else:
             import pyarrow.parquet as pq
 
             with pq.ParquetWriter(tmp, schema) as writer:  # one row group per chunk
                 for index in range(chunks):
                     writer.write_table(pq.read_table(chunk_path(parts, index, fmt)))
-        tmp.replace(out_path)
+        fsync_file(tmp)
+        commit_rename(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -454,15 +393,14 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     check_input(source)
     task, label_names = read_task_labels(model_dir)
     devices = worker_devices(device, workers)
-    chunk_texts = iter_text_chunks(source, text_column, chunk_rows)
-    first_chunk: list[list[str]] = []
-    if backend == "auto":  # the cached choice, else a calibration on the run's validation split or this input
-        def held_texts() -> list[str]:
-            first_chunk.append(next(chunk_texts, []))
-            return first_chunk[0]
-
+    chunks_in = iter_text_chunks(source, text_column, chunk_rows)
+    first = next(chunks_in, None)  # the first chunk is read (its columns checked) before an output is started
+    chunks_in = enumerate(itertools.chain([first] if first is not None else [], chunks_in))
+    if backend == "auto" and not first:  # nothing to predict: nothing to choose for
+        name = "torch-fp32"
+    elif backend == "auto":  # the cached choice, else a calibration on the run's validation split or this input
         name, _ = resolve_backend(model_dir, "auto", device=devices[0], batch_size=batch_size,
-                                  max_length=max_length, held_texts=held_texts, settings=choice,
+                                  max_length=max_length, held_texts=lambda: first or [], settings=choice,
                                   show=progress)
     else:
         name = ALIASES.get(backend, backend)
@@ -477,6 +415,7 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
 
     count = skipped = chunks = 0
     runner = None
+    bad_input = False
     try:
         if len(devices) == 1:
             runner = InProcessRunner(model_dir, name, devices[0], batch_size, max_length, fmt)
@@ -491,7 +430,14 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
                         sys.stdout.write(text)
                     bar.update(rows)
 
-            for index, texts in enumerate(itertools.chain(first_chunk, chunk_texts)):
+            while True:
+                try:
+                    index, texts = next(chunks_in)
+                except StopIteration:
+                    break
+                except DistilbenchError:
+                    bad_input = True  # chunks of an input that cannot be read whole are no use to --resume
+                    raise
                 first_row, count, chunks = count, count + len(texts), index + 1
                 path = chunk_path(parts, index, fmt) if parts else None
                 if path is not None and path.exists():  # finished by an earlier, interrupted run
@@ -508,7 +454,7 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
             runner = None
         if parts is not None and parts.exists():
             kept = len(list(parts.glob("chunk-*")))
-            if kept and source != "-":
+            if kept and source != "-" and not bad_input:
                 warn(f"{kept} finished chunks kept in {parts}: rerun with --resume to continue")
             else:
                 shutil.rmtree(parts, ignore_errors=True)

@@ -11,9 +11,7 @@ import base64
 import html
 import io
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from .console import DistilbenchError
-from .runs import RunDir, model_slug, read_json, write_text_atomic
+from .runs import RunDir, model_slug, read_json, write_bytes_atomic, write_text_atomic
 
 __all__ = ["make_plots", "write_report"]
 log = logging.getLogger(__name__)
@@ -125,16 +123,7 @@ def _save(figure: Figure, path: Path) -> Path:
     """PNG written to a temporary file beside `path`, then renamed, like every other run file."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, buffer.getvalue())
     log.info("wrote %s", path)
     return path
 

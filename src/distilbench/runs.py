@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -14,6 +15,12 @@ import pandas as pd
 from .console import DistilbenchError
 
 LOCK_NAME = ".lock"
+RUN_MARKER = ".distilbench-run"  # written when a run directory is created: what --overwrite may replace
+# Everything distilbench writes at the top of a run directory; --overwrite deletes these and nothing else.
+RUN_ENTRIES = frozenset({
+    "config.yaml", "data", "models", "results", "cache", "comparison.json", "comparison.csv", "speed.json",
+    "bench.json", "plots", "report.html", "report.md", LOCK_NAME, RUN_MARKER, ".write-test"})
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # an atomic write cut short by kill -9
 
 
 def _umask() -> int:
@@ -22,8 +29,50 @@ def _umask() -> int:
     return mask
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to the disk (it survives a power cut once this returns, if the disk honours fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a folder's entries (a new, renamed or deleted name in it) to the disk. A filesystem that cannot
+    sync folders (EINVAL, some network and FUSE filesystems) is skipped: nothing more can be done there."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every file under `directory`, then every folder, deepest first (a checkpoint before its rename)."""
+    directory = Path(directory)
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            fsync_file(path)
+        elif path.is_dir() and not path.is_symlink():
+            fsync_dir(path)
+    fsync_dir(directory)
+
+
+def commit_rename(source: Path, target: Path) -> None:
+    """The commit point of every result: `source` (a file or folder already flushed with fsync_file/fsync_tree)
+    renamed to `target`, then the folder holding it flushed, so the rename itself survives a power cut."""
+    os.replace(source, target)
+    fsync_dir(Path(target).parent)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, flush it to the disk, rename it, flush the folder: readers never
+    see half a file, and once this returns the file survives a crash or a power cut (on a filesystem that
+    honours fsync)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -33,7 +82,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        commit_rename(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -89,6 +138,83 @@ def check_free_space(directory: Path, needed_bytes: float, what: str) -> None:
     if free < needed_bytes:
         raise DistilbenchError(f"{what} needs about {needed_bytes / 1e9:.2f} GB in {directory}, but only "
                                f"{free / 1e9:.2f} GB are free; free some space or choose another --out")
+
+
+def _own_entry(name: str) -> bool:
+    """Whether distilbench writes a file or folder of this name at the top of a run directory."""
+    match = _TEMPORARY.fullmatch(name)
+    return name in RUN_ENTRIES or (match is not None and match["name"] in RUN_ENTRIES)
+
+
+def _shown(names: list[str], limit: int = 6) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(repr(name) if not name.isprintable() else name for name in names[:limit]) + more
+
+
+def inspect_run_dir(root: Path) -> tuple[bool, list[str], list[str]]:
+    """(is a run, its entries, the entries distilbench did not write). A run carries RUN_MARKER; a directory
+    from before the marker counts when it has config.yaml and nothing but distilbench's own entries."""
+    entries = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME) if root.is_dir() else []
+    foreign = [name for name in entries if not _own_entry(name)]
+    marked = (root / RUN_MARKER).is_file()
+    return marked or ((root / "config.yaml").is_file() and not foreign), entries, foreign
+
+
+def require_run(out: str) -> None:
+    """--resume: `out` must be a distilbench run (checked before its config.yaml is read)."""
+    root = Path(out)
+    is_run, entries, foreign = inspect_run_dir(root)
+    if not is_run:
+        found = f"; it holds {_shown(entries)}" if entries else ""
+        raise DistilbenchError(f"nothing to resume: {out} holds no distilbench run (no {RUN_MARKER} marker){found}")
+
+
+def open_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
+    """The run directory, locked and marked as distilbench's: new or empty, replaced (`overwrite`: only what
+    distilbench wrote there is deleted), or kept to continue (`resume`). A directory that holds anything else
+    is refused, with what it holds, and left untouched."""
+    if not out:
+        raise DistilbenchError("no output directory: pass --out RUN_DIR")
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DistilbenchError(f"--out {out} exists and is not a directory")
+    is_run, entries, foreign = inspect_run_dir(root)
+    if resume:
+        require_run(out)
+    elif entries:
+        if not is_run:
+            raise DistilbenchError(
+                f"--out {out} is not empty and not a distilbench run (no {RUN_MARKER} marker): it holds "
+                f"{_shown(entries)}; distilbench writes runs only into a new or empty directory, and "
+                f"--overwrite replaces only its own runs. Choose another --out")
+        if not overwrite:
+            raise DistilbenchError(f"--out {out} already holds files; pass --resume to continue the run there, "
+                                   f"--overwrite to replace it, or choose a new directory")
+        if foreign:
+            raise DistilbenchError(
+                f"--out {out} holds files distilbench did not write: {_shown(foreign)}; --overwrite replaces only "
+                f"a run's own files. Move those away, or choose another --out")
+    try:
+        lock = lock_run_dir(root)
+    except OSError as exc:
+        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    try:
+        if overwrite and not resume:
+            for child in root.iterdir():
+                if child.name not in (LOCK_NAME, RUN_MARKER) and _own_entry(child.name):
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if not (root / RUN_MARKER).is_file():
+            from . import __version__
+
+            write_json_atomic(root / RUN_MARKER, {"distilbench": __version__, "what": "a distilbench run "
+                                                  "directory: --overwrite may delete what distilbench wrote here"})
+        probe = root / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        lock.close()
+        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return RunDir(root, lock)
 
 
 class RunDir:

@@ -28,7 +28,7 @@ from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_precision, tokenize_texts
 from .machine import pick_device
 from .metrics import compute_metrics, label_array, primary_metric, summary_metrics
-from .runs import write_json_atomic
+from .runs import commit_rename, fsync_tree, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -163,21 +163,29 @@ class EpochCallback(TrainerCallback):
         A state without the mark (a kill while it was written) is never resumed from."""
         if state.is_world_process_zero:
             newest = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            (newest / COMPLETE_MARK).write_text(f"epoch {int(round(state.epoch))}\n")
+            mark_complete(newest, int(round(state.epoch)))
             for older in Path(args.output_dir).glob("checkpoint-*"):
                 if older != newest:
                     shutil.rmtree(older, ignore_errors=True)
 
 
+def mark_complete(checkpoint: Path, epoch: int) -> None:
+    """Flush every file of a Trainer state to the disk, then write its completion mark (durably): a state with
+    the mark is whole on disk, whatever happens next (kill -9, a power cut)."""
+    fsync_tree(checkpoint)
+    write_text_atomic(Path(checkpoint) / COMPLETE_MARK, f"epoch {epoch}\n")
+
+
 def save_checkpoint(model, tokenizer, directory: Path) -> None:
-    """save_pretrained (safetensors) plus tokenizer, into a temp dir renamed at the end."""
+    """save_pretrained (safetensors) plus tokenizer, into a temp dir flushed to the disk and renamed at the end."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    fsync_tree(tmp)
     shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    commit_rename(tmp, directory)
 
 
 def last_complete_state(save_dir: Path) -> tuple[Path, int] | None:
