@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the ONNX cache of the whole session (and of the processes it starts), never the user's own
+os.environ["DISTILBENCH_CACHE"] = tempfile.mkdtemp(prefix="distilbench-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DISTILBENCH_CACHE"], ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
