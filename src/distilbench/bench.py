@@ -17,7 +17,6 @@ from .backends import BACKENDS, backend_logits, load_backend
 from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_device, tokenize_texts
 from .metrics import compute_metrics, primary_metric
-from .models import count_parameters
 from .runs import write_json_atomic
 from .speed import (
     BenchModel,
@@ -105,7 +104,8 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         raise DistilbenchError(f"--device {device}: no CUDA device here; use --device cpu")
     models = resolve_bench_models(specs)
     for bench_model in models:
-        bench_model.model.to(target)
+        if bench_model.model is not None:  # None: an exported ONNX directory (CPU)
+            bench_model.model.to(target)
 
     workdir = tempfile.TemporaryDirectory(prefix="distilbench-bench-")
     pairs = []
@@ -118,11 +118,11 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
         sample = [model_texts[i % len(model_texts)] for i in range(samples)]
         batches, tokens = padded_batches(bench_model.tokenizer, sample, batch_size, max_length)
-        params = count_parameters(bench_model.model)
+        params = bench_model.parameter_counts()
         for name in backends:
             if show:
                 say(f"preparing {bench_model.name} / {name}")
-            backend = load_backend(bench_model.model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
+            backend = bench_model.load_backend(name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
             pairs.append({"model": bench_model, "backend_name": name, "backend": backend, "batches": batches,
                           "tokens": tokens, "texts": model_texts, "labels": labels, "params": params, "rounds": [],
                           "latency": []})
@@ -156,7 +156,7 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
         bench_model, name = pair["model"], pair["backend_name"]
         n = sum(len(b["input_ids"]) for b in pair["batches"])
         rates = [n / seconds for seconds in pair["rounds"]]
-        flops = flops_per_sample(bench_model.model.config, pair["tokens"] / n, pair["backend"].first_token_only)
+        flops = flops_per_sample(bench_model.config, pair["tokens"] / n, pair["backend"].first_token_only)
         peak_kind = PEAK_DTYPE.get(name)
         # each round's rate against the peak measured in that round
         mfus = [flops * rate / peak for rate, peak in zip(rates, peak_rounds[peak_kind])] if peak_kind else None
@@ -173,14 +173,15 @@ def run_bench(specs: list[str], backends: list[str], *, data: str | None = None,
             "mfu_peak": peak_kind,
         }
         if metric and pair["labels"] is not None and bench_model.task:
-            if bench_model.name not in fp32_reference:
-                fp32_reference[bench_model.name] = _test_predictions(
-                    load_backend(bench_model.model, "torch-fp32"), bench_model, pair, batch_size, max_length)
             predicted, value = _test_predictions(pair["backend"], bench_model, pair, batch_size, max_length)
-            reference, reference_value = fp32_reference[bench_model.name]
-            same = predicted == reference if predicted.ndim == 1 else (predicted == reference).all(axis=1)
-            row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"]),
-                           "agreement_with_fp32": float(same.mean()), "delta_vs_fp32": value - reference_value}
+            row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"])}
+            if bench_model.model is not None:  # an exported model has no PyTorch reference here
+                if bench_model.name not in fp32_reference:
+                    fp32_reference[bench_model.name] = _test_predictions(
+                        load_backend(bench_model.model, "torch-fp32"), bench_model, pair, batch_size, max_length)
+                reference, reference_value = fp32_reference[bench_model.name]
+                same = predicted == reference if predicted.ndim == 1 else (predicted == reference).all(axis=1)
+                row["test"].update(agreement_with_fp32=float(same.mean()), delta_vs_fp32=value - reference_value)
         results.append(row)
 
     if memory:
@@ -237,6 +238,7 @@ def bench_table(results: list[dict]) -> pd.DataFrame:
             if r["mfu"] is not None else "",
             "peak_rss_mb": round(r["peak_rss_mb"]) if r.get("peak_rss_mb") else None,
             "test_metric": round(next(iter(r["test"].values())), 4) if r.get("test") else None,
-            "agree_fp32": round(r["test"]["agreement_with_fp32"], 4) if r.get("test") else None,
+            "agree_fp32": round(r["test"]["agreement_with_fp32"], 4) if "agreement_with_fp32" in r.get("test", {})
+            else None,
         })
     return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ from transformers import set_seed
 from . import data as datalib
 from . import distributed
 from .backends import auto_backend, backend_logits, load_backend
+from .cache import checkpoint_key
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
 from .distillation import teacher_logits_for
@@ -145,7 +146,8 @@ def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, p
     model.to(device)
     name = auto_backend(device) if config.backend == "auto" else config.backend
     texts = frame["text"].tolist()
-    logits, seconds = backend_logits(load_backend(model, name), tokenizer, texts, batch_size=config.eval_batch_size,
+    runtime = load_backend(model, name, cache_key=checkpoint_key(model_dir))  # ONNX graphs: built once, cached
+    logits, seconds = backend_logits(runtime, tokenizer, texts, batch_size=config.eval_batch_size,
                                      max_length=config.max_length, progress=progress, desc=desc)
     probs = logits_to_probs(task, logits)
     stats = compute_metrics(task, labels, probs, label_names)

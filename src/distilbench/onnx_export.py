@@ -6,12 +6,33 @@ to the torch.export-based one. Both export the default sdpa attention with paddi
 the export wrapper must be in eval mode, because the exporter restores the wrapper's train/eval mode
 afterwards, which would switch the wrapped model into training mode (dropout on).
 
-The exported graph then goes through ONNX Runtime's transformer optimizer (attention, skip-LayerNorm,
-bias-GELU and embedding-LayerNorm fusions; CPU kernels only, fp32 kept) for the model types it knows;
-the fused graph is checked against the plain one on a padded batch, and kept only where they agree.
-int8 is dynamic quantization of the fused graph's weights (activations quantized at run time).
+With `fuse` (`export --fuse`) the graph, exported with eager attention, goes through ONNX Runtime's
+transformer optimizer (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization; CPU
+kernels only, fp32 kept) for the model types it knows (BERT, DistilBERT, RoBERTa types; the thesis head
+by its encoder); unknown types keep the plain graph with a log note, and a fused graph that disagrees
+with the plain one on a padded batch is dropped. int8 is dynamic quantization of the weights, per
+channel (activations quantized at run time).
 
-MEASUREMENTS
+Measured with benchmarks/onnx_graphs.py (results in benchmarks/results/onnx_graphs*.json) on this AMD
+EPYC (avx2, avx512f, avx512_bf16, avx512_vnni), 2 cores shared with three other engineers' processes
+(load average 5-7), 1 thread; torch 2.13, onnxruntime 1.32. MiniLM-L6 fine-tuned for one epoch on
+2,160 headlines; accuracy on 2,000 other headlines (torch-fp32 0.7025); speed as time per round relative
+to the plain fp32 graph in the same round (median of 15 rounds of 160 headlines and of 10
+rounds of 96 toxic comments, ~25 tokens; batches of 32):
+
+    graph                    accuracy  agrees with fp32  max |logit diff|  time: headlines  comments
+    torch-fp32               0.7025    2000/2000         -                 1.23             1.18
+    plain fp32               0.7025    2000/2000         5e-7              1.00             1.00
+    fused fp32               0.7025    2000/2000         7e-7              1.11             1.05
+    plain int8 per-tensor    0.6885    1921/2000         0.18              0.43             0.42
+    plain int8 per-channel   0.7040    1968/2000         0.086             0.44             0.43
+    fused int8 per-tensor    0.6875    1925/2000         0.17              0.48             0.48
+    fused int8 per-channel   0.7005    1963/2000         0.097             0.47             0.48
+
+Hence int8 weights per channel (less than half the disagreements with fp32 of per-tensor, at the same
+speed), and no fusions by default: as accurate, but 5-12% slower here (ONNX Runtime's own session
+optimizations already fuse much of the plain graph at load time). Not measured: sequences of 128+
+tokens, several threads, AVX2-only CPUs; `export --fuse` and bench are there to try it on another CPU.
 """
 
 from __future__ import annotations
@@ -40,13 +61,13 @@ ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
 BUILD_VERSION = 1  # part of every cache entry's name: raise it when the graphs built here change
-PER_CHANNEL = False  # per-tensor int8 weights (see the measurements above)
+PER_CHANNEL = True  # per-channel int8 weights: closer to fp32 than per-tensor at the same speed (measured above)
+FUSE_BY_DEFAULT = False  # ONNX Runtime's optimizer fusions: as accurate, but slower here (measured above)
 # Hugging Face model types whose graphs ONNX Runtime's "bert" optimizer fuses (as optimum maps them)
 OPTIMIZER_TYPES = {"bert": "bert", "distilbert": "bert", "roberta": "bert", "xlm-roberta": "bert",
                    "camembert": "bert", "electra": "bert"}
 FUSION_CHECK_ATOL = 1e-3  # fused vs plain graph, max |logit difference| on a padded dummy batch
-EXPORT_TOLERANCE = {None: 1e-3, "int8": 0.1}  # `export`: max |logit diff| vs PyTorch (int8: per unit of logit range)
-INT8_MIN_AGREEMENT = 0.9
+EXPORT_TOLERANCE = {None: 1e-3, "int8": 0.1}  # `export`: max |logit diff| vs PyTorch (int8: times the largest |logit|)
 SAMPLE_TEXTS = [
     "Stocks rally as the central bank holds interest rates steady",
     "New study links sleep to memory in older adults",
@@ -245,27 +266,33 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, per_channel: bool = PER_CHAN
     return int8_path
 
 
-def build_onnx(model: nn.Module, input_names: list[str], directory: Path, quantize: str | None = None) -> Path:
-    """Export, fuse and (with quantize='int8') quantize `model` in `directory`: model.onnx is the fused
-    fp32 graph, model.int8.onnx the quantized one. Returns the graph asked for."""
+def build_onnx(model: nn.Module, input_names: list[str], directory: Path, quantize: str | None = None,
+               fuse: bool = FUSE_BY_DEFAULT) -> Path:
+    """Export, (with `fuse`) fuse and (with quantize='int8') quantize `model` in `directory`: model.onnx is
+    the fp32 graph, model.int8.onnx the quantized one. Returns the graph asked for."""
     directory.mkdir(parents=True, exist_ok=True)
-    fusable = optimizer_settings(model.config) is not None
-    plain = export_onnx(model, directory / "model.plain.onnx", input_names, eager_attention=fusable)
     fp32 = directory / "model.onnx"
-    optimize_onnx(plain, fp32, model.config, input_names)
-    plain.unlink()
+    if fuse:
+        fusable = optimizer_settings(model.config) is not None
+        plain = export_onnx(model, directory / "model.plain.onnx", input_names, eager_attention=fusable)
+        optimize_onnx(plain, fp32, model.config, input_names)
+        plain.unlink()
+    else:
+        export_onnx(model, fp32, input_names)
     if quantize is None:
         return fp32
     return quantize_onnx(fp32, directory / "model.int8.onnx")
 
 
-def cache_variant(quantize: str | None) -> str:
+def cache_variant(quantize: str | None, fuse: bool = FUSE_BY_DEFAULT) -> str:
     """The cache entry's name for one kind of graph: what it holds and which versions built it."""
     ort = import_onnxruntime()
-    return f"{quantize or 'fp32'}-b{BUILD_VERSION}-ort{ort.__version__}-torch{torch.__version__}"
+    kind = (quantize or "fp32") + ("-fused" if fuse else "")
+    return f"{kind}-b{BUILD_VERSION}-ort{ort.__version__}-torch{torch.__version__}"
 
 
-def cached_onnx(model: nn.Module, input_names: list[str], key: str, quantize: str | None = None) -> Path:
+def cached_onnx(model: nn.Module, input_names: list[str], key: str, quantize: str | None = None,
+                fuse: bool = FUSE_BY_DEFAULT) -> Path:
     """The graph of the checkpoint with cache key `key` (cache.checkpoint_key), built on first use in
     cache_dir()/onnx/<key>/<variant>/ and reused after. An entry is built in a temporary directory beside
     it and renamed into place, so a reader never sees half a graph; concurrent builders wait for each other
@@ -274,17 +301,17 @@ def cached_onnx(model: nn.Module, input_names: list[str], key: str, quantize: st
 
     name = "model.int8.onnx" if quantize else "model.onnx"
     root = cache_dir() / "onnx" / key
-    final = root / cache_variant(quantize)
+    final = root / cache_variant(quantize, fuse)
     if (final / name).is_file():
         log.info("reusing the cached ONNX graph %s", final / name)
         return final / name
-    source = cached_onnx(model, input_names, key) if quantize else None  # int8 starts from the cached fp32 graph
+    source = cached_onnx(model, input_names, key, None, fuse) if quantize else None  # int8: from the fp32 graph
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(root / f".{final.name}.lock"):  # a second builder waits for the first one's graph
         if (final / name).is_file():
             log.info("using the ONNX graph another process just built: %s", final / name)
             return final / name
-        _build_entry(model, input_names, source, final, name, quantize)
+        _build_entry(model, input_names, source, final, name, quantize, fuse)
     return final / name
 
 
@@ -303,15 +330,15 @@ def _exclusive_lock(path: Path):
 
 
 def _build_entry(model: nn.Module, input_names: list[str], source: Path | None, final: Path, name: str,
-                 quantize: str | None) -> None:
+                 quantize: str | None, fuse: bool) -> None:
     """Build one cache entry in a temporary directory beside `final`, then rename it into place."""
     building = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
     try:
         if source is None:
-            build_onnx(model, input_names, building)
+            build_onnx(model, input_names, building, fuse=fuse)
         else:
             quantize_onnx(source, building / name)
-        _write_json(building / "built.json", {"quantize": quantize, "inputs": input_names,
+        _write_json(building / "built.json", {"quantize": quantize, "fused": fuse, "inputs": input_names,
                                               "build_version": BUILD_VERSION, "built_at": time.time()})
         try:
             building.rename(final)
@@ -370,7 +397,7 @@ def read_exported(path: str | Path) -> ExportedModel:
 
 
 def export_model(model_dir: str | Path, out: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
-                 tolerance: float | None = None) -> dict:
+                 fuse: bool = FUSE_BY_DEFAULT, tolerance: float | None = None) -> dict:
     """`distilbench export`: a fine-tuned checkpoint as a directory that runs without PyTorch.
 
     The directory holds model.onnx (input ids, attention mask and, where the model takes them, token type
@@ -396,7 +423,7 @@ def export_model(model_dir: str | Path, out: str | Path, *, fmt: str = "onnx", q
     model, tokenizer, task, label_names = load_trained(source)
     model.eval()
     inputs = model_input_names(model)
-    graph = cached_onnx(model, inputs, checkpoint_key(source), quantize)
+    graph = cached_onnx(model, inputs, checkpoint_key(source), quantize, fuse)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -413,8 +440,8 @@ def export_model(model_dir: str | Path, out: str | Path, *, fmt: str = "onnx", q
 
         from . import __version__
 
-        info = {"format": fmt, "quantize": quantize, "backend": "onnx-int8" if quantize else "onnx-fp32",
-                "source": str(source.resolve()), "checkpoint_key": checkpoint_key(source), "task": task,
+        info = {"format": fmt, "quantize": quantize, "fused": fuse, "backend": "onnx-int8" if quantize else "onnx-fp32",
+                "source": str(source.absolute()), "checkpoint_key": checkpoint_key(source), "task": task,
                 "labels": label_names, "inputs": inputs, "outputs": ["logits"], "opset": ONNX_OPSET,
                 "fused_operators": _fused_operators(building / "model.onnx"),
                 "params": count_parameters(model), "check": check,
@@ -443,7 +470,8 @@ def check_against_torch(model: nn.Module, tokenizer, graph: Path, quantize: str 
     """Logits of the graph in ONNX Runtime against the PyTorch model on one padded batch of sample texts.
 
     Passes when the max |logit difference| is within `tolerance` (default 1e-3 for fp32; for int8, 0.1
-    times the largest |logit| of PyTorch, and at least 90% argmax agreement)."""
+    times the largest |logit| of PyTorch, at least 0.1). Argmax agreement is reported, not required: within
+    the tolerance only texts whose top two logits are that close can change their argmax."""
     from .inference import model_input_names
 
     names = model_input_names(model)
@@ -459,7 +487,7 @@ def check_against_torch(model: nn.Module, tokenizer, graph: Path, quantize: str 
     agreement = float((logits.argmax(axis=1) == reference.argmax(axis=1)).mean())
     if tolerance is None:
         tolerance = EXPORT_TOLERANCE[quantize] * (max(1.0, float(np.abs(reference).max())) if quantize else 1.0)
-    passed = difference <= tolerance and (quantize is None or agreement >= INT8_MIN_AGREEMENT)
+    passed = difference <= tolerance
     return {"texts": len(texts), "max_abs_logit_diff": difference, "argmax_agreement": agreement,
             "tolerance": tolerance, "passed": passed}
 

@@ -179,15 +179,13 @@ class ChunkPredictor:
 
     def __init__(self, model_dir: str, backend: str, device: str, batch_size: int, max_length: int | None,
                  work_dir: str):
-        from .backends import load_backend
-        from .inference import pick_device
-        from .models import load_trained
+        from .backends import load_model_dir
 
-        model, self.tokenizer, self.task, self.label_names = load_trained(model_dir)
-        model.to(pick_device(device))
-        self.config = model.config
-        self.runtime = load_backend(model, backend, work_dir=work_dir)
-        self.thresholds = stored_thresholds(model.config, self.label_names)
+        loaded = load_model_dir(model_dir, backend, device=device, work_dir=work_dir)  # checkpoint or ONNX export
+        self.runtime, self.tokenizer, self.task, self.label_names = (loaded.backend, loaded.tokenizer, loaded.task,
+                                                                     loaded.label_names)
+        self.config = loaded.config
+        self.thresholds = stored_thresholds(self.config, self.label_names)
         self.batch_size = batch_size
         self.max_length = max_length
         self.schema = records_schema(self.task, self.label_names)
@@ -441,7 +439,7 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     when None); returns the number of texts."""
     from tqdm.auto import tqdm
 
-    from .backends import ALIASES, BACKENDS, auto_backend
+    from .backends import resolve_backend
     from .inference import pick_device
     from .models import read_task_labels
 
@@ -454,9 +452,7 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     check_input(source)
     task, label_names = read_task_labels(model_dir)
     devices = worker_devices(device, workers)
-    name = auto_backend(pick_device(device)) if backend == "auto" else ALIASES.get(backend, backend)
-    if name not in BACKENDS:
-        raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
+    name = resolve_backend(backend, pick_device(device), model_dir)
     parts = lock = None
     if out_path is not None:
         manifest = None if source == "-" else run_manifest(

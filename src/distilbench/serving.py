@@ -63,11 +63,11 @@ class Classifier(ChunkPredictor):
 
     def __init__(self, model_dir: str | Path, backend: str = "auto", device: str = "auto",
                  max_length: int | None = None, batch_size: int = 64):
-        from .backends import auto_backend
+        from .backends import resolve_backend
         from .inference import pick_device
         from .models import describe
 
-        self.backend_name = auto_backend(pick_device(device)) if backend == "auto" else backend
+        self.backend_name = resolve_backend(backend, pick_device(device), model_dir)
         super().__init__(str(model_dir), self.backend_name, device, batch_size, max_length, work_dir=None)
         self.model_dir = str(model_dir)
         self.architecture = describe(self.config)
