@@ -166,9 +166,10 @@ def resolve_backend(backend: str, device: str | torch.device = "auto", model_dir
         if name not in BACKENDS:
             raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
         if not name.startswith("onnx-") or (exported and name != exported):
-            raise DistilbenchError(f"{model_dir} is an exported ONNX model ({exported or 'onnx-fp32'} graph): it runs "
-                                   f"with --backend auto or {exported or 'onnx-fp32'}, not {name}. For another "
-                                   "backend, use the checkpoint it was exported from.")
+            own = exported or "onnx-fp32"
+            raise DistilbenchError(f"{model_dir} is an exported ONNX model: it runs only as {own} (predict and serve: "
+                                   f"--backend auto or {own}), not {name}; for another backend, use the checkpoint "
+                                   "it was exported from")
         return name
     if name == "auto":
         return auto_backend(device)
