@@ -12,9 +12,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the ONNX cache of the whole session (and of the processes it starts), never the user's own
-os.environ["DISTILBENCH_CACHE"] = tempfile.mkdtemp(prefix="distilbench-test-cache-")
-atexit.register(shutil.rmtree, os.environ["DISTILBENCH_CACHE"], ignore_errors=True)
+# the ONNX cache of the whole session, never the user's own. Processes the tests start inherit it (a spawned
+# worker that imports this file again must not make, and leave behind, a cache of its own).
+if "DISTILBENCH_TEST_CACHE" not in os.environ:
+    os.environ["DISTILBENCH_TEST_CACHE"] = tempfile.mkdtemp(prefix="distilbench-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DISTILBENCH_TEST_CACHE"], ignore_errors=True)
+os.environ["DISTILBENCH_CACHE"] = os.environ["DISTILBENCH_TEST_CACHE"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
