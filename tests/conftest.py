@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,8 +12,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# exported graphs and backend choices go to a cache of this test session, never to the user's
-os.environ["DISTILBENCH_CACHE"] = tempfile.mkdtemp(prefix="distilbench-test-cache-")
+# the cache (ONNX graphs, backend choices) of the whole session, never the user's own. Processes the tests
+# start inherit it (a spawned worker that imports this file again must not make, and leave behind, a cache of
+# its own).
+if "DISTILBENCH_TEST_CACHE" not in os.environ:
+    os.environ["DISTILBENCH_TEST_CACHE"] = tempfile.mkdtemp(prefix="distilbench-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DISTILBENCH_TEST_CACHE"], ignore_errors=True)
+os.environ["DISTILBENCH_CACHE"] = os.environ["DISTILBENCH_TEST_CACHE"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

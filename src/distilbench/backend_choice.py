@@ -249,7 +249,11 @@ def resolve_backend(model_dir: str | Path, backend: str, *, device: torch.device
                     settings: ChoiceSettings | None = None, show: bool = True) -> tuple[str, dict | None]:
     """The backend name for a checkpoint: `backend` itself, or for 'auto' the cached choice or a new
     calibration (guarded on the run's validation split, else on `held_texts`). Returns (name, record).
-    For callers that load the model later themselves (predict's workers, serve)."""
+    For callers that load the model later themselves (predict's workers, serve). An exported ONNX directory
+    runs only its own graph's backend."""
+    from .backends import check_backend
+
+    backend = check_backend(backend, model_dir)
     if backend != "auto":
         return backend, None
     settings = (settings or ChoiceSettings()).validate()

@@ -18,20 +18,18 @@ On a CPU with oneDNN bf16 kernels, the copy's encoder layers are then fused (fus
 weights, one Q/K/V product, activations and residual additions inside the products, no work on
 padding, and a last layer that computes only the first token where the head reads nothing else.
 
-ONNX export uses the TorchScript exporter (`dynamo=False`, fast and simple with dynamic axes) and
-falls back to the torch.export-based one. Both export the default sdpa attention with padding masks
-correctly; the export wrapper must be in eval mode, because the exporter restores the wrapper's
-train/eval mode afterwards, which would switch the wrapped model into training mode (dropout on).
+ONNX graphs are built by onnx_export.py: once per checkpoint in the cache (cache.py) when the caller
+passes the checkpoint's key, else in a work directory on every call (models that live only in memory).
+An exported directory (`distilbench export`) runs as it is, with its own graph.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import tempfile
-import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +38,22 @@ from torch import nn
 
 from .console import DistilbenchError
 from .fused import can_fuse, first_token_only, fuse_encoder_layers
-from .inference import MODEL_INPUTS
+from .inference import model_input_names
+from .machine import pick_device
+from .onnx_export import (
+    build_onnx,
+    cached_onnx,
+    export_info,
+    import_onnxruntime,
+    is_exported_model,
+    onnx_session,
+    read_exported,
+)
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-int8", "onnx-fp32", "onnx-int8")
 ALIASES = {"onnx": "onnx-fp32"}
-ONNX_OPSET = 18
-ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
 
 
 class Backend:
@@ -88,16 +94,10 @@ class OnnxBackend(Backend):
     """An ONNX Runtime CPU session over an exported graph; feeds only the inputs the graph declares."""
 
     def __init__(self, name: str, path: Path, num_labels: int):
-        ort = _import_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # no busy-waiting between calls: spinning ORT threads would steal the cores from whatever runs next
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.name = name
         self.path = path
         self.num_labels = num_labels
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -109,8 +109,9 @@ class OnnxBackend(Backend):
 def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_key: str | None = None) -> Backend:
     """Wrap a loaded (eval-mode, fp32) transformers classifier in the named backend.
 
-    ONNX backends write model.onnx (and model.int8.onnx) to `work_dir`, a fresh temporary
-    directory when None.
+    ONNX backends: with `cache_key` (cache.checkpoint_key of the directory the model was loaded from) the
+    graph is built once and reused from the cache; without one it is built in `work_dir` (model.onnx, and
+    model.int8.onnx), a fresh temporary directory when None.
     """
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
@@ -143,103 +144,72 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_
             quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).float().eval(),
                                                                {nn.Linear}, dtype=torch.qint8)
         return TorchBackend(name, quantized, inputs)
-    _import_onnxruntime()
-    directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
-    directory.mkdir(parents=True, exist_ok=True)
+    import_onnxruntime()
     if device.type != "cpu":  # ONNX Runtime runs on the CPU here: export a CPU copy
         model = copy.deepcopy(model).cpu()
-    fp32_path = export_onnx(model, directory / "model.onnx", inputs)
-    if name == "onnx-fp32":
-        return OnnxBackend(name, fp32_path, model.config.num_labels)
-    return OnnxBackend(name, quantize_onnx(fp32_path, directory / "model.int8.onnx"), model.config.num_labels)
+    quantize = "int8" if name == "onnx-int8" else None
+    if cache_key is not None:
+        return OnnxBackend(name, cached_onnx(model, inputs, cache_key, quantize), model.config.num_labels)
+    directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
+    return OnnxBackend(name, build_onnx(model, inputs, directory, quantize), model.config.num_labels)
 
 
-def model_input_names(model: nn.Module) -> list[str]:
-    """The tokenizer outputs the model uses: token_type_ids only where its encoder takes them."""
-    accepted = inspect.signature(model.forward).parameters
-    prefix = getattr(model, "base_model_prefix", "")
-    encoder = getattr(model, prefix, None) if prefix else None
-    if isinstance(encoder, nn.Module) and encoder is not model:  # e.g. the thesis head drops token types
-        encoder_params = inspect.signature(encoder.forward).parameters
-        accepted = {k: v for k, v in accepted.items() if k in encoder_params}
-    return [k for k in MODEL_INPUTS if k in accepted]
+def check_backend(backend: str, model_dir: str | Path | None = None) -> str:
+    """A backend name with aliases applied, checked against `model_dir`: for an exported ONNX directory
+    'auto' is its own graph's backend and nothing else runs it; for a checkpoint 'auto' stays 'auto'
+    (backend_choice resolves it by measurement)."""
+    name = ALIASES.get(backend, backend)
+    if model_dir is not None and is_exported_model(model_dir):
+        exported = export_info(model_dir).get("backend")
+        if name == "auto":
+            return exported or "onnx-fp32"
+        if name not in BACKENDS:
+            raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
+        if not name.startswith("onnx-") or (exported and name != exported):
+            own = exported or "onnx-fp32"
+            raise DistilbenchError(f"{model_dir} is an exported ONNX model: it runs only as {own} (predict and serve: "
+                                   f"--backend auto or {own}), not {name}; for another backend, use the checkpoint "
+                                   "it was exported from")
+        return name
+    if name != "auto" and name not in BACKENDS:
+        raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
+    return name
 
 
-class _LogitsOnly(nn.Module):
-    """Explicit tensor inputs in, logits out: the shape the ONNX exporters want."""
-
-    def __init__(self, model: nn.Module, input_names: list[str]):
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        return self.model(**{k: tensors[k] for k in self.input_names}).logits
+def load_exported(path: str | Path, backend: str = "auto"):
+    """An exported ONNX directory in its backend: (OnnxBackend, onnx_export.ExportedModel), the latter with
+    the tokenizer, task, label names and config (thresholds inside)."""
+    name = check_backend(backend, path)
+    exported = read_exported(path)
+    return OnnxBackend(name, exported.onnx_path, len(exported.label_names)), exported
 
 
-def export_onnx(model: nn.Module, path: Path, input_names: list[str]) -> Path:
-    """Export a CPU fp32 copy of `model` to `path`, dynamic batch and sequence axes, output 'logits'."""
-    wrapper = _LogitsOnly(copy.deepcopy(model).float().cpu(), input_names).eval()
-    # A padded dummy batch, so the traced graph keeps the attention-mask path.
-    ids = torch.ones((2, 8), dtype=torch.long)
-    mask = torch.ones_like(ids)
-    mask[1, 5:] = 0
-    dummy = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    args = tuple(dummy[k] for k in input_names)
-    start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():  # TracerWarnings and the legacy-exporter deprecation notice
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, args, str(path), dynamo=False, input_names=input_names,
-                              output_names=["logits"], opset_version=ONNX_OPSET,
-                              dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in input_names},
-                                            "logits": {0: "batch"}})
-    except ImportError as exc:
-        raise DistilbenchError(f"ONNX export needs more packages ({exc}): {ONNX_INSTALL}") from None
-    except Exception as exc:  # noqa: BLE001 - any tracing failure: try the torch.export-based exporter
-        log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
-        _export_dynamo(wrapper, args, path, input_names)
-    log.info("exported ONNX model to %s in %.1f s", path, time.perf_counter() - start)
-    return path
+@dataclass
+class LoadedModel:
+    """A fine-tuned classifier ready to predict: its backend and what is needed around it."""
+
+    backend: Backend
+    tokenizer: object
+    task: str
+    label_names: list[str]
+    config: object  # transformers config: labels, thresholds (predict.stored_thresholds), architecture
+    model: nn.Module | None = None  # the PyTorch model; None for an exported ONNX directory
 
 
-def _export_dynamo(wrapper: nn.Module, args: tuple, path: Path, input_names: list[str]) -> None:
-    """The torch.export-based exporter, with batch and sequence declared dynamic."""
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, args, str(path), dynamo=True, input_names=input_names,
-                              output_names=["logits"], opset_version=ONNX_OPSET, verbose=False,
-                              dynamic_shapes=tuple({0: batch, 1: sequence} for _ in input_names))
-    except ImportError as exc:
-        raise DistilbenchError(f"ONNX export needs more packages ({exc}): {ONNX_INSTALL}") from None
-    except Exception as exc:  # noqa: BLE001
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DistilbenchError(f"could not export {type(wrapper.model).__name__} to ONNX: {reason}") from None
+def load_model_dir(model_dir: str | Path, backend: str, *, device: str = "auto",
+                   work_dir: str | Path | None = None) -> LoadedModel:
+    """A checkpoint directory (ONNX graphs from the cache) or an exported ONNX directory in `backend` (for a
+    checkpoint, a backend by name: backend_choice.resolve_backend resolves 'auto' first)."""
+    from .cache import checkpoint_key
+    from .models import load_trained
 
-
-def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
-    """Dynamic int8 quantization of an ONNX graph's weights (activations quantized at run time)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    source = fp32_path
-    prepared = fp32_path.with_name(fp32_path.stem + ".pre.onnx")
-    try:  # ORT's recommended pre-processing; its symbolic shape inference cannot follow BERT graphs
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        source = prepared
-    except Exception as exc:  # noqa: BLE001 - quantization works without it
-        log.debug("ONNX quantization pre-processing skipped: %s", exc)
-    root = logging.getLogger()  # onnxruntime.quantization logs a line per tensor on the root logger
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
-    try:
-        quantize_dynamic(str(source), str(int8_path), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-    return int8_path
+    if is_exported_model(model_dir):
+        runtime, exported = load_exported(model_dir, backend)
+        return LoadedModel(runtime, exported.tokenizer, exported.task, exported.label_names, exported.config)
+    model, tokenizer, task, label_names = load_trained(model_dir)
+    model.to(pick_device(device))
+    runtime = load_backend(model, check_backend(backend), work_dir=work_dir, cache_key=checkpoint_key(model_dir))
+    return LoadedModel(runtime, tokenizer, task, label_names, model.config, model)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -259,11 +229,3 @@ def _quantized_engine() -> str:
             return engine
     raise DistilbenchError("backend torch-int8 needs a PyTorch build with quantized CPU kernels "
                            "(fbgemm/x86 or qnnpack); choose torch-fp32 or onnx-int8 instead")
-
-
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise DistilbenchError(f"ONNX backends need onnxruntime and onnx: {ONNX_INSTALL}") from None
-    return onnxruntime

@@ -18,7 +18,6 @@ from .console import DistilbenchError, say, warn
 from .inference import backend_logits, logits_to_probs, padded_batches
 from .machine import machine_info, native_precisions, pick_device
 from .metrics import compute_metrics, primary_metric
-from .models import count_parameters
 from .runs import write_json_atomic
 from .speed import (
     BenchModel,
@@ -77,14 +76,6 @@ def run_batches(backend, batches: list[dict]) -> float:
     return time.perf_counter() - start
 
 
-def _checkpoint_key_of(bench_model: BenchModel) -> str | None:
-    """The cache key of a model loaded from a checkpoint directory (None for random or hub models)."""
-    from .cache import checkpoint_key
-
-    source = Path(bench_model.source) if bench_model.source else None
-    return checkpoint_key(source) if source is not None and (source / "config.json").is_file() else None
-
-
 def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str | None = None,
               texts: list[str] | None = None, text_column: str = "text",
               label_column: str | None = None, label_columns: list[str] | None = None, batch_size: int = 64,
@@ -124,7 +115,8 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
     if per_model_backends is not None and len(models) != len(specs):
         raise DistilbenchError("per_model_backends needs checkpoint directories, one model each")
     for bench_model in models:
-        bench_model.model.to(target)
+        if bench_model.model is not None:  # None: an exported ONNX directory (CPU)
+            bench_model.model.to(target)
     slow = [b for b in backends if PEAK_DTYPE.get(b) == "bf16" and "bf16" not in native_precisions(target)]
     if slow and show:
         warn(f"this {target.type.upper()} has no native bf16: {', '.join(slow)} run emulated kernels, far slower "
@@ -142,16 +134,14 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
         if not model_texts:
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
         sample = [model_texts[i % len(model_texts)] for i in range(samples)]
-        batches = [batch for _, batch in padded_batches(bench_model.tokenizer, sample, batch_size, max_length,
-                                                        model_input_names(bench_model.model))]
+        names = model_input_names(bench_model.model) if bench_model.model is not None else None
+        batches = [batch for _, batch in padded_batches(bench_model.tokenizer, sample, batch_size, max_length, names)]
         tokens = int(sum(batch["attention_mask"].sum() for batch in batches))
-        params = count_parameters(bench_model.model)
-        key = _checkpoint_key_of(bench_model)
+        params = bench_model.parameter_counts()
         for name in ([per_model_backends[index]] if per_model_backends is not None else backends):
             if show:
                 say(f"preparing {bench_model.name} / {name}")
-            backend = load_backend(bench_model.model, name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}",
-                                   cache_key=key)
+            backend = bench_model.load_backend(name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
             pairs.append({"model": bench_model, "backend_name": name, "backend": backend, "batches": batches,
                           "tokens": tokens, "texts": model_texts, "labels": labels, "params": params, "rounds": [],
                           "latency": []})
@@ -186,7 +176,7 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
         bench_model, name = pair["model"], pair["backend_name"]
         n = sum(len(b["input_ids"]) for b in pair["batches"])
         rates = [n / seconds for seconds in pair["rounds"]]
-        flops = flops_per_sample(bench_model.model.config, pair["tokens"] / n, pair["backend"].first_token_only)
+        flops = flops_per_sample(bench_model.config, pair["tokens"] / n, pair["backend"].first_token_only)
         peak_kind = PEAK_DTYPE.get(name)
         # each round's rate against the peak measured in that round
         mfus = [flops * rate / peak for rate, peak in zip(rates, peak_rounds[peak_kind])] if peak_kind else None
@@ -203,14 +193,15 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
             "mfu_peak": peak_kind,
         }
         if metric and pair["labels"] is not None and bench_model.task:
-            if bench_model.name not in fp32_reference:
-                fp32_reference[bench_model.name] = _test_predictions(
-                    load_backend(bench_model.model, "torch-fp32"), bench_model, pair, batch_size, max_length)
             predicted, value = _test_predictions(pair["backend"], bench_model, pair, batch_size, max_length)
-            reference, reference_value = fp32_reference[bench_model.name]
-            same = predicted == reference if predicted.ndim == 1 else (predicted == reference).all(axis=1)
-            row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"]),
-                           "agreement_with_fp32": float(same.mean()), "delta_vs_fp32": value - reference_value}
+            row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"])}
+            if bench_model.model is not None:  # an exported model has no PyTorch reference here
+                if bench_model.name not in fp32_reference:
+                    fp32_reference[bench_model.name] = _test_predictions(
+                        load_backend(bench_model.model, "torch-fp32"), bench_model, pair, batch_size, max_length)
+                reference, reference_value = fp32_reference[bench_model.name]
+                same = predicted == reference if predicted.ndim == 1 else (predicted == reference).all(axis=1)
+                row["test"].update(agreement_with_fp32=float(same.mean()), delta_vs_fp32=value - reference_value)
         results.append(row)
     auto = _auto_choices(models, pairs, results, target, batch_size, max_length, choice_settings, show) \
         if choose else {}
@@ -257,7 +248,7 @@ def _auto_choices(models: list[BenchModel], pairs: list[dict], results: list[dic
     settings = settings or ChoiceSettings()
     choices = {}
     for bench_model in models:
-        if not bench_model.task or _checkpoint_key_of(bench_model) is None:
+        if not bench_model.task or bench_model.cache_key is None:
             continue  # random or hub weights: nothing to guard the choice with
         texts = next(p["texts"] for p in pairs if p["model"] is bench_model)
         name, record = resolve_backend(bench_model.source, "auto", device=device, batch_size=batch_size,
@@ -310,7 +301,8 @@ def bench_table(results: list[dict]) -> pd.DataFrame:
             if r["mfu"] is not None else "",
             "peak_rss_mb": round(r["peak_rss_mb"]) if r.get("peak_rss_mb") else None,
             "test_metric": round(next(iter(r["test"].values())), 4) if r.get("test") else None,
-            "agree_fp32": round(r["test"]["agreement_with_fp32"], 4) if r.get("test") else None,
+            "agree_fp32": round(r["test"]["agreement_with_fp32"], 4) if "agreement_with_fp32" in r.get("test", {})
+            else None,
             "auto": "*" if r.get("auto") else "",
         })
     return pd.DataFrame(rows)

@@ -1,4 +1,8 @@
-"""The user's cache directory: artifacts worth keeping between runs (exported ONNX graphs, backend choices)."""
+"""Where distilbench keeps what it builds once and reuses (ONNX graphs), and the key of a checkpoint's state.
+
+The cache lives in `$DISTILBENCH_CACHE`, else `$XDG_CACHE_HOME/distilbench`, else `~/.cache/distilbench`.
+Everything in it can be rebuilt, so deleting it (or a part of it) is always safe.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,42 @@ import hashlib
 import os
 from pathlib import Path
 
-CACHE_ENV = "DISTILBENCH_CACHE"
+from .console import DistilbenchError
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 
 def cache_dir() -> Path:
-    """DISTILBENCH_CACHE, else $XDG_CACHE_HOME/distilbench, else ~/.cache/distilbench; created on demand."""
-    if os.environ.get(CACHE_ENV):
-        path = Path(os.environ[CACHE_ENV])
+    """The distilbench cache directory, created on demand."""
+    root = os.environ.get("DISTILBENCH_CACHE")
+    if root:
+        path = Path(root).expanduser()
+    elif os.environ.get("XDG_CACHE_HOME"):
+        path = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "distilbench"
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        path = Path(base) / "distilbench"
-    path.mkdir(parents=True, exist_ok=True)
+        path = Path.home() / ".cache" / "distilbench"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DistilbenchError(f"cannot create the cache directory {path}: {exc.strerror or exc}; "
+                               "set DISTILBENCH_CACHE to a writable directory") from None
     return path
 
 
 def checkpoint_key(directory: str | Path) -> str:
-    """A short hash that changes when a checkpoint does: config.json's content and each weight file's name,
-    size and modification time (fast: the weights are not read)."""
-    directory = Path(directory).resolve()
-    digest = hashlib.sha256(str(directory).encode())
+    """A short hash of a checkpoint's state: config.json's content and each weight file's name, size and
+    modification time (the weights themselves are not read, so this is fast for any model size).
+
+    Saving the checkpoint again (new weights, a changed config, thresholds stored) changes the key.
+    """
+    directory = Path(directory)
     config = directory / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-    for path in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")):
-        stat = path.stat()
-        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    try:
+        digest = hashlib.sha256(config.read_bytes())
+    except OSError:
+        raise DistilbenchError(f"{directory} is not a saved model directory (no readable config.json)") from None
+    for path in sorted(directory.iterdir()):
+        if path.suffix in WEIGHT_SUFFIXES and path.is_file():
+            stat = path.stat()
+            digest.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]

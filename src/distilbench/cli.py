@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "record per text with its input row, the predicted label(s) and every probability. With "
                     "--output, finished chunks are kept in OUTPUT.parts/ until the output is complete, so an "
                     "interrupted run continues with --resume.")
-    predict.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
+    predict.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best, or "
+                                                        "an exported ONNX directory (distilbench export)")
     predict.add_argument("--input", default="-", help="- (stdin, one text per line), .txt, .csv, .tsv, .jsonl "
                                                       "or .parquet (default: -)")
     predict.add_argument("--output", help="file to write: .jsonl (JSON lines) or .parquet (default: JSON lines "
@@ -207,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "GET /health, GET /metadata, OpenAPI schema at /openapi.json (docs at /docs). Concurrent "
                     "requests are gathered into one forward pass of up to --max-batch-size texts, waiting at "
                     "most --max-wait-ms for company.")
-    serve.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
+    serve.add_argument("--model", required=True, help="checkpoint directory, e.g. RUN_DIR/models/<m>/best, or an "
+                                                      "exported ONNX directory (distilbench export)")
     serve.add_argument("--backend", default="auto", help=f"auto (the fastest that agrees with torch-fp32, "
                                                          f"measured once per model and machine), {BACKENDS_HELP}")
     _add_choice_flags(serve)
@@ -231,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="torch threads for the forward passes (default: one per "
                                                    "core); fewer leaves cores to the HTTP work and other processes")
 
+    export = verbs.add_parser(
+        "export", help="export a fine-tuned checkpoint as an ONNX directory (runs without PyTorch)",
+        description="Write DIR with model.onnx (output `logits`; optionally int8, optionally with ONNX Runtime's "
+                    "transformer fusions), config.json (labels, problem type, tuned thresholds), the tokenizer files "
+                    "and export.json. It runs in plain ONNX Runtime, in optimum's ORTModelForSequenceClassification, "
+                    "and as MODEL of predict, serve and bench. The graph is checked against PyTorch on sample "
+                    "texts (max |logit diff|, argmax agreement; stored in export.json); beyond the tolerance the "
+                    "export fails and DIR is not written.")
+    export.add_argument("model", metavar="MODEL", help="checkpoint directory, e.g. RUN_DIR/models/<m>/best")
+    export.add_argument("--format", default="onnx", help="output format: onnx (the only one so far)")
+    export.add_argument("--quantize", help="int8: dynamic int8 quantization of the weights (default: fp32)")
+    export.add_argument("--fuse", action="store_true",
+                        help="apply ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization, BiasGelu "
+                             "fusions; BERT/DistilBERT/RoBERTa types): as accurate, measured slower on the "
+                             "development CPU; try it on yours with bench")
+    export.add_argument("--out", required=True, metavar="DIR", help="directory to create (must not exist)")
+    export.add_argument("--tolerance", type=float,
+                        help="max |logit difference| to PyTorch on the sample texts (default 1e-3; int8: 0.1 "
+                             "times the largest |logit|, at least 0.1)")
+
     report = verbs.add_parser("report", help="write plots, report.html and report.md for a run directory",
                               description="Plots (PNG) and a self-contained HTML report plus Markdown for a "
                                           "finished run; compare writes them itself at the end.")
@@ -240,8 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure size, latency, throughput, memory and MFU per model and backend",
         description="Measure models under one protocol: warm-up, alternating rounds, median (min-max).")
     bench.add_argument("models", nargs="+", metavar="MODEL",
-                       help="run directory (its best checkpoints), checkpoint directory, alias, hub name, or "
-                            "arch:bert-base-uncased / arch:distilbert-base-uncased (random weights, speed only)")
+                       help="run directory (its best checkpoints), checkpoint directory, exported ONNX directory "
+                            "(its onnx-* backend only), alias, hub name, or arch:bert-base-uncased / "
+                            "arch:distilbert-base-uncased (random weights, speed only)")
     bench.add_argument("--backends", type=comma_list,
                        help=f"comma-separated: {BACKENDS_HELP} (default: the candidates of --backend auto on this "
                             f"machine; bf16 only where it is native)")
@@ -375,6 +398,11 @@ def run(argv: list[str] | None = None) -> int:
                   batch_size=args.batch_size, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
                   latency_samples=args.latency_samples, max_length=args.max_length, memory=not args.no_memory,
                   metric=not args.no_metric, device=args.device, out=args.out, progress=progress)
+    elif args.verb == "export":
+        from .onnx_export import export_model
+
+        export_model(args.model, args.out, fmt=args.format, quantize=args.quantize, fuse=args.fuse,
+                     tolerance=args.tolerance)
     elif args.verb == "evaluate":
         config = ExperimentConfig(**_overrides(args)).validate()
         if not config.data:

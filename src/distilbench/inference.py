@@ -3,6 +3,7 @@ and turning logits into probabilities and losses."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -134,3 +135,14 @@ def loss_from_logits(task: str, logits: np.ndarray, labels: np.ndarray) -> float
         return float(torch.nn.functional.cross_entropy(logits_t, torch.tensor(labels).long()))
     targets = torch.tensor(labels, dtype=torch.float32)
     return float(torch.nn.functional.binary_cross_entropy_with_logits(logits_t, targets))
+
+
+def model_input_names(model: torch.nn.Module) -> list[str]:
+    """The tokenizer outputs the model uses: token_type_ids only where its encoder takes them."""
+    accepted = inspect.signature(model.forward).parameters
+    prefix = getattr(model, "base_model_prefix", "")
+    encoder = getattr(model, prefix, None) if prefix else None
+    if isinstance(encoder, torch.nn.Module) and encoder is not model:  # e.g. the thesis head drops token types
+        encoder_params = inspect.signature(encoder.forward).parameters
+        accepted = {k: v for k, v in accepted.items() if k in encoder_params}
+    return [k for k in MODEL_INPUTS if k in accepted]

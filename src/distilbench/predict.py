@@ -120,15 +120,13 @@ class ChunkPredictor:
 
     def __init__(self, model_dir: str, backend: str, device: str, batch_size: int, max_length: int | None,
                  work_dir: str):
-        from .backends import load_backend
-        from .machine import pick_device
-        from .models import load_trained
+        from .backends import load_model_dir
 
-        model, self.tokenizer, self.task, self.label_names = load_trained(model_dir)
-        model.to(pick_device(device))
-        self.config = model.config
-        self.runtime = load_backend(model, backend, work_dir=work_dir)
-        self.thresholds = stored_thresholds(model.config, self.label_names)
+        loaded = load_model_dir(model_dir, backend, device=device, work_dir=work_dir)  # checkpoint or ONNX export
+        self.runtime, self.tokenizer, self.task, self.label_names = (loaded.backend, loaded.tokenizer, loaded.task,
+                                                                     loaded.label_names)
+        self.config = loaded.config
+        self.thresholds = stored_thresholds(self.config, self.label_names)
         self.batch_size = batch_size
         self.max_length = max_length
         self.schema = records_schema(self.task, self.label_names)
@@ -381,7 +379,7 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     from tqdm.auto import tqdm
 
     from .backend_choice import resolve_backend
-    from .backends import ALIASES, BACKENDS
+    from .backends import check_backend
     from .models import read_task_labels
 
     if chunk_rows < 1:
@@ -396,16 +394,12 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     chunks_in = iter_text_chunks(source, text_column, chunk_rows)
     first = next(chunks_in, None)  # the first chunk is read (its columns checked) before an output is started
     chunks_in = enumerate(itertools.chain([first] if first is not None else [], chunks_in))
-    if backend == "auto" and not first:  # nothing to predict: nothing to choose for
-        name = "torch-fp32"
-    elif backend == "auto":  # the cached choice, else a calibration on the run's validation split or this input
-        name, _ = resolve_backend(model_dir, "auto", device=devices[0], batch_size=batch_size,
-                                  max_length=max_length, held_texts=lambda: first or [], settings=choice,
-                                  show=progress)
-    else:
-        name = ALIASES.get(backend, backend)
-    if name not in BACKENDS:
-        raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
+    backend = check_backend(backend, model_dir)  # an exported ONNX directory: its own graph's backend
+    if backend == "auto" and not first:  # nothing to predict: nothing to choose a backend for
+        backend = "torch-fp32"
+    # auto: the cached choice, else a calibration on the run's validation split or on this input
+    name, _ = resolve_backend(model_dir, backend, device=devices[0], batch_size=batch_size, max_length=max_length,
+                              held_texts=lambda: first or [], settings=choice, show=progress)
     parts = lock = None
     if out_path is not None:
         manifest = None if source == "-" else run_manifest(

@@ -108,6 +108,29 @@ class BenchModel:
     label_names: list[str] | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    cache_key: str | None = None  # the checkpoint's key (cache.checkpoint_key): ONNX graphs built once, cached
+    exported: object | None = None  # an exported ONNX directory (onnx_export.ExportedModel); model is None then
+
+    @property
+    def config(self):
+        return self.exported.config if self.exported is not None else self.model.config
+
+    def parameter_counts(self) -> dict:
+        """models.count_parameters of the model (of an exported one: as recorded at export)."""
+        from .models import count_parameters
+
+        if self.exported is not None:
+            return self.exported.info.get("params") or {"total": 0}
+        return count_parameters(self.model)
+
+    def load_backend(self, name: str, work_dir: str | Path | None = None):
+        """The model in backend `name` (an exported model: its own ONNX graph, and no other backend)."""
+        from .backends import OnnxBackend, check_backend, load_backend
+
+        if self.exported is not None:
+            name = check_backend(name, self.exported.path)
+            return OnnxBackend(name, self.exported.onnx_path, len(self.exported.label_names))
+        return load_backend(self.model, name, work_dir=work_dir, cache_key=self.cache_key)
 
 
 def build_architecture(name: str, num_labels: int = 2):
@@ -138,17 +161,23 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
     """Run directories (each best checkpoint), checkpoint directories, arch:NAME, aliases and hub names."""
     from transformers import AutoModelForSequenceClassification
 
+    from .cache import checkpoint_key
     from .models import (
         _from_pretrained,
         load_tokenizer,
         load_trained,
         packaged_minilm_path,
     )
+    from .onnx_export import is_exported_model, read_exported
 
     found: list[BenchModel] = []
     for spec in specs:
         path = Path(spec)
-        if spec.startswith("arch:"):
+        if is_exported_model(path):
+            exported = read_exported(path)
+            found.append(BenchModel(spec, None, exported.tokenizer, dir_size_mb(path, "model.onnx"), exported.task,
+                                    exported.label_names, source=spec, exported=exported))
+        elif spec.startswith("arch:"):
             model = build_architecture(spec[len("arch:"):])
             tokenizer = load_tokenizer(packaged_minilm_path())  # the same uncased BERT vocabulary
             with tempfile.TemporaryDirectory() as tmp:
@@ -162,14 +191,15 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
             for best in bests:
                 model, tokenizer, task, labels = load_trained(best)
                 found.append(BenchModel(best.parent.name, model, tokenizer, dir_size_mb(best), task, labels,
-                                        source=str(best), extra={"run": str(path)}))
+                                        source=str(best), extra={"run": str(path)}, cache_key=checkpoint_key(best)))
         elif path.is_dir() and (path / "config.json").is_file():
             try:
                 model, tokenizer, task, labels = load_trained(path)
             except DistilbenchError:
                 model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
                 tokenizer, task, labels = load_tokenizer(spec), None, None
-            found.append(BenchModel(spec, model, tokenizer, dir_size_mb(path), task, labels, source=spec))
+            found.append(BenchModel(spec, model, tokenizer, dir_size_mb(path), task, labels, source=spec,
+                                    cache_key=checkpoint_key(path)))
         else:
             from .models import resolve_model_path
 
@@ -178,7 +208,8 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
             local = resolve_model_path(spec)
             size = dir_size_mb(local) if os.path.isdir(local) else sum(
                 p.numel() * p.element_size() for p in model.parameters()) / 1e6
-            found.append(BenchModel(spec, model.eval(), tokenizer, size, source=local))
+            found.append(BenchModel(spec, model.eval(), tokenizer, size, source=local,
+                                    cache_key=checkpoint_key(local) if os.path.isdir(local) else None))
     return found
 
 
@@ -208,13 +239,14 @@ def peak_rss_of(spec: str, backend: str, texts_file: str, batch_size: int, max_l
 def _memory_probe(argv: list[str]) -> None:
     """Child process of peak_rss_of: load, build the backend, predict the texts once, print peak memory."""
     spec, backend_name, texts_file, batch_size, max_length, device = argv
-    from .backends import load_backend
     from .inference import backend_logits
 
     bench_model = resolve_bench_models([spec])[0]
     texts = json.loads(Path(texts_file).read_text())
+    if bench_model.model is not None:
+        bench_model.model.to(device)
     with tempfile.TemporaryDirectory() as tmp:
-        backend = load_backend(bench_model.model.to(device), backend_name, work_dir=tmp)
+        backend = bench_model.load_backend(backend_name, work_dir=tmp)
         backend_logits(backend, bench_model.tokenizer, texts, batch_size=int(batch_size),
                        max_length=int(max_length) or None)
     peaks = {"peak_rss_mb": own_peak_rss_mb()}
