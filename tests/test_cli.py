@@ -21,10 +21,11 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
-VERBS = ["compare", "train", "distill", "distill-general", "evaluate", "predict", "serve", "report", "bench"]
+VERBS = ["compare", "train", "distill", "distill-general", "evaluate", "predict", "serve", "report", "bench",
+         "export"]
 
 
-def test_the_verbs_are_the_documented_nine():
+def test_the_verbs_are_the_documented_ten():
     from distilbench.cli import build_parser
 
     parser = build_parser()
