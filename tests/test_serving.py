@@ -2,8 +2,13 @@
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -271,3 +276,112 @@ def test_a_full_queue_answers_503_with_retry_after(multiclass_dir):
         assert httpx.post(f"{server.url}/predict", json={"texts": ["three"]}).status_code == 200
         stats = httpx.get(f"{server.url}/metadata").json()["stats"]
         assert stats["refused_busy"] == 1 and stats["pending"] == 0
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in kB (VmRSS: now; VmHWM: the peak since start or the last reset)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@pytest.fixture()
+def served_process(multiclass_dir):
+    """`distilbench serve` in its own process (so its memory is its own) on a free loopback port."""
+    process = subprocess.Popen([sys.executable, "-m", "distilbench.cli", "serve", "--model", str(multiclass_dir),
+                                "--port", "0", "--backend", "torch-fp32", "--threads", "1", "--max-body-mb", "4"],
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()  # "serving ... at http://127.0.0.1:PORT (loaded in ...)"
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        assert match, f"the server did not start: {line}{process.stdout.read() if process.poll() is not None else ''}"
+        yield process, match.group(1)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's memory from /proc")
+def test_concurrent_large_bodies_stay_within_the_in_flight_budget(served_process):
+    """16 clients send a 4 MB body each at once to a server with --max-body-mb 4: bodies in flight are
+    bounded (by default twice --max-body-mb), so the others get a 503 with Retry-After before their body
+    is read, and the server's peak memory grows by a few bodies, not by 16 (64 MB of bodies, several
+    times that parsed and queued)."""
+    process, url = served_process
+    clients, body_mb = 16, 4
+    meta = httpx.get(f"{url}/metadata").json()
+    assert meta["limits"]["max_body_mb"] == body_mb and meta["limits"]["max_inflight_mb"] == 2 * body_mb
+    assert httpx.post(f"{url}/predict", json={"texts": ["warm"]}).status_code == 200
+    text = "x" * (body_mb * 1_000_000 // 256 - 8)  # 256 texts, just under 4 MB together
+    body = json.dumps({"texts": [text] * 256}).encode()
+    assert body_mb * 1e6 - 10_000 < len(body) <= body_mb * 1e6
+    try:  # the peak from here on (Linux >= 4.0); without it, the start-up peak is the floor
+        Path(f"/proc/{process.pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+    before = _memory_kb(process.pid, "VmRSS")
+    start = threading.Barrier(clients)
+
+    def send(_) -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            start.wait()
+            return client.post("/predict", content=body, headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(send, range(clients)))
+    growth_mb = (_memory_kb(process.pid, "VmHWM") - before) / 1024
+    statuses = sorted(answer.status_code for answer in answers)
+    # 2 bodies in flight: their bytes, the parsed texts and the answers (about 25 MB here); 16 at once would
+    # be several times that (about 165 MB without the budget)
+    assert growth_mb < 12 * body_mb, f"peak memory grew by {growth_mb:.0f} MB; statuses {statuses}"
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 1, statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.headers["retry-after"] == "1" and "--max-inflight-mb" in answer.json()["detail"]
+        else:
+            assert len(answer.json()["predictions"]) == 256
+    stats = httpx.get(f"{url}/metadata").json()["stats"]
+    assert stats["refused_inflight"] == statuses.count(503) and stats["body_bytes_in_flight"] == 0
+    assert httpx.post(f"{url}/predict", json={"texts": ["still serving"]}).status_code == 200
+
+
+def test_bodies_in_flight_are_counted_across_requests_declared_or_chunked(multiclass_dir):
+    """While one chunked body of 900 bytes is held (budget 1,500 bytes), a declared 900-byte body is refused
+    before it is read and a second chunked one when it passes the budget; once the first is answered, the
+    budget is free again."""
+    limits = ServeLimits(max_body_mb=0.001, max_inflight_mb=0.0015)
+    with pytest.raises(Exception, match="--max-inflight-mb"):
+        ServeLimits(max_body_mb=2, max_inflight_mb=1).validate()
+    with ServerThread(create_app(multiclass_dir, backend="torch-fp32", limits=limits)) as server:
+        release = threading.Event()
+        text = "w" * 880
+
+        def held():
+            yield b'{"texts": ["' + text.encode()
+            release.wait(30)
+            yield b'"]}'
+
+        def chunked():
+            yield b'{"texts": ["' + text.encode()
+            yield b'"]}'
+
+        headers = {"content-type": "application/json"}
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"{server.url}/predict", content=held(), headers=headers, timeout=60)
+            for _ in range(400):  # until the first body's bytes are counted
+                if httpx.get(f"{server.url}/metadata").json()["stats"]["body_bytes_in_flight"] > 0:
+                    break
+                threading.Event().wait(0.005)
+            declared = httpx.post(f"{server.url}/predict", json={"texts": [text]})
+            assert declared.status_code == 503 and declared.headers["retry-after"] == "1"
+            assert "--max-inflight-mb" in declared.json()["detail"]
+            streamed = httpx.post(f"{server.url}/predict", content=chunked(), headers=headers)
+            assert streamed.status_code == 503 and "--max-inflight-mb" in streamed.json()["detail"]
+            release.set()
+            assert first.result().status_code == 200
+        assert httpx.post(f"{server.url}/predict", json={"texts": [text]}).status_code == 200
+        meta = httpx.get(f"{server.url}/metadata").json()
+        assert meta["limits"]["max_inflight_mb"] == 0.0015
+        assert meta["stats"]["refused_inflight"] == 2 and meta["stats"]["body_bytes_in_flight"] == 0
