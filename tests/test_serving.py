@@ -179,11 +179,27 @@ def test_bad_input_gets_a_clear_4xx(multiclass, body, status):
         assert "texts[0] has 1001 characters" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("raw", [b'{"texts": ["a"', b"", b"null", b"\xff\xfe", b'{"\\ud800": 1}',
-                                 b'{"texts": ["a"], "x": "\\udc00"}'])
+@pytest.mark.parametrize("raw", [b'{"texts": ["a"', b"", b"null", b'{"\\ud800": 1}',
+                                 b'{"texts": ["a"], "x": "\\udc00"}', b'{"texts": ["a"]} trailing', b"\xef\xbb\xbf["])
 def test_malformed_json_is_422(multiclass, raw):
     response = httpx.post(f"{multiclass.url}/predict", content=raw, headers={"content-type": "application/json"})
-    assert response.status_code in (400, 422), response.text
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b"\xff\xfe", "byte 0xff at offset 0"),
+    ('{"texts": ["caf\u00e9"]}'.encode("latin-1"), "byte 0xe9 at offset 15"),
+    ('{"texts": ["a"]}'.encode("utf-16"), "byte 0xff at offset 0"),  # valid JSON in UTF-16 (FastAPI takes it)
+    (b'{"texts": ["\xed\xa0\x80"]}', "byte 0xed at offset 12"),  # an encoded surrogate: not UTF-8 either
+    # UTF-16/32 of ASCII without a BOM: valid UTF-8 bytes (with NULs) that FastAPI would decode as UTF-16/32
+    ('{"texts": ["a"]}'.encode("utf-16-le"), "it looks like UTF-16-LE"),
+    ('{"texts": ["a"]}'.encode("utf-32-be"), "it looks like UTF-32-BE"),
+])
+def test_a_body_that_is_not_utf8_gets_a_400_that_says_so(multiclass, raw, why):
+    response = httpx.post(f"{multiclass.url}/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": f"request body is not UTF-8 ({why}); send JSON encoded as UTF-8"}
 
 
 def test_schemathesis_finds_no_server_error(multiclass):

@@ -229,6 +229,7 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
 
     from fastapi import FastAPI, HTTPException, Response
     from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
     from pydantic import BaseModel, ConfigDict, Field
 
     from . import __version__
@@ -283,6 +284,30 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
                        max_inflight_bytes=int(limits.inflight_mb * 1e6), stats=body_stats)
     app.state.batcher = batcher
     app.state.limits = limits
+
+    class Utf8Route(APIRoute):
+        """JSON is UTF-8 (RFC 8259): any other body gets a 400 that says so, before FastAPI parses it (its
+        parser would take UTF-16 and UTF-32 too, and answer other bytes with a vague 400)."""
+
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def utf8_only(request):
+                body = await request.body()  # kept on the request: FastAPI reads it from there
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise HTTPException(400, f"request body is not UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+                                             f"{exc.start}); send JSON encoded as UTF-8") from None
+                encoding = json.detect_encoding(body)  # UTF-16/32 of ASCII text can be valid UTF-8 bytes
+                if encoding not in ("utf-8", "utf-8-sig"):
+                    raise HTTPException(400, f"request body is not UTF-8 (it looks like {encoding.upper()}); "
+                                             "send JSON encoded as UTF-8")
+                return await handler(request)
+
+            return utf8_only
+
+    app.router.route_class = Utf8Route
 
     @app.post("/predict", response_model=PredictResponse, summary="Predict the label(s) of texts",
               responses={400: {"description": "the body cannot be read as text (not UTF-8)"},
