@@ -401,3 +401,53 @@ def test_bodies_in_flight_are_counted_across_requests_declared_or_chunked(multic
         meta = httpx.get(f"{server.url}/metadata").json()
         assert meta["limits"]["max_inflight_mb"] == 0.0015
         assert meta["stats"]["refused_inflight"] == 2 and meta["stats"]["body_bytes_in_flight"] == 0
+
+
+def _raw_json():
+    """JSON text (not Python objects: numbers too large for Python's int or float, NaN, deep nesting and
+    lone surrogates survive only as text), some of it a well-formed request, some of it junk."""
+    from hypothesis import strategies as st
+
+    odd_text = st.text(st.characters(codec=None, categories=None), max_size=40)  # surrogates and controls too
+    # escaped (a lone surrogate as \\udXXX: valid JSON) or raw (a lone surrogate: bytes that are not UTF-8)
+    string = st.tuples(odd_text, st.booleans()).map(lambda t: json.dumps(t[0], ensure_ascii=t[1]))
+    numbers = st.one_of(
+        st.integers().map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.sampled_from(["1e999999", "-1e-999999", "NaN", "Infinity", "-Infinity", "-0", "1" * 5000,
+                         "-" + "9" * 4301, "0." + "1" * 5000, "1E+400", "12345678901234567890123"]))
+    scalars = st.one_of(numbers, string, st.sampled_from(["true", "false", "null"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+        st.dictionaries(string, inner, max_size=3).map(
+            lambda d: "{" + ",".join(f"{k}:{v}" for k, v in d.items()) + "}")), max_leaves=12)
+    junk = st.one_of(values, values, values, st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n))
+    texts = st.lists(string, min_size=1, max_size=8).map(lambda items: "[" + ",".join(items) + "]")
+    body = st.one_of(
+        texts.map(lambda t: '{"texts":' + t + "}"),  # well-formed: odd unicode in the texts
+        junk.map(lambda v: '{"texts":' + v + "}"),  # wrong types, huge numbers, nesting
+        st.tuples(texts, string, values).map(lambda t: '{"texts":' + t[0] + "," + t[1] + ":" + t[2] + "}"),
+        junk, st.text(max_size=30))  # anything at all
+    return body.map(lambda text: text.encode("utf-8", "surrogatepass"))
+
+
+def test_fuzzed_json_bodies_never_get_a_server_error(multiclass):
+    """Odd unicode, numbers beyond float and int, NaN, 100,000-deep nesting, wrong types and junk: every
+    answer is a 200 with predictions, or a 4xx/503 with a JSON error that says what is wrong."""
+    from hypothesis import HealthCheck, given, settings
+
+    with httpx.Client(base_url=multiclass.url, timeout=60) as client:
+
+        @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(raw=_raw_json())
+        def answered_cleanly(raw: bytes):
+            response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+            status = response.status_code
+            assert status == 200 or 400 <= status < 500 or status == 503, (status, ascii(response.text[:300]))
+            answer = response.json()
+            if status == 200:
+                assert len(answer["predictions"]) == len(json.loads(raw)["texts"])
+            else:
+                assert answer["detail"], ascii(response.text[:300])
+
+        answered_cleanly()
+    assert httpx.get(f"{multiclass.url}/health").json() == {"status": "ok"}
