@@ -1,13 +1,13 @@
 """End to end: `compare` on small slices of the shared real data, with tiny random models."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from transformers import pipeline
 
-from conftest import shared_file
 from distilbench.compare import compare, evaluate
 from distilbench.config import ExperimentConfig
 from distilbench.runs import model_slug
@@ -23,10 +23,10 @@ def small_config(tmp_path, models, **overrides) -> ExperimentConfig:
 
 
 @pytest.fixture(scope="module")
-def multiclass_run(tmp_path_factory, tiny_bert_dir):
+def multiclass_run(tmp_path_factory, tiny_bert_dir, shared_data):
     tmp = tmp_path_factory.mktemp("mc")
     config = small_config(tmp, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass",
-                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=400)
+                          data=str(shared_data("news-headlines.csv")), label_column="category", max_samples=400)
     rows = compare(config, progress=False)
     return config, rows, tmp / "run"
 
@@ -111,10 +111,10 @@ def test_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path):
     assert stats["samples"] == 80
 
 
-def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir):
+def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir, shared_data):
     labels = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
     config = small_config(tmp_path, [f"student:{tiny_bert_dir}"], task="multilabel", epochs=1,
-                          data=str(shared_file("toxic-comments.csv")), label_columns=labels, max_samples=300)
+                          data=str(shared_data("toxic-comments.csv")), label_columns=labels, max_samples=300)
     rows = compare(config, progress=False)
     run = tmp_path / "run"
     test = rows[0]["test"]
@@ -152,7 +152,7 @@ def test_other_backends_are_checked_against_fp32(multiclass_run, tmp_path, backe
     assert check["accuracy_delta"] == pytest.approx(stats["accuracy"] - check["accuracy_fp32"])
 
 
-def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir, monkeypatch):
+def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir, monkeypatch, shared_data):
     """compare fine-tunes the teacher, caches its outputs on the training texts once, distils the student."""
     import distilbench.distillation as distillation
 
@@ -160,7 +160,7 @@ def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir,
     original = distillation.distillation_loss
     monkeypatch.setattr(distillation, "distillation_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
     config = small_config(tmp_path, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass",
-                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=200)
+                          data=str(shared_data("news-headlines.csv")), label_column="category", max_samples=200)
     rows = compare(config, progress=False)
     assert "fine-tuned on labels" == rows[0]["method"]
     assert "distilled from the fine-tuned" in rows[1]["method"]
@@ -170,10 +170,27 @@ def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir,
     assert len(calls) == 2 * steps_per_epoch  # the distillation loss on every training step, teacher not re-run
 
 
-def test_no_distill_trains_the_student_on_labels(tmp_path, tiny_bert_dir):
+def test_no_distill_trains_the_student_on_labels(tmp_path, tiny_bert_dir, shared_data):
     config = small_config(tmp_path, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass", epochs=1,
-                          data=str(shared_file("news-headlines.csv")), label_column="category", max_samples=200,
+                          data=str(shared_data("news-headlines.csv")), label_column="category", max_samples=200,
                           distill=False)
     rows = compare(config, progress=False)
     assert rows[1]["method"].endswith("fine-tuned on labels")
     assert not (tmp_path / "run" / "cache").exists()
+
+
+def test_missing_shared_data_is_a_listed_skip_locally_and_a_failure_on_ci(monkeypatch, tmp_path, pytestconfig):
+    """The one place that finds the shared data sets: a missing one skips its tests with the reason (-rs lists
+    every skip), and under CI=true fails them, so a CI run cannot pass with the end-to-end tests left out."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "SHARED_DATA", tmp_path / "nowhere")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="shared data not found at .*nowhere/news-headlines.csv"):
+        conftest.shared_file("news-headlines.csv")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as outcome:  # a skip must not escape
+        conftest.shared_file("news-headlines.csv")
+    assert outcome.type is pytest.fail.Exception, f"skipped on CI: {outcome.value}"
+    assert re.match(r"shared data not found at .*news-headlines.csv \(CI=true: ", str(outcome.value))
+    assert "s" in pytestconfig.option.reportchars  # pyproject's addopts: skipped tests are listed, with reasons

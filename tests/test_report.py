@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
 from distilbench.console import DistilbenchError
@@ -39,16 +38,16 @@ def tiny_run(tmp_path_factory, tiny_bert_dir, name: str, **settings) -> Path:
 
 
 @pytest.fixture(scope="module")
-def multiclass_run(tmp_path_factory, tiny_bert_dir) -> Path:
+def multiclass_run(tmp_path_factory, tiny_bert_dir, shared_data) -> Path:
     return tiny_run(tmp_path_factory, tiny_bert_dir, "report-mc", task="multiclass", max_samples=200,
-                    data=str(shared_file("news-headlines.csv")), label_column="category")
+                    data=str(shared_data("news-headlines.csv")), label_column="category")
 
 
 @pytest.fixture(scope="module")
-def multilabel_run(tmp_path_factory, tiny_bert_dir) -> Path:
+def multilabel_run(tmp_path_factory, tiny_bert_dir, shared_data) -> Path:
     """A multilabel run with a bench.json, as `distilbench bench RUN --out RUN/bench.json` leaves it."""
     run = tiny_run(tmp_path_factory, tiny_bert_dir, "report-ml", task="multilabel", max_samples=300,
-                   data=str(shared_file("toxic-comments.csv")), label_columns=TOXIC_LABELS)
+                   data=str(shared_data("toxic-comments.csv")), label_columns=TOXIC_LABELS)
     rows = read_json(run / "comparison.json")["rows"]
     results = [{"model": model_slug(row["model"]), "backend": backend, "size_mb": row["size_mb"],
                 "samples_per_s": {"median": rate, "min": rate * 0.9, "max": rate * 1.1},

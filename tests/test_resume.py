@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
 from distilbench.console import DistilbenchError
@@ -21,9 +20,14 @@ from distilbench.runs import lock_run_dir, write_json_atomic
 Usage = namedtuple("Usage", "total used free")
 
 
-def train_args(model_dir: Path, out: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def headlines(shared_data) -> Path:
+    return shared_data("news-headlines.csv")
+
+
+def train_args(model_dir: Path, out: Path, data: Path) -> list[str]:
     """A run long enough to be killed in the middle of an epoch: 54 steps per epoch, 2 epochs."""
-    return ["train", "--model", str(model_dir), "--data", str(shared_file("news-headlines.csv")),
+    return ["train", "--model", str(model_dir), "--data", str(data),
             "--label-column", "category", "--max-samples", "600", "--epochs", "2", "--train-batch-size", "8",
             "--learning-rate", "5e-4", "--max-length", "24", "--precision", "fp32", "--backend", "torch-fp32",
             "--no-speed", "--no-progress", "--out", str(out)]
@@ -46,9 +50,9 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> No
         time.sleep(0.05)
 
 
-def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_bert_dir):
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_bert_dir, headlines):
     killed_run, full_run = tmp_path / "killed", tmp_path / "full"
-    process = distilbench(*train_args(tiny_bert_dir, killed_run))
+    process = distilbench(*train_args(tiny_bert_dir, killed_run, headlines))
     marks = killed_run / "models"
     wait_for(lambda: any(marks.glob("*/.trainer/checkpoint-*/distilbench-complete")), process)  # epoch 1 saved
     time.sleep(0.2)  # into epoch 2 (over a second long)
@@ -62,7 +66,7 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, t
     assert resumed.returncode == 0, err
     assert "resuming" in out and "after epoch" in out
 
-    uninterrupted = distilbench(*train_args(tiny_bert_dir, full_run))
+    uninterrupted = distilbench(*train_args(tiny_bert_dir, full_run, headlines))
     _, err = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, err
 
@@ -83,16 +87,16 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, t
     assert not list(killed_run.glob("models/*/.trainer"))  # the resume state is removed once training ends
 
 
-def small_config(tmp_path, model_dir, **overrides) -> ExperimentConfig:
-    values = dict(task="multiclass", data=str(shared_file("news-headlines.csv")), label_column="category",
+def small_config(tmp_path, model_dir, data: Path, **overrides) -> ExperimentConfig:
+    values = dict(task="multiclass", data=str(data), label_column="category",
                   max_samples=200, epochs=1, train_batch_size=16, max_length=24, precision="fp32",
                   backend="torch-fp32", measure_speed=False, models=[str(model_dir)], out=str(tmp_path / "run"))
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
 
-def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_bert_dir, monkeypatch):
-    config = small_config(tmp_path, tiny_bert_dir, models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"])
+def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_bert_dir, headlines, monkeypatch):
+    config = small_config(tmp_path, tiny_bert_dir, headlines, models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"])
     import distilbench.compare as compare_module
 
     real = compare_module.train_model
@@ -117,7 +121,7 @@ def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_be
     assert (tmp_path / "run" / "comparison.json").is_file()
 
 
-def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_dir, capsys):
+def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_dir, headlines, capsys):
     from distilbench.cli import main
 
     with pytest.raises(SystemExit) as exit_:
@@ -125,15 +129,15 @@ def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_di
     assert exit_.value.code == 2
     assert "nothing to resume" in capsys.readouterr().err
 
-    compare(small_config(tmp_path, tiny_bert_dir), progress=False)
+    compare(small_config(tmp_path, tiny_bert_dir, headlines), progress=False)
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--resume", "--out", str(tmp_path / "run"), "--epochs", "3"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "epochs (run: 1, given: 3)" in err and "Traceback" not in err
 
 
-def test_a_locked_run_directory_refuses_a_second_run(tmp_path, tiny_bert_dir):
-    config = small_config(tmp_path, tiny_bert_dir)
+def test_a_locked_run_directory_refuses_a_second_run(tmp_path, tiny_bert_dir, headlines):
+    config = small_config(tmp_path, tiny_bert_dir, headlines)
     (tmp_path / "run").mkdir()
     holder = lock_run_dir(tmp_path / "run")  # another run holds it
     try:
@@ -147,12 +151,12 @@ def test_a_locked_run_directory_refuses_a_second_run(tmp_path, tiny_bert_dir):
     assert (tmp_path / "run" / "comparison.json").is_file()
 
 
-def test_a_full_disk_is_reported_before_training_starts(tmp_path, tiny_bert_dir, monkeypatch):
+def test_a_full_disk_is_reported_before_training_starts(tmp_path, tiny_bert_dir, headlines, monkeypatch):
     import distilbench.runs as runs
 
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(DistilbenchError, match="only 0.00 GB are free"):
-        compare(small_config(tmp_path, tiny_bert_dir), progress=False)
+        compare(small_config(tmp_path, tiny_bert_dir, headlines), progress=False)
     assert not list((tmp_path / "run").glob("models/*/epoch-*"))
 
 
