@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -266,24 +265,13 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
     assert report["results"][0]["test"]["agreement_with_fp32"] == 1.0
     assert report["results"][0]["mfu"] > 0 and report["results"][1]["mfu"] is None
     assert report["machine"]["cpu_count"] >= 1 and report["peaks_flops"]["bf16"] > 0
-    # the peak is measured in every round, and each round's MFU uses its own round's peak
+    # the peak is measured in every round
     assert [len(v) for v in report["peaks_flops_rounds"].values()] == [2, 2] and report["device"] == "cpu"
     fp32 = report["results"][0]
-    expected = [fp32["flops_per_sample"] * fp32["samples"] / seconds / peak
-                for seconds, peak in zip(fp32["rounds_s"], report["peaks_flops_rounds"]["fp32"])]
-    assert fp32["mfu"] == pytest.approx(statistics.median(expected))
-    assert fp32["mfu_range"] == pytest.approx([min(expected), max(expected)])
+    # a share of the measured peak: 1 or more means the FLOPs or the peak are wrong (the FLOPs are checked
+    # against torch's own count of real forward passes in test_flops.py)
+    assert 0 < fp32["mfu_range"][0] <= fp32["mfu"] <= fp32["mfu_range"][1] < 1
     assert "samples_per_s" in capsys.readouterr().out
-
-
-def test_bench_architecture_flops_match_the_formula():
-    from transformers import BertConfig, DistilBertConfig
-
-    from distilbench.speed import flops_per_sample
-
-    # BERT-base, 128 tokens: 12 layers x 128 x (8*768^2 + 4*768*3072 + 4*128*768)
-    assert flops_per_sample(BertConfig(), 128) == 12 * 128 * (8 * 768**2 + 4 * 768 * 3072 + 4 * 128 * 768)
-    assert flops_per_sample(DistilBertConfig(), 128) == flops_per_sample(BertConfig(), 128) / 2
 
 
 def test_bench_rejects_unknown_inputs(capsys):
