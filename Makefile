@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # same release, and an existing torch that satisfies pyproject's range is left alone.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-deps test-slow install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/distilbench compare --config configs/demo.yaml --out runs/demo --overwrite
 
-test: install
+# What the tests need beyond Python, installed here once and never by a test: Chromium, for the report's
+# browser test (Debian/Ubuntu, as root; elsewhere install it yourself, or that test is skipped, failed under CI=true).
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the report's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "warning: apt-get install chromium failed; the report's browser test will not run"; \
+	  else \
+	    echo "note: chromium is not installed (not root, or no apt-get); the report's browser test will not run"; \
+	  fi; }
+
+test: install test-deps
 	$(PY) -m pytest -q
 
 test-slow: install
