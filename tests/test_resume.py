@@ -3,9 +3,11 @@
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -51,20 +53,39 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> No
 
 
 def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_bert_dir, headlines):
+    """Killed in the middle of epoch 2 (its progress bar past step 5 of 54, epoch 1 saved and marked complete),
+    the run resumes after epoch 1 and ends exactly like one that was never interrupted."""
     killed_run, full_run = tmp_path / "killed", tmp_path / "full"
-    process = distilbench(*train_args(tiny_bert_dir, killed_run, headlines))
-    marks = killed_run / "models"
-    wait_for(lambda: any(marks.glob("*/.trainer/checkpoint-*/distilbench-complete")), process)  # epoch 1 saved
-    time.sleep(0.2)  # into epoch 2 (over a second long)
+    args = [arg for arg in train_args(tiny_bert_dir, killed_run, headlines) if arg != "--no-progress"]
+    process = distilbench(*args)
+    seen = []  # the progress bar's (epoch, step, steps), as it arrives on stderr
+
+    def read_bar():
+        for chunk in iter(lambda: os.read(process.stderr.fileno(), 1 << 16), b""):
+            seen.extend((int(e), int(n), int(total)) for e, n, total in
+                        re.findall(rb"epoch (\d+)/2: +\d+%\|[^|]*\| *(\d+)/(\d+)", chunk))
+
+    reader = threading.Thread(target=read_bar, daemon=True)
+    reader.start()
+    wait_for(lambda: any(epoch == 2 and step >= 5 for epoch, step, _ in seen), process)  # into epoch 2
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    reader.join(10)
+    epoch, step, steps = next((e, n, t) for e, n, t in seen if e == 2 and n >= 5)
+    assert steps == 54 and step < steps, seen[-3:]
+    # what the kill left: epoch 1 complete (checkpoint, Trainer state, stats); nothing of epoch 2 saved
+    model_dir = next((killed_run / "models").iterdir())
+    assert sorted(p.name for p in model_dir.glob("epoch-*")) == ["epoch-1"]
+    marks = list(model_dir.glob(".trainer/checkpoint-*/distilbench-complete"))
+    assert [mark.read_text() for mark in marks] == ["epoch 1\n"]
+    assert [row["epoch"] for row in json.loads((model_dir / "epoch_stats.json").read_text())] == [1]
     assert not (killed_run / "comparison.json").exists()
     assert not list((killed_run / "results").glob("*/row.json"))
 
     resumed = distilbench("train", "--resume", "--out", str(killed_run), "--no-progress")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert "resuming" in out and "after epoch" in out
+    assert "resuming" in out and "after epoch 1 of 2" in out
 
     uninterrupted = distilbench(*train_args(tiny_bert_dir, full_run, headlines))
     _, err = uninterrupted.communicate(timeout=300)
