@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 # MKL run their AVX2 kernels (bf16 emulated, as on such a CPU): `make test-avx2`, `make demo-avx2`.
 AVX2_ONLY := DISTILBENCH_CPU_FLAGS=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
-.PHONY: demo test test-slow test-avx2 demo-avx2 install clean
+.PHONY: demo test test-deps test-slow test-avx2 demo-avx2 install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,22 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/distilbench compare --config configs/demo.yaml --out runs/demo --overwrite
 
-test: install
+# What the tests need beyond Python, installed here once and never by a test: Chromium, for the report's
+# browser test (Debian/Ubuntu, as root; elsewhere install it yourself, or that test is skipped, failed under CI=true).
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the report's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "warning: apt-get install chromium failed; the report's browser test will not run"; \
+	  else \
+	    echo "note: chromium is not installed (not root, or no apt-get); the report's browser test will not run"; \
+	  fi; }
+
+test: install test-deps
 	$(PY) -m pytest -q
 
-test-avx2: install
+test-avx2: install test-deps
 	$(AVX2_ONLY) $(PY) -m pytest -q
 
 demo-avx2: install

@@ -23,11 +23,30 @@ os.environ["DISTILBENCH_CACHE"] = os.environ["DISTILBENCH_TEST_CACHE"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def on_ci() -> bool:
+    """CI sets CI=true; there a missing prerequisite (data, Chromium) fails a test instead of skipping it."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing(reason: str):
+    """Skip the test for `reason` (shown by -rs), or fail it on CI, where nothing may be quietly left out."""
+    if on_ci():
+        pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_file(name: str) -> Path:
+    """The path of a real data set in the shared data folder next to the repository (../shared/data)."""
     path = SHARED_DATA / name
     if not path.is_file():
-        pytest.skip(f"shared data not found at {path}")
+        missing(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """`shared_data(name)`: the path of a shared real data set; skipped when it is missing, failed under CI."""
+    return shared_file
 
 
 @pytest.fixture(scope="session")

@@ -10,18 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA, shared_file
 from distilbench import data, readers
 from distilbench.console import DistilbenchError
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-HEADLINES = DATA_DIR / "news-headlines.csv"
-TOXIC = DATA_DIR / "toxic-comments.csv"
+HEADLINES = SHARED_DATA / "news-headlines.csv"
+TOXIC = SHARED_DATA / "toxic-comments.csv"
 TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
 def _needs(path: Path) -> None:
-    if not path.is_file():
-        pytest.skip(f"real data file {path} is absent (it lives in the shared data folder next to the repo)")
+    shared_file(path.name)  # a skip with its reason, a failure under CI=true
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -184,15 +183,3 @@ def test_thesis_head_and_unknown_layers():
     other.encoder = torch.nn.Module()
     other.encoder.layer = torch.nn.ModuleList([torch.nn.Linear(4, 4)])
     assert fuse_encoder_layers(other) == 0 and isinstance(other.encoder.layer[0], torch.nn.Linear)
-
-
-def test_flops_of_a_first_token_last_layer():
-    from distilbench.speed import flops_per_sample
-
-    config = DistilBertConfig()
-    h, i, s = 768, 3072, 15
-    full = flops_per_sample(config, s)
-    last_full = s * (8 * h * h + 4 * h * i + 4 * s * h)
-    last_first = 4 * h * h * s + 4 * h * h + 4 * h * i + 4 * s * h  # K, V for all; Q, out, FFN, attention for one
-    assert flops_per_sample(config, s, first_token_only=True) == pytest.approx(full - last_full + last_first)
-    assert np.isclose(flops_per_sample(config, s, True) / full, 1 - (last_full - last_first) / full)

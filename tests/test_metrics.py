@@ -210,6 +210,31 @@ def test_tune_thresholds_gmean_differs_from_f1():
     assert tune_thresholds(labels, probs, "f1")[0] == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_tuned_thresholds_reach_the_best_criterion_a_brute_force_search_finds(seed):
+    """Independently of roc_curve / precision_recall_curve: try every predicted probability as the threshold
+    (predicted when prob >= threshold) and compute G-mean and F1 by counting; the tuned threshold reaches
+    the best value, per label."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((60, 3)) < [0.1, 0.3, 0.6]).astype(int)
+    labels[0], labels[1] = 1, 0  # both classes in every label
+    probs = np.clip(labels * 0.2 + rng.random((60, 3)) * 0.8, 0, 1).round(3)  # informative, with ties
+
+    def scores(y, p, threshold):
+        predicted = p >= threshold
+        tp, fp = np.sum(predicted & (y == 1)), np.sum(predicted & (y == 0))
+        fn, tn = np.sum(~predicted & (y == 1)), np.sum(~predicted & (y == 0))
+        gmean = np.sqrt(tp / (tp + fn) * tn / (tn + fp))
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        return {"gmean": gmean, "f1": f1}
+
+    for criterion in ("gmean", "f1"):
+        tuned = tune_thresholds(labels, probs, criterion)
+        for j in range(3):
+            best = max(scores(labels[:, j], probs[:, j], t)[criterion] for t in np.unique(probs[:, j]))
+            assert scores(labels[:, j], probs[:, j], tuned[j])[criterion] == pytest.approx(best), (criterion, j)
+
+
 def test_tune_thresholds_unknown_criterion_raises():
     with pytest.raises(DistilbenchError):
         tune_thresholds(np.array([[0], [1]]), np.array([[0.2], [0.8]]), criterion="youden")

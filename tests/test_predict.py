@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -343,21 +342,10 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
     if marked:
         assert choice["measured_here"]["ratio_to_fastest_valid"] > 0
     fp32 = report["results"][0]
-    expected = [fp32["flops_per_sample"] * fp32["samples"] / seconds / peak
-                for seconds, peak in zip(fp32["rounds_s"], report["peaks_flops_rounds"]["fp32"])]
-    assert fp32["mfu"] == pytest.approx(statistics.median(expected))
-    assert fp32["mfu_range"] == pytest.approx([min(expected), max(expected)])
+    # a share of the measured peak: 1 or more means the FLOPs or the peak are wrong (the FLOPs are checked
+    # against torch's own count of real forward passes in test_flops.py)
+    assert 0 < fp32["mfu_range"][0] <= fp32["mfu"] <= fp32["mfu_range"][1] < 1
     assert "samples_per_s" in capsys.readouterr().out
-
-
-def test_bench_architecture_flops_match_the_formula():
-    from transformers import BertConfig, DistilBertConfig
-
-    from distilbench.speed import flops_per_sample
-
-    # BERT-base, 128 tokens: 12 layers x 128 x (8*768^2 + 4*768*3072 + 4*128*768)
-    assert flops_per_sample(BertConfig(), 128) == 12 * 128 * (8 * 768**2 + 4 * 768 * 3072 + 4 * 128 * 768)
-    assert flops_per_sample(DistilBertConfig(), 128) == flops_per_sample(BertConfig(), 128) / 2
 
 
 def test_bench_rejects_unknown_inputs(capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
+from conftest import missing
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
 from distilbench.console import DistilbenchError
@@ -39,16 +39,16 @@ def tiny_run(tmp_path_factory, tiny_bert_dir, name: str, **settings) -> Path:
 
 
 @pytest.fixture(scope="module")
-def multiclass_run(tmp_path_factory, tiny_bert_dir) -> Path:
+def multiclass_run(tmp_path_factory, tiny_bert_dir, shared_data) -> Path:
     return tiny_run(tmp_path_factory, tiny_bert_dir, "report-mc", task="multiclass", max_samples=200,
-                    data=str(shared_file("news-headlines.csv")), label_column="category")
+                    data=str(shared_data("news-headlines.csv")), label_column="category")
 
 
 @pytest.fixture(scope="module")
-def multilabel_run(tmp_path_factory, tiny_bert_dir) -> Path:
+def multilabel_run(tmp_path_factory, tiny_bert_dir, shared_data) -> Path:
     """A multilabel run with a bench.json, as `distilbench bench RUN --out RUN/bench.json` leaves it."""
     run = tiny_run(tmp_path_factory, tiny_bert_dir, "report-ml", task="multilabel", max_samples=300,
-                   data=str(shared_file("toxic-comments.csv")), label_columns=TOXIC_LABELS)
+                   data=str(shared_data("toxic-comments.csv")), label_columns=TOXIC_LABELS)
     rows = read_json(run / "comparison.json")["rows"]
     results = [{"model": model_slug(row["model"]), "backend": backend, "size_mb": row["size_mb"],
                 "samples_per_s": {"median": rate, "min": rate * 0.9, "max": rate * 1.1},
@@ -169,19 +169,36 @@ def test_a_directory_that_is_not_a_finished_run_is_refused(tmp_path, multiclass_
 # --------------------------------------------------------------------------- the page in a browser
 
 
+def find_chromium() -> str:
+    """Debian's Chromium, which `make test` (and so CI's .ci/run) installs when it is missing: a test never
+    installs system packages. Missing, the browser test is skipped with the reason, and failed under CI=true."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        missing("Chromium is not installed; `make test` installs it (as root, with apt-get), "
+                "or run `apt-get install chromium`")
+    return path
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's Chromium; installed with apt-get when missing and we are root, else the test is skipped."""
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists() and os.geteuid() == 0 and shutil.which("apt-get"):
-        try:
-            subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                           "chromium chromium-driver", shell=True, check=True, capture_output=True, timeout=900)
-        except (subprocess.SubprocessError, OSError) as exc:
-            pytest.skip(f"Chromium is not installed and `apt-get install chromium chromium-driver` failed: {exc}")
-    if not Path(path).exists():
-        pytest.skip("Chromium is not installed (/usr/bin/chromium); install the Debian package `chromium`")
-    return path
+    return find_chromium()
+
+
+def test_a_missing_chromium_is_never_installed_by_a_test_and_fails_on_ci(monkeypatch):
+    def no_installing(*args, **kwargs):
+        raise AssertionError(f"a test ran a command: {args}")
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    for name in ("run", "Popen", "call", "check_call", "check_output"):
+        monkeypatch.setattr(subprocess, name, no_installing)
+    monkeypatch.setattr(os, "system", no_installing)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as outcome:
+        find_chromium()
+    assert outcome.type is pytest.fail.Exception and "Chromium is not installed" in str(outcome.value)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="`make test` installs it"):
+        find_chromium()
 
 
 class DevTools:

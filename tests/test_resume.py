@@ -3,16 +3,17 @@
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
 from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
 from distilbench.console import DistilbenchError
@@ -21,9 +22,14 @@ from distilbench.runs import lock_run_dir, write_json_atomic
 Usage = namedtuple("Usage", "total used free")
 
 
-def train_args(model_dir: Path, out: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def headlines(shared_data) -> Path:
+    return shared_data("news-headlines.csv")
+
+
+def train_args(model_dir: Path, out: Path, data: Path) -> list[str]:
     """A run long enough to be killed in the middle of an epoch: 54 steps per epoch, 2 epochs."""
-    return ["train", "--model", str(model_dir), "--data", str(shared_file("news-headlines.csv")),
+    return ["train", "--model", str(model_dir), "--data", str(data),
             "--label-column", "category", "--max-samples", "600", "--epochs", "2", "--train-batch-size", "8",
             "--learning-rate", "5e-4", "--max-length", "24", "--precision", "fp32", "--backend", "torch-fp32",
             "--no-speed", "--no-progress", "--out", str(out)]
@@ -46,23 +52,42 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> No
         time.sleep(0.05)
 
 
-def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_bert_dir):
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, tiny_bert_dir, headlines):
+    """Killed in the middle of epoch 2 (its progress bar past step 5 of 54, epoch 1 saved and marked complete),
+    the run resumes after epoch 1 and ends exactly like one that was never interrupted."""
     killed_run, full_run = tmp_path / "killed", tmp_path / "full"
-    process = distilbench(*train_args(tiny_bert_dir, killed_run))
-    marks = killed_run / "models"
-    wait_for(lambda: any(marks.glob("*/.trainer/checkpoint-*/distilbench-complete")), process)  # epoch 1 saved
-    time.sleep(0.2)  # into epoch 2 (over a second long)
+    args = [arg for arg in train_args(tiny_bert_dir, killed_run, headlines) if arg != "--no-progress"]
+    process = distilbench(*args)
+    seen = []  # the progress bar's (epoch, step, steps), as it arrives on stderr
+
+    def read_bar():
+        for chunk in iter(lambda: os.read(process.stderr.fileno(), 1 << 16), b""):
+            seen.extend((int(e), int(n), int(total)) for e, n, total in
+                        re.findall(rb"epoch (\d+)/2: +\d+%\|[^|]*\| *(\d+)/(\d+)", chunk))
+
+    reader = threading.Thread(target=read_bar, daemon=True)
+    reader.start()
+    wait_for(lambda: any(epoch == 2 and step >= 5 for epoch, step, _ in seen), process)  # into epoch 2
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    reader.join(10)
+    epoch, step, steps = next((e, n, t) for e, n, t in seen if e == 2 and n >= 5)
+    assert steps == 54 and step < steps, seen[-3:]
+    # what the kill left: epoch 1 complete (checkpoint, Trainer state, stats); nothing of epoch 2 saved
+    model_dir = next((killed_run / "models").iterdir())
+    assert sorted(p.name for p in model_dir.glob("epoch-*")) == ["epoch-1"]
+    marks = list(model_dir.glob(".trainer/checkpoint-*/distilbench-complete"))
+    assert [mark.read_text() for mark in marks] == ["epoch 1\n"]
+    assert [row["epoch"] for row in json.loads((model_dir / "epoch_stats.json").read_text())] == [1]
     assert not (killed_run / "comparison.json").exists()
     assert not list((killed_run / "results").glob("*/row.json"))
 
     resumed = distilbench("train", "--resume", "--out", str(killed_run), "--no-progress")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert "resuming" in out and "after epoch" in out
+    assert "resuming" in out and "after epoch 1 of 2" in out
 
-    uninterrupted = distilbench(*train_args(tiny_bert_dir, full_run))
+    uninterrupted = distilbench(*train_args(tiny_bert_dir, full_run, headlines))
     _, err = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, err
 
@@ -83,16 +108,16 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, t
     assert not list(killed_run.glob("models/*/.trainer"))  # the resume state is removed once training ends
 
 
-def small_config(tmp_path, model_dir, **overrides) -> ExperimentConfig:
-    values = dict(task="multiclass", data=str(shared_file("news-headlines.csv")), label_column="category",
+def small_config(tmp_path, model_dir, data: Path, **overrides) -> ExperimentConfig:
+    values = dict(task="multiclass", data=str(data), label_column="category",
                   max_samples=200, epochs=1, train_batch_size=16, max_length=24, precision="fp32",
                   backend="torch-fp32", measure_speed=False, models=[str(model_dir)], out=str(tmp_path / "run"))
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
 
-def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_bert_dir, monkeypatch):
-    config = small_config(tmp_path, tiny_bert_dir, models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"])
+def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_bert_dir, headlines, monkeypatch):
+    config = small_config(tmp_path, tiny_bert_dir, headlines, models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"])
     import distilbench.training as training_module
 
     real = training_module.train_model
@@ -117,7 +142,7 @@ def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_be
     assert (tmp_path / "run" / "comparison.json").is_file()
 
 
-def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_dir, capsys):
+def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_dir, headlines, capsys):
     from distilbench.cli import main
 
     with pytest.raises(SystemExit) as exit_:
@@ -125,15 +150,15 @@ def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_di
     assert exit_.value.code == 2
     assert "nothing to resume" in capsys.readouterr().err
 
-    compare(small_config(tmp_path, tiny_bert_dir), progress=False)
+    compare(small_config(tmp_path, tiny_bert_dir, headlines), progress=False)
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--resume", "--out", str(tmp_path / "run"), "--epochs", "3"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "epochs (run: 1, given: 3)" in err and "Traceback" not in err
 
 
-def test_a_locked_run_directory_refuses_a_second_run(tmp_path, tiny_bert_dir):
-    config = small_config(tmp_path, tiny_bert_dir)
+def test_a_locked_run_directory_refuses_a_second_run(tmp_path, tiny_bert_dir, headlines):
+    config = small_config(tmp_path, tiny_bert_dir, headlines)
     (tmp_path / "run").mkdir()
     holder = lock_run_dir(tmp_path / "run")  # another run holds it
     try:
@@ -147,12 +172,12 @@ def test_a_locked_run_directory_refuses_a_second_run(tmp_path, tiny_bert_dir):
     assert (tmp_path / "run" / "comparison.json").is_file()
 
 
-def test_a_full_disk_is_reported_before_training_starts(tmp_path, tiny_bert_dir, monkeypatch):
+def test_a_full_disk_is_reported_before_training_starts(tmp_path, tiny_bert_dir, headlines, monkeypatch):
     import distilbench.runs as runs
 
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(DistilbenchError, match="only 0.00 GB are free"):
-        compare(small_config(tmp_path, tiny_bert_dir), progress=False)
+        compare(small_config(tmp_path, tiny_bert_dir, headlines), progress=False)
     assert not list((tmp_path / "run").glob("models/*/epoch-*"))
 
 

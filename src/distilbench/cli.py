@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a text over --max-text-chars: cut it (truncate) or answer 413 (reject)")
     serve.add_argument("--max-length", type=int, help="truncate texts to N tokens (default: model limit)")
     serve.add_argument("--max-body-mb", type=float, default=32.0, help="request body size; more: 413 (32)")
+    serve.add_argument("--max-inflight-mb", type=float,
+                       help="request bodies held at once across requests; more: 503 with Retry-After "
+                            "(default: 2 x --max-body-mb)")
     serve.add_argument("--max-pending", type=int, default=4096,
                        help="texts waiting or in a forward pass; more: 503 with Retry-After (4096)")
     serve.add_argument("--threads", type=int, help="torch threads for the forward passes (default: one per "
@@ -386,7 +389,7 @@ def run(argv: list[str] | None = None) -> int:
                              on_long_text=args.on_long_text, max_length=args.max_length,
                              batching=not args.no_batching, max_batch_size=args.max_batch_size,
                              max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb,
-                             max_pending=args.max_pending)
+                             max_pending=args.max_pending, max_inflight_mb=args.max_inflight_mb)
         serve(args.model, host=args.host, port=args.port, backend=args.backend, device=args.device,
               limits=limits, threads=args.threads, access_log=args.verbose, choice=_choice(args))
     elif args.verb == "bench":

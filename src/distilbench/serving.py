@@ -41,6 +41,13 @@ class ServeLimits:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     max_body_mb: float = 32.0  # request body, read before it is parsed (more: 413)
     max_pending: int = 4096  # texts waiting or in a forward pass (more: 503 with Retry-After)
+    # request bodies held at once across all requests, from the first byte to the answer (more: 503 with
+    # Retry-After); None: twice max_body_mb. Without it, concurrent large bodies add up without bound.
+    max_inflight_mb: float | None = None
+
+    @property
+    def inflight_mb(self) -> float:
+        return 2 * self.max_body_mb if self.max_inflight_mb is None else self.max_inflight_mb
 
     def validate(self) -> "ServeLimits":
         for name in ("max_texts", "max_text_chars", "max_batch_size", "max_pending"):
@@ -48,6 +55,9 @@ class ServeLimits:
                 raise DistilbenchError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_body_mb <= 0:
             raise DistilbenchError("--max-body-mb must be more than 0")
+        if self.inflight_mb < self.max_body_mb:
+            raise DistilbenchError(f"--max-inflight-mb ({self.inflight_mb:g}) must be at least --max-body-mb "
+                                   f"({self.max_body_mb:g}), or no body of the largest size could ever be read")
         if self.max_wait_ms < 0:
             raise DistilbenchError("--max-wait-ms must be 0 or more")
         if self.max_length is not None and self.max_length < 2:
@@ -222,6 +232,7 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
 
     from fastapi import FastAPI, HTTPException, Response
     from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
     from pydantic import BaseModel, ConfigDict, Field
 
     from . import __version__
@@ -271,9 +282,35 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
                   description=f"{classifier.task} text classifier {classifier.model_dir} ({classifier.backend_name})")
     app.state.classifier = classifier
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(BodyLimit, max_bytes=int(limits.max_body_mb * 1e6))
+    body_stats = {"body_bytes_in_flight": 0, "refused_inflight": 0}  # shared with the middleware
+    app.add_middleware(BodyLimit, max_bytes=int(limits.max_body_mb * 1e6),
+                       max_inflight_bytes=int(limits.inflight_mb * 1e6), stats=body_stats)
     app.state.batcher = batcher
     app.state.limits = limits
+
+    class Utf8Route(APIRoute):
+        """JSON is UTF-8 (RFC 8259): any other body gets a 400 that says so, before FastAPI parses it (its
+        parser would take UTF-16 and UTF-32 too, and answer other bytes with a vague 400)."""
+
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def utf8_only(request):
+                body = await request.body()  # kept on the request: FastAPI reads it from there
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise HTTPException(400, f"request body is not UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+                                             f"{exc.start}); send JSON encoded as UTF-8") from None
+                encoding = json.detect_encoding(body)  # UTF-16/32 of ASCII text can be valid UTF-8 bytes
+                if encoding not in ("utf-8", "utf-8-sig"):
+                    raise HTTPException(400, f"request body is not UTF-8 (it looks like {encoding.upper()}); "
+                                             "send JSON encoded as UTF-8")
+                return await handler(request)
+
+            return utf8_only
+
+    app.router.route_class = Utf8Route
 
     @app.post("/predict", response_model=PredictResponse, summary="Predict the label(s) of texts",
               responses={400: {"description": "the body cannot be read as text (not UTF-8)"},
@@ -282,8 +319,9 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
                                               "--max-body-mb"},
                          422: {"description": "not a JSON object {\"texts\": [1 or more strings]}, "
                                               "or more texts than --max-texts"},
-                         503: {"description": "the server holds --max-pending texts already; retry after "
-                                              "the seconds in the Retry-After header"}})
+                         503: {"description": "the server holds --max-pending texts, or --max-inflight-mb "
+                                              "of request bodies, already; retry after the seconds in the "
+                                              "Retry-After header"}})
     async def predict(request: PredictRequest):
         texts = request.texts
         if limits.on_long_text == "reject":
@@ -315,28 +353,46 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", device: str = "a
             "backend_choice": classifier.backend_choice,
             "limits": {"max_texts": limits.max_texts, "max_text_chars": limits.max_text_chars,
                        "on_long_text": limits.on_long_text, "max_length": classifier.max_length,
-                       "max_body_mb": limits.max_body_mb, "max_pending": limits.max_pending},
+                       "max_body_mb": limits.max_body_mb, "max_inflight_mb": limits.inflight_mb,
+                       "max_pending": limits.max_pending},
             "batching": {"enabled": limits.batching, "max_batch_size": limits.max_batch_size,
                          "max_wait_ms": limits.max_wait_ms},
-            "stats": {**batcher.stats, "pending": batcher.pending, "forward_passes": classifier.forward_passes},
+            "stats": {**batcher.stats, "pending": batcher.pending, "forward_passes": classifier.forward_passes,
+                      **body_stats},
         }
 
     return app
 
 
 class BodyLimit:
-    """ASGI middleware: a request body larger than `max_bytes` gets a 413 before it is read whole.
+    """ASGI middleware bounding request bodies: one larger than `max_bytes` gets a 413 before it is read
+    whole, and bodies held at once across requests (from the first byte to the answer) may add up to
+    `max_inflight_bytes`; a request beyond that gets a 503 with Retry-After before its body is read.
 
-    A declared Content-Length over the limit is refused at once; a body without one (chunked) is
-    counted as it arrives and refused when it passes the limit, so memory stays bounded either way.
+    A declared Content-Length is checked and reserved at once; a body without one (chunked) is counted
+    as it arrives. Either way memory stays bounded, however many clients send at the same time.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, max_inflight_bytes: int | None = None, stats: dict | None = None):
         self.app, self.max_bytes = app, max_bytes
+        self.max_inflight_bytes = max_bytes if max_inflight_bytes is None else max_inflight_bytes
+        self.stats = {"body_bytes_in_flight": 0, "refused_inflight": 0} if stats is None else stats
 
     def too_large(self) -> str:
         return (f"request body larger than {self.max_bytes / 1e6:g} MB (this server's --max-body-mb); "
                 "send fewer or shorter texts per request")
+
+    def too_busy(self) -> str:
+        return (f"server busy: request bodies of {self.stats['body_bytes_in_flight'] / 1e6:g} MB are being "
+                f"read or answered (at most {self.max_inflight_bytes / 1e6:g} MB, --max-inflight-mb); retry later")
+
+    def reserve(self, size: int) -> bool:
+        """Count `size` more bytes as in flight, unless that passes the budget."""
+        if self.stats["body_bytes_in_flight"] + size > self.max_inflight_bytes:
+            self.stats["refused_inflight"] += 1
+            return False
+        self.stats["body_bytes_in_flight"] += size
+        return True
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -345,19 +401,31 @@ class BodyLimit:
         from starlette.responses import JSONResponse
 
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        declared = int(declared) if declared is not None and declared.isdigit() else None
+        if declared is not None and declared > self.max_bytes:
             return await JSONResponse({"detail": self.too_large()}, status_code=413)(scope, receive, send)
-        seen = 0
+        if declared and not self.reserve(declared):
+            return await JSONResponse({"detail": self.too_busy()}, status_code=503,
+                                      headers={"Retry-After": "1"})(scope, receive, send)
+        reserved, seen = declared or 0, 0
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, reserved
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # FastAPI answers an HTTPException raised while it reads the body
+            # FastAPI answers an HTTPException raised while it reads the body
+            if seen > self.max_bytes:
                 raise HTTPException(413, self.too_large())
+            if seen > reserved:  # chunked: reserve as it arrives
+                if not self.reserve(seen - reserved):
+                    raise HTTPException(503, self.too_busy(), headers={"Retry-After": "1"})
+                reserved = seen
             return message
 
-        await self.app(scope, counted, send)
+        try:
+            await self.app(scope, counted, send)
+        finally:  # answered, failed, or the client hung up: the body is no longer held
+            self.stats["body_bytes_in_flight"] -= reserved
 
 
 async def _validation_error(request, exc):
