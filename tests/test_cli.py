@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import shared_file
+from distilbench.backend_choice import ChoiceSettings
 from distilbench.cli import main
 
 
@@ -152,12 +153,14 @@ def test_predict_passes_its_flags(capsys, monkeypatch):
     calls = _capture(monkeypatch, "distilbench.predict", "predict")
     code, _, err = run_cli(capsys, "predict", "--model", "M", "--input", "i.csv", "--output", "o.jsonl",
                            "--text-column", "body", "--backend", "onnx-int8", "--batch-size", "8", "--max-length",
-                           "64", "--chunk-rows", "100", "--workers", "2", "--resume", "--no-progress")
+                           "64", "--chunk-rows", "100", "--workers", "2", "--resume", "--no-progress",
+                           "--min-agreement", "0.95", "--max-metric-drop", "1", "--recalibrate")
     assert code == 0, err
     (model, source, output), kwargs = calls[0]
     assert (model, source, output) == ("M", "i.csv", "o.jsonl")
     assert kwargs == {"text_column": "body", "backend": "onnx-int8", "batch_size": 8, "max_length": 64,
-                      "device": "auto", "progress": False, "chunk_rows": 100, "workers": 2, "resume": True}
+                      "device": "auto", "progress": False, "chunk_rows": 100, "workers": 2, "resume": True,
+                      "choice": ChoiceSettings(min_agreement=0.95, max_metric_drop=1.0, recalibrate=True)}
 
 
 def test_serve_passes_its_flags(capsys, monkeypatch):
@@ -169,6 +172,7 @@ def test_serve_passes_its_flags(capsys, monkeypatch):
     limits = kwargs["limits"]
     assert model == "M" and kwargs["port"] == 0 and kwargs["threads"] == 1
     assert (limits.max_batch_size, limits.max_texts, limits.on_long_text, limits.max_pending) == (8, 4, "reject", 9)
+    assert kwargs["choice"] == ChoiceSettings()  # the guard's defaults
 
 
 def test_report_passes_its_run_directory(capsys, monkeypatch):
@@ -187,7 +191,10 @@ def test_bench_passes_its_flags(capsys, monkeypatch):
     assert (models, backends) == (["A", "B"], ["torch-fp32", "onnx-int8"])
     assert kwargs["label_columns"] == ["toxic", "insult"] and kwargs["samples"] == 16 and kwargs["memory"] is False
     code, _, err = run_cli(capsys, "bench", "A")
-    assert code == 0 and calls[1][0][1] == ["torch-fp32", "torch-bf16"] and calls[1][1]["label_columns"] is None
+    # no --backends: None, the candidates of auto on this machine (run_bench asks the machine probe)
+    assert code == 0 and calls[1][0][1] is None and calls[1][1]["label_columns"] is None
+    code, _, err = run_cli(capsys, "bench", "A", "--min-agreement", "1.5")
+    assert code == 2 and "--min-agreement must be between 0 and 1" in err
 
 
 # --------------------------------------------------------------------------- evaluate on multilabel data, for real
