@@ -218,17 +218,6 @@ def test_exported_directory_keeps_labels_thresholds_and_task(distilbert_dir, tmp
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
 
 
-def test_optimum_loads_an_exported_directory(exported):
-    optimum = pytest.importorskip("optimum.onnxruntime")
-    out, _ = exported
-    model = optimum.ORTModelForSequenceClassification.from_pretrained(out)
-    from transformers import AutoTokenizer
-
-    encoded = AutoTokenizer.from_pretrained(out)(TEXTS, padding=True, return_tensors="pt")
-    np.testing.assert_allclose(model(**encoded).logits.numpy(), torch_logits(exported[1]["source"], TEXTS),
-                               atol=1e-4)
-
-
 def test_a_failed_check_leaves_no_directory(bert_dir, tmp_path, capsys):
     out = tmp_path / "strict"
     code, err = run_cli(["export", str(bert_dir), "--quantize", "int8", "--tolerance", "0", "--out", str(out)],

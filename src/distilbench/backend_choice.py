@@ -121,10 +121,10 @@ def cached_choice(model_dir: str | Path | None, device: torch.device | str, batc
     if model_dir is None or settings.recalibrate:
         return None
     device = pick_device(device) if isinstance(device, str) else device
-    path = _cache_path(model_dir, device, batch_size, max_length, settings)
     try:
+        path = _cache_path(model_dir, device, batch_size, max_length, settings)
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, DistilbenchError):  # nothing cached, or no checkpoint: said later
         return None
     if record.get("chosen") not in candidate_backends(device):  # e.g. onnxruntime uninstalled since
         return None

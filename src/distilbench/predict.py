@@ -391,10 +391,10 @@ def predict(model_dir: str, source: str = "-", output: str | None = None, *, tex
     check_input(source)
     task, label_names = read_task_labels(model_dir)
     devices = worker_devices(device, workers)
+    backend = check_backend(backend, model_dir)  # an exported ONNX directory: its own graph's backend
     chunks_in = iter_text_chunks(source, text_column, chunk_rows)
     first = next(chunks_in, None)  # the first chunk is read (its columns checked) before an output is started
     chunks_in = enumerate(itertools.chain([first] if first is not None else [], chunks_in))
-    backend = check_backend(backend, model_dir)  # an exported ONNX directory: its own graph's backend
     if backend == "auto" and not first:  # nothing to predict: nothing to choose a backend for
         backend = "torch-fp32"
     # auto: the cached choice, else a calibration on the run's validation split or on this input
