@@ -151,8 +151,8 @@ def test_choice_is_cached_per_checkpoint_and_machine(run_checkpoint, monkeypatch
     with pytest.raises(AssertionError, match="calibrated again"):  # --recalibrate
         resolve_backend(best, "auto", device="cpu", batch_size=16, show=False,
                         settings=ChoiceSettings(recalibrate=True))
+    monkeypatch.setattr(backend_choice, "machine_fingerprint", lambda: "another-machine")
     with pytest.raises(AssertionError, match="calibrated again"):  # another machine
-        monkeypatch.setenv(machine.FLAGS_ENV, "avx2")
         resolve_backend(best, "auto", device="cpu", batch_size=16, show=False)
 
 

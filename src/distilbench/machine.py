@@ -4,7 +4,7 @@ Precision choice, backend candidates, `bench` and the machine facts stored with 
 here, so a CPU is read the same way everywhere. `DISTILBENCH_CPU_FLAGS` (a comma-separated list, e.g.
 `avx2`) makes the probe report only those of the real flags: on an AVX-512 or AMX machine it exercises
 the choices made for an AVX2-only CPU. To also run the slower kernels, not only choose as if, add
-`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2` (`make test-avx2`).
+`ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2` (`make test-avx2`).
 """
 
 from __future__ import annotations
