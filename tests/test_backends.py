@@ -157,3 +157,40 @@ def test_missing_onnxruntime_is_explained(models, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(DistilbenchError, match="pip install onnxruntime"):
         load_backend(models["student"][0], "onnx-int8")
+
+
+@pytest.mark.parametrize("name", ["torch-fp32", "onnx-fp32"])
+def test_texts_longer_than_the_encoder_takes_are_cut_at_its_positions(models, built, name, capsys):
+    """The tiny BERT has 128 positions while its tokenizer allows 512: every command cuts at 128 instead of
+    crashing (evaluate, predict, bench and compare all run backend_logits; serve takes the same token_limit)."""
+    model, tokenizer, _ = models["bert"]
+    backend = built("bert", name)
+    long_text = " ".join(["market"] * 400)
+    assert len(tokenizer(long_text)["input_ids"]) > 128 >= backend.max_positions == 128
+    logits, _ = backend_logits(backend, tokenizer, [long_text, "short"], batch_size=2)
+    cut = tokenizer([long_text], truncation=True, max_length=128, return_tensors="np")
+    expected = _reference(model, {k: np.asarray(cut[k], dtype=np.int64) for k in backend.input_names},
+                          backend.input_names)
+    np.testing.assert_allclose(logits[0], expected[0], atol=1e-4)
+    from distilbench import inference
+
+    inference._warned_cap.clear()  # warned once per process
+    backend_logits(backend, tokenizer, [long_text], max_length=1000)  # asked for more than the model takes
+    assert "texts are cut at 128 tokens" in capsys.readouterr().err
+
+
+def test_max_positions_of_each_family():
+    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+
+    from distilbench.inference import max_positions, token_limit
+
+    assert max_positions(BertConfig(max_position_embeddings=128)) == 128
+    assert max_positions(DistilBertConfig()) == 512
+    assert max_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512  # padding offset
+    assert max_positions({"encoder": {"model_type": "bert", "max_position_embeddings": 64}}) == 64  # thesis head
+
+    class Tokenizer:
+        model_max_length = int(1e30)  # "no limit", as many tokenizers say
+
+    assert token_limit(Tokenizer()) == 512 and token_limit(Tokenizer(), None, 128) == 128
+    assert token_limit(Tokenizer(), 64, 128) == 64

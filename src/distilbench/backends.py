@@ -38,7 +38,7 @@ from torch import nn
 
 from .console import DistilbenchError
 from .fused import can_fuse, first_token_only, fuse_encoder_layers
-from .inference import model_input_names
+from .inference import max_positions, model_input_names
 from .machine import pick_device
 from .onnx_export import (
     build_onnx,
@@ -63,6 +63,7 @@ class Backend:
     input_names: list[str]
     num_labels: int
     first_token_only: bool = False  # the encoder's last layer computes the first token alone (fused.py)
+    max_positions: int | None = None  # tokens the encoder can take (inference.max_positions)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -79,6 +80,7 @@ class TorchBackend(Backend):
         self.model = model
         self.input_names = input_names
         self.num_labels = model.config.num_labels
+        self.max_positions = max_positions(model.config)
         self.device = _model_device(model)
         self.first_token_only = first_token_only(model)
 
@@ -93,10 +95,11 @@ class TorchBackend(Backend):
 class OnnxBackend(Backend):
     """An ONNX Runtime CPU session over an exported graph; feeds only the inputs the graph declares."""
 
-    def __init__(self, name: str, path: Path, num_labels: int):
+    def __init__(self, name: str, path: Path, num_labels: int, positions: int | None = None):
         self.name = name
         self.path = path
         self.num_labels = num_labels
+        self.max_positions = positions
         self.session = onnx_session(path)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -149,9 +152,11 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_
         model = copy.deepcopy(model).cpu()
     quantize = "int8" if name == "onnx-int8" else None
     if cache_key is not None:
-        return OnnxBackend(name, cached_onnx(model, inputs, cache_key, quantize), model.config.num_labels)
+        return OnnxBackend(name, cached_onnx(model, inputs, cache_key, quantize), model.config.num_labels,
+                           max_positions(model.config))
     directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
-    return OnnxBackend(name, build_onnx(model, inputs, directory, quantize), model.config.num_labels)
+    return OnnxBackend(name, build_onnx(model, inputs, directory, quantize), model.config.num_labels,
+                       max_positions(model.config))
 
 
 def check_backend(backend: str, model_dir: str | Path | None = None) -> str:
@@ -181,7 +186,8 @@ def load_exported(path: str | Path, backend: str = "auto"):
     the tokenizer, task, label names and config (thresholds inside)."""
     name = check_backend(backend, path)
     exported = read_exported(path)
-    return OnnxBackend(name, exported.onnx_path, len(exported.label_names)), exported
+    runtime = OnnxBackend(name, exported.onnx_path, len(exported.label_names), max_positions(exported.config))
+    return runtime, exported
 
 
 @dataclass

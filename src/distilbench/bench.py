@@ -15,7 +15,7 @@ import torch
 
 from .backends import ALIASES, BACKENDS, load_backend
 from .console import DistilbenchError, say, warn
-from .inference import backend_logits, logits_to_probs, padded_batches
+from .inference import backend_logits, logits_to_probs, max_positions, padded_batches
 from .machine import machine_info, native_precisions, pick_device
 from .metrics import compute_metrics, primary_metric
 from .runs import write_json_atomic
@@ -135,7 +135,8 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
         sample = [model_texts[i % len(model_texts)] for i in range(samples)]
         names = model_input_names(bench_model.model) if bench_model.model is not None else None
-        batches = [batch for _, batch in padded_batches(bench_model.tokenizer, sample, batch_size, max_length, names)]
+        batches = [batch for _, batch in padded_batches(bench_model.tokenizer, sample, batch_size, max_length, names,
+                                                        max_positions(bench_model.config))]
         tokens = int(sum(batch["attention_mask"].sum() for batch in batches))
         params = bench_model.parameter_counts()
         for name in ([per_model_backends[index]] if per_model_backends is not None else backends):

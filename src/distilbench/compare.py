@@ -16,7 +16,7 @@ from .backend_choice import build_backend, choice_settings
 from .backends import load_backend
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
-from .inference import backend_logits, logits_to_probs, loss_from_logits
+from .inference import backend_logits, logits_to_probs, loss_from_logits, max_positions
 from .machine import machine_info, pick_device
 from .metrics import compute_metrics, label_array, primary_metric, summary_metrics, tune_thresholds
 from .models import (
@@ -211,13 +211,14 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         f"{params['total'] / 1e6:.1f} M parameters")
     if main:  # fp32 weights per kept epoch, the newest Trainer state (weights, two Adam moments), slack
         check_free_space(run.root, 4 * params["total"] * (config.epochs + 4), f"training {spec}")
-    train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length)
+    positions = max_positions(model.config)
+    train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length, positions)
     if teacher is not None:  # computed once, by the first process
         cache = run.root / "cache" / f"{model_slug(str(teacher.resolve()))}.train-logits.npy"
         train_data.teacher_logits = distributed.share(
             teacher_logits_for(teacher, splits["train"]["text"].tolist(), cache, batch_size=config.eval_batch_size,
                                max_length=config.max_length, progress=progress) if main else None)
-    val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length)
+    val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length, positions)
     if distributed.share(resume and main and (results / "training_stats.json").is_file()):
         if main:  # trained, then stopped while testing
             saved = read_json(results / "training_stats.json")

@@ -36,14 +36,45 @@ def autocast_for(device: torch.device, precision: str):
 
 
 _warned_truncation: set[int] = set()  # token limits already warned about in this process
+_warned_cap: set[tuple[int, int]] = set()
+# encoders whose position ids start after the padding index (RoBERTa's create_position_ids_from_input_ids)
+PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "mpnet")
 
 
-def tokenize_texts(tokenizer, texts: list[str], max_length: int | None) -> dict:
-    """Tokenize once, without padding (batches are padded to their own longest text).
+def max_positions(config) -> int | None:
+    """How many tokens the encoder of `config` can take: its position embeddings, less the padding offset of
+    RoBERTa-style models (the thesis head keeps its encoder's config as a dict)."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    if isinstance(values.get("encoder"), dict):
+        values = values["encoder"]
+    positions = values.get("max_position_embeddings")
+    if not positions:
+        return None
+    if values.get("model_type") in PADDING_OFFSET_TYPES:
+        positions -= (values.get("pad_token_id") or 0) + 1
+    return int(positions)
+
+
+def token_limit(tokenizer, max_length: int | None = None, positions: int | None = None) -> int:
+    """The tokens a text keeps: --max-length, else 512; never more than the tokenizer allows or the encoder has
+    positions for (a longer input would crash the model). The one place every command takes it from."""
+    ceilings = [n for n in (getattr(tokenizer, "model_max_length", None), positions) if n and n < 1_000_000]
+    if max_length is None:
+        return min([512, *ceilings])
+    limit = min([max_length, *ceilings])
+    if limit < max_length and (max_length, limit) not in _warned_cap:
+        _warned_cap.add((max_length, limit))
+        warn(f"--max-length {max_length} is more than this model takes; texts are cut at {limit} tokens.")
+    return limit
+
+
+def tokenize_texts(tokenizer, texts: list[str], max_length: int | None, positions: int | None = None) -> dict:
+    """Tokenize once, without padding (batches are padded to their own longest text), at most `token_limit`
+    tokens per text (`positions`: the encoder's, from `max_positions`).
 
     Texts longer than the limit are truncated, with one warning per limit and process: training, testing,
     speed rounds and streamed predictions tokenize again and again, and the user needs to hear it once."""
-    limit = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    limit = token_limit(tokenizer, max_length, positions)
     texts = list(texts)
     encoded = tokenizer(texts, truncation=True, max_length=limit, padding=False,
                         return_token_type_ids="token_type_ids" in tokenizer.model_input_names)
@@ -69,15 +100,15 @@ def _count_truncated(tokenizer, texts: list[str], encoded, limit: int) -> int:
     return sum(1 for ids in full["input_ids"] if len(ids) > limit)
 
 
-def padded_batches(tokenizer, texts: list[str], batch_size: int, max_length: int | None,
-                   input_names=None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+def padded_batches(tokenizer, texts: list[str], batch_size: int, max_length: int | None, input_names=None,
+                   positions: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """The one inference loop's batching: tokenize once, sort by length, pad each batch to its own longest text.
 
     Yields (positions of the batch's texts in `texts`, int64 arrays by input name). `input_names` picks the
     arrays (token_type_ids are zeros where a model wants them and the tokenizer gives none)."""
     if not texts:  # the tokenizers refuse an empty list
         return
-    encoded = tokenize_texts(tokenizer, texts, max_length)
+    encoded = tokenize_texts(tokenizer, texts, max_length, positions)
     ids = encoded["input_ids"]
     lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")
@@ -110,7 +141,8 @@ def backend_logits(backend, tokenizer, texts: list[str], *, batch_size: int = 32
     bench and compare alike."""
     outputs = np.zeros((len(texts), backend.num_labels), dtype=np.float32)
     seconds = 0.0
-    batches = padded_batches(tokenizer, texts, batch_size, max_length, backend.input_names)
+    batches = padded_batches(tokenizer, texts, batch_size, max_length, backend.input_names,
+                             getattr(backend, "max_positions", None))
     total = -(-len(texts) // batch_size)
     for index, batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
         start = time.perf_counter()

@@ -74,6 +74,7 @@ class Classifier(ChunkPredictor):
     def __init__(self, model_dir: str | Path, backend: str = "auto", device: str = "auto",
                  max_length: int | None = None, batch_size: int = 64, choice=None):
         from .backend_choice import builtin_sample_texts, resolve_backend
+        from .inference import token_limit
         from .models import describe
 
         # auto: the cached choice, else a calibration on the run's validation split or on built-in news texts
@@ -83,10 +84,7 @@ class Classifier(ChunkPredictor):
         super().__init__(str(model_dir), self.backend_name, device, batch_size, max_length, work_dir=None)
         self.model_dir = str(model_dir)
         self.architecture = describe(self.config)
-        # a tokenizer may allow more tokens than the encoder has positions (a longer text would crash it)
-        limits = [512, getattr(self.tokenizer, "model_max_length", 512) or 512,
-                  getattr(self.config, "max_position_embeddings", 512) or 512]
-        self.max_length = min(limits if max_length is None else [*limits, max_length])
+        self.max_length = token_limit(self.tokenizer, max_length, self.runtime.max_positions)
         self.forward_passes = 0
 
     def predict(self, texts: list[str]) -> list[dict]:

@@ -126,10 +126,12 @@ class BenchModel:
     def load_backend(self, name: str, work_dir: str | Path | None = None):
         """The model in backend `name` (an exported model: its own ONNX graph, and no other backend)."""
         from .backends import OnnxBackend, check_backend, load_backend
+        from .inference import max_positions
 
         if self.exported is not None:
             name = check_backend(name, self.exported.path)
-            return OnnxBackend(name, self.exported.onnx_path, len(self.exported.label_names))
+            return OnnxBackend(name, self.exported.onnx_path, len(self.exported.label_names),
+                               max_positions(self.exported.config))
         return load_backend(self.model, name, work_dir=work_dir, cache_key=self.cache_key)
 
 

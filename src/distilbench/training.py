@@ -57,8 +57,10 @@ class EncodedDataset(torch.utils.data.Dataset):
         return item
 
 
-def encode_split(tokenizer, frame, task: str, label_names: list[str], max_length: int | None) -> EncodedDataset:
-    return EncodedDataset(tokenize_texts(tokenizer, frame["text"].tolist(), max_length),
+def encode_split(tokenizer, frame, task: str, label_names: list[str], max_length: int | None,
+                 positions: int | None = None) -> EncodedDataset:
+    """A split tokenized for training (at most inference.token_limit tokens per text) with its targets."""
+    return EncodedDataset(tokenize_texts(tokenizer, frame["text"].tolist(), max_length, positions),
                           label_array(frame, task, label_names))
 
 
