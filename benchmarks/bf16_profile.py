@@ -45,8 +45,8 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
     from distilbench.backends import load_backend
-    from distilbench.models import packaged_minilm_path
     from distilbench.machine import machine_info
+    from distilbench.models import packaged_minilm_path
     from distilbench.speed import encoder_shape, flops_per_sample, matmul_peak_flops
 
     torch.manual_seed(0)

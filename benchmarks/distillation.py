@@ -37,14 +37,14 @@ def main() -> int:
     import yaml
 
     from distilbench.bench import run_bench
-    from distilbench.cli import _quiet_libraries
     from distilbench.compare import compare, distill
     from distilbench.config import ExperimentConfig
+    from distilbench.console import quiet_libraries
     from distilbench.distillation import distill_general
     from distilbench.machine import machine_info
     from distilbench.metrics import primary_metric
 
-    _quiet_libraries(False)
+    quiet_libraries(False)
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
     for task in ("multiclass", "multilabel"):
         base = Path(args.base) / task

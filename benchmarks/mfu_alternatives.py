@@ -198,10 +198,10 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    from distilbench.cli import _quiet_libraries
+    from distilbench.console import quiet_libraries
     from distilbench.machine import machine_info
 
-    _quiet_libraries(False)
+    quiet_libraries(False)
     report = {"machine": machine_info(), "whole_models": whole_models(), "products": products()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mfu_alternatives.json").write_text(json.dumps(report, indent=2))

@@ -277,10 +277,10 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated subset: thesis_speed,vs_pipeline,mfu,training")
     args = parser.parse_args()
 
-    from distilbench.cli import _quiet_libraries
+    from distilbench.console import quiet_libraries
     from distilbench.machine import machine_info
 
-    _quiet_libraries(False)
+    quiet_libraries(False)
     headlines = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0).reset_index(drop=True)
     texts = headlines["text"].astype(str).tolist()[:args.texts]
     only = set(args.only.split(",")) if args.only else {"thesis_speed", "vs_pipeline", "mfu", "training"}

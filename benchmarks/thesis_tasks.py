@@ -66,12 +66,12 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
     args = parser.parse_args()
 
-    from distilbench.cli import _quiet_libraries
     from distilbench.compare import compare
     from distilbench.config import ExperimentConfig
+    from distilbench.console import quiet_libraries
     from distilbench.machine import machine_info
 
-    _quiet_libraries(False)
+    quiet_libraries(False)
     tasks = {
         "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
         "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
-import os
 import signal
 import sys
 import threading
 
 from . import __version__
-from .console import DistilbenchError
+from .console import DistilbenchError, quiet_libraries
 
 BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"
 EPILOG = "Flags mirror the keys of the YAML config (--config run.yaml); flags win over the file."
@@ -318,25 +316,13 @@ def read_texts(source: str, text_column: str, max_samples: int | None, seed: int
     return texts
 
 
-def _quiet_libraries(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars
-
-    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
-    disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()
         return 2
-    _quiet_libraries(args.verbose)
+    quiet_libraries(args.verbose)
     progress = not getattr(args, "no_progress", False)
     from .compare import compare, evaluate
     from .config import ExperimentConfig, load_config, load_resumed_config

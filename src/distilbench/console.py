@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -25,3 +26,16 @@ def warn(message: str) -> None:
     """Print a warning for the user on stderr."""
     if not _quiet():
         print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Log at WARNING (DEBUG with -v) and silence the libraries' own progress bars and chatter."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+    disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()

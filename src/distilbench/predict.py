@@ -169,10 +169,10 @@ def _init_worker(model_dir: str, backend: str, devices, threads: int, batch_size
     error instead of a broken pool."""
     import torch
 
-    from .cli import _quiet_libraries
+    from .console import quiet_libraries
 
     try:
-        _quiet_libraries(verbose=False)  # no library progress bars from every worker
+        quiet_libraries(verbose=False)  # no library progress bars from every worker
         device = devices.get()
         torch.set_num_threads(threads)
         work_dir = tempfile.mkdtemp(prefix="distilbench-predict-")
