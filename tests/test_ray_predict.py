@@ -3,6 +3,8 @@ predict, each row once even when an actor is killed mid-run; and the errors that
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import missing
+from distilbench.backend_choice import candidate_backends
 from distilbench.cli import main
 from distilbench.predict import predict
 
@@ -69,12 +72,14 @@ def ray_cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    session = cluster.head_node.get_session_dir_path()
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         yield cluster
     finally:
         cluster.shutdown()
+        shutil.rmtree(session, ignore_errors=True)  # its logs
 
 
 def run_ray(address: str, *args: str) -> subprocess.Popen:
@@ -84,9 +89,9 @@ def run_ray(address: str, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def local_records(model: Path, source: Path, tmp_path: Path) -> pd.DataFrame:
+def local_records(model: Path, source: Path, tmp_path: Path, backend: str = "torch-fp32") -> pd.DataFrame:
     out = tmp_path / f"local-{source.stem}.jsonl"
-    predict(str(model), str(source), str(out), backend="torch-fp32", progress=False)
+    predict(str(model), str(source), str(out), backend=backend, progress=False)
     return pd.read_json(out, lines=True, dtype=False)
 
 
@@ -103,8 +108,9 @@ def assert_same_records(ray_rows: pd.DataFrame, local: pd.DataFrame, label: str)
 
 
 def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
-    """A directory of CSV, Parquet and JSON lines files, 3,000 rows, on two nodes: every row of every file once,
-    numbered as local predict numbers it, with its label(s) and the stored multilabel thresholds."""
+    """A directory of CSV, Parquet and JSON lines files, 3,000 rows, on two nodes, backend auto: every row of
+    every file once, numbered as local predict numbers it, with the label(s) (stored multilabel thresholds) and
+    probabilities local predict gives in the backend the actors chose on their node."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     pd.DataFrame({"id": range(1200), "text": headlines(1200, 0)}).to_csv(inputs / "a.csv", index=False)
@@ -112,17 +118,19 @@ def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
     pd.DataFrame({"text": headlines(800, 2)}).to_json(inputs / "c.jsonl", orient="records", lines=True)
     out = tmp_path / "out"
     process = run_ray(ray_cluster.address, "--model", str(models["multilabel"]), "--input", str(inputs),
-                      "--output", str(out), "--backend", "torch-fp32", "--chunk-rows", "256", "--actors", "2")
+                      "--output", str(out), "--chunk-rows", "256", "--actors", "2")
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
-    assert "3000 predictions (torch-fp32, 2 actors on 2 nodes" in stdout
+    chosen = re.search(r"^3000 predictions \((\S+), 2 actors on 2 nodes, ", stdout, re.MULTILINE)
+    assert chosen and chosen.group(1) in candidate_backends("cpu"), stdout
     assert not (tmp_path / "out.partial").exists()
     written = pd.read_parquet(out)
     assert list(written.columns) == ["row", "file", "labels", "probabilities"]
     assert len(written) == 3000
     for name in ("a.csv", "b.parquet", "c.jsonl"):
         mine = written[written["file"] == str(inputs / name)]
-        assert_same_records(mine, local_records(models["multilabel"], inputs / name, tmp_path), "labels")
+        local = local_records(models["multilabel"], inputs / name, tmp_path, backend=chosen.group(1))
+        assert_same_records(mine, local, "labels")
 
 
 def actor_processes() -> list:
@@ -170,6 +178,22 @@ def test_a_killed_actor_is_restarted_and_every_row_is_written_once(ray_cluster, 
     assert set(lines[0]) == {"row", "label", "probabilities"}
 
 
+def test_a_file_the_reader_refuses_ends_the_run_in_one_line_with_nothing_written(ray_cluster, models, tmp_path):
+    """The second file of a directory lacks the text column: the read task's error is the command's last line,
+    exit 2, and no output directory (the first file passed the check before Ray started)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pd.DataFrame({"text": headlines(50, 4)}).to_csv(inputs / "a.csv", index=False)
+    pd.DataFrame({"title": headlines(50, 5)}).to_csv(inputs / "b.csv", index=False)
+    process = run_ray(ray_cluster.address, "--model", str(models["multiclass"]), "--input", str(inputs),
+                      "--output", str(tmp_path / "out"), "--backend", "torch-fp32")
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 2, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == ("distilbench: error: text column 'text' not found in b.csv; "
+                                               "available columns: title. Use --text-column to pick one.")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_without_ray_installed_the_error_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(SystemExit) as code:
@@ -186,6 +210,8 @@ def test_without_ray_installed_the_error_is_one_line(monkeypatch, tmp_path, caps
     (["--input", "{dir}/nothing-*.csv"], "no input files"),
     (["--input", "{dir}/texts.xlsx"], "unsupported file type '.xlsx'"),
     (["--input", "{dir}/missing.csv"], "input not found"),
+    (["--input", "{dir}/empty"], "no input files"),
+    (["--text-column", "title"], "text column 'title' not found in texts.csv"),
     (["--output", "{dir}/taken"], "already exists"),
     (["--workers", "2"], "--workers and --resume are for --engine local"),
     (["--cpus-per-actor", "0"], "--cpus-per-actor must be more than 0"),
@@ -197,6 +223,8 @@ def test_ray_flags_and_inputs_are_checked_before_work(models, tmp_path, capsys, 
     have_ray()
     (tmp_path / "texts.csv").write_text("text\nhello\n")
     (tmp_path / "texts.xlsx").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("x")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "part.parquet").write_text("x")
     args = {"--model": str(models["multiclass"]), "--input": str(tmp_path / "texts.csv"),

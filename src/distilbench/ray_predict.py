@@ -43,48 +43,64 @@ def require_ray() -> None:
         raise DistilbenchError(f"--engine ray needs Ray Data, which is not installed: {INSTALL_HINT}") from None
 
 
-def input_paths(source: str) -> tuple[str | list[str], bool]:
+def input_paths(source: str, text_column: str) -> tuple[str | list[str], bool]:
     """What Ray Data is to read, and whether it is several files (a directory or a glob: records then carry
-    `file`). Local inputs are checked here, before Ray starts; a file's content is checked by the reader."""
+    `file`). A local input is listed here (a directory recursively, sorted, without names that start with '.'
+    or '_', as Ray lists) and its first file's first row is read, so that a wrong --text-column or an unreadable
+    file ends in one line before Ray starts; an input URI is listed by Ray."""
+    from . import readers
     from .ray_workers import INPUT_SUFFIXES
 
     kinds = ", ".join(INPUT_SUFFIXES)
     if source == "-":
         raise DistilbenchError("--engine ray reads files, not stdin: pass --input FILE, DIRECTORY or a glob "
                                "such as 'texts/*.parquet'")
-    if any(character in source for character in GLOB_CHARACTERS):
-        if URI.match(source):
-            import fsspec
+    is_glob = any(character in source for character in GLOB_CHARACTERS)
+    if URI.match(source):
+        return _uri_paths(source, is_glob, kinds)
+    path = Path(source).expanduser()
+    if is_glob:
+        files = [Path(p).resolve() for p in sorted(glob.glob(str(path), recursive=True)) if os.path.isfile(p)]
+    elif not path.exists():
+        raise DistilbenchError(f"input not found: {path}. Pass a file, a directory or a glob.")
+    elif path.is_dir():
+        files = sorted(p.resolve() for p in path.rglob("*") if p.is_file()
+                       and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    else:
+        if path.suffix.lower() not in INPUT_SUFFIXES:
+            raise DistilbenchError(f"unsupported file type '{path.suffix or '(none)'}' for {path}; supported: {kinds}")
+        files = [path.resolve()]
+    files = [p for p in files if p.suffix.lower() in INPUT_SUFFIXES]
+    if not files:
+        raise DistilbenchError(f"no input files ({kinds}) {'match' if is_glob else 'in'} {source}")
+    next(readers.iter_texts(str(files[0]), text_column, 1), None)
+    several = is_glob or path.is_dir()
+    return ([str(p) for p in files] if several else str(files[0])), several
 
-            filesystem, pattern = fsspec.core.url_to_fs(source)
-            matches = [filesystem.unstrip_protocol(p) for p in sorted(filesystem.glob(pattern))
-                       if filesystem.isfile(p)]
-        else:
-            matches = sorted(p for p in glob.glob(os.path.expanduser(source), recursive=True) if os.path.isfile(p))
-            matches = [str(Path(p).resolve()) for p in matches]
-        matches = [p for p in matches if Path(p).suffix.lower() in INPUT_SUFFIXES]
+
+def _uri_paths(source: str, is_glob: bool, kinds: str) -> tuple[str | list[str], bool]:
+    """An input URI (s3://, gs://, hdfs://, file:// ...): a glob expanded with fsspec, else as it is."""
+    from .ray_workers import INPUT_SUFFIXES
+
+    if is_glob:
+        import fsspec
+
+        filesystem, pattern = fsspec.core.url_to_fs(source)
+        matches = [filesystem.unstrip_protocol(p) for p in sorted(filesystem.glob(pattern))
+                   if filesystem.isfile(p) and Path(p).suffix.lower() in INPUT_SUFFIXES]
         if not matches:
             raise DistilbenchError(f"no input files ({kinds}) match {source}")
         return matches, True
-    if URI.match(source):
-        import pyarrow.fs
+    import pyarrow.fs
 
-        try:
-            filesystem, path = pyarrow.fs.FileSystem.from_uri(source)
-            info = filesystem.get_file_info(path)
-        except (OSError, ValueError) as exc:
-            raise DistilbenchError(f"cannot read {source}: {exc}") from None
-        if info.type == pyarrow.fs.FileType.NotFound:
-            raise DistilbenchError(f"input not found: {source}")
-        return source, info.type == pyarrow.fs.FileType.Directory
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DistilbenchError(f"input not found: {path}. Pass a file, a directory or a glob.")
-    if path.is_dir():
-        return str(path.resolve()), True
-    if path.suffix.lower() not in INPUT_SUFFIXES:
-        raise DistilbenchError(f"unsupported file type '{path.suffix or '(none)'}' for {path}; supported: {kinds}")
-    return str(path.resolve()), False
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(source)
+        info = filesystem.get_file_info(path)
+    except (OSError, ValueError) as exc:
+        raise DistilbenchError(f"cannot read {source}: {exc}") from None
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise DistilbenchError(f"input not found: {source}")
+    return source, info.type == pyarrow.fs.FileType.Directory
 
 
 class OutputDirectory:
@@ -218,12 +234,14 @@ def pool_size(actors: int | None, cpus_per_actor: float, device: str) -> tuple[i
 
 
 def unwrap(exc: BaseException) -> DistilbenchError | None:
-    """The DistilbenchError a Ray task or actor raised, out of the errors Ray wraps it in (or None)."""
+    """The DistilbenchError a Ray task or actor raised, out of the errors Ray wraps it in (or None). Its
+    message is its first line: Ray appends notes about retries to the original exception's message."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, DistilbenchError):
-            return DistilbenchError(str(exc).strip().splitlines()[-1] if "\n" in str(exc).strip() else str(exc))
+        if type(exc) is DistilbenchError:
+            message = str(exc.args[0]) if exc.args else str(exc)
+            return DistilbenchError(message.strip().splitlines()[0] if message.strip() else message)
         cause = getattr(exc, "cause", None)
         exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
     return None
@@ -256,7 +274,7 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
     task, label_names = read_task_labels(model_dir)
     backend = check_backend(backend, model_dir)
     key = checkpoint_key(model_dir)
-    paths, several = input_paths(source)
+    paths, several = input_paths(source, text_column)
     out = OutputDirectory(output)
     committed = False
     try:
