@@ -194,6 +194,27 @@ def test_a_file_the_reader_refuses_ends_the_run_in_one_line_with_nothing_written
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
+def test_inputs_are_listed_as_ray_lists_them(tmp_path):
+    """A directory: every readable file below it, sorted, skipping names that start with '.' or '_' (Ray's
+    rule); a glob: its matches; one file: itself, without a `file` column; a URI is left to Ray."""
+    have_ray()
+    from distilbench.ray_predict import input_paths
+
+    for name in ("b.csv", "a/c.jsonl", "a/d.parquet", "_SUCCESS", ".hidden.csv", "_tmp/e.csv", "notes.md"):
+        path = tmp_path / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".parquet"):
+            pd.DataFrame({"text": ["x"]}).to_parquet(path)
+        else:
+            path.write_text('{"text": "x"}\n' if name.endswith(".jsonl") else "text\nx\n")
+    root = (tmp_path / "in").resolve()
+    assert input_paths(str(tmp_path / "in"), "text") == (
+        [str(root / "a" / "c.jsonl"), str(root / "a" / "d.parquet"), str(root / "b.csv")], True)
+    assert input_paths(str(tmp_path / "in" / "*.csv"), "text") == ([str(root / "b.csv")], True)
+    assert input_paths(str(tmp_path / "in" / "b.csv"), "text") == (str(root / "b.csv"), False)
+    assert input_paths((tmp_path / "in").as_uri(), "text") == ((tmp_path / "in").as_uri(), True)
+
+
 def test_without_ray_installed_the_error_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(SystemExit) as code:

@@ -168,12 +168,13 @@ class OutputDirectory:
             with self.filesystem.open_output_stream(f"{self.path}/{SUCCESS}"):
                 pass
             return
-        from .runs import commit_rename
+        from .runs import commit_rename, fsync_tree
 
         partial = Path(self.writing)
+        fsync_tree(partial)  # every file Ray wrote, flushed before the rename that commits them
         (partial / LOCK).unlink()
-        self.close()
         commit_rename(partial, self.final)
+        self.close()
 
     def discard(self) -> None:
         """After a failure: nothing that looks like output is left (a URI's files stay, without _SUCCESS)."""
@@ -206,9 +207,11 @@ def start_ray(address: str | None, progress: bool) -> float:
     started = time.perf_counter()
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = "a local Ray instance" if address == "local" else f"the Ray cluster at {address}"
-        raise DistilbenchError(f"could not start {where}: {str(exc).strip().splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions, e.g. a raylet slow to start
+        where = "a local Ray instance" if address == "local" else f"to the Ray cluster at {address}"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistilbenchError(f"could not {'start' if address == 'local' else 'connect'} {where}: "
+                               f"{reason}") from None
     context = DataContext.get_current()
     context.enable_progress_bars = progress
     if not progress:  # Ray Data says at WARNING that its bars are off, and logs its plan at INFO
@@ -271,7 +274,7 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
         raise DistilbenchError(f"--device with --engine ray is auto, cpu or cuda (Ray places actors on GPUs), "
                                f"not {device}")
     require_ray()
-    task, label_names = read_task_labels(model_dir)
+    read_task_labels(model_dir)  # a checkpoint, checked before Ray starts
     backend = check_backend(backend, model_dir)
     key = checkpoint_key(model_dir)
     paths, several = input_paths(source, text_column)
@@ -284,7 +287,7 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
 
         ray_start_s = start_ray(address, progress)
         try:
-            count, summary, nodes, pool, seconds = _run(
+            count, summary, pool, seconds = _run(
                 ray, ray_workers, model_dir=model_dir, key=key, paths=paths, several=several, out=out,
                 text_column=text_column, backend=backend, batch_size=batch_size, max_length=max_length,
                 device=device, progress=progress, chunk_rows=chunk_rows, output_format=output_format,
@@ -297,6 +300,7 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
         if not committed:
             out.discard()
     restarts = len(summary["actors"]) - pool
+    nodes = len({actor["node"] for actor in summary["actors"]})
     by_backend = Counter(actor["backend"] for actor in summary["actors"][:pool] or summary["actors"])
     backends = ", ".join(f"{name} x{n}" if len(by_backend) > 1 else name for name, n in by_backend.items())
     say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''} on {nodes} node"
@@ -311,12 +315,11 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
 
 def _run(ray, ray_workers, *, model_dir, key, paths, several, out, text_column, backend, batch_size, max_length,
          device, progress, chunk_rows, output_format, actors, cpus_per_actor, choice):
-    """Read, predict and write on the cluster; returns (rows written, tally, nodes, pool size, seconds)."""
+    """Read, predict and write on the cluster; returns (rows written, the tally's summary, pool size, seconds)."""
     from .backend_choice import CALIBRATION_TEXTS, ChoiceSettings, validation_texts
 
     settings = (choice or ChoiceSettings()).validate()
     pool, gpus_per_actor = pool_size(actors, cpus_per_actor, device)
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     tally = ray.remote(num_cpus=0)(ray_workers.RunTally).remote()
     try:
         # reading and writing reserve no CPU: they are light next to the model, whose actors hold the CPUs
@@ -358,4 +361,4 @@ def _run(ray, ray_workers, *, model_dir, key, paths, several, out, text_column, 
     if written != read:
         raise DistilbenchError(f"{written} rows were written but {read} were read: the output is incomplete or "
                                "holds duplicates and was not kept; run the command again")
-    return written, summary, nodes, pool, seconds
+    return written, summary, pool, seconds
