@@ -148,7 +148,7 @@ def actor_processes() -> list:
 
 
 def test_a_killed_actor_is_restarted_and_every_row_is_written_once(ray_cluster, models, tmp_path):
-    """SIGKILL one of two actors once the first predictions are written: Ray restarts it and runs its batches
+    """SIGKILL an actor (of two) once the first predictions are written: Ray restarts it and runs its batches
     again; the output holds every row exactly once, equal to local predict's, and the summary says so."""
     source = tmp_path / "texts.csv"
     pd.DataFrame({"text": headlines(3000, 3)}).to_csv(source, index=False)
@@ -162,8 +162,8 @@ def test_a_killed_actor_is_restarted_and_every_row_is_written_once(ray_cluster, 
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         if partial.is_dir() and any(p.suffix == ".json" for p in partial.iterdir()):
-            actors = actor_processes()
-            if len(actors) == 2:
+            actors = actor_processes()  # both, or on a busy machine the one that started first
+            if actors:
                 killed = actors[0].pid
                 os.kill(killed, signal.SIGKILL)
                 break

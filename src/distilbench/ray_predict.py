@@ -353,6 +353,10 @@ def _run(ray, ray_workers, *, model_dir, key, paths, several, out, text_column, 
         error = unwrap(exc)
         if error is not None:
             raise error from None
+        if isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError):
+            # the cluster's trouble (workers that cannot start, a node or an object lost), not a bug in a task
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DistilbenchError(f"Ray could not finish the run: {reason}") from None
         raise
     finally:
         ray.kill(tally)
