@@ -71,15 +71,18 @@ def ray_cluster():
     have_ray()
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    session = cluster.head_node.get_session_dir_path()
+    cluster = Cluster()
+    session = None
     try:
+        cluster.add_node(num_cpus=1, include_dashboard=False)  # the head
+        session = cluster.head_node.get_session_dir_path()
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         yield cluster
     finally:
-        cluster.shutdown()
-        shutil.rmtree(session, ignore_errors=True)  # its logs
+        cluster.shutdown()  # also after a node that failed to start
+        if session:
+            shutil.rmtree(session, ignore_errors=True)  # its logs
 
 
 def run_ray(address: str, *args: str) -> subprocess.Popen:

@@ -229,10 +229,16 @@ def pool_size(actors: int | None, cpus_per_actor: float, device: str) -> tuple[i
     if device == "cuda" and not gpus:
         raise DistilbenchError("--device cuda: the Ray cluster has no GPUs")
     if gpus:
+        if actors and actors > gpus:
+            warn(f"--actors {actors}: the Ray cluster has {gpus} GPUs now; the actors beyond them wait for more "
+                 "(an autoscaling cluster adds nodes)")
         return actors or gpus, 1.0
     cpus = resources.get("CPU", 0)
     if cpus < cpus_per_actor:
         raise DistilbenchError(f"the Ray cluster has {cpus:g} CPUs, fewer than --cpus-per-actor {cpus_per_actor:g}")
+    if actors and actors * cpus_per_actor > cpus:
+        warn(f"--actors {actors} x --cpus-per-actor {cpus_per_actor:g}: the Ray cluster has {cpus:g} CPUs now; the "
+             "actors beyond them wait for more (an autoscaling cluster adds nodes)")
     return actors or max(1, int(cpus // cpus_per_actor)), 0.0
 
 
