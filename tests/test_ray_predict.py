@@ -124,7 +124,7 @@ def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
                       "--output", str(out), "--chunk-rows", "256", "--actors", "2")
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
-    chosen = re.search(r"^3000 predictions \((\S+), 2 actors on 2 nodes, ", stdout, re.MULTILINE)
+    chosen = re.search(r"^3000 predictions \((\S+), 2 actors on a cluster of 2 nodes, ", stdout, re.MULTILINE)
     assert chosen and chosen.group(1) in candidate_backends("cpu"), stdout
     assert not (tmp_path / "out.partial").exists()
     written = pd.read_parquet(out)
@@ -175,7 +175,8 @@ def test_a_killed_actor_is_restarted_and_every_row_is_written_once(ray_cluster, 
     assert killed is not None, f"no actor was killed before the run ended: {stdout} {stderr[-2000:]}"
     assert process.returncode == 0, stderr[-3000:]
     assert "3000 predictions" in stdout
-    assert "1 actor restart:" in stdout and "each of the 3000 rows read is written once" in stdout
+    assert "1 actor died during the run: Ray restarted it" in stdout, stdout
+    assert "each of the 3000 rows read is written once" in stdout
     lines = [json.loads(line) for path in sorted(out.glob("*.json")) for line in path.read_text().splitlines()]
     assert_same_records(pd.DataFrame(lines), local_records(models["multiclass"], source, tmp_path), "label")
     assert set(lines[0]) == {"row", "label", "probabilities"}

@@ -293,7 +293,7 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
 
         ray_start_s = start_ray(address, progress)
         try:
-            count, summary, pool, seconds = _run(
+            count, summary, pool, nodes, seconds = _run(
                 ray, ray_workers, model_dir=model_dir, key=key, paths=paths, several=several, out=out,
                 text_column=text_column, backend=backend, batch_size=batch_size, max_length=max_length,
                 device=device, progress=progress, chunk_rows=chunk_rows, output_format=output_format,
@@ -306,26 +306,30 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
         if not committed:
             out.discard()
     restarts = len(summary["actors"]) - pool
-    nodes = len({actor["node"] for actor in summary["actors"]})
     by_backend = Counter(actor["backend"] for actor in summary["actors"][:pool] or summary["actors"])
     backends = ", ".join(f"{name} x{n}" if len(by_backend) > 1 else name for name, n in by_backend.items())
-    say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''} on {nodes} node"
+    say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''} on a cluster of {nodes} node"
         f"{'s' if nodes > 1 else ''}, {count / max(seconds, 1e-9):.0f} rows/s after {ray_start_s:.1f} s to start "
         f"Ray) -> {out.final}")
-    if restarts:
+    died = max(restarts, summary["actors_died_in_a_batch"])
+    if died:
         again = summary["predicted"] - count
-        say(f"{restarts} actor restart{'s' if restarts > 1 else ''}: Ray ran the batches of the actor that died "
-            f"again ({again} rows predicted twice); each of the {count} rows read is written once")
+        say(f"{died} actor{'s' if died > 1 else ''} died during the run: Ray restarted "
+            f"{'them' if died > 1 else 'it'} ({restarts} restart{'' if restarts == 1 else 's'} finished) and ran "
+            f"again the {summary['batches_cut_short']} batch{'' if summary['batches_cut_short'] == 1 else 'es'} "
+            f"cut short ({again} rows predicted twice); each of the {count} rows read is written once")
     return count
 
 
 def _run(ray, ray_workers, *, model_dir, key, paths, several, out, text_column, backend, batch_size, max_length,
          device, progress, chunk_rows, output_format, actors, cpus_per_actor, choice):
-    """Read, predict and write on the cluster; returns (rows written, the tally's summary, pool size, seconds)."""
+    """Read, predict and write on the cluster; returns (rows written, the tally's summary, pool size, nodes,
+    seconds)."""
     from .backend_choice import CALIBRATION_TEXTS, ChoiceSettings, validation_texts
 
     settings = (choice or ChoiceSettings()).validate()
     pool, gpus_per_actor = pool_size(actors, cpus_per_actor, device)
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     tally = ray.remote(num_cpus=0)(ray_workers.RunTally).remote()
     try:
         # reading and writing reserve no CPU: they are light next to the model, whose actors hold the CPUs
@@ -371,4 +375,4 @@ def _run(ray, ray_workers, *, model_dir, key, paths, several, out, text_column, 
     if written != read:
         raise DistilbenchError(f"{written} rows were written but {read} were read: the output is incomplete or "
                                "holds duplicates and was not kept; run the command again")
-    return written, summary, pool, seconds
+    return written, summary, pool, nodes, seconds

@@ -69,11 +69,14 @@ class TextFiles(FileBasedDatasource):
 
 class RunTally:
     """One small actor per run: the rows of each file read whole, the actors started (a restart starts one
-    more), and the rows predicted (a batch run again after a restart counts twice)."""
+    more), and each actor's batches started and finished: an actor that dies leaves a batch started and
+    never finished, which Ray runs again elsewhere (its rows are then predicted twice, written once)."""
 
     def __init__(self):
         self.files: dict[str, int] = {}
         self.actors: list[dict] = []
+        self.started: dict[int, int] = {}
+        self.finished: dict[int, int] = {}
         self.predicted = 0
 
     def file_read(self, path: str, rows: int) -> None:
@@ -82,11 +85,18 @@ class RunTally:
     def actor_started(self, info: dict) -> None:
         self.actors.append(info)
 
-    def rows_predicted(self, rows: int) -> None:
+    def batch_started(self, actor: int) -> None:
+        self.started[actor] = self.started.get(actor, 0) + 1
+
+    def batch_finished(self, actor: int, rows: int) -> None:
+        self.finished[actor] = self.finished.get(actor, 0) + 1
         self.predicted += rows
 
     def summary(self) -> dict:
-        return {"files": dict(self.files), "actors": list(self.actors), "predicted": self.predicted}
+        cut_short = {actor: n - self.finished.get(actor, 0) for actor, n in self.started.items()
+                     if n > self.finished.get(actor, 0)}
+        return {"files": dict(self.files), "actors": list(self.actors), "predicted": self.predicted,
+                "batches_cut_short": sum(cut_short.values()), "actors_died_in_a_batch": len(cut_short)}
 
 
 @contextmanager
@@ -159,17 +169,19 @@ class RayPredictor:
         self.tally = tally
         self.with_file = with_file
         context = ray.get_runtime_context()
-        ray.get(tally.actor_started.remote({"node": context.get_node_id(), "pid": os.getpid(), "backend": name,
+        self.actor = os.getpid()  # a restarted actor is a new process
+        ray.get(tally.actor_started.remote({"node": context.get_node_id(), "pid": self.actor, "backend": name,
                                             "device": device, "threads": threads}))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        ray.get(self.tally.batch_started.remote(self.actor))  # recorded before the work, which a kill may cut
         rows = batch.column("row").to_pylist()
         records = self.predictor.predictions(batch.column("text").to_pylist())
         table = pa.Table.from_pylist([{"row": row, **record} for row, record in zip(rows, records)],
                                      schema=self.predictor.schema)
         if self.with_file:
             table = table.add_column(1, "file", batch.column("file"))
-        ray.get(self.tally.rows_predicted.remote(len(rows)))
+        ray.get(self.tally.batch_finished.remote(self.actor, len(rows)))
         return table
 
     def __del__(self):
