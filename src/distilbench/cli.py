@@ -49,8 +49,19 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
     group.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (0)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
-    group.add_argument("--select-metric", help="validation metric that picks the best epoch "
-                                               "(accuracy / hamming_score; any val metric, or loss)")
+    group.add_argument("--preset", choices=["thesis"],
+                       help="thesis: the thesis's settings exactly (flags and --config still win)")
+    group.add_argument("--select-metric", help="validation metric that picks the best epoch (accuracy for "
+                                               "multiclass, f1_macro for multilabel; the thesis: hamming_score; "
+                                               "any val metric, or loss)")
+    group.add_argument("--class-weight", choices=["none", "balanced"],
+                       help="multiclass: weigh each class's loss by n / (K * n_class) (balanced) or not (none)")
+    group.add_argument("--pos-weight", choices=["none", "auto"],
+                       help="multilabel: weigh each label's positives by negatives / positives in the training "
+                            "split (auto, capped by --pos-weight-cap) or not (none)")
+    group.add_argument("--pos-weight-cap", type=float, help="multilabel: the largest positive weight (10)")
+    group.add_argument("--patience", type=int, help="stop training when the select metric has not improved on "
+                                                    "validation for this many epochs (default: train every epoch)")
     group.add_argument("--threshold-metric", choices=["gmean", "f1"],
                        help="multilabel: tune per-label thresholds on validation by G-mean (thesis) or F1")
     group.add_argument("--no-distill", dest="distill", action="store_false", default=None,
@@ -72,6 +83,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-speed", dest="measure_speed", action="store_false", default=None,
                        help="compare: skip the throughput/latency measurement after testing")
     group.add_argument("--seed", type=int, help="seed for splits, initialisation and shuffling (42)")
+    group.add_argument("--seeds", help="train every model once per seed: a count (3: --seed, --seed+1, --seed+2) "
+                                       "or a list (1,2,3); the splits stay those of --seed / --split-seed")
+    group.add_argument("--split-seed", type=int, help="seed of the subsample and the splits (default: --seed)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -103,6 +117,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_data_flags(parser)
     _add_training_flags(parser)
     _add_runtime_flags(parser)
+    group = parser.add_argument_group("verdicts")
+    group.add_argument("--reference", help="compare: the model every other is compared with (default: the first)")
+    group.add_argument("--margin", type=float, help="points of the primary metric a model may lose against the "
+                                                    "reference and still be 'within margin' (1.0)")
+    group.add_argument("--resamples", type=int, help="bootstrap resamples per confidence interval (1000)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,36 +17,36 @@ import torch
 import torch.nn.functional as F
 
 from .console import DistilbenchError, say
-from .training import DistilbenchTrainer
+from .training import DistilbenchTrainer, label_loss
 
 log = logging.getLogger(__name__)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      task: str, alpha: float = 0.5, temperature: float = 2.0) -> torch.Tensor:
-    """α · hard loss + (1 − α) · T²-scaled soft loss against the teacher (see the module docstring)."""
+                      task: str, alpha: float = 0.5, temperature: float = 2.0,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """α · hard loss + (1 − α) · T²-scaled soft loss against the teacher (see the module docstring); the hard
+    loss takes the run's label-loss weights (training.loss_weights), the soft loss none."""
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
         raise DistilbenchError(f"distillation needs 0 <= alpha <= 1 and temperature > 0 "
                                f"(got alpha {alpha}, temperature {temperature})")
     student_logits = student_logits.float()
     teacher_logits = teacher_logits.float()
     t = temperature
+    if task not in ("multiclass", "multilabel"):
+        raise DistilbenchError(f"unknown task {task!r}")
+    hard = label_loss(student_logits, labels, task, class_weights)
     if task == "multiclass":
-        hard = F.cross_entropy(student_logits, labels.long())
         soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                         reduction="batchmean", log_target=True) * t * t
-    elif task == "multilabel":
-        hard = F.binary_cross_entropy_with_logits(student_logits, labels.float())
-        soft = F.binary_cross_entropy_with_logits(student_logits / t, torch.sigmoid(teacher_logits / t)) * t * t
     else:
-        raise DistilbenchError(f"unknown task {task!r}")
+        soft = F.binary_cross_entropy_with_logits(student_logits / t, torch.sigmoid(teacher_logits / t)) * t * t
     return alpha * hard + (1.0 - alpha) * soft
 
 
 class DistillationTrainer(DistilbenchTrainer):
     """The Trainer with the distillation loss where a batch carries the teacher's cached logits."""
 
-    task: str = "multiclass"
     alpha: float = 0.5
     temperature: float = 2.0
 
@@ -56,7 +56,8 @@ class DistillationTrainer(DistilbenchTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.task, self.alpha, self.temperature)
+        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.task, self.alpha, self.temperature,
+                                 self.class_weights)
         if model.training:
             self.loss_sum += float(loss.detach())
             self.loss_count += 1
