@@ -39,15 +39,15 @@ def _add_data_flags(parser: argparse.ArgumentParser, with_splits: bool = True) -
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training (thesis defaults)")
+    group = parser.add_argument_group("training (--preset thesis for the thesis's settings)")
     group.add_argument("--head", choices=["standard", "thesis"], help="classification head (standard)")
-    group.add_argument("--epochs", type=int, help="training epochs (4)")
-    group.add_argument("--train-batch-size", type=int, help="training batch size (64)")
+    group.add_argument("--epochs", type=int, help="training epochs (5; thesis 4)")
+    group.add_argument("--train-batch-size", type=int, help="training batch size (32; thesis 64)")
     group.add_argument("--eval-batch-size", type=int, help="evaluation batch size (32)")
-    group.add_argument("--learning-rate", type=float, help="AdamW learning rate (5e-5)")
+    group.add_argument("--learning-rate", type=float, help="AdamW learning rate (1e-4; thesis 5e-5)")
     group.add_argument("--adam-epsilon", type=float, help="AdamW epsilon (1e-8)")
     group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
-    group.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (0)")
+    group.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")
