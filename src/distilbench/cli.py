@@ -47,7 +47,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=float, help="AdamW learning rate (1e-4; thesis 5e-5)")
     group.add_argument("--adam-epsilon", type=float, help="AdamW epsilon (1e-8)")
     group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
-    group.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
+    group.add_argument("--warmup-ratio", type=float,
+                       help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")

@@ -585,13 +585,18 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
                                f"student-bert:..., scratch:...) or a model directory, not '{student}'")
     config.task, config.models = task, [student]
+    seeds = config.training_seeds()
+    if len(seeds) > 1:
+        raise DistilbenchError("distill trains one student with one seed; for several seeds, fine-tune the teacher "
+                               "in the same run: compare --models TEACHER,STUDENT --seeds N")
     with open_run(config, overwrite, resume) as run:  # the data is read with the teacher's labels, in any form
         splits, label_names = start_run(config, run, resume, teacher_labels)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
                                    f"({', '.join(teacher_labels)})")
         progress = progress and distributed.is_main_process()
-        row = run_model(student, config, splits, teacher_labels, run, progress, teacher_dir, resume)
+        row = run_model(student, dataclasses.replace(config, seed=seeds[0]), splits, teacher_labels, run, progress,
+                        teacher_dir, resume)
         if not distributed.is_main_process():
             return {}
         teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test",
