@@ -254,3 +254,21 @@ def test_tune_needs_a_model(capsys, tmp_path, words_csv):
     with pytest.raises(SystemExit) as exit_info:
         main(["tune", "--data", str(words_csv), "--out", str(tmp_path / "tune")])
     assert exit_info.value.code == 2 and "tune needs --model" in capsys.readouterr().err
+
+
+def test_the_cli_passes_its_flags(capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr("distilbench.tune.tune", lambda *args, **kwargs: calls.append((args, kwargs)) or {})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--model", "student:M", "--teacher", "T", "--data", "d.csv", "--trials", "7", "--timeout", "60",
+              "--search", "alpha, temperature=1:4", "--no-prune", "--learning-rate", "1e-4", "--max-length", "64",
+              "--out", "o", "--no-progress"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    (config, model), kwargs = calls[0]
+    assert (model, config.data, config.learning_rate, config.max_length, config.out) == \
+        ("student:M", "d.csv", 1e-4, 64, "o")
+    assert {k: kwargs[k] for k in ("teacher", "trials", "timeout", "search", "prune", "overwrite", "resume",
+                                   "progress")} == {"teacher": "T", "trials": 7, "timeout": 60.0,
+                                                    "search": ["alpha", "temperature=1:4"], "prune": False,
+                                                    "overwrite": False, "resume": False, "progress": False}
+    assert {"learning_rate", "max_length"} <= kwargs["fixed"]  # given as flags: fixed, not searched
