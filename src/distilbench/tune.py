@@ -285,7 +285,8 @@ def trials_table(records: list[dict], space: dict) -> pd.DataFrame:
         "number": r["number"], "state": r["state"], "score": r["score"], "best_epoch": r["best_epoch"],
         "epochs_run": len(r["scores"]), "time_s": None if r["time_s"] is None else round(r["time_s"], 1),
         **{name: r["params"].get(name) for name in space}, "retry_of": r["retry_of"]} for r in records],
-        columns=["number", "state", "score", "best_epoch", "epochs_run", "time_s", *space, "retry_of"])
+        columns=["number", "state", "score", "best_epoch", "epochs_run", "time_s", *space, "retry_of"]).astype(
+        {"best_epoch": "Int64", "retry_of": "Int64"})  # whole numbers, empty where there is none
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
