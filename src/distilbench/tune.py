@@ -517,7 +517,7 @@ def show_summary(result: dict, run: RunDir, metric: str) -> None:
             "score", ascending=result["direction"] == "minimize", na_position="last")
         if table["retry_of"].isna().all():
             table = table.drop(columns="retry_of")
-        say("\n" + table.head(10).to_string(index=False))
+        say("\n" + table.head(10).to_string(index=False, float_format="{:.4g}".format))
     best = result["best"]
     if best is None:
         warn("no trial finished (every one was pruned or failed); no best.yaml. Run more trials with --resume "
