@@ -327,12 +327,17 @@ def plot_search(records: list[dict], space: dict, metric: str, maximize: bool, p
     for ax, name in zip(axes[1:], space):
         ax.scatter([r["params"].get(name) for r in finished], [r["score"] for r in finished], color="C0")
         ax.scatter([r["params"].get(name) for r in pruned], [r["score"] for r in pruned], marker="x", color="C7")
-        if space[name].get("log"):
+        spec = space[name]
+        if spec["type"] == "choice":
+            ax.set_xticks(spec["choices"])
+        elif spec.get("log"):  # the whole range searched, so where the trials fell in it shows
             ax.set_xscale("log")
-        elif space[name]["type"] == "int":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        elif space[name]["type"] == "choice":
-            ax.set_xticks(space[name]["choices"])
+            ax.set_xlim(spec["low"] / 1.15, spec["high"] * 1.15)
+        else:
+            pad = 0.04 * (spec["high"] - spec["low"])
+            ax.set_xlim(spec["low"] - pad, spec["high"] + pad)
+            if spec["type"] == "int":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel=name, ylabel=f"validation {metric}")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
