@@ -305,6 +305,39 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-metric", action="store_true", help="skip test metrics of trained models")
     bench.add_argument("--out", help="write bench.json here")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    tune = verbs.add_parser(
+        "tune", help="search learning rate, epochs, batch size, warm-up, weight decay (and alpha, temperature) "
+                     "on the validation split",
+        description="Optuna search (seeded TPE sampler; median pruning after each epoch) for one model, or a "
+                    "student distilled from --teacher, scored on the validation split only (the test split is "
+                    "made as compare makes it and never read). The study is stored in OUT/tune.db: --resume "
+                    "continues a stopped search. Writes trials.csv, tune.json, tune.png and best.yaml, the base "
+                    "settings with the best trial's values, for compare --config (distill --config).",
+        epilog=EPILOG + " A flag such as --learning-rate fixes that parameter; the file's values are the base "
+                        "for the rest.")
+    tune.add_argument("--task", choices=["multiclass", "multilabel"])
+    tune.add_argument("--model", help="the model to tune: alias, hub name, directory or student:<teacher>")
+    tune.add_argument("--teacher", help="a distillation search: the fine-tuned teacher checkpoint (or a run with "
+                                        "one model) that --model learns from; adds alpha and temperature")
+    tune.add_argument("--trials", type=int, default=20,
+                      help="finished trials the search should hold; a resumed one runs the rest (20)")
+    tune.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    tune.add_argument("--search", type=comma_list,
+                      help="parameters to search, each NAME or NAME=LOW:HIGH (train_batch_size=A:B:C: the "
+                           "choices): learning_rate 1e-5:5e-4 (log), epochs 2:8, train_batch_size 16:32:64, "
+                           "warmup_ratio 0:0.2, weight_decay 0:0.1, alpha 0:1, temperature 1:8 (default: all, "
+                           "but those given as flags, and alpha and temperature only with --teacher)")
+    tune.add_argument("--no-prune", action="store_true", help="train every trial to its last epoch")
+    tune.add_argument("--config", help="YAML file of base settings")
+    tune.add_argument("--out", help="search directory to create")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing search directory")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue a stopped search in --out: finished trials are kept, interrupted ones run "
+                           "again, until --trials have finished")
+    _add_data_flags(tune)
+    _add_training_flags(tune)
+    _add_runtime_flags(tune)
     return parser
 
 
@@ -347,7 +380,7 @@ def run(argv: list[str] | None = None) -> int:
     from .compare import compare, evaluate
     from .config import ExperimentConfig, load_config, load_resumed_config
 
-    if args.verb in ("compare", "train", "distill"):
+    if args.verb in ("compare", "train", "distill", "tune"):
         if args.resume and args.overwrite:
             raise DistilbenchError("--resume continues a run and --overwrite replaces it: pass one of them")
         if args.resume:
@@ -367,6 +400,12 @@ def run(argv: list[str] | None = None) -> int:
         from .compare import distill
 
         distill(config, args.teacher, args.student, overwrite=args.overwrite, progress=progress, resume=args.resume)
+    elif args.verb == "tune":
+        from .tune import tune
+
+        tune(config, args.model, teacher=args.teacher, trials=args.trials, timeout=args.timeout, search=args.search,
+             fixed=set(_overrides(args)), prune=not args.no_prune, overwrite=args.overwrite, resume=args.resume,
+             progress=progress)
     elif args.verb == "distill-general":
         from .distillation import distill_general
 

@@ -266,11 +266,12 @@ def choose_best_epoch(stats: list[dict], metric: str) -> int:
 
 def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
                 label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
-                progress: bool = True, resume: bool = False) -> TrainResult:
+                progress: bool = True, resume: bool = False, callbacks: list | None = None) -> TrainResult:
     """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch.
 
     After every epoch the Trainer's whole state is kept in `save_dir/.trainer` (only the newest);
-    `resume` continues from it, so a killed run ends as an uninterrupted one would.
+    `resume` continues from it, so a killed run ends as an uninterrupted one would. `callbacks`: more
+    TrainerCallbacks, called after the epoch's statistics are taken (tune's pruning).
     """
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
@@ -343,6 +344,8 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
     if train_data.teacher_logits is not None:
         trainer.alpha, trainer.temperature = config.alpha, config.temperature
     trainer.add_callback(callback)
+    for extra in callbacks or []:
+        trainer.add_callback(extra)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
     total = time.perf_counter() - start
