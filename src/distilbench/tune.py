@@ -33,7 +33,6 @@ from .compare import open_run, resolve_teacher, start_run
 from .config import ExperimentConfig
 from .console import DistilbenchError, say, warn
 from .inference import max_positions
-from .metrics import primary_metric
 from .models import count_parameters, load_classifier, parse_student_spec, read_task_labels
 from .runs import (
     RunDir,
@@ -451,7 +450,7 @@ def tune(config: ExperimentConfig, model: str | None = None, *, teacher: str | N
 
     with open_run(config, overwrite, resume) as run:
         shutil.rmtree(run.root / TRIALS_DIR, ignore_errors=True)  # what a killed trial left behind
-        metric = config.select_metric or primary_metric(config.task)
+        metric = config.best_epoch_metric()
         study = open_study(run, "minimize" if "loss" in metric else "maximize")
         if resume and search is not None:
             stored_teacher = teacher_dir or study.user_attrs.get("teacher")
