@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="data -> fine-tune each model -> best epoch -> test -> "
                                            "comparison.json/.csv and a table", epilog=EPILOG)
     compare.add_argument("--task", choices=["multiclass", "multilabel"])
-    compare.add_argument("--models", type=comma_list, help="comma-separated: aliases (minilm-l6, bert-base-uncased, "
-                                          "distilbert-base-uncased), hub names, directories, student:<teacher>")
+    compare.add_argument("--models", type=comma_list, help="comma-separated: aliases (minilm-l6, mpnet-base, "
+                                          "bert-base-uncased, distilbert-base-uncased), hub names, directories, "
+                                          "student:<teacher>")
     _add_run_flags(compare)
 
     train = verbs.add_parser("train", help="fine-tune one model (a comparison of one)",

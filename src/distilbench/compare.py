@@ -279,9 +279,13 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     student = parse_student_spec(spec)
     if student is not None:
         layers = model.config.to_dict().get(DISTILBENCH_KEY, {}).get("teacher_layers")
-        built = {"student": f"DistilBERT-style student of {student.teacher} (teacher layers {layers})",
-                 "student-bert": f"{len(layers)}-layer copy of {student.teacher} (teacher layers {layers})",
-                 "scratch": f"DistilBERT of {len(layers)} layers, random weights (control)"}[student.kind]
+        architecture = describe(model.config)["model_type"]
+        if student.kind == "scratch":
+            built = f"{architecture} of {len(layers)} layers, random weights (control)"
+        elif student.kind == "student" and architecture == "distilbert":
+            built = f"DistilBERT-style student of {student.teacher} (teacher layers {layers})"
+        else:
+            built = f"{len(layers)}-layer {architecture} copy of {student.teacher} (teacher layers {layers})"
         method = f"{built}, {method}"
     best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
     row = {
