@@ -246,11 +246,12 @@ def _known_choice(model_dir: str | Path, device: torch.device, batch_size: int, 
 def resolve_backend(model_dir: str | Path, backend: str, *, device: torch.device | str = "auto",
                     batch_size: int = 32, max_length: int | None = None,
                     held_texts: list[str] | Callable[[], list[str]] | None = None,
+                    guard: tuple[list[str], np.ndarray | None, str] | None = None,
                     settings: ChoiceSettings | None = None, show: bool = True) -> tuple[str, dict | None]:
     """The backend name for a checkpoint: `backend` itself, or for 'auto' the cached choice or a new
-    calibration (guarded on the run's validation split, else on `held_texts`). Returns (name, record).
-    For callers that load the model later themselves (predict's workers, serve). An exported ONNX directory
-    runs only its own graph's backend."""
+    calibration (guarded on `guard`, else the run's validation split, else `held_texts`). Returns (name, record).
+    For callers that load the model later themselves (predict's workers, serve, the actors of a Ray run). An
+    exported ONNX directory runs only its own graph's backend."""
     from .backends import check_backend
 
     backend = check_backend(backend, model_dir)
@@ -261,7 +262,7 @@ def resolve_backend(model_dir: str | Path, backend: str, *, device: torch.device
     record = _known_choice(model_dir, device, batch_size, max_length, settings, show)
     if record is None:
         _, record = choose_for_checkpoint(model_dir, device=device, batch_size=batch_size, max_length=max_length,
-                                          held_texts=held_texts, settings=settings, show=show)
+                                          held_texts=held_texts, guard=guard, settings=settings, show=show)
     return record["chosen"], record
 
 

@@ -220,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="continue an interrupted run: keep the chunks in OUTPUT.parts/ (same input, "
                               "model and settings), predict the rest")
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cluster = predict.add_argument_group(
+        "on a Ray cluster (--engine ray; pip install 'distilbench[ray]')",
+        "Ray Data reads --input (a file, a directory or a glob, on any filesystem Ray reads), a pool of actors "
+        "predicts --chunk-rows texts at a time, and Ray writes files to the directory --output.")
+    cluster.add_argument("--engine", choices=["local", "ray"], default="local",
+                         help="local: this machine's processes (default); ray: a Ray cluster")
+    cluster.add_argument("--address", help="the Ray cluster to use, e.g. 10.0.0.1:6379 (ray start --head); "
+                                           "default: $RAY_ADDRESS, else a Ray instance on this machine")
+    cluster.add_argument("--actors", type=int, help="actors predicting, each with its own model copy (default: "
+                                                    "one per GPU, else the cluster's CPUs / --cpus-per-actor)")
+    cluster.add_argument("--cpus-per-actor", type=float, default=1.0,
+                         help="CPUs each actor reserves and uses as threads (1)")
+    cluster.add_argument("--output-format", choices=["parquet", "jsonl"],
+                         help="files written into --output (parquet)")
 
     serve = verbs.add_parser(
         "serve", help="serve a saved model over HTTP (POST /predict) with dynamic micro-batching",
@@ -422,9 +436,23 @@ def run(argv: list[str] | None = None) -> int:
 
         html, markdown = write_report(args.run_dir)
         say(f"report: {html}\n        {markdown}")
+    elif args.verb == "predict" and args.engine == "ray":
+        from .ray_predict import predict_on_ray
+
+        if args.workers is not None or args.resume:
+            raise DistilbenchError("--workers and --resume are for --engine local; with --engine ray, use "
+                                   "--actors (Ray restarts failed work itself)")
+        predict_on_ray(args.model, args.input, args.output, text_column=args.text_column, backend=args.backend,
+                       batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+                       progress=progress, chunk_rows=args.chunk_rows, output_format=args.output_format or "parquet",
+                       address=args.address, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                       choice=_choice(args))
     elif args.verb == "predict":
         from .predict import predict
 
+        if args.address or args.actors is not None or args.output_format:
+            raise DistilbenchError("--address, --actors and --output-format are for --engine ray (locally, "
+                                   "--output's suffix gives the format)")
         predict(args.model, args.input, args.output, text_column=args.text_column, backend=args.backend,
                 batch_size=args.batch_size, max_length=args.max_length, device=args.device, progress=progress,
                 chunk_rows=args.chunk_rows, workers=args.workers, resume=args.resume, choice=_choice(args))
