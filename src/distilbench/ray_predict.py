@@ -305,11 +305,13 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
     finally:
         if not committed:
             out.discard()
-    restarts = len(summary["actors"]) - pool
+    started = len(summary["actors"])
+    restarts = max(0, started - pool)  # a short run can end before every actor of the pool has started
     nodes = len({actor["node"] for actor in summary["actors"]})
     by_backend = Counter(actor["backend"] for actor in summary["actors"][:pool] or summary["actors"])
     backends = ", ".join(f"{name} x{n}" if len(by_backend) > 1 else name for name, n in by_backend.items())
-    say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''} on {nodes} node"
+    late = f" ({started} started before the input ran out)" if started < pool else ""
+    say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''}{late} on {nodes} node"
         f"{'s' if nodes > 1 else ''}, {count / max(seconds, 1e-9):.0f} rows/s after {ray_start_s:.1f} s to start "
         f"Ray) -> {out.final}")
     if restarts:
