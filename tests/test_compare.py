@@ -24,22 +24,6 @@ def small_config(tmp_path, models, **overrides) -> ExperimentConfig:
 
 
 @pytest.fixture(scope="module")
-def learnable_bert_dir(tmp_path_factory, minilm_tokenizer):
-    """conftest's tiny BERT without its large token-type embedding: that one (std 0.5, against 0.02 for the
-    words) drowns every word after the first layer norm, and the model learns only the class balance."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    path = tmp_path_factory.mktemp("learnable-bert")
-    BertModel(config).save_pretrained(path)
-    minilm_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def multiclass_run(tmp_path_factory, learnable_bert_dir, shared_data):
     tmp = tmp_path_factory.mktemp("mc")
     # enough steps (3 epochs of 864 headlines at a high rate) for a tiny random model to learn words, not only

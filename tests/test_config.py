@@ -5,12 +5,16 @@ from distilbench.config import ExperimentConfig, load_config, save_config
 from distilbench.console import DistilbenchError
 
 
-def test_thesis_defaults():
+def test_defaults_and_the_thesis_preset():
     config = ExperimentConfig()
-    assert (config.epochs, config.train_batch_size, config.eval_batch_size) == (4, 64, 32)
-    assert (config.learning_rate, config.adam_epsilon) == (5e-5, 1e-8)
-    assert (config.max_grad_norm, config.warmup_ratio) == (1.0, 0.0)
+    assert (config.epochs, config.train_batch_size, config.eval_batch_size) == (5, 32, 32)
+    assert (config.learning_rate, config.adam_epsilon) == (1e-4, 1e-8)
+    assert (config.max_grad_norm, config.warmup_ratio) == (1.0, 0.1)
     assert (config.test_size, config.val_size) == (0.2, 0.1)
+    thesis = load_config(None, {"preset": "thesis"})
+    assert (thesis.epochs, thesis.train_batch_size, thesis.eval_batch_size) == (4, 64, 32)
+    assert (thesis.learning_rate, thesis.adam_epsilon) == (5e-5, 1e-8)
+    assert (thesis.max_grad_norm, thesis.warmup_ratio, thesis.head) == (1.0, 0.0, "thesis")
 
 
 def test_file_then_flags(tmp_path):

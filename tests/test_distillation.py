@@ -134,3 +134,8 @@ def test_distill_command_end_to_end(tmp_path, tiny_bert_dir, capsys):
     assert rows[0]["architecture"]["layers"] == 1
     assert 0 <= rows[0]["teacher_test"]["accuracy"] <= 1
     assert len(list((tmp_path / "student" / "cache").glob("*.npy"))) == 1
+    with pytest.raises(SystemExit) as code:  # one student, one seed: several seeds belong to compare
+        main(["distill", "--teacher", str(teacher_run), "--student", f"student:{tiny_bert_dir}:first-1",
+              "--out", str(tmp_path / "seeds"), "--seeds", "2", *args])
+    assert code.value.code == 2
+    assert "compare --models TEACHER,STUDENT --seeds N" in capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""speed.flops_per_sample against counts made without it: torch's FLOP counter on real BERT and DistilBERT
-forward passes, a model small enough to count by hand, and the first-token-only last layer rebuilt from a
-layer's own modules."""
+"""speed.flops_per_sample against counts made without it: torch's FLOP counter on real BERT, DistilBERT,
+RoBERTa, XLM-RoBERTa, MPNet and ELECTRA forward passes, a model small enough to count by hand, and the
+first-token-only last layer rebuilt from a layer's own modules."""
 
 import pytest
 import torch
@@ -99,3 +99,42 @@ def test_first_token_only_flops_match_a_last_layer_that_computes_only_the_first_
             lambda: first_token_only_forward(model, ids))
     # one token: nothing to leave out
     assert flops_per_sample(model.config, 1, first_token_only=True) == flops_per_sample(model.config, 1)
+
+
+def tiny_encoder(family: str):
+    """A random encoder of `family` without its pooler (the formula leaves heads out), eager attention."""
+    from transformers import AutoModel, ElectraConfig, MPNetConfig, RobertaConfig, XLMRobertaConfig
+
+    common = dict(vocab_size=100, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=80,
+                  max_position_embeddings=80, attn_implementation="eager")
+    config = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "mpnet": MPNetConfig,
+              "electra": lambda **c: ElectraConfig(**c, embedding_size=24)}[family](**common)
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False).eval()
+    except TypeError:  # ELECTRA has no pooler
+        return AutoModel.from_config(config).eval()
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "mpnet", "electra"])
+@pytest.mark.parametrize("tokens", [1, 7, 33])
+def test_flops_of_other_encoder_families_match_torchs_count(family, tokens):
+    """MPNet's relative-position bias is a look-up; ELECTRA's narrower embeddings add their projection."""
+    torch.manual_seed(0)
+    model = tiny_encoder(family)
+    ids = torch.randint(3, 100, (1, tokens))
+    assert flops_per_sample(model.config, tokens) == counted_flops(lambda: model(input_ids=ids))
+
+
+def test_encoders_the_formula_does_not_cover_have_no_flops_and_say_why():
+    """DeBERTa's disentangled attention does products over relative positions the formula does not count: no
+    number rather than a wrong one."""
+    from transformers import DebertaV2Config
+
+    from distilbench.heads import ThesisClassifierConfig
+    from distilbench.speed import flops_note
+
+    config = DebertaV2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=80)
+    assert flops_per_sample(config, 10) is None and "deberta-v2" in flops_note(config)
+    thesis = ThesisClassifierConfig(encoder=config.to_dict(), num_labels=2)
+    assert flops_per_sample(thesis, 10) is None
+    assert flops_note(BertConfig()) is None and flops_per_sample(BertConfig(), 10) > 0

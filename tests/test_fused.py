@@ -183,3 +183,41 @@ def test_thesis_head_and_unknown_layers():
     other.encoder = torch.nn.Module()
     other.encoder.layer = torch.nn.ModuleList([torch.nn.Linear(4, 4)])
     assert fuse_encoder_layers(other) == 0 and isinstance(other.encoder.layer[0], torch.nn.Linear)
+
+
+def _mpnet():
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    config = MPNetConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=128, max_position_embeddings=130, num_labels=3)
+    return MPNetForSequenceClassification(config)
+
+
+def _deberta_v2():
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    config = DebertaV2Config(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=128, max_position_embeddings=130, num_labels=3, relative_attention=True,
+                             pos_att_type=["p2c", "c2p"], position_buckets=16, norm_rel_ebd="layer_norm",
+                             share_att_key=True, type_vocab_size=0)
+    return DebertaV2ForSequenceClassification(config)
+
+
+@pytest.mark.parametrize("make", [_mpnet, _deberta_v2], ids=["mpnet", "deberta-v2"])
+def test_layers_fused_py_does_not_know_run_as_the_plain_bf16_model_with_a_note(make):
+    """MPNet's attention adds a relative-position bias, DeBERTa's is disentangled: neither is a BERT-style
+    layer, so torch-bf16 runs the plain bf16 copy (same logits as it) and says so."""
+    from distilbench.backends import load_backend
+
+    reference = _sharpened(make())
+    model = copy.deepcopy(reference).to(torch.bfloat16)
+    assert fuse_encoder_layers(model) == 0 and not any(isinstance(m, FusedEncoder) for m in model.modules())
+    backend = load_backend(reference, "torch-bf16")
+    assert reference.config.model_type in backend.note and "plain bf16 model ran" in backend.note
+    batch = _batch([3, 7, 12, 5], 12)
+    numpy_batch = {k: v.numpy() for k, v in batch.items()}
+    numpy_batch["token_type_ids"] = 0 * numpy_batch["input_ids"]  # DeBERTa's classifier takes them
+    torch.testing.assert_close(torch.from_numpy(backend(numpy_batch)), _logits(model, batch))
+    exact = _logits(reference, batch)
+    assert (_logits(model, batch) - exact).abs().max() < 0.05 * exact.abs().max()
+    assert load_backend(_sharpened(_bert()), "torch-bf16").note is None  # fused: nothing to say

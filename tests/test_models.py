@@ -72,9 +72,11 @@ def test_student_differs_from_a_random_model_of_the_same_shape(tiny_bert_dir):
     assert not torch.allclose(got, other, atol=1e-3)
 
 
-def test_student_of_a_non_bert_teacher_is_refused(tiny_distilbert_dir):
-    with pytest.raises(DistilbenchError, match="BERT-architecture teacher"):
-        build_student(str(tiny_distilbert_dir), "multiclass", ["a", "b"])
+def test_student_of_a_non_bert_teacher_keeps_the_teachers_architecture(tiny_distilbert_dir):
+    """Only BERT teachers give DistilBERT students; others are cut in their own architecture (test_students.py)."""
+    student = build_student(str(tiny_distilbert_dir), "multiclass", ["a", "b"])
+    assert student.config.model_type == "distilbert" and student.config.n_layers == 1
+    assert student.config.distilbench["teacher_layers"] == [0]
 
 
 def test_classifier_heads_carry_labels_and_problem_type(tiny_bert_dir, tiny_distilbert_dir):

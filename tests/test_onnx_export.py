@@ -13,7 +13,7 @@ import torch
 
 from distilbench import onnx_export
 from distilbench.backends import load_backend, load_exported, load_model_dir
-from distilbench.cache import cache_dir, checkpoint_key
+from distilbench.cache import cache_dir, checkpoint_key, exclusive_lock
 from distilbench.cli import main
 from distilbench.console import DistilbenchError
 from distilbench.inference import model_input_names
@@ -169,7 +169,7 @@ def test_a_second_builder_waits_for_the_first(bert_dir, monkeypatch):
     root.mkdir(parents=True)
     calls, result = [], {}
     monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: calls.append(a))
-    with onnx_export._exclusive_lock(root / f".{variant}.lock"):  # "the first builder"
+    with exclusive_lock(root / f".{variant}.lock"):  # "the first builder"
         waiting = threading.Thread(target=lambda: result.update(path=onnx_export.cached_onnx(model, names, key)))
         waiting.start()
         waiting.join(1.0)

@@ -98,16 +98,24 @@ def local_records(model: Path, source: Path, tmp_path: Path, backend: str = "tor
     return pd.read_json(out, lines=True, dtype=False)
 
 
-def assert_same_records(ray_rows: pd.DataFrame, local: pd.DataFrame, label: str) -> None:
-    """Every input row once, with local predict's label(s) and probabilities (fp32: within rounding)."""
+def assert_same_records(ray_rows: pd.DataFrame, local: pd.DataFrame, label: str, backend: str = "torch-fp32") -> None:
+    """Every input row once, with local predict's label(s) and probabilities: within rounding for fp32 and bf16;
+    for the int8 backends within 0.02 and the same labels on 99 % of rows, because dynamic quantization scales
+    each batch's activations by that batch's range, and Ray's batches are not local predict's."""
     ray_rows = ray_rows.sort_values("row").reset_index(drop=True)
     assert ray_rows["row"].is_unique
     assert ray_rows["row"].tolist() == list(range(len(local)))
-    assert [list(v) if label == "labels" else v for v in ray_rows[label]] == local[label].tolist()
+    ours_labels = [list(v) if label == "labels" else v for v in ray_rows[label]]
+    same = np.mean([a == b for a, b in zip(ours_labels, local[label].tolist())])
     names = sorted(local["probabilities"][0])
     ours = np.array([[p[n] for n in names] for p in ray_rows["probabilities"]])
     theirs = np.array([[p[n] for n in names] for p in local["probabilities"]])
-    np.testing.assert_allclose(ours, theirs, atol=2e-6)
+    if "int8" in backend:
+        assert same >= 0.99, same
+        np.testing.assert_allclose(ours, theirs, atol=2e-2)
+    else:
+        assert same == 1.0, same
+        np.testing.assert_allclose(ours, theirs, atol=2e-6)
 
 
 def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
@@ -124,7 +132,10 @@ def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
                       "--output", str(out), "--chunk-rows", "256", "--actors", "2")
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
-    chosen = re.search(r"^3000 predictions \((\S+), 2 actors on a cluster of 2 nodes, ", stdout, re.MULTILINE)
+    # both actors normally; on a loaded machine the second may still be loading when the input runs out
+    chosen = re.search(r"^3000 predictions \((\S+), 2 actors( \(1 started before the input ran out\))? on a "
+                       r"cluster of 2 nodes, ", stdout, re.MULTILINE)
+    assert "died" not in stdout, stdout
     assert chosen and chosen.group(1) in candidate_backends("cpu"), stdout
     assert not (tmp_path / "out.partial").exists()
     written = pd.read_parquet(out)
@@ -133,20 +144,23 @@ def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
     for name in ("a.csv", "b.parquet", "c.jsonl"):
         mine = written[written["file"] == str(inputs / name)]
         local = local_records(models["multilabel"], inputs / name, tmp_path, backend=chosen.group(1))
-        assert_same_records(mine, local, "labels")
+        assert_same_records(mine, local, "labels", chosen.group(1))
 
 
 def actor_processes() -> list:
-    """This test's predicting actors: processes under this one (the cluster's nodes are its children)."""
+    """This test's predicting actors that have loaded their model (Ray titles an actor's process with the
+    method it runs: `...(RayPredictor)).__init__` while it loads), among the processes under this one (the
+    cluster's nodes are its children)."""
     import psutil
 
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if "RayPredictor" in " ".join(process.cmdline()):
-                found.append(process)
+            title = " ".join(process.cmdline())
         except psutil.Error:
             continue
+        if "RayPredictor" in title and "__init__" not in title:
+            found.append(process)
     return found
 
 
@@ -165,7 +179,7 @@ def test_a_killed_actor_is_restarted_and_every_row_is_written_once(ray_cluster, 
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         if partial.is_dir() and any(p.suffix == ".json" for p in partial.iterdir()):
-            actors = actor_processes()  # both, or on a busy machine the one that started first
+            actors = actor_processes()  # one that predicts: an actor killed while loading would change nothing
             if actors:
                 killed = actors[0].pid
                 os.kill(killed, signal.SIGKILL)

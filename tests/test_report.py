@@ -63,8 +63,9 @@ def expected_plots(run: Path) -> set[str]:
     comparison = read_json(run / "comparison.json")
     slugs = [model_slug(row["model"]) for row in comparison["rows"]]
     per_model = ["training", "confusion"] if comparison["task"] == "multiclass" else ["training", "roc", "per-label"]
+    forest = {"forest.png"} if len(slugs) > 1 else set()  # each model against the first: needs two
     return ({"label-counts.png", "loss-all.png", "metric-all.png", "metric-vs-throughput.png", "metric-vs-size.png"}
-            | {f"{kind}-{slug}.png" for kind in per_model for slug in slugs})
+            | forest | {f"{kind}-{slug}.png" for kind in per_model for slug in slugs})
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,7 @@ class Backend:
     num_labels: int
     first_token_only: bool = False  # the encoder's last layer computes the first token alone (fused.py)
     max_positions: int | None = None  # tokens the encoder can take (inference.max_positions)
+    note: str | None = None  # what the caller should know about how it runs (bench.json's notes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -128,9 +129,14 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_
         return TorchBackend(name, model, inputs)
     if name == "torch-bf16":
         bf16 = copy.deepcopy(model).to(torch.bfloat16).eval()
-        if can_fuse(bf16):  # CPU: encoder layers on prepacked oneDNN products (fused.py)
-            fuse_encoder_layers(bf16)
-        return TorchBackend(name, bf16, inputs)
+        note = None
+        if can_fuse(bf16) and not fuse_encoder_layers(bf16):  # CPU: encoder layers on prepacked oneDNN products
+            note = (f"torch-bf16: fused.py does not know the layers of {_model_type(model)} (it fuses BERT- and "
+                    "DistilBERT-style layers); the plain bf16 model ran")
+            log.info(note)
+        backend = TorchBackend(name, bf16, inputs)
+        backend.note = note
+        return backend
     if name == "torch-bf16-compiled":
         # inductor with frozen (prepacked) weights and dynamic shapes: one compilation of tens of seconds,
         # then fused kernels; pays off for large inputs of small models, where per-op overhead dominates
@@ -216,6 +222,15 @@ def load_model_dir(model_dir: str | Path, backend: str, *, device: str = "auto",
     model.to(pick_device(device))
     runtime = load_backend(model, check_backend(backend), work_dir=work_dir, cache_key=checkpoint_key(model_dir))
     return LoadedModel(runtime, tokenizer, task, label_names, model.config, model)
+
+
+def _model_type(model: nn.Module) -> str:
+    """The encoder's model type (the thesis head's encoder, for it)."""
+    config = getattr(model, "config", None)
+    encoder = getattr(config, "encoder", None)
+    if isinstance(encoder, dict) and encoder.get("model_type"):
+        return encoder["model_type"]
+    return getattr(config, "model_type", type(model).__name__)
 
 
 def _model_device(model: nn.Module) -> torch.device:

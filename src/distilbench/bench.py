@@ -21,6 +21,7 @@ from .metrics import compute_metrics, primary_metric
 from .runs import write_json_atomic
 from .speed import (
     BenchModel,
+    flops_note,
     flops_per_sample,
     matmul_peak_flops,
     peak_rss_of,
@@ -180,7 +181,8 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
         flops = flops_per_sample(bench_model.config, pair["tokens"] / n, pair["backend"].first_token_only)
         peak_kind = PEAK_DTYPE.get(name)
         # each round's rate against the peak measured in that round
-        mfus = [flops * rate / peak for rate, peak in zip(rates, peak_rounds[peak_kind])] if peak_kind else None
+        mfus = [flops * rate / peak for rate, peak in zip(rates, peak_rounds[peak_kind])] \
+            if peak_kind and flops is not None else None
         row = {
             "model": bench_model.name, "backend": name, "source": bench_model.source,
             "params": pair["params"], "size_mb": bench_model.size_mb,
@@ -193,6 +195,9 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
             "mfu_range": [min(mfus), max(mfus)] if mfus else None,
             "mfu_peak": peak_kind,
         }
+        notes = [note for note in (flops_note(bench_model.config), pair["backend"].note) if note]
+        if notes:
+            row["notes"] = notes
         if metric and pair["labels"] is not None and bench_model.task:
             predicted, value = _test_predictions(pair["backend"], bench_model, pair, batch_size, max_length)
             row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"])}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .console import DistilbenchError
@@ -30,6 +31,20 @@ def cache_dir() -> Path:
         raise DistilbenchError(f"cannot create the cache directory {path}: {exc.strerror or exc}; "
                                "set DISTILBENCH_CACHE to a writable directory") from None
     return path
+
+
+@contextmanager
+def exclusive_lock(path: Path):
+    """An exclusive flock on `path` (released by the kernel however the process ends); none where the
+    platform has no flock: an atomic rename alone then keeps cache entries whole."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def checkpoint_key(directory: str | Path) -> str:

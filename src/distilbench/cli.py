@@ -39,18 +39,30 @@ def _add_data_flags(parser: argparse.ArgumentParser, with_splits: bool = True) -
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training (thesis defaults)")
+    group = parser.add_argument_group("training (--preset thesis for the thesis's settings)")
     group.add_argument("--head", choices=["standard", "thesis"], help="classification head (standard)")
-    group.add_argument("--epochs", type=int, help="training epochs (4)")
-    group.add_argument("--train-batch-size", type=int, help="training batch size (64)")
+    group.add_argument("--epochs", type=int, help="training epochs (5; thesis 4)")
+    group.add_argument("--train-batch-size", type=int, help="training batch size (32; thesis 64)")
     group.add_argument("--eval-batch-size", type=int, help="evaluation batch size (32)")
-    group.add_argument("--learning-rate", type=float, help="AdamW learning rate (5e-5)")
+    group.add_argument("--learning-rate", type=float, help="AdamW learning rate (1e-4; thesis 5e-5)")
     group.add_argument("--adam-epsilon", type=float, help="AdamW epsilon (1e-8)")
     group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
-    group.add_argument("--warmup-ratio", type=float, help="share of steps for linear warm-up (0)")
+    group.add_argument("--warmup-ratio", type=float,
+                       help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
-    group.add_argument("--select-metric", help="validation metric that picks the best epoch "
-                                               "(accuracy / hamming_score; any val metric, or loss)")
+    group.add_argument("--preset", choices=["thesis"],
+                       help="thesis: the thesis's settings exactly (flags and --config still win)")
+    group.add_argument("--select-metric", help="validation metric that picks the best epoch (accuracy for "
+                                               "multiclass, f1_macro for multilabel; the thesis: hamming_score; "
+                                               "any val metric, or loss)")
+    group.add_argument("--class-weight", choices=["none", "balanced"],
+                       help="multiclass: weigh each class's loss by n / (K * n_class) (balanced) or not (none)")
+    group.add_argument("--pos-weight", choices=["none", "auto"],
+                       help="multilabel: weigh each label's positives by negatives / positives in the training "
+                            "split (auto, capped by --pos-weight-cap) or not (none)")
+    group.add_argument("--pos-weight-cap", type=float, help="multilabel: the largest positive weight (10)")
+    group.add_argument("--patience", type=int, help="stop training when the select metric has not improved on "
+                                                    "validation for this many epochs (default: train every epoch)")
     group.add_argument("--threshold-metric", choices=["gmean", "f1"],
                        help="multilabel: tune per-label thresholds on validation by G-mean (thesis) or F1")
     group.add_argument("--no-distill", dest="distill", action="store_false", default=None,
@@ -72,6 +84,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-speed", dest="measure_speed", action="store_false", default=None,
                        help="compare: skip the throughput/latency measurement after testing")
     group.add_argument("--seed", type=int, help="seed for splits, initialisation and shuffling (42)")
+    group.add_argument("--seeds", help="train every model once per seed: a count (3: --seed, --seed+1, --seed+2) "
+                                       "or a list (1,2,3); the splits stay those of --seed / --split-seed")
+    group.add_argument("--split-seed", type=int, help="seed of the subsample and the splits (default: --seed)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -103,6 +118,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_data_flags(parser)
     _add_training_flags(parser)
     _add_runtime_flags(parser)
+    group = parser.add_argument_group("verdicts")
+    group.add_argument("--reference", help="compare: the model every other is compared with (default: the first)")
+    group.add_argument("--margin", type=float, help="points of the primary metric a model may lose against the "
+                                                    "reference and still be 'within margin' (1.0)")
+    group.add_argument("--resamples", type=int, help="bootstrap resamples per confidence interval (1000)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="data -> fine-tune each model -> best epoch -> test -> "
                                            "comparison.json/.csv and a table", epilog=EPILOG)
     compare.add_argument("--task", choices=["multiclass", "multilabel"])
-    compare.add_argument("--models", type=comma_list, help="comma-separated: aliases (minilm-l6, bert-base-uncased, "
-                                          "distilbert-base-uncased), hub names, directories, student:<teacher>")
+    compare.add_argument("--models", type=comma_list, help="comma-separated: aliases (minilm-l6, mpnet-base, "
+                                          "bert-base-uncased, distilbert-base-uncased), hub names, directories, "
+                                          "student:<teacher>")
     _add_run_flags(compare)
 
     train = verbs.add_parser("train", help="fine-tune one model (a comparison of one)",
@@ -299,6 +320,39 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-metric", action="store_true", help="skip test metrics of trained models")
     bench.add_argument("--out", help="write bench.json here")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    tune = verbs.add_parser(
+        "tune", help="search learning rate, epochs, batch size, warm-up, weight decay (and alpha, temperature) "
+                     "on the validation split",
+        description="Optuna search (seeded TPE sampler; median pruning after each epoch) for one model, or a "
+                    "student distilled from --teacher, scored on the validation split only (the test split is "
+                    "made as compare makes it and never read). The study is stored in OUT/tune.db: --resume "
+                    "continues a stopped search. Writes trials.csv, tune.json, tune.png and best.yaml, the base "
+                    "settings with the best trial's values, for compare --config (distill --config).",
+        epilog=EPILOG + " A flag such as --learning-rate fixes that parameter; the file's values are the base "
+                        "for the rest.")
+    tune.add_argument("--task", choices=["multiclass", "multilabel"])
+    tune.add_argument("--model", help="the model to tune: alias, hub name, directory or student:<teacher>")
+    tune.add_argument("--teacher", help="a distillation search: the fine-tuned teacher checkpoint (or a run with "
+                                        "one model) that --model learns from; adds alpha and temperature")
+    tune.add_argument("--trials", type=int, default=20,
+                      help="finished trials the search should hold; a resumed one runs the rest (20)")
+    tune.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    tune.add_argument("--search", type=comma_list,
+                      help="parameters to search, each NAME or NAME=LOW:HIGH (train_batch_size=A:B:C: the "
+                           "choices): learning_rate 1e-5:5e-4 (log), epochs 2:8, train_batch_size 16:32:64, "
+                           "warmup_ratio 0:0.2, weight_decay 0:0.1, alpha 0:1, temperature 1:8 (default: all, "
+                           "but those given as flags, and alpha and temperature only with --teacher)")
+    tune.add_argument("--no-prune", action="store_true", help="train every trial to its last epoch")
+    tune.add_argument("--config", help="YAML file of base settings")
+    tune.add_argument("--out", help="search directory to create")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing search directory")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue a stopped search in --out: finished trials are kept, interrupted ones run "
+                           "again, until --trials have finished")
+    _add_data_flags(tune)
+    _add_training_flags(tune)
+    _add_runtime_flags(tune)
     return parser
 
 
@@ -341,7 +395,7 @@ def run(argv: list[str] | None = None) -> int:
     from .compare import compare, evaluate
     from .config import ExperimentConfig, load_config, load_resumed_config
 
-    if args.verb in ("compare", "train", "distill"):
+    if args.verb in ("compare", "train", "distill", "tune"):
         if args.resume and args.overwrite:
             raise DistilbenchError("--resume continues a run and --overwrite replaces it: pass one of them")
         if args.resume:
@@ -361,6 +415,12 @@ def run(argv: list[str] | None = None) -> int:
         from .compare import distill
 
         distill(config, args.teacher, args.student, overwrite=args.overwrite, progress=progress, resume=args.resume)
+    elif args.verb == "tune":
+        from .tune import tune
+
+        tune(config, args.model, teacher=args.teacher, trials=args.trials, timeout=args.timeout, search=args.search,
+             fixed=set(_overrides(args)), prune=not args.no_prune, overwrite=args.overwrite, resume=args.resume,
+             progress=progress)
     elif args.verb == "distill-general":
         from .distillation import distill_general
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,13 @@ from .runs import (
     model_slug,
     open_run_dir,
     read_json,
+    write_bytes_atomic,
     write_csv_atomic,
     write_json_atomic,
 )
 from .speed import dir_size_mb
+from .stats import HEADLINE_METRICS, bootstrap_ci
+from .verdicts import assess, baseline_table, difference_text, interval_text, verdict_lines
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,8 @@ def prepare_data(config: ExperimentConfig, run: RunDir,
     if not config.data:
         raise DistilbenchError("no data given: pass --data PATH, builtin:bbc-news or hf:NAME")
     frame, label_names, dropped = load_task_data(config.data, config, label_names)
-    frame = datalib.subsample(frame, config.task, config.max_samples, config.seed)
+    seed = config.data_seed()
+    frame = datalib.subsample(frame, config.task, config.max_samples, seed)
     if config.val_data or config.test_data:
         splits = {"train": frame}
         if config.test_data:
@@ -72,18 +78,18 @@ def prepare_data(config: ExperimentConfig, run: RunDir,
             dropped.update({f"test data: {k}": v for k, v in more.items()})
         else:
             splits["train"], splits["test"] = datalib.holdout(frame, config.task, label_names,
-                                                              config.test_size, config.seed, what="test")
+                                                              config.test_size, seed, what="test")
         if config.val_data:
             splits["val"], _, more = load_task_data(config.val_data, config, label_names)
             dropped.update({f"val data: {k}": v for k, v in more.items()})
         else:
             splits["train"], splits["val"] = datalib.holdout(splits["train"], config.task, label_names,
-                                                             config.val_size, config.seed, what="validation")
+                                                             config.val_size, seed, what="validation")
         splits = {name: splits[name] for name in ("train", "val", "test")}
         datalib.warn_unlearnable_labels(pd.concat(list(splits.values())), splits["train"], config.task, label_names)
     else:
         splits = datalib.split_data(frame, config.task, label_names, test_size=config.test_size,
-                                    val_size=config.val_size, seed=config.seed)
+                                    val_size=config.val_size, seed=seed)
     for reason, count in dropped.items():
         if count:
             say(f"dropped {count} rows: {reason}")
@@ -109,18 +115,24 @@ def store_thresholds(checkpoint: Path, label_names: list[str], thresholds: np.nd
     write_json_atomic(path, saved)
 
 
-def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
-    """Point `models/<slug>/best` at the best epoch (a symlink; a copy where links are not allowed)."""
-    best = run.best_dir(slug)
+def link_best(best: Path, target: Path) -> None:
+    """Point `best` at the checkpoint `target` below its folder (a relative symlink; a copy where links are not
+    allowed)."""
     if best.is_symlink() or best.is_file():
         best.unlink()
     elif best.is_dir():
         shutil.rmtree(best)
-    target = run.epoch_dir(slug, best_epoch)
     try:
-        best.symlink_to(target.name, target_is_directory=True)
+        best.symlink_to(target.relative_to(best.parent), target_is_directory=True)
     except OSError:
         shutil.copytree(target, best)
+
+
+def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
+    """Point `models/<slug>/best` at the best epoch."""
+    best = run.best_dir(slug)
+    target = run.epoch_dir(slug, best_epoch)
+    link_best(best, target)
     if keep == "best":
         for epoch_dir in run.model_dir(slug).glob("epoch-*"):
             if epoch_dir != target:
@@ -129,8 +141,10 @@ def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
 
 
 def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, progress: bool = True,
-               desc: str = "test", check_fp32: bool = True) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics of a saved checkpoint on a task frame through the chosen backend: (stats, labels, probs).
+               desc: str = "test", check_fp32: bool = True,
+               intervals: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of a saved checkpoint on a task frame through the chosen backend: (stats, labels, probs). With
+    `intervals`, each headline metric gets its 95 % bootstrap interval over the examples (`intervals` in stats).
 
     A backend other than torch-fp32 is checked against torch-fp32 on the same texts: the share of
     identical predictions and the difference in the primary metric are reported with the metrics.
@@ -152,6 +166,9 @@ def test_model(model_dir: Path, frame: pd.DataFrame, config: ExperimentConfig, p
     if task == "multilabel" and not np.allclose(thresholds, 0.5):
         stats["thresholds"] = dict(zip(label_names, thresholds.tolist()))
         stats["at_tuned_thresholds"] = compute_metrics(task, labels, probs, label_names, thresholds)
+    if intervals:
+        stats["intervals"] = {m: bootstrap_ci(task, labels, probs, label_names, m, resamples=config.resamples,
+                                              seed=config.seed) for m in HEADLINE_METRICS[task]}
     stats.update({"loss": loss_from_logits(task, logits, labels), "eval_time_s": seconds,
                   "samples": len(frame), "samples_per_s": len(frame) / seconds if seconds > 0 else None,
                   "backend": name, "device": str(device)})
@@ -190,24 +207,27 @@ def predictions_frame(frame: pd.DataFrame, task: str, label_names: list[str], la
 
 
 def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFrame], label_names: list[str],
-              run: RunDir, progress: bool = True, teacher: Path | None = None, resume: bool = False) -> dict:
-    """Fine-tune one model (distil it from a fine-tuned `teacher` checkpoint when given), keep its best
-    epoch, test it; write its stats and return its comparison row (also saved as results/<slug>/row.json,
-    written last, so `resume` knows the model is done)."""
+              run: RunDir, progress: bool = True, teacher: Path | None = None, resume: bool = False,
+              slug: str | None = None) -> dict:
+    """Fine-tune one model with config.seed (distil it from a fine-tuned `teacher` checkpoint when given), keep
+    its best epoch, test it; write its stats and return its comparison row (also saved as results/<slug>/row.json,
+    written last, so `resume` knows the model is done). `slug`: where it goes (default: the model's own folder;
+    `<model>/seed-<s>` for one of several seeds)."""
     # imported here: `evaluate` and `predict` start without the Trainer's import time
     from .distillation import teacher_logits_for
     from .training import TrainResult, encode_split, train_model
 
-    slug = model_slug(spec)
+    slug = slug or model_slug(spec)
     results = run.results(slug)
     main = distributed.is_main_process()
+    shown = spec if slug == model_slug(spec) else f"{spec} (seed {config.seed})"
     if distributed.share(resume and main and (results / "row.json").is_file()):
-        say(f"\n== {spec}: finished before the run stopped; kept")
+        say(f"\n== {shown}: finished before the run stopped; kept")
         return read_json(results / "row.json") if main else None
     set_seed(config.seed)
     model, tokenizer = load_classifier(spec, config.task, label_names, config.head)
     params = count_parameters(model)
-    say(f"\n== {spec}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
+    say(f"\n== {shown}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters")
     if main:  # fp32 weights per kept epoch, the newest Trainer state (weights, two Adam moments), slack
         check_free_space(run.root, 4 * params["total"] * (config.epochs + 4), f"training {spec}")
@@ -226,7 +246,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
                                  saved["train_time_s"])
     else:
         result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
-                             run.model_dir(slug), spec, progress, resume)
+                             run.model_dir(slug), shown, progress, resume)
     if not main:  # the first process tests and writes; the others wait for it before the next model
         distributed.barrier()
         return None
@@ -246,7 +266,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     write_csv_atomic(results / "val_predictions.csv",
                      predictions_frame(splits["val"], config.task, label_names, val_labels, val_probs, thresholds))
 
-    test_stats, labels, probs = test_model(best, splits["test"], config, progress)
+    test_stats, labels, probs = test_model(best, splits["test"], config, progress, intervals=True)
     test_stats.update({"model": spec, "checkpoint": str(run.epoch_dir(slug, result.best_epoch)),
                        "best_epoch": result.best_epoch})
     write_csv_atomic(results / "test_predictions.csv",
@@ -259,14 +279,20 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     student = parse_student_spec(spec)
     if student is not None:
         layers = model.config.to_dict().get(DISTILBENCH_KEY, {}).get("teacher_layers")
-        built = {"student": f"DistilBERT-style student of {student.teacher} (teacher layers {layers})",
-                 "student-bert": f"{len(layers)}-layer copy of {student.teacher} (teacher layers {layers})",
-                 "scratch": f"DistilBERT of {len(layers)} layers, random weights (control)"}[student.kind]
+        architecture = describe(model.config)["model_type"]
+        if student.kind == "scratch":
+            built = f"{architecture} of {len(layers)} layers, random weights (control)"
+        elif student.kind == "student" and architecture == "distilbert":
+            built = f"DistilBERT-style student of {student.teacher} (teacher layers {layers})"
+        else:
+            built = f"{len(layers)}-layer {architecture} copy of {student.teacher} (teacher layers {layers})"
         method = f"{built}, {method}"
     best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
     row = {
         "model": spec,
+        "seed": config.seed,
         "method": method,
+        "teacher": str(teacher) if teacher is not None else None,
         "architecture": describe(model.config),
         "params": params["total"],
         "params_by_block": params,
@@ -307,9 +333,9 @@ def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts
                     "mfu": measured["mfu"]})
 
 
-def teacher_in_run(spec: str, config: ExperimentConfig, run: RunDir) -> Path | None:
-    """A student listed after its teacher is distilled from the teacher fine-tuned in this run
-    (unless config.distill is off)."""
+def teacher_in_run(spec: str, config: ExperimentConfig, run: RunDir, seed: int | None = None) -> Path | None:
+    """A student listed after its teacher is distilled from the teacher fine-tuned in this run (unless
+    config.distill is off); with several seeds, each seed of the student from the same seed of the teacher."""
     if not config.distill:
         return None
     student = parse_student_spec(spec)
@@ -320,28 +346,136 @@ def teacher_in_run(spec: str, config: ExperimentConfig, run: RunDir) -> Path | N
     else:
         return None
     earlier = config.models[:config.models.index(spec)]
-    return run.best_dir(model_slug(teacher)) if teacher in earlier else None
+    if teacher not in earlier:
+        return None
+    return run.best_dir(model_slug(teacher) if seed is None else f"{model_slug(teacher)}/seed-{seed}")
+
+
+SPREAD_TIMES = ("train_time_s", "eval_time_s")
+
+
+def spread_over_seeds(values: list[float]) -> dict:
+    """mean, standard deviation (sample; 0 for one value), min and max."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def train_seeds(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFrame], label_names: list[str],
+                run: RunDir, progress: bool, resume: bool) -> dict | None:
+    """Train and test one model once per seed (config.training_seeds()) on the same splits. One seed: the
+    model's own folders, as always. Several: models/<model>/seed-<s>/ and results/<model>/seed-<s>/ per seed,
+    then one combined row (combine_seeds)."""
+    seeds = config.training_seeds()
+    if len(seeds) == 1:
+        seeded = dataclasses.replace(config, seed=seeds[0])
+        return run_model(spec, seeded, splits, label_names, run, progress, teacher_in_run(spec, config, run), resume)
+    slug = model_slug(spec)
+    main = distributed.is_main_process()
+    if distributed.share(resume and main and (run.results(slug) / "row.json").is_file()):
+        say(f"\n== {spec}: all {len(seeds)} seeds finished before the run stopped; kept")
+        return read_json(run.results(slug) / "row.json") if main else None
+    seed_rows = []
+    for seed in seeds:
+        seeded = dataclasses.replace(config, seed=seed)
+        seed_rows.append(run_model(spec, seeded, splits, label_names, run, progress,
+                                   teacher_in_run(spec, config, run, seed), resume, slug=f"{slug}/seed-{seed}"))
+    return combine_seeds(spec, seed_rows, run, config) if main else None
+
+
+def combine_seeds(spec: str, seed_rows: list[dict], run: RunDir, config: ExperimentConfig) -> dict:
+    """One row for a model trained with several seeds: every metric and time as the mean over seeds, with its
+    spread (mean, std, min, max) and each seed's own numbers. The seed with the best validation score is the
+    model's checkpoint (models/<model>/best points at it) and its files are copied to results/<model>/, so the
+    plots and the report show it; results/<model>/row.json is written last."""
+    slug = model_slug(spec)
+    metric = seed_rows[0]["select_metric"]
+    sign = -1 if "loss" in metric else 1
+    chosen = max(seed_rows, key=lambda r: (sign * r["val"].get(metric, float("-inf")), -r["seed"]))
+    link_best(run.best_dir(slug), Path(chosen["checkpoint"]).resolve())
+    source = run.results(f"{slug}/seed-{chosen['seed']}")
+    for name in ("training_stats.json", "test_stats.json", "test_predictions.csv", "val_predictions.csv"):
+        write_bytes_atomic(run.results(slug) / name, (source / name).read_bytes())
+    row = dict(chosen)
+    for key in ("test", "test_tuned"):
+        if chosen.get(key):
+            row[key] = {name: statistics.fmean(r[key][name] for r in seed_rows)
+                        for name, value in chosen[key].items() if isinstance(value, (int, float))}
+    row["test_spread"] = {name: spread_over_seeds([r["test"][name] for r in seed_rows])
+                          for name, value in chosen["test"].items() if isinstance(value, (int, float))}
+    for key in SPREAD_TIMES:
+        row[key] = statistics.fmean(r[key] for r in seed_rows)
+        row[f"{key[:-2]}_spread"] = spread_over_seeds([r[key] for r in seed_rows])
+    row["eval_samples_per_s"] = statistics.fmean(r["eval_samples_per_s"] for r in seed_rows)
+    row["seeds"] = [{k: r.get(k) for k in ("seed", "best_epoch", "val", "test", "test_tuned", "train_time_s",
+                                           "eval_time_s", "checkpoint", "method")} for r in seed_rows]
+    row["checkpoint"] = str(run.best_dir(slug))
+    row["chosen_seed"] = chosen["seed"]
+    if chosen.get("teacher"):
+        row["method"] = chosen["method"].replace(f"the fine-tuned {chosen['teacher']}",
+                                                 "the same seed's fine-tuned teacher")
+        row["teacher"] = str(Path(chosen["teacher"]).parent.parent / "best")
+    row["method"] += f"; {len(seed_rows)} seeds ({', '.join(str(r['seed']) for r in seed_rows)})"
+    write_json_atomic(run.results(slug) / "row.json", row)
+    return row
+
+
+def _ci_columns(row: dict, metric: str) -> dict:
+    ci = (row.get("test_ci") or {}).get(metric) or {}
+    return {f"{metric}_low": _rounded(ci.get("low")), f"{metric}_high": _rounded(ci.get("high"))}
+
+
+def _rounded(value, digits: int = 4):
+    return None if value is None else round(value, digits)
 
 
 def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
-    """The flat table printed and written to comparison.csv."""
+    """The flat table written to comparison.csv (numbers; printed_table shows it with intervals)."""
     metric = primary_metric(task)
-    extra = ["f1_macro"] if task == "multiclass" else ["f1_micro", "f1_macro", "exact_match"]
+    extra = ["f1_macro"] if task == "multiclass" else ["f1_micro", "f1_macro", "exact_match", "roc_auc_macro"]
     table = pd.DataFrame([{
         "model": row["model"],
         "params_m": round(row["params"] / 1e6, 2),
         "size_mb": round(row["size_mb"], 1),
         "best_epoch": row["best_epoch"],
+        "seeds": len(row.get("seeds") or [row]),
         metric: round(row["test"][metric], 4),
-        **{name: round(row["test"][name], 4) for name in extra},
+        **_ci_columns(row, metric),
+        **({f"{metric}_std_seeds": round(row["test_spread"][metric]["std"], 4)} if row.get("test_spread") else {}),
+        **{name: _rounded(row["test"].get(name)) for name in extra},
+        **({"diff_points": _rounded((row.get("vs_reference") or {}).get("difference_points"), 2),
+            "diff_low": _rounded((row.get("vs_reference") or {}).get("low"), 2),
+            "diff_high": _rounded((row.get("vs_reference") or {}).get("high"), 2),
+            "verdict": (row.get("vs_reference") or {}).get("verdict", "reference")} if "vs_reference" in row else {}),
+        **({"learned_nothing": row["learned_nothing"]["flag"]} if "learned_nothing" in row else {}),
         "train_time_s": round(row["train_time_s"], 1),
         "eval_time_s": round(row["eval_time_s"], 2),
         **({"samples_per_s": round(row["throughput"]["median"], 1),
             "p50_ms": round(row["latency_ms"]["p50"], 1)} if "throughput" in row else {}),
-        "eval_speedup": round(row["eval_speedup"], 2),
-        "train_speedup": round(row["train_speedup"], 2),
+        "eval_speedup": _rounded(row["eval_speedup"], 2),
+        "train_speedup": _rounded(row["train_speedup"], 2),
     } for row in rows])
     return table
+
+
+def printed_table(rows: list[dict], task: str) -> pd.DataFrame:
+    """The table printed at the end of compare: the primary metric with its 95 % interval (and its standard
+    deviation over seeds), the difference to the reference with its paired interval, the verdict and the
+    baseline flag, then the other metrics, times and speeds."""
+    metric = primary_metric(task)
+    table = comparison_table(rows, task)
+    shown = pd.DataFrame({"model": table["model"]})
+    shown[f"{metric} [95% CI]"] = [interval_text((row.get("test_ci") or {}).get(metric))
+                                   if row.get("test_ci") else f"{row['test'][metric]:.4f}" for row in rows]
+    if f"{metric}_std_seeds" in table:
+        shown["sd over seeds"] = table[f"{metric}_std_seeds"].map(lambda v: f"{v:.4f}")
+    if "verdict" in table:
+        shown["vs reference, points"] = [difference_text(row.get("vs_reference")) for row in rows]
+        shown["verdict"] = table["verdict"]
+    if "learned_nothing" in table:
+        shown["beats baseline"] = ["NO" if flag else "yes" for flag in table["learned_nothing"]]
+    dropped = {"model", metric, f"{metric}_low", f"{metric}_high", f"{metric}_std_seeds", "diff_points",
+               "diff_low", "diff_high", "verdict", "learned_nothing"}
+    return pd.concat([shown, table[[c for c in table.columns if c not in dropped]]], axis=1)
 
 
 def prepare_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
@@ -389,10 +523,7 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
     with open_run(config, overwrite, resume) as run:
         splits, label_names = start_run(config, run, resume)
         progress = progress and distributed.is_main_process()
-        rows = []
-        for spec in config.models:
-            teacher = teacher_in_run(spec, config, run)
-            rows.append(run_model(spec, config, splits, label_names, run, progress, teacher, resume))
+        rows = [train_seeds(spec, config, splits, label_names, run, progress, resume) for spec in config.models]
         if not distributed.is_main_process():
             return []
         if config.measure_speed:
@@ -404,13 +535,21 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
             else:
                 row["eval_speedup"] = first["eval_time_s"] / row["eval_time_s"] if row["eval_time_s"] else None
             row["train_speedup"] = first["train_time_s"] / row["train_time_s"] if row["train_time_s"] else None
+        say("\nstatistics: bootstrap intervals, paired comparisons, trivial baselines ...")
+        assessment = assess(rows, config, run, splits, label_names)
         table = comparison_table(rows, config.task)
         write_csv_atomic(run.comparison_csv, table)
         write_json_atomic(run.comparison_json, {
             "task": config.task, "data": config.data, "primary_metric": primary_metric(config.task),
             "label_names": label_names, "rows_per_split": {k: len(v) for k, v in splits.items()},
-            "machine": machine_info(), "rows": rows})
-        say("\n" + table.to_string(index=False))
+            "machine": machine_info(), **assessment, "rows": rows})
+        say("\n" + printed_table(rows, config.task).to_string(index=False))
+        say("\ntrivial baselines (from the training split):\n"
+            + baseline_table(assessment, config.task).to_string(index=False))
+        lines, warnings = verdict_lines(rows, assessment)
+        say("\n" + "\n".join(lines))
+        for line in warnings:
+            warn(line)
         say(f"\nresults: {run.comparison_json}")
         write_run_report(run)
     return rows
@@ -450,13 +589,18 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
                                f"student-bert:..., scratch:...) or a model directory, not '{student}'")
     config.task, config.models = task, [student]
+    seeds = config.training_seeds()
+    if len(seeds) > 1:
+        raise DistilbenchError("distill trains one student with one seed; for several seeds, fine-tune the teacher "
+                               "in the same run: compare --models TEACHER,STUDENT --seeds N")
     with open_run(config, overwrite, resume) as run:  # the data is read with the teacher's labels, in any form
         splits, label_names = start_run(config, run, resume, teacher_labels)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
                                    f"({', '.join(teacher_labels)})")
         progress = progress and distributed.is_main_process()
-        row = run_model(student, config, splits, teacher_labels, run, progress, teacher_dir, resume)
+        row = run_model(student, dataclasses.replace(config, seed=seeds[0]), splits, teacher_labels, run, progress,
+                        teacher_dir, resume)
         if not distributed.is_main_process():
             return {}
         teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test",
@@ -485,7 +629,8 @@ def evaluate(model_dir: str, source: str, config: ExperimentConfig, out: str | N
     for reason, count in dropped.items():
         if count:
             say(f"dropped {count} rows: {reason}")
-    stats, labels, probs = test_model(model_path, frame, config, progress, desc="evaluate", check_fp32=check_fp32)
+    stats, labels, probs = test_model(model_path, frame, config, progress, desc="evaluate", check_fp32=check_fp32,
+                                      intervals=True)
     stats.update({"model": str(model_dir), "data": source, "task": task})
     if out:
         write_json_atomic(Path(out), stats)

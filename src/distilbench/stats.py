@@ -341,6 +341,61 @@ def _per_seed(thresholds, n_seeds: int, what: str) -> list:
     return [thresholds] * n_seeds
 
 
+def _seeded_interval(n: int, models: list[tuple[float, list[MetricFunction]]], *, resamples: int, confidence: float,
+                     seed: int) -> dict:
+    """Percentile interval of sum_k coef_k * (mean over model k's seeds of its metric), by a two-level bootstrap:
+    each resample draws every model's seeds with replacement (independently) and one resample of the n test
+    examples that scores every drawn seed of every model (seeds and examples are crossed: every seed predicts the
+    same examples, so the examples are drawn once and shared, which keeps comparisons paired)."""
+    # scipy resamples only samples of two or more: a model with one seed keeps it in every resample
+    seed_ids = {k: np.arange(len(fs)) for k, (_, fs) in enumerate(models) if len(fs) > 1}
+
+    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        examples = samples[-1]
+        shape = examples.shape[:-1]
+        examples = examples.reshape(-1, examples.shape[-1])
+        drawn = dict(zip(seed_ids, samples[:-1]))
+        total = np.zeros(examples.shape[0])
+        for k, (coef, fs) in enumerate(models):
+            per_seed = np.stack([f(examples) for f in fs], axis=1)  # (B, S): every seed on the same examples
+            if k in drawn:
+                seeds = np.broadcast_to(drawn[k], shape + drawn[k].shape[-1:]).reshape(-1, drawn[k].shape[-1])
+                per_seed = np.take_along_axis(per_seed, seeds, axis=1)
+            total = total + coef * per_seed.mean(axis=1)
+        return total.reshape(shape)
+
+    data = (*seed_ids.values(), np.arange(n))
+    return _interval(data, statistic, resamples=resamples, confidence=confidence, method="percentile", seed=seed)
+
+
+def bootstrap_ci_over_seeds(task: str, labels: np.ndarray, probs: Sequence[np.ndarray], label_names: list[str],
+                            metric: str | None = None, *, resamples: int = 1000, confidence: float = 0.95,
+                            seed: int = 0, thresholds=None) -> dict:
+    """Interval for a model's mean-over-seeds test metric: seeds and test examples resampled together (the
+    two-level bootstrap of paired_difference_over_seeds), so it holds both the seed-to-seed spread and the test
+    set's sampling error. With one seed it is bootstrap_ci's percentile interval. Returns bootstrap_ci's keys
+    plus "n_seeds", "values" (per seed) and "std_over_seeds" (sample standard deviation, 0 for one seed)."""
+    metric = _check_metric(task, metric)
+    probs = list(probs)
+    if not probs:
+        raise DistilbenchError("bootstrap_ci_over_seeds needs the probabilities of at least one seed")
+    thr = _per_seed(thresholds, len(probs), "model")
+    values = [_point_value(task, metric, labels, p, label_names, t) for p, t in zip(probs, thr)]
+    n = int(np.asarray(labels).shape[0])
+    out = {"metric": metric, "value": None, "low": None, "high": None, "confidence": confidence,
+           "resamples": resamples, "method": "percentile", "undefined_resamples": 0, "n_examples": n,
+           "n_seeds": len(probs), "values": values, "std_over_seeds": None}
+    if None in values:
+        return out
+    out.update(value=float(np.mean(values)),
+               std_over_seeds=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+    fs = [_metric_function(task, metric, labels, p, t) for p, t in zip(probs, thr)]
+    ci = _seeded_interval(n, [(1.0, fs)], resamples=resamples, confidence=confidence, seed=seed)
+    out.update(low=_finite_or_none(ci["low"]), high=_finite_or_none(ci["high"]),
+               undefined_resamples=ci["undefined_resamples"])
+    return out
+
+
 def paired_difference_over_seeds(task: str, labels: np.ndarray, probs_a: Sequence[np.ndarray],
                                  probs_b: Sequence[np.ndarray], label_names: list[str], metric: str | None = None,
                                  *, resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
@@ -375,26 +430,7 @@ def paired_difference_over_seeds(task: str, labels: np.ndarray, probs_a: Sequenc
     fa = [_metric_function(task, metric, labels, p, t) for p, t in zip(probs_a, thr_a)]
     fb = [_metric_function(task, metric, labels, p, t) for p, t in zip(probs_b, thr_b)]
 
-    # scipy resamples only samples of two or more: a model with one seed keeps it in every resample
-    seed_ids = {name: np.arange(len(fs)) for name, fs in (("a", fa), ("b", fb)) if len(fs) > 1}
-
-    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        examples = samples[-1]
-        shape = examples.shape[:-1]
-        examples = examples.reshape(-1, examples.shape[-1])
-        drawn = dict(zip(seed_ids, samples[:-1]))
-
-        def seed_mean(name: str, fs: list[MetricFunction]) -> np.ndarray:
-            per_seed = np.stack([f(examples) for f in fs], axis=1)  # (B, S): every seed on the same examples
-            if name not in drawn:
-                return per_seed.mean(axis=1)
-            seeds = np.broadcast_to(drawn[name], shape + drawn[name].shape[-1:]).reshape(-1, drawn[name].shape[-1])
-            return np.take_along_axis(per_seed, seeds, axis=1).mean(axis=1)
-
-        return (100.0 * (seed_mean("b", fb) - seed_mean("a", fa))).reshape(shape)
-
-    data = (*seed_ids.values(), np.arange(n))
-    ci = _interval(data, statistic, resamples=resamples, confidence=confidence, method="percentile", seed=seed)
+    ci = _seeded_interval(n, [(-100.0, fa), (100.0, fb)], resamples=resamples, confidence=confidence, seed=seed)
     out.update(low=_finite_or_none(ci["low"]), high=_finite_or_none(ci["high"]),
                undefined_resamples=ci["undefined_resamples"])
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import (
     DataCollatorWithPadding,
@@ -27,7 +28,7 @@ from .config import ExperimentConfig
 from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_precision, tokenize_texts
 from .machine import pick_device
-from .metrics import compute_metrics, label_array, primary_metric, summary_metrics
+from .metrics import compute_metrics, label_array, summary_metrics
 from .runs import commit_rename, fsync_tree, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,35 @@ class TrainResult:
     train_time_s: float
 
 
+def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: ExperimentConfig) -> torch.Tensor | None:
+    """Weights for the label loss from the training split: multiclass --class-weight balanced gives each class
+    n / (K * n_class) (sklearn's "balanced"); multilabel --pos-weight auto gives each label's positives
+    negatives / positives, capped at --pos-weight-cap. A class or label without examples keeps weight 1."""
+    if task == "multiclass" and config.class_weight == "balanced":
+        counts = np.bincount(labels.astype(int), minlength=n_labels).astype(float)
+        present = counts > 0
+        weights = np.ones_like(counts)
+        weights[present] = len(labels) / (present.sum() * counts[present])
+        return torch.tensor(weights, dtype=torch.float32)
+    if task == "multilabel" and config.pos_weight == "auto":
+        positives = labels.sum(axis=0).astype(float)
+        negatives = len(labels) - positives
+        weights = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
+        return torch.tensor(np.clip(weights, None, config.pos_weight_cap), dtype=torch.float32)
+    return None
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, weights: torch.Tensor | None = None):
+    """The loss against the labels: cross-entropy (multiclass, optionally class-weighted) or BCE with logits
+    (multilabel, optionally with positive weights per label)."""
+    logits = logits.float()
+    if weights is not None:
+        weights = weights.to(logits.device)
+    if task == "multiclass":
+        return F.cross_entropy(logits, labels.long(), weight=weights)
+    return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
+
+
 class SeededLengthGroupedSampler(LengthGroupedSampler):
     """Length-grouped batches of the global batch size, shuffled from (seed, epoch) alone: every process
     of a distributed run sees the same order (each then takes its share of each batch), a resumed run
@@ -93,6 +123,9 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 class DistilbenchTrainer(Trainer):
     """The standard Trainer, keeping a running mean of the training loss for progress and statistics."""
 
+    task: str = "multiclass"
+    class_weights: torch.Tensor | None = None  # label-loss weights (loss_weights); None: the model's own loss
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_sum, self.loss_count = 0.0, 0
@@ -102,8 +135,14 @@ class DistilbenchTrainer(Trainer):
         return SeededLengthGroupedSampler(global_batch, train_dataset or self.train_dataset, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
+        if self.class_weights is not None and "labels" in inputs:
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = label_loss(outputs.logits, labels, self.task, self.class_weights)
+        else:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
         if model.training:
             self.loss_sum += float(loss.detach())
             self.loss_count += 1
@@ -118,8 +157,9 @@ class EpochCallback(TrainerCallback):
     """Times each epoch, shows a progress bar with the running loss, saves a checkpoint and a stats row."""
 
     def __init__(self, trainer: DistilbenchTrainer, save_dir: Path, name: str, progress: bool,
-                 stats: list[dict] | None = None):
+                 stats: list[dict] | None = None, metric: str = "loss", patience: int | None = None):
         self.trainer, self.save_dir, self.name, self.progress = trainer, save_dir, name, progress
+        self.metric, self.patience = metric, patience
         self.stats: list[dict] = list(stats or [])  # rows of epochs finished before a resume
         self.bar = None
         self.epoch_start = self.train_time = 0.0
@@ -159,6 +199,13 @@ class EpochCallback(TrainerCallback):
                               if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
             say(f"  {self.name} epoch {epoch}: train_loss {row['train_loss']:.4f}, {shown} "
                 f"({row['train_time_s']:.1f} s train, {row['val_time_s']:.1f} s val)")
+        if self.patience is not None and epoch < args.num_train_epochs:
+            best = choose_best_epoch(self.stats, self.metric)
+            if epoch - best >= self.patience:
+                control.should_training_stop = True
+                if state.is_world_process_zero:
+                    say(f"  {self.name}: stopping early, validation {self.metric} has not improved for "
+                        f"{epoch - best} epoch(s) since epoch {best} (--patience {self.patience})")
 
     def on_save(self, args, state, control, **kwargs):
         """The Trainer has written its whole state for this epoch: mark it complete, then drop older ones.
@@ -219,15 +266,16 @@ def choose_best_epoch(stats: list[dict], metric: str) -> int:
 
 def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
                 label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
-                progress: bool = True, resume: bool = False) -> TrainResult:
+                progress: bool = True, resume: bool = False, callbacks: list | None = None) -> TrainResult:
     """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch.
 
     After every epoch the Trainer's whole state is kept in `save_dir/.trainer` (only the newest);
-    `resume` continues from it, so a killed run ends as an uninterrupted one would.
+    `resume` continues from it, so a killed run ends as an uninterrupted one would. `callbacks`: more
+    TrainerCallbacks, called after the epoch's statistics are taken (tune's pruning).
     """
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
-    metric = config.select_metric or primary_metric(task)
+    metric = config.best_epoch_metric()
 
     def metrics_for_trainer(prediction) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -288,10 +336,16 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
                                  compute_metrics=metrics_for_trainer)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats)
+    callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats, metric, config.patience)
+    trainer.task, trainer.class_weights = task, loss_weights(task, train_data.labels, len(label_names), config)
+    if trainer.class_weights is not None and distributed.is_main_process():
+        say(f"  {name}: label-loss weights from the training split: "
+            + ", ".join(f"{n} {w:.2f}" for n, w in zip(label_names, trainer.class_weights.tolist())))
     if train_data.teacher_logits is not None:
-        trainer.task, trainer.alpha, trainer.temperature = task, config.alpha, config.temperature
+        trainer.alpha, trainer.temperature = config.alpha, config.temperature
     trainer.add_callback(callback)
+    for extra in callbacks or []:
+        trainer.add_callback(extra)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
     total = time.perf_counter() - start

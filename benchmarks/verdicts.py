@@ -1,0 +1,202 @@
+"""Verdicts with seeds on both thesis tasks: intervals, paired differences, baselines, and defaults vs the thesis's.
+
+    .venv/bin/python benchmarks/verdicts.py [--seeds 3] [--tasks multiclass,multilabel] [--thesis-seeds 3]
+
+For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
+same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
+../shared/data/toxic-comments.csv (multilabel), the thesis's split (seed 42). Then, as the control for the
+default settings, minilm-l6 alone with `--preset thesis` and the same seeds and splits. Every epoch's checkpoint
+of the multilabel teacher is tested too, to measure what choosing the best epoch by hamming score (the thesis)
+or by macro F1 (distilbench's default) gives on the test split.
+
+Results: benchmarks/results/verdicts-<task>.{json,md} (one pair per task, written as soon as the task is done),
+with the machine, the seeds and the wall time of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+TASKS = {
+    "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
+    "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
+}
+MODELS = ["minilm-l6", "student:minilm-l6"]
+
+
+def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_samples: int | None,
+                **settings) -> dict:
+    from distilbench.compare import compare
+    from distilbench.config import load_config
+
+    values = dict(task=task, models=models, seeds=seeds, out=str(out), backend="torch-fp32", measure_speed=False,
+                  keep_checkpoints="all", max_samples=max_samples, **TASKS[task], **settings)
+    config = load_config(None, values)
+    start = time.perf_counter()
+    compare(config, overwrite=True, progress=False)
+    wall = time.perf_counter() - start
+    saved = json.loads((out / "comparison.json").read_text())
+    return {"settings": {k: v for k, v in config.to_dict().items() if k in SHOWN_SETTINGS}, "wall_s": wall,
+            "comparison": saved}
+
+
+SHOWN_SETTINGS = ("epochs", "train_batch_size", "learning_rate", "warmup_ratio", "weight_decay", "head",
+                  "pos_weight", "class_weight", "patience", "max_length", "precision", "preset", "select_metric")
+
+
+def epoch_choices(out: Path, model: str, seeds: list[int]) -> list[dict]:
+    """Test metrics of every epoch checkpoint of each seed, and the epoch each validation metric picks."""
+    import pandas as pd
+
+    from distilbench.compare import test_model
+    from distilbench.config import load_config
+    from distilbench.metrics import summary_metrics
+    from distilbench.runs import RunDir, model_slug
+    from distilbench.training import choose_best_epoch
+
+    run = RunDir(out)
+    config = load_config(run.config)
+    test = pd.read_csv(run.data / "test.csv")
+    found = []
+    for seed in seeds:
+        slug = f"{model_slug(model)}/seed-{seed}"
+        stats = json.loads((run.results(slug) / "training_stats.json").read_text())["epochs"]
+        tested = {}
+        for row in stats:
+            metrics, _, _ = test_model(run.epoch_dir(slug, row["epoch"]), test, config, progress=False,
+                                       check_fp32=False)
+            tested[row["epoch"]] = summary_metrics(metrics)
+        picks = {metric: choose_best_epoch(stats, metric) for metric in ("hamming_score", "f1_macro", "loss")}
+        found.append({"seed": seed, "val": stats, "test_by_epoch": tested,
+                      "picks": {m: {"epoch": e, "test": tested[e]} for m, e in picks.items()}})
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--thesis-seeds", type=int, default=3, help="seeds of the --preset thesis control (0: none)")
+    parser.add_argument("--tasks", default="multiclass,multilabel")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
+    parser.add_argument("--max-samples", type=int, help="subsample each data set (a quick check of the script)")
+    parser.add_argument("--markdown", metavar="JSON", help="only write the tables of a results JSON again")
+    args = parser.parse_args()
+    if args.markdown:
+        report = json.loads(Path(args.markdown).read_text())
+        Path(args.markdown).with_suffix(".md").write_text(markdown(report))
+        print(markdown(report))
+        return 0
+
+    from distilbench.console import quiet_libraries
+    from distilbench.machine import machine_info
+
+    quiet_libraries(False)
+    seeds = [42 + i for i in range(args.seeds)]
+    for task in args.tasks.split(","):
+        started = time.perf_counter()
+        report = {"machine": machine_info(), "seeds": seeds, "tasks": {}}
+        entry = {}
+        out = Path(args.runs) / f"verdicts-{task}"
+        entry["defaults"] = run_compare(task, out, seeds, MODELS, args.max_samples)
+        if args.thesis_seeds:
+            thesis_seeds = [42 + i for i in range(args.thesis_seeds)]
+            entry["thesis"] = run_compare(task, Path(args.runs) / f"verdicts-{task}-thesis", thesis_seeds,
+                                          MODELS[:1], args.max_samples, preset="thesis")
+        report["tasks"][task] = entry
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"verdicts-{task}.json").write_text(json.dumps(report, indent=2))  # kept if what follows fails
+        if task == "multilabel":
+            entry["epoch_choices"] = {"defaults": epoch_choices(out, MODELS[0], seeds)}
+            if args.thesis_seeds:
+                entry["epoch_choices"]["thesis"] = epoch_choices(Path(args.runs) / f"verdicts-{task}-thesis",
+                                                                 MODELS[0], thesis_seeds)
+        report["total_wall_s"] = time.perf_counter() - started
+        (RESULTS / f"verdicts-{task}.json").write_text(json.dumps(report, indent=2))
+        (RESULTS / f"verdicts-{task}.md").write_text(markdown(report))
+        print(markdown(report), flush=True)
+    return 0
+
+
+def _ci(ci: dict | None, digits: int = 4) -> str:
+    if not ci or ci.get("value") is None:
+        return "n/a"
+    return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+
+
+def _spread(row: dict, metric: str) -> str:
+    spread = (row.get("test_spread") or {}).get(metric)
+    if not spread:
+        return ""
+    return f"{spread['std']:.4f} ({spread['min']:.4f}-{spread['max']:.4f})"
+
+
+def markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+             f"transformers {machine['transformers']}; seeds {report['seeds']} (training; splits: seed 42); "
+             f"total {report['total_wall_s'] / 60:.0f} min.", ""]
+    for task, entry in report["tasks"].items():
+        comparison = entry["defaults"]["comparison"]
+        metric = comparison["primary_metric"]
+        extra = ["f1_macro"] if task == "multiclass" else ["f1_macro", "roc_auc_macro"]
+        lines += [f"**{task}** ({comparison['data'].split('/')[-1]}, test {comparison['rows_per_split']['test']} "
+                  f"rows)", "",
+                  f"| settings | model | {metric} mean [95% CI] | sd over seeds (min-max) | "
+                  + " | ".join(f"{m} mean [95% CI]" for m in extra)
+                  + " | vs minilm-l6, points [95% CI] | verdict (margin 1) | beats baseline | train time per seed | "
+                    "wall |",
+                  "|" + " --- |" * (8 + len(extra))]
+        for name in ("defaults", "thesis"):
+            if name not in entry:
+                continue
+            result = entry[name]
+            label = "distilbench defaults" if name == "defaults" else "--preset thesis"
+            for row in result["comparison"]["rows"]:
+                diff = row.get("vs_reference")
+                verdict = diff["verdict"] if diff else "reference"
+                shown_diff = (f"{diff['difference_points']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+                              if diff else "")
+                flags = "NO" if row["learned_nothing"]["flag"] else "yes"
+                lines.append(
+                    f"| {label} | {row['model']} | {_ci(row['test_ci'][metric])} | {_spread(row, metric)} | "
+                    + " | ".join(_ci(row["test_ci"].get(m)) for m in extra)
+                    + f" | {shown_diff} | {verdict} | {flags} | {row['train_time_s']:.0f} s "
+                      f"({row['train_time_spread']['min']:.0f}-{row['train_time_spread']['max']:.0f}) | "
+                      f"{result['wall_s'] / 60:.0f} min |")
+        baselines = comparison["baselines"]["baselines"]
+        for name, base in baselines.items():
+            lines.append(f"| trivial baseline | {base['description']} | {_ci(base['metrics'][metric])} | | "
+                         + " | ".join(_ci(base["metrics"].get(m)) for m in extra) + " | | | | | |")
+        settings = entry["defaults"]["settings"]
+        lines += ["", "Settings (defaults): " + ", ".join(f"{k} {v}" for k, v in settings.items()
+                                                          if v is not None)]
+        if "thesis" in entry:
+            lines.append("Settings (--preset thesis): " + ", ".join(
+                f"{k} {v}" for k, v in entry["thesis"]["settings"].items() if v is not None))
+        lines.append("")
+        for name, choices in (entry.get("epoch_choices") or {}).items():
+            lines += [f"Best epoch of minilm-l6 ({'distilbench defaults' if name == 'defaults' else '--preset thesis'})"
+                      f" chosen on validation by each metric, and its test metrics (mean over seeds):", "",
+                      "| chosen by | epochs chosen | test hamming score | test macro F1 | test macro ROC-AUC |",
+                      "| --- | --- | --- | --- | --- |"]
+            for pick in ("hamming_score", "f1_macro", "loss"):
+                tests = [c["picks"][pick]["test"] for c in choices]
+                lines.append(f"| validation {pick} | {', '.join(str(c['picks'][pick]['epoch']) for c in choices)} | "
+                             f"{statistics.fmean(t['hamming_score'] for t in tests):.4f} | "
+                             f"{statistics.fmean(t['f1_macro'] for t in tests):.4f} | "
+                             f"{statistics.fmean(t['roc_auc_macro'] for t in tests):.4f} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
