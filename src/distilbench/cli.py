@@ -107,17 +107,23 @@ def _choice(args: argparse.Namespace):
     return ChoiceSettings(args.min_agreement, args.max_metric_drop, args.recalibrate).validate()
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of every verb that writes a run directory: config file, output, data, training, runtime."""
-    parser.add_argument("--config", help="YAML file of settings")
-    parser.add_argument("--out", help="run directory to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue a stopped run in --out with its saved settings: finished models are "
-                             "kept, training continues after the last finished epoch")
+def _add_experiment_flags(parser: argparse.ArgumentParser, what: str, config_help: str, resume_help: str) -> None:
+    """Config file, output directory (`what` it is), overwrite/resume, then the data, training and runtime flags:
+    every verb that trains (compare, train, distill, tune)."""
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--out", help=f"{what} to create")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
+    parser.add_argument("--resume", action="store_true", help=resume_help)
     _add_data_flags(parser)
     _add_training_flags(parser)
     _add_runtime_flags(parser)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every verb that writes a run directory, and the verdicts of compare."""
+    _add_experiment_flags(parser, "run directory", "YAML file of settings",
+                          "continue a stopped run in --out with its saved settings: finished models are "
+                          "kept, training continues after the last finished epoch")
     group = parser.add_argument_group("verdicts")
     group.add_argument("--reference", help="compare: the model every other is compared with (default: the first)")
     group.add_argument("--margin", type=float, help="points of the primary metric a model may lose against the "
@@ -344,15 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "warmup_ratio 0:0.2, weight_decay 0:0.1, alpha 0:1, temperature 1:8 (default: all, "
                            "but those given as flags, and alpha and temperature only with --teacher)")
     tune.add_argument("--no-prune", action="store_true", help="train every trial to its last epoch")
-    tune.add_argument("--config", help="YAML file of base settings")
-    tune.add_argument("--out", help="search directory to create")
-    tune.add_argument("--overwrite", action="store_true", help="replace an existing search directory")
-    tune.add_argument("--resume", action="store_true",
-                      help="continue a stopped search in --out: finished trials are kept, interrupted ones run "
-                           "again, until --trials have finished")
-    _add_data_flags(tune)
-    _add_training_flags(tune)
-    _add_runtime_flags(tune)
+    _add_experiment_flags(tune, "search directory", "YAML file of base settings",
+                          "continue a stopped search in --out: finished trials are kept, interrupted ones run "
+                          "again, until --trials have finished")
     return parser
 
 
