@@ -185,6 +185,21 @@ def test_thesis_head_and_unknown_layers():
     assert fuse_encoder_layers(other) == 0 and isinstance(other.encoder.layer[0], torch.nn.Linear)
 
 
+def test_mean_pooling_head_keeps_every_token_of_the_last_layer():
+    """A head that averages all token states must not get the first-token-only last layer."""
+    from distilbench.heads import ThesisClassifier, ThesisClassifierConfig
+
+    config = ThesisClassifierConfig(encoder=BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2,
+                                                       num_attention_heads=4, intermediate_size=128).to_dict(),
+                                    num_labels=3, pooling="mean", head_hidden=0)
+    reference = _sharpened(ThesisClassifier(config))
+    model = copy.deepcopy(reference).to(torch.bfloat16)
+    assert fuse_encoder_layers(model) == 2 and not first_token_only(model)
+    batch = _batch([3, 7, 12, 5], 12)
+    exact = _logits(reference, batch)
+    assert (_logits(model, batch) - exact).abs().max() < 0.05 * exact.abs().max()
+
+
 def _mpnet():
     from transformers import MPNetConfig, MPNetForSequenceClassification
 

@@ -8,6 +8,7 @@ from distilbench.console import DistilbenchError
 from distilbench.models import (
     build_student,
     count_parameters,
+    describe,
     load_classifier,
     packaged_minilm_path,
     resolve_model_path,
@@ -133,6 +134,36 @@ def test_thesis_head_round_trips_and_opens_in_pipeline(tmp_path, tiny_bert_dir, 
     by_label = {s["label"]: s["score"] for s in scores}
     for i, label in enumerate(["a", "b", "c"]):
         assert by_label[label] == pytest.approx(float(probs[i]), abs=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["bert", "student"])
+def test_mean_head_pools_over_real_tokens_and_opens_in_pipeline(tmp_path, tiny_bert_dir, spec):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    name = str(tiny_bert_dir) if spec == "bert" else f"student:{tiny_bert_dir}"
+    model, tokenizer = load_classifier(name, "multilabel", ["a", "b"], head="mean")
+    assert model.config.pooling == "mean" and [type(m).__name__ for m in model.head] == ["Dropout", "Linear"]
+    model.eval()
+    texts = ["a test sentence that is longer than the other", "short"]
+    padded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        batch_logits = model(**padded).logits
+        alone = model(**tokenizer(texts[1:], return_tensors="pt")).logits
+        states = model.encoder(**tokenizer(texts[1:], return_tensors="pt")).last_hidden_state
+    # padding does not change a text's logits: the mean runs over its real tokens only
+    torch.testing.assert_close(batch_logits[1:], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(alone, model.head(states.mean(1)), atol=1e-5, rtol=1e-4)
+    assert describe(model.config)["head"] == "mean"
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**padded).logits, batch_logits)
+    classifier = pipeline("text-classification", model=str(tmp_path), trust_remote_code=True, top_k=None,
+                          function_to_apply="sigmoid")
+    by_label = {s["label"]: s["score"] for s in classifier(texts[:1])[0]}
+    probs = torch.sigmoid(batch_logits[0])
+    assert by_label == pytest.approx({"a": float(probs[0]), "b": float(probs[1])}, abs=1e-5)
 
 
 @pytest.mark.parametrize("strategy, n_layers, expected", [

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from . import __version__
+from .config import HEAD_CHOICES
 from .console import DistilbenchError, quiet_libraries
 
 BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"
@@ -40,7 +41,7 @@ def _add_data_flags(parser: argparse.ArgumentParser, with_splits: bool = True) -
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (--preset thesis for the thesis's settings)")
-    group.add_argument("--head", choices=["standard", "thesis"], help="classification head (standard)")
+    group.add_argument("--head", choices=list(HEAD_CHOICES), help="classification head (standard; mean: mean pooling)")
     group.add_argument("--epochs", type=int, help="training epochs (5; thesis 4)")
     group.add_argument("--train-batch-size", type=int, help="training batch size (32; thesis 64)")
     group.add_argument("--eval-batch-size", type=int, help="evaluation batch size (32)")

@@ -11,6 +11,7 @@ import yaml
 from .console import DistilbenchError
 
 TASKS = ("multiclass", "multilabel")
+HEAD_CHOICES = ("standard", "thesis", "mean")  # see models.HEADS
 
 
 @dataclass
@@ -77,8 +78,8 @@ class ExperimentConfig:
         """Check values a user may get wrong, with messages that name the flag."""
         if self.task not in TASKS:
             raise DistilbenchError(f"--task must be one of {', '.join(TASKS)}, not '{self.task}'")
-        if self.head not in ("standard", "thesis"):
-            raise DistilbenchError(f"--head must be 'standard' or 'thesis', not '{self.head}'")
+        if self.head not in HEAD_CHOICES:
+            raise DistilbenchError(f"--head must be one of {', '.join(HEAD_CHOICES)}, not '{self.head}'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DistilbenchError(f"--precision must be auto, fp32, bf16 or fp16, not '{self.precision}'")
         from .backends import BACKENDS

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 KEY_ALIGN = 16  # the CPU flash-attention kernel's fast key lengths are multiples of this
 UNPAD_SHARE = 0.1  # run a batch unpadded from this share of padding positions on
 # classifiers whose head reads nothing but the encoder's first-token state (the pooler, DistilBERT's
-# pre-classifier, the thesis head): their last encoder layer needs to produce only that token
+# pre-classifier, the thesis head; not the mean-pooling head): their last encoder layer needs to produce only that
+# token
 FIRST_TOKEN_HEADS = {"BertForSequenceClassification", "DistilBertForSequenceClassification", "ThesisClassifier"}
 
 
@@ -72,7 +73,8 @@ def fuse_encoder_layers(model: nn.Module) -> int:
     optimizer, `state_dict` or `.to()` sees), after checking `can_fuse`. Where the model's head reads
     the first token alone, the encoder's last layer computes only that token (see FusedEncoder).
     """
-    first_token = type(model).__name__ in FIRST_TOKEN_HEADS
+    first_token = (type(model).__name__ in FIRST_TOKEN_HEADS
+                   and getattr(getattr(model, "config", None), "pooling", "first") == "first")
     replaced = 0
     for parent in list(model.modules()):
         for name, encoder in list(parent.named_children()):

@@ -1,6 +1,8 @@
-"""The thesis's classification head as a transformers model, loadable with the Auto classes.
+"""The thesis's classification head, and a mean-pooling head, as a transformers model loadable with the Auto classes.
 
-first-token state -> Linear(H, 50) -> ReLU -> Dropout(0.2) -> Linear(50, K), on any encoder.
+thesis: first-token state -> Linear(H, 50) -> ReLU -> Dropout(0.2) -> Linear(50, K), on any encoder.
+mean:   mean of the token states over the attention mask -> Dropout(0.1) -> Linear(H, K): the pooling
+        sentence-transformers checkpoints (all-MiniLM-L6-v2, all-mpnet-base-v2) were trained with.
 This file only imports torch and transformers: `save_pretrained` copies it next to the weights, so
 `transformers.pipeline(..., trust_remote_code=True)` opens such a checkpoint without distilbench.
 """
@@ -17,11 +19,13 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 class ThesisClassifierConfig(PretrainedConfig):
     model_type = "distilbench_thesis"
 
-    def __init__(self, encoder: dict | None = None, head_hidden: int = 50, head_dropout: float = 0.2, **kwargs):
+    def __init__(self, encoder: dict | None = None, head_hidden: int = 50, head_dropout: float = 0.2,
+                 pooling: str = "first", **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder or {}
-        self.head_hidden = head_hidden
+        self.head_hidden = head_hidden  # 0: one linear layer after the dropout
         self.head_dropout = head_dropout
+        self.pooling = pooling  # "first" (the first token's state) or "mean" (over the attention mask)
 
 
 class ThesisClassifier(PreTrainedModel):
@@ -37,16 +41,25 @@ class ThesisClassifier(PreTrainedModel):
         except TypeError:
             self.encoder = AutoModel.from_config(encoder_config)
         hidden = getattr(encoder_config, "hidden_size", None) or encoder_config.dim
-        self.head = nn.Sequential(nn.Linear(hidden, config.head_hidden), nn.ReLU(),
-                                  nn.Dropout(config.head_dropout), nn.Linear(config.head_hidden, config.num_labels))
+        if config.head_hidden:
+            self.head = nn.Sequential(nn.Linear(hidden, config.head_hidden), nn.ReLU(), nn.Dropout(config.head_dropout),
+                                      nn.Linear(config.head_hidden, config.num_labels))
+        else:
+            self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(hidden, config.num_labels))
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and "token_type_ids" in inspect.signature(self.encoder.forward).parameters:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state[:, 0]
-        logits = self.head(hidden)
+        states = self.encoder(**inputs).last_hidden_state
+        if getattr(self.config, "pooling", "first") == "mean":
+            mask = (attention_mask if attention_mask is not None else input_ids.new_ones(input_ids.shape))
+            mask = mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = states[:, 0]
+        logits = self.head(pooled)
         loss = None
         if labels is not None:
             if self.config.problem_type == "multi_label_classification":

@@ -258,9 +258,17 @@ def drop_unused_token_types(tokenizer, model: PreTrainedModel) -> None:
         tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
 
 
-def with_thesis_head(encoder: PreTrainedModel, task: str, label_names: list[str]) -> ThesisClassifier:
-    """The thesis's head (first token -> Linear(H, 50) -> ReLU -> Dropout(0.2) -> Linear(50, K)) on an encoder."""
-    config = ThesisClassifierConfig(encoder=encoder.config.to_dict(), **_head_kwargs(task, label_names))
+# the heads distilbench puts on an encoder itself (heads.py); 'standard' is the architecture's own
+HEADS = {
+    "thesis": dict(pooling="first", head_hidden=50, head_dropout=0.2),
+    "mean": dict(pooling="mean", head_hidden=0, head_dropout=0.1),
+}
+
+
+def with_head(encoder: PreTrainedModel, task: str, label_names: list[str], head: str = "thesis") -> ThesisClassifier:
+    """One of distilbench's own heads (HEADS) on an encoder: the thesis's (first token -> Linear(H, 50) -> ReLU ->
+    Dropout(0.2) -> Linear(50, K)) or mean pooling (masked mean of the token states -> Dropout(0.1) -> Linear(H, K))."""
+    config = ThesisClassifierConfig(encoder=encoder.config.to_dict(), **HEADS[head], **_head_kwargs(task, label_names))
     extra = encoder.config.to_dict().get(DISTILBENCH_KEY)
     if extra:
         config.update({DISTILBENCH_KEY: extra})
@@ -273,23 +281,24 @@ def load_classifier(spec: str, task: str, label_names: list[str], head: str = "s
     """A fresh classifier for `spec` (alias, hub name, directory or student:<teacher>) and its tokenizer.
 
     head 'standard' is the architecture's own AutoModelForSequenceClassification head; 'thesis' is the
-    thesis's small MLP on the first token (it opens in `pipeline` with trust_remote_code=True).
+    thesis's small MLP on the first token, 'mean' a linear layer on the mean of the token states (both open in
+    `pipeline` with trust_remote_code=True).
     """
-    if head not in ("standard", "thesis"):
-        raise DistilbenchError(f"unknown head '{head}': choose standard or thesis")
+    if head not in ("standard", *HEADS):
+        raise DistilbenchError(f"unknown head '{head}': choose standard, {', '.join(HEADS)}")
     student = parse_student_spec(spec)
     if student is not None:
         model = build_student(student.teacher, task, label_names, student.strategy, student.kind)
-        if head == "thesis":
+        if head in HEADS:
             encoder = getattr(model, model.base_model_prefix)
             encoder.config.update({DISTILBENCH_KEY: model.config.to_dict()[DISTILBENCH_KEY]})
-            model = with_thesis_head(encoder, task, label_names)
+            model = with_head(encoder, task, label_names, head)
         tokenizer = load_tokenizer(student.teacher)
         drop_unused_token_types(tokenizer, model)  # a DistilBERT student of a BERT teacher has none
-    elif head == "thesis":
+    elif head in HEADS:
         config = _from_pretrained(AutoConfig, spec)
         extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-        model = with_thesis_head(_from_pretrained(AutoModel, spec, **extra), task, label_names)
+        model = with_head(_from_pretrained(AutoModel, spec, **extra), task, label_names, head)
         tokenizer = load_tokenizer(spec)
     else:
         model = _from_pretrained(AutoModelForSequenceClassification, spec, ignore_mismatched_sizes=True,
@@ -340,7 +349,8 @@ def count_parameters(model: PreTrainedModel) -> dict:
 def describe(config: PretrainedConfig) -> dict:
     """Architecture facts for reports: type, layers, hidden size."""
     if isinstance(config, ThesisClassifierConfig):
-        return {**describe(AutoConfig.for_model(**config.encoder)), "head": "thesis"}
+        return {**describe(AutoConfig.for_model(**config.encoder)),
+                "head": "mean" if getattr(config, "pooling", "first") == "mean" else "thesis"}
     return {
         "model_type": config.model_type,
         "layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None),
