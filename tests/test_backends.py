@@ -25,7 +25,7 @@ TEXTS = [
     "tiny",
     "the longest text of them all, which goes on and on about nothing in particular and then some more words",
 ]
-KINDS = ("bert", "student", "thesis")
+KINDS = ("bert", "student", "thesis", "mean")
 
 
 def _sharpen_head(model) -> None:
@@ -37,11 +37,12 @@ def _sharpen_head(model) -> None:
 
 @pytest.fixture(scope="module")
 def models(tiny_bert_dir):
-    """kind -> (model, tokenizer, a copy of its state) for a BERT, a DistilBERT student and a thesis-head BERT."""
+    """kind -> (model, tokenizer, a copy of its state) for a BERT, a DistilBERT student, a thesis-head BERT and a
+    mean-pooling student."""
     from distilbench.models import load_classifier
 
     specs = {"bert": (str(tiny_bert_dir), "standard"), "student": (f"student:{tiny_bert_dir}", "standard"),
-             "thesis": (str(tiny_bert_dir), "thesis")}
+             "thesis": (str(tiny_bert_dir), "thesis"), "mean": (f"student:{tiny_bert_dir}", "mean")}
     out = {}
     for kind, (spec, head) in specs.items():
         torch.manual_seed(1)
@@ -94,8 +95,8 @@ def test_backend_logits_close_to_fp32(models, built, kind, name):
     diff = np.abs(out - ref).max()
     if name.endswith("fp32"):
         assert diff < 1e-4
-    elif name.startswith("torch-bf16"):
-        assert diff < 0.03
+    elif name.startswith("torch-bf16"):  # bf16 keeps ~3 significant digits: the bound grows with logits above 1
+        assert diff < 0.03 * max(1.0, float(np.abs(ref).max()))
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 5 / 6
     else:  # int8: weights rounded to 1/127 of their range
         assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.999

@@ -217,3 +217,41 @@ def test_scratch_student_has_the_shape_but_not_the_weights(tiny_bert_dir):
     assert scratch.config.n_layers == copied.config.n_layers and scratch.config.dim == copied.config.dim
     assert not torch.allclose(scratch.distilbert.embeddings.word_embeddings.weight,
                               copied.distilbert.embeddings.word_embeddings.weight)
+
+
+def _with_pooling(source, target, modes: dict) -> str:
+    """A copy of a model directory laid out as sentence-transformers saves it, with the given pooling modes."""
+    import json
+    import shutil
+
+    shutil.copytree(source, target)
+    (target / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (target / "1_Pooling").mkdir()
+    (target / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **modes}))
+    return str(target)
+
+
+def test_auto_head_follows_the_pooling_a_checkpoint_was_pretrained_with(tmp_path, tiny_bert_dir):
+    from distilbench.models import pretrained_pooling, resolve_head
+
+    mean = _with_pooling(tiny_bert_dir, tmp_path / "mean", {"pooling_mode_mean_tokens": True,
+                                                            "pooling_mode_cls_token": False})
+    cls = _with_pooling(tiny_bert_dir, tmp_path / "cls", {"pooling_mode_cls_token": True,
+                                                          "pooling_mode_mean_tokens": False})
+    assert pretrained_pooling(str(tiny_bert_dir)) is None  # a plain transformers checkpoint
+    assert (pretrained_pooling(mean), pretrained_pooling(cls)) == ("mean", "cls")
+    assert pretrained_pooling(f"student:{mean}:first-1") == "mean"  # a student answers for its teacher
+    assert pretrained_pooling("minilm-l6") == "mean"  # the packaged all-MiniLM-L6-v2
+    assert [resolve_head(s) for s in (mean, cls, str(tiny_bert_dir), f"student:{mean}")] == \
+        ["mean", "standard", "standard", "mean"]
+    assert resolve_head(mean, "standard") == "standard"  # an explicit head wins
+    model, _ = load_classifier(mean, "multiclass", ["a", "b"])  # the default head is auto
+    assert model.config.pooling == "mean"
+    model, _ = load_classifier(cls, "multiclass", ["a", "b"])
+    assert type(model).__name__ == "BertForSequenceClassification"
+    # a saved student (e.g. distill-general's output) names its teacher: it answers for it too
+    student, tokenizer = load_classifier(f"student:{mean}", "multiclass", ["a", "b"], head="standard")
+    student.save_pretrained(tmp_path / "saved-student")
+    assert pretrained_pooling(str(tmp_path / "saved-student")) == "mean"

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats as sps
 
 from distilbench.console import DistilbenchError
@@ -24,6 +25,7 @@ from distilbench.stats import (
     trivial_baselines,
     verdict,
 )
+from distilbench.training import choose_best_epoch
 
 NAMES3 = ["neg", "neu", "pos"]
 
@@ -353,9 +355,21 @@ def test_default_selection_metric_ranks_predicting_nothing_below_a_useful_model(
     nothing = np.zeros((n, 6))
     names = [f"label{j}" for j in range(6)]
     assert select_metric_default("multiclass") == "accuracy"
-    metric = select_metric_default("multilabel")
-    assert metric == "f1_macro"
+    assert select_metric_default("multilabel") == "loss"
     empty, useful = (compute_metrics("multilabel", labels, p, names) for p in (nothing, model))
     assert empty["hamming_score"] > 0.85 and empty["hamming_score"] > useful["hamming_score"]  # hamming prefers empty
-    assert useful[metric] > empty[metric] == 0.0
+    assert useful["f1_macro"] > empty["f1_macro"] == 0.0
     assert useful["roc_auc_macro"] > empty["roc_auc_macro"] == 0.5
+    # the loss: the best a model that learned nothing can do is each label's training prior on every example;
+    # a model whose probabilities carry the same signal as the 0.9 / 0.1 scores above (calibrated: the share
+    # of true labels among the examples it gives each score) has a lower mean BCE
+    bce = torch.nn.functional.binary_cross_entropy
+    target = torch.tensor(labels, dtype=torch.float64)
+    priors = target.mean(0).expand_as(target)
+    high = torch.tensor(model > 0.5)
+    calibrated = torch.where(high, target[high].mean(), target[~high].mean())
+    assert float(bce(calibrated, target)) < float(bce(priors, target))
+    # and choose_best_epoch minimises it
+    epochs = [{"epoch": 1, "val_loss": 0.129, "val_hamming_score": 0.887}, {"epoch": 2, "val_loss": 0.062,
+                                                                         "val_hamming_score": 0.871}]
+    assert choose_best_epoch(epochs, select_metric_default("multilabel")) == 2

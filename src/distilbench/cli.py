@@ -41,7 +41,9 @@ def _add_data_flags(parser: argparse.ArgumentParser, with_splits: bool = True) -
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (--preset thesis for the thesis's settings)")
-    group.add_argument("--head", choices=list(HEAD_CHOICES), help="classification head (standard; mean: mean pooling)")
+    group.add_argument("--head", choices=list(HEAD_CHOICES),
+                       help="classification head (auto: mean pooling for checkpoints pretrained with it, such as "
+                            "sentence-transformers models; else the architecture's own, standard)")
     group.add_argument("--epochs", type=int, help="training epochs (5; thesis 4)")
     group.add_argument("--train-batch-size", type=int, help="training batch size (32; thesis 64)")
     group.add_argument("--eval-batch-size", type=int, help="evaluation batch size (32)")
@@ -54,7 +56,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")
     group.add_argument("--select-metric", help="validation metric that picks the best epoch (accuracy for "
-                                               "multiclass, f1_macro for multilabel; the thesis: hamming_score; "
+                                               "multiclass, loss for multilabel; the thesis: hamming_score; "
                                                "any val metric, or loss)")
     group.add_argument("--class-weight", choices=["none", "balanced"],
                        help="multiclass: weigh each class's loss by n / (K * n_class) (balanced) or not (none)")

@@ -11,7 +11,7 @@ import yaml
 from .console import DistilbenchError
 
 TASKS = ("multiclass", "multilabel")
-HEAD_CHOICES = ("standard", "thesis", "mean")  # see models.HEADS
+HEAD_CHOICES = ("auto", "standard", "thesis", "mean")  # see models.HEADS and models.resolve_head
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ExperimentConfig:
     seeds: list[int] | None = None  # train every model once per seed (--seeds 3 = seed, seed+1, seed+2)
     # models
     models: list[str] = field(default_factory=lambda: ["minilm-l6", "student:minilm-l6"])
-    head: str = "standard"
+    head: str = "auto"  # mean pooling for checkpoints pretrained with it, else the architecture's own head
     # training: AdamW, linear decay, clip 1.0. The thesis's 5e-5, no warm-up, 4 epochs, batch 64 left small models
     # under-trained on small data (benchmarks/verdicts.py measures both); --preset thesis restores them
     epochs: int = 5

@@ -3,6 +3,7 @@ teachers, the teacher's own architecture with fewer layers from other encoders).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -78,6 +79,57 @@ def _from_pretrained(loader, name: str, **kwargs):
             f"could not load model '{name}': it is not a local directory nor a known alias "
             f"({ALIASES_HELP}), and loading '{path}' from the Hugging Face Hub failed ({reason}). "
             "Hub models need network access or a copy in the local HF cache.") from None
+
+
+def pretrained_pooling(name: str) -> str | None:
+    """How a checkpoint was pretrained to pool its token states: 'mean', 'cls', 'max', ... for a
+    sentence-transformers checkpoint (its modules.json and pooling config), None for a plain transformers
+    one or where that cannot be read (no network). A student or a distill-general output answers for its
+    teacher (the teacher named in its config)."""
+    student = parse_student_spec(name)
+    if student is not None:
+        return pretrained_pooling(student.teacher)
+    path = resolve_model_path(name)
+    own = _read_model_file(path, "config.json")
+    teacher = (json.loads(own).get(DISTILBENCH_KEY) or {}).get("teacher") if own else None
+    if teacher and teacher != name:
+        return pretrained_pooling(teacher)
+    modules = _read_model_file(path, "modules.json")
+    try:
+        for module in json.loads(modules) if modules else []:
+            if module.get("type", "").endswith(".Pooling"):
+                pooling = json.loads(_read_model_file(path, f"{module['path']}/config.json") or "{}")
+                modes = [k[len("pooling_mode_"):] for k, on in pooling.items() if k.startswith("pooling_mode_") and on]
+                return {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(modes[0], modes[0]) \
+                    if len(modes) == 1 else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
+
+
+def _read_model_file(path: str, filename: str) -> str | None:
+    """A small file of a model directory or hub repository (the local HF cache first), or None."""
+    if os.path.isdir(path):
+        file = Path(path, filename)
+        return file.read_text() if file.is_file() else None
+    from huggingface_hub import hf_hub_download
+
+    for local_only in (True, False):
+        if not local_only and not hub_reachable():
+            return None
+        try:
+            return Path(hf_hub_download(path, filename, local_files_only=local_only)).read_text()
+        except Exception:  # noqa: BLE001 - absent from the repository or the cache: no answer
+            continue
+    return None
+
+
+def resolve_head(spec: str, head: str = "auto") -> str:
+    """--head auto: mean pooling for a checkpoint pretrained with it (sentence-transformers models such as
+    minilm-l6 and mpnet-base, and their students), else the architecture's own head ('standard')."""
+    if head != "auto":
+        return head
+    return "mean" if pretrained_pooling(spec) == "mean" else "standard"
 
 
 def load_tokenizer(name: str):
@@ -277,15 +329,17 @@ def with_head(encoder: PreTrainedModel, task: str, label_names: list[str], head:
     return model
 
 
-def load_classifier(spec: str, task: str, label_names: list[str], head: str = "standard"):
+def load_classifier(spec: str, task: str, label_names: list[str], head: str = "auto"):
     """A fresh classifier for `spec` (alias, hub name, directory or student:<teacher>) and its tokenizer.
 
     head 'standard' is the architecture's own AutoModelForSequenceClassification head; 'thesis' is the
     thesis's small MLP on the first token, 'mean' a linear layer on the mean of the token states (both open in
-    `pipeline` with trust_remote_code=True).
+    `pipeline` with trust_remote_code=True); 'auto' is 'mean' for a checkpoint pretrained with mean pooling,
+    else 'standard' (resolve_head).
     """
-    if head not in ("standard", *HEADS):
-        raise DistilbenchError(f"unknown head '{head}': choose standard, {', '.join(HEADS)}")
+    if head not in ("auto", "standard", *HEADS):
+        raise DistilbenchError(f"unknown head '{head}': choose auto, standard, {', '.join(HEADS)}")
+    head = resolve_head(spec, head)
     student = parse_student_spec(spec)
     if student is not None:
         model = build_student(student.teacher, task, label_names, student.strategy, student.kind)
