@@ -255,3 +255,17 @@ def test_auto_head_follows_the_pooling_a_checkpoint_was_pretrained_with(tmp_path
     student, tokenizer = load_classifier(f"student:{mean}", "multiclass", ["a", "b"], head="standard")
     student.save_pretrained(tmp_path / "saved-student")
     assert pretrained_pooling(str(tmp_path / "saved-student")) == "mean"
+
+
+def test_own_heads_return_hidden_states_and_attentions_when_asked(tiny_bert_dir):
+    """Distillation's intermediate losses read them, as from the architectures' own heads."""
+    for head in ("mean", "thesis"):
+        model, tokenizer = load_classifier(f"student:{tiny_bert_dir}", "multiclass", ["a", "b"], head=head)
+        for module in model.modules():  # attention maps come from the eager kernel only
+            if getattr(module, "config", None) is not None:
+                module.config._attn_implementation = "eager"
+        inputs = tokenizer(["a short text", "a longer text here"], padding=True, return_tensors="pt")
+        out = model.eval()(**inputs, output_hidden_states=True, output_attentions=True)
+        layers = model.encoder.config.num_hidden_layers
+        assert len(out.hidden_states) == layers + 1 and len(out.attentions) == layers
+        assert model(**inputs).hidden_states is None

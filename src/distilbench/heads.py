@@ -48,11 +48,16 @@ class ThesisClassifier(PreTrainedModel):
             self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(hidden, config.num_labels))
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=None, output_attentions=None, **kwargs):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and "token_type_ids" in inspect.signature(self.encoder.forward).parameters:
             inputs["token_type_ids"] = token_type_ids
-        states = self.encoder(**inputs).last_hidden_state
+        for name, value in (("output_hidden_states", output_hidden_states), ("output_attentions", output_attentions)):
+            if value:  # what distillation's intermediate losses read, as from the Auto classes' heads
+                inputs[name] = value
+        encoded = self.encoder(**inputs)
+        states = encoded.last_hidden_state
         if getattr(self.config, "pooling", "first") == "mean":
             mask = (attention_mask if attention_mask is not None else input_ids.new_ones(input_ids.shape))
             mask = mask.unsqueeze(-1).to(states.dtype)
@@ -66,4 +71,5 @@ class ThesisClassifier(PreTrainedModel):
                 loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
             else:
                 loss = nn.functional.cross_entropy(logits, labels.long())
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=getattr(encoded, "hidden_states", None),
+                                        attentions=getattr(encoded, "attentions", None))
