@@ -245,3 +245,20 @@ def test_unlabeled_errors_are_one_line(tmp_path, teacher_run, tiny_bert_dir, cap
     assert code.value.code == 2
     assert err.startswith("distilbench: error:") and len(err.strip().splitlines()) == 1
     assert message in err.lower() and "Traceback" not in err
+
+
+@pytest.mark.parametrize("verb", ["distill", "compare"])
+def test_the_variant_flags_reach_the_config(capsys, monkeypatch, verb):
+    from distilbench.cli import main
+
+    calls = []
+    monkeypatch.setattr(f"distilbench.compare.{verb}", lambda *a, **k: calls.append(a) or {})
+    extra = ["--teacher", "T", "--student", "student:T"] if verb == "distill" else []
+    with pytest.raises(SystemExit) as code:
+        main([verb, *extra, "--data", "d.csv", "--label-column", "c", "--out", "o", "--distill-hidden", "2",
+              "--distill-attention", "0.5", "--unlabeled", "more.txt", "--unlabeled-column", "body", "--augment",
+              "mask", "--augment-copies", "3"])
+    assert code.value.code == 0, capsys.readouterr().err
+    config = calls[0][0]
+    assert (config.distill_hidden, config.distill_attention, config.unlabeled, config.unlabeled_column,
+            config.augment, config.augment_copies) == (2.0, 0.5, "more.txt", "body", "mask", 3)

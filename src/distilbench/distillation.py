@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import ExperimentConfig
 from .console import DistilbenchError, say
 from .training import DistilbenchTrainer, label_loss
 
@@ -268,6 +269,46 @@ def _fingerprint(texts: list[str], max_length: int | None) -> str:
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\0")
     return f"{digest.hexdigest()} max_length={max_length}"
+
+
+def soft_target_texts(config: ExperimentConfig, splits: dict, tokenizer) -> dict[str, list[str]]:
+    """The texts a distilled student learns from the teacher's outputs alone, by kind: --unlabeled's (without
+    the held-out splits' texts) and --augment's masked copies of the training texts (seeded by --seed)."""
+    texts = {}
+    if config.unlabeled:
+        texts["unlabeled texts"] = unlabeled_texts(config.unlabeled, config.unlabeled_column, splits, config.seed)
+    if config.augment == "mask":
+        texts[f"augment texts (masked copies, seed {config.seed})"] = masked_copies(
+            splits["train"]["text"].tolist(), tokenizer.mask_token, config.augment_copies, config.seed)
+    return texts
+
+
+def distillation_settings(config: ExperimentConfig, train_data) -> dict:
+    """What a distilled row was made with, for comparison.json (`distillation`)."""
+    soft_only = 0 if train_data.labelled is None else int((~train_data.labelled).sum())
+    return {"alpha": config.alpha, "temperature": config.temperature, "hidden_weight": config.distill_hidden,
+            "attention_weight": config.distill_attention, "unlabeled": config.unlabeled,
+            "augment": config.augment, "augment_copies": config.augment_copies if config.augment != "none" else 0,
+            "labelled_texts": len(train_data) - soft_only, "soft_only_texts": soft_only}
+
+
+def distillation_variant(config: ExperimentConfig, train_data) -> str:
+    """The method line's words for the distillation variants beyond logits KD ('' for plain KD)."""
+    parts = []
+    if config.distill_hidden > 0:
+        parts.append(f"hidden-state MSE {config.distill_hidden:g}")
+    if config.distill_attention > 0:
+        parts.append(f"attention-map loss {config.distill_attention:g}")
+    if parts:
+        parts[-1] += " on mapped layers (the teacher runs alongside: one teacher forward pass per batch)"
+    settings = distillation_settings(config, train_data)
+    if config.unlabeled:
+        parts.append(f"unlabeled texts from {config.unlabeled}")
+    if config.augment != "none":
+        parts.append(f"{config.augment_copies} masked copies of each training text")
+    if settings["soft_only_texts"]:
+        parts.append(f"{settings['soft_only_texts']} texts with soft targets only")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 # ---------------------------------------------------------------------------------------------------
