@@ -107,7 +107,7 @@ def _required(outputs, name: str):
     value = getattr(outputs, name, None)
     if value is None:
         raise DistilbenchError(f"the student's model returns no {name.replace('_', ' ')}, which the intermediate-"
-                               f"layer losses need (the thesis head returns only logits: use --head standard)")
+                               f"layer losses need; its head does not pass them through")
     return value
 
 
