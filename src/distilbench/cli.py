@@ -72,6 +72,20 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="compare: train students on labels only, not from their teacher in the run")
     group.add_argument("--alpha", type=float, help="distillation: weight of the label loss (0.5)")
     group.add_argument("--temperature", type=float, help="distillation: softmax/sigmoid temperature (2.0)")
+    group.add_argument("--distill-hidden", type=float, metavar="WEIGHT",
+                       help="distillation: weight of the MSE between the student's hidden states and its mapped "
+                            "teacher layers' (and the embeddings'); runs the teacher alongside (0: off)")
+    group.add_argument("--distill-attention", type=float, metavar="WEIGHT",
+                       help="distillation: weight of the distance between the mapped layers' attention maps; "
+                            "runs the teacher alongside (0: off)")
+    group.add_argument("--unlabeled", metavar="SOURCE",
+                       help="distillation: more texts (csv/tsv/jsonl/parquet/txt) the student learns from the "
+                            "teacher's outputs on, without labels; texts in the validation/test split are removed")
+    group.add_argument("--unlabeled-column", help="text column of --unlabeled (text)")
+    group.add_argument("--augment", choices=["none", "mask"],
+                       help="distillation: masked copies of the training texts learnt from the teacher's outputs "
+                            "(mask: 15%% of the words replaced by the mask token; none)")
+    group.add_argument("--augment-copies", type=int, help="--augment: copies per training text (2)")
     group.add_argument("--keep-checkpoints", choices=["all", "best"], help="keep every epoch (all) or the best")
 
 
@@ -370,23 +384,6 @@ def _overrides(args: argparse.Namespace) -> dict:
     return values
 
 
-def read_texts(source: str, text_column: str, max_samples: int | None, seed: int) -> list[str]:
-    """Unlabelled texts from any data source (the one reader, as predict reads), whitespace collapsed, empty
-    ones dropped."""
-    from .readers import check_input, iter_texts
-
-    check_input(source)
-    texts = [" ".join(t.split()) for chunk in iter_texts(source, text_column) for t in chunk]
-    texts = [t for t in texts if t]
-    if not texts:
-        raise DistilbenchError(f"{source} holds no texts in column '{text_column}' (all are empty)")
-    if max_samples and len(texts) > max_samples:
-        import random
-
-        texts = random.Random(seed).sample(texts, max_samples)
-    return texts
-
-
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -426,6 +423,7 @@ def run(argv: list[str] | None = None) -> int:
              progress=progress)
     elif args.verb == "distill-general":
         from .distillation import distill_general
+        from .readers import read_texts
 
         texts = read_texts(args.texts, args.text_column, args.max_samples, args.seed)
         distill_general(args.teacher, args.student, texts, args.out, epochs=args.epochs, batch_size=args.batch_size,

@@ -18,7 +18,7 @@ from .backend_choice import build_backend, choice_settings
 from .backends import load_backend
 from .config import ExperimentConfig, save_config
 from .console import DistilbenchError, say, warn
-from .inference import backend_logits, logits_to_probs, loss_from_logits, max_positions
+from .inference import backend_logits, logits_to_probs, loss_from_logits, max_positions, tokenize_texts
 from .machine import machine_info, pick_device
 from .metrics import compute_metrics, label_array, primary_metric, summary_metrics, tune_thresholds
 from .models import (
@@ -214,7 +214,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     written last, so `resume` knows the model is done). `slug`: where it goes (default: the model's own folder;
     `<model>/seed-<s>` for one of several seeds)."""
     # imported here: `evaluate` and `predict` start without the Trainer's import time
-    from .distillation import teacher_logits_for
+    from .distillation import distillation_settings, distillation_variant, soft_target_texts, teacher_logits_for
     from .training import TrainResult, encode_split, train_model
 
     slug = slug or model_slug(spec)
@@ -234,10 +234,20 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     positions = max_positions(model.config)
     train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length, positions)
     if teacher is not None:  # computed once, by the first process
-        cache = run.root / "cache" / f"{model_slug(str(teacher.resolve()))}.train-logits.npy"
+        cache_stem = run.root / "cache" / model_slug(str(teacher.resolve()))
         train_data.teacher_logits = distributed.share(
-            teacher_logits_for(teacher, splits["train"]["text"].tolist(), cache, batch_size=config.eval_batch_size,
-                               max_length=config.max_length, progress=progress) if main else None)
+            teacher_logits_for(teacher, splits["train"]["text"].tolist(), Path(f"{cache_stem}.train-logits.npy"),
+                               batch_size=config.eval_batch_size, max_length=config.max_length,
+                               progress=progress) if main else None)
+        for what, texts in soft_target_texts(config, splits, tokenizer).items():
+            logits = distributed.share(teacher_logits_for(
+                teacher, texts, Path(f"{cache_stem}.{what.split()[0]}-logits.npy"), batch_size=config.eval_batch_size,
+                max_length=config.max_length, progress=progress, what=what) if main else None)
+            train_data = train_data.with_soft_rows(tokenize_texts(tokenizer, texts, config.max_length, positions),
+                                                   logits)
+        if train_data.labelled is not None:
+            say(f"  training on {int(train_data.labelled.sum())} labelled texts and "
+                f"{int((~train_data.labelled).sum())} texts with the teacher's outputs only")
     val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length, positions)
     if distributed.share(resume and main and (results / "training_stats.json").is_file()):
         if main:  # trained, then stopped while testing
@@ -245,8 +255,11 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
             result = TrainResult(saved["epochs"], saved["best_epoch"], saved["select_metric"], saved["precision"],
                                  saved["train_time_s"])
     else:
+        running_teacher = None
+        if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
+            running_teacher = load_trained(teacher)[0]  # loaded once; runs on every training batch
         result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
-                             run.model_dir(slug), shown, progress, resume)
+                             run.model_dir(slug), shown, progress, resume, teacher=running_teacher)
     if not main:  # the first process tests and writes; the others wait for it before the next model
         distributed.barrier()
         return None
@@ -275,7 +288,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     method = "fine-tuned on labels"
     if teacher is not None:
         method = (f"distilled from the fine-tuned {teacher} (alpha {config.alpha}, temperature "
-                  f"{config.temperature})")
+                  f"{config.temperature}{distillation_variant(config, train_data)})")
     student = parse_student_spec(spec)
     if student is not None:
         layers = model.config.to_dict().get(DISTILBENCH_KEY, {}).get("teacher_layers")
@@ -311,9 +324,19 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "backend_choice": test_stats.get("backend_choice"),
         "checkpoint": str(best),
     }
+    if teacher is not None:
+        row["distillation"] = distillation_settings(config, train_data)
     write_json_atomic(results / "row.json", row)
     distributed.barrier()
     return row
+
+
+def check_distillation_inputs(config: ExperimentConfig) -> None:
+    """Fail before any training on an --unlabeled source that cannot be read (missing, empty, not text)."""
+    if config.unlabeled:
+        from .readers import check_input
+
+        check_input(config.unlabeled)
 
 
 def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts: list[str], progress: bool) -> None:
@@ -520,6 +543,10 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
     `resume` continues a stopped run in `config.out`: finished models are kept, a model in training
     continues after its last finished epoch. Under torchrun/accelerate every process trains; the first
     one does everything else."""
+    check_distillation_inputs(config)
+    if config.distillation_extras() and not any(teacher_in_run(spec, config, RunDir(".")) for spec in config.models):
+        warn(f"{', '.join(config.distillation_extras())} apply to a student listed after its teacher "
+             f"(--models TEACHER,student:TEACHER); no model here has its teacher in the run, so they are unused")
     with open_run(config, overwrite, resume) as run:
         splits, label_names = start_run(config, run, resume)
         progress = progress and distributed.is_main_process()
@@ -589,6 +616,7 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
                                f"student-bert:..., scratch:...) or a model directory, not '{student}'")
     config.task, config.models = task, [student]
+    check_distillation_inputs(config)
     seeds = config.training_seeds()
     if len(seeds) > 1:
         raise DistilbenchError("distill trains one student with one seed; for several seeds, fine-tune the teacher "

@@ -66,6 +66,12 @@ class ExperimentConfig:
     distill: bool = True
     alpha: float = 0.5
     temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of the MSE between mapped layers' hidden states (TinyBERT); 0: off
+    distill_attention: float = 0.0  # weight of the distance between mapped layers' attention maps; 0: off
+    unlabeled: str | None = None  # more texts for the soft (and intermediate) losses only, any data source
+    unlabeled_column: str = "text"
+    augment: str = "none"  # "mask": masked copies of the training texts for the soft losses only
+    augment_copies: int = 2
     # verdicts: every model against a reference on the same test examples
     reference: str | None = None  # default: the first model
     margin: float = 1.0  # points of the primary metric a model may lose and still be "within margin"
@@ -94,6 +100,17 @@ class ExperimentConfig:
             raise DistilbenchError(f"--alpha must be between 0 and 1, not {self.alpha}")
         if self.temperature <= 0:
             raise DistilbenchError(f"--temperature must be positive, not {self.temperature}")
+        for flag, value in (("--distill-hidden", self.distill_hidden),
+                            ("--distill-attention", self.distill_attention)):
+            if value < 0:
+                raise DistilbenchError(f"{flag} is a loss weight, 0 (off) or more, not {value}")
+        if self.augment not in ("none", "mask"):
+            raise DistilbenchError(f"--augment must be 'none' or 'mask', not '{self.augment}'")
+        if self.augment_copies < 1:
+            raise DistilbenchError(f"--augment-copies must be at least 1, not {self.augment_copies}")
+        if not self.distill and self.distillation_extras():
+            raise DistilbenchError(f"{', '.join(self.distillation_extras())} need a teacher to distil from; "
+                                   f"drop --no-distill")
         if self.threshold_metric not in ("gmean", "f1"):
             raise DistilbenchError(f"--threshold-metric must be gmean or f1, not '{self.threshold_metric}'")
         if self.keep_checkpoints not in ("all", "best"):
@@ -143,6 +160,12 @@ class ExperimentConfig:
         if self.max_length is not None and self.max_length < 8:
             raise DistilbenchError(f"--max-length must be at least 8 tokens, not {self.max_length}")
         return self
+
+    def distillation_extras(self) -> list[str]:
+        """The flags of the distillation variants that are on (beyond logits KD), for messages."""
+        on = [("--distill-hidden", self.distill_hidden > 0), ("--distill-attention", self.distill_attention > 0),
+              ("--unlabeled", bool(self.unlabeled)), ("--augment", self.augment != "none")]
+        return [flag for flag, value in on if value]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -95,6 +95,21 @@ def iter_texts(source: str, text_column: str = "text", chunk_rows: int = 4096) -
     yield from _exact_chunks(_column_pieces(path, text_column, chunk_rows), chunk_rows)
 
 
+def read_texts(source: str, text_column: str, max_samples: int | None, seed: int) -> list[str]:
+    """Unlabelled texts from any data source (the one reader, as predict reads), whitespace collapsed, empty
+    ones dropped."""
+    check_input(source)
+    texts = [" ".join(t.split()) for chunk in iter_texts(source, text_column) for t in chunk]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise DistilbenchError(f"{source} holds no texts in column '{text_column}' (all are empty)")
+    if max_samples and len(texts) > max_samples:
+        import random
+
+        texts = random.Random(seed).sample(texts, max_samples)
+    return texts
+
+
 def _column_pieces(path: Path, text_column: str, chunk_rows: int) -> Iterator[list[str]]:
     """The text column of each chunk of a table file. JSON lines may lack the key in some rows (those texts
     are ''); a column that no row holds, or that is there twice, is an error."""

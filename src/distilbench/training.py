@@ -39,13 +39,31 @@ EPOCH_STATS = "epoch_stats.json"
 
 
 class EncodedDataset(torch.utils.data.Dataset):
-    """A split tokenized once (unpadded) with its labels: ints (multiclass) or 0/1 floats (multilabel)."""
+    """A split tokenized once (unpadded) with its labels: ints (multiclass) or 0/1 floats (multilabel).
+    `labelled`: which rows have labels, when some do not (distillation's unlabelled texts and augmented
+    copies, which learn from the teacher's outputs alone); their labels are placeholders."""
 
-    def __init__(self, encodings: dict, labels: np.ndarray, teacher_logits: np.ndarray | None = None):
-        self.encodings = {k: v for k, v in encodings.items()
+    def __init__(self, encodings: dict, labels: np.ndarray, teacher_logits: np.ndarray | None = None,
+                 labelled: np.ndarray | None = None):
+        self.encodings = {k: list(v) for k, v in encodings.items()
                           if k in ("input_ids", "attention_mask", "token_type_ids")}
         self.labels = labels
         self.teacher_logits = teacher_logits  # cached soft targets for distillation, one row per text
+        self.labelled = labelled
+
+    def with_soft_rows(self, encodings: dict, teacher_logits: np.ndarray) -> "EncodedDataset":
+        """This labelled split (with its teacher logits) plus rows that have the teacher's outputs only."""
+        n = len(teacher_logits)
+        placeholder = np.zeros((n, *self.labels.shape[1:]), dtype=self.labels.dtype)
+        labelled = self.labelled if self.labelled is not None else np.ones(len(self), dtype=bool)
+        merged = {k: v + list(encodings[k]) for k, v in self.encodings.items()}
+        return EncodedDataset(merged, np.concatenate([self.labels, placeholder]),
+                              np.concatenate([self.teacher_logits, teacher_logits]),
+                              np.concatenate([labelled, np.zeros(n, dtype=bool)]))
+
+    def labelled_labels(self) -> np.ndarray:
+        """The labels of the rows that have them."""
+        return self.labels if self.labelled is None else self.labels[self.labelled]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,6 +73,8 @@ class EncodedDataset(torch.utils.data.Dataset):
         item["labels"] = self.labels[i].tolist() if self.labels.ndim > 1 else int(self.labels[i])
         if self.teacher_logits is not None:
             item["teacher_logits"] = self.teacher_logits[i].tolist()
+        if self.labelled is not None:
+            item["labelled"] = bool(self.labelled[i])
         return item
 
 
@@ -266,12 +286,14 @@ def choose_best_epoch(stats: list[dict], metric: str) -> int:
 
 def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
                 label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
-                progress: bool = True, resume: bool = False, callbacks: list | None = None) -> TrainResult:
+                progress: bool = True, resume: bool = False, callbacks: list | None = None,
+                teacher=None) -> TrainResult:
     """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch.
 
     After every epoch the Trainer's whole state is kept in `save_dir/.trainer` (only the newest);
     `resume` continues from it, so a killed run ends as an uninterrupted one would. `callbacks`: more
-    TrainerCallbacks, called after the epoch's statistics are taken (tune's pruning).
+    TrainerCallbacks, called after the epoch's statistics are taken (tune's pruning). `teacher`: the fine-tuned
+    teacher model, run alongside a distilled student for config's intermediate-layer losses.
     """
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
@@ -337,12 +359,22 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats, metric, config.patience)
-    trainer.task, trainer.class_weights = task, loss_weights(task, train_data.labels, len(label_names), config)
+    trainer.task, trainer.class_weights = task, loss_weights(task, train_data.labelled_labels(), len(label_names),
+                                                             config)
     if trainer.class_weights is not None and distributed.is_main_process():
         say(f"  {name}: label-loss weights from the training split: "
             + ", ".join(f"{n} {w:.2f}" for n, w in zip(label_names, trainer.class_weights.tolist())))
     if train_data.teacher_logits is not None:
         trainer.alpha, trainer.temperature = config.alpha, config.temperature
+        if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
+            from .distillation import mapped_teacher_layers, use_eager_attention
+
+            trainer.layers = mapped_teacher_layers(model, teacher)
+            if config.distill_attention > 0:
+                use_eager_attention(model)
+                use_eager_attention(teacher)
+            trainer.teacher = teacher.to(device).eval()
+            trainer.hidden_weight, trainer.attention_weight = config.distill_hidden, config.distill_attention
     trainer.add_callback(callback)
     for extra in callbacks or []:
         trainer.add_callback(extra)

@@ -438,6 +438,9 @@ def tune(config: ExperimentConfig, model: str | None = None, *, teacher: str | N
         raise DistilbenchError("tune runs in one process; start it without torchrun / accelerate launch")
     if not resume and not model:
         raise DistilbenchError("tune needs --model NAME (alias, hub name, directory or student:<teacher>)")
+    if config.distillation_extras():
+        raise DistilbenchError("tune searches with logits distillation only; "
+                               f"{', '.join(config.distillation_extras())} are for compare and distill")
     teacher_dir = resolve_teacher(teacher).absolute() if teacher else None
     if teacher_dir is not None and model and parse_student_spec(model) is None \
             and not Path(model, "config.json").is_file():
