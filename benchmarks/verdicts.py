@@ -1,16 +1,19 @@
 """Verdicts with seeds on both thesis tasks: intervals, paired differences, baselines, and defaults vs the thesis's.
 
     .venv/bin/python benchmarks/verdicts.py [--seeds 3] [--tasks multiclass,multilabel] [--thesis-seeds 3]
+                                            [--head standard --select-metric f1_macro --suffix standard-head]
 
 For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
 same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
 ../shared/data/toxic-comments.csv (multilabel), the thesis's split (seed 42). Then, as the control for the
 default settings, minilm-l6 alone with `--preset thesis` and the same seeds and splits. Every epoch's checkpoint
-of the multilabel teacher is tested too, to measure what choosing the best epoch by hamming score (the thesis)
-or by macro F1 (distilbench's default) gives on the test split.
+of the multilabel teacher is tested too, to measure what choosing the best epoch by hamming score (the thesis),
+macro F1 or the validation loss (distilbench's default) gives on the test split. --head and --select-metric run
+the defaults' models with another head or selection metric (the earlier defaults: --head standard
+--select-metric f1_macro), written with --suffix so the default results stay.
 
-Results: benchmarks/results/verdicts-<task>.{json,md} (one pair per task, written as soon as the task is done),
-with the machine, the seeds and the wall time of each run.
+Results: benchmarks/results/verdicts-<task>[-<suffix>].{json,md} (one pair per task, written as soon as the task
+is done), with the machine, the seeds and the wall time of each run.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ def main() -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
     parser.add_argument("--max-samples", type=int, help="subsample each data set (a quick check of the script)")
     parser.add_argument("--markdown", metavar="JSON", help="only write the tables of a results JSON again")
+    parser.add_argument("--head", help="the defaults' runs with this --head instead (e.g. standard)")
+    parser.add_argument("--select-metric", help="the defaults' runs with this --select-metric instead")
+    parser.add_argument("--suffix", default="", help="results as verdicts-<task>-<suffix>.{json,md} (other settings)")
     args = parser.parse_args()
     if args.markdown:
         report = json.loads(Path(args.markdown).read_text())
@@ -105,23 +111,25 @@ def main() -> int:
         started = time.perf_counter()
         report = {"machine": machine_info(), "seeds": seeds, "tasks": {}}
         entry = {}
-        out = Path(args.runs) / f"verdicts-{task}"
-        entry["defaults"] = run_compare(task, out, seeds, MODELS, args.max_samples)
+        name = f"verdicts-{task}" + (f"-{args.suffix}" if args.suffix else "")
+        out = Path(args.runs) / name
+        overrides = {k: v for k, v in (("head", args.head), ("select_metric", args.select_metric)) if v}
+        entry["defaults"] = run_compare(task, out, seeds, MODELS, args.max_samples, **overrides)
         if args.thesis_seeds:
             thesis_seeds = [42 + i for i in range(args.thesis_seeds)]
             entry["thesis"] = run_compare(task, Path(args.runs) / f"verdicts-{task}-thesis", thesis_seeds,
                                           MODELS[:1], args.max_samples, preset="thesis")
         report["tasks"][task] = entry
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"verdicts-{task}.json").write_text(json.dumps(report, indent=2))  # kept if what follows fails
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))  # kept if what follows fails
         if task == "multilabel":
             entry["epoch_choices"] = {"defaults": epoch_choices(out, MODELS[0], seeds)}
             if args.thesis_seeds:
                 entry["epoch_choices"]["thesis"] = epoch_choices(Path(args.runs) / f"verdicts-{task}-thesis",
                                                                  MODELS[0], thesis_seeds)
         report["total_wall_s"] = time.perf_counter() - started
-        (RESULTS / f"verdicts-{task}.json").write_text(json.dumps(report, indent=2))
-        (RESULTS / f"verdicts-{task}.md").write_text(markdown(report))
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+        (RESULTS / f"{name}.md").write_text(markdown(report))
         print(markdown(report), flush=True)
     return 0
 
