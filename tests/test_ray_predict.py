@@ -287,3 +287,25 @@ def test_ray_only_flags_are_refused_by_the_local_engine(models, tmp_path, capsys
         main(["predict", "--model", str(models["multiclass"]), "--actors", "2"])
     assert code.value.code == 2
     assert "are for --engine ray" in capsys.readouterr().err
+
+
+def test_a_restart_counts_as_soon_as_the_new_actor_process_begins():
+    """An actor killed between batches leaves no batch cut short; its restart must count even when the run ends
+    while the new process still loads its model (the race a cluster test met)."""
+    from distilbench.ray_predict import actor_deaths
+    from distilbench.ray_workers import RunTally
+
+    tally = RunTally()
+    for pid in (11, 12):
+        tally.actor_starting(pid)
+        tally.actor_started({"pid": pid, "backend": "torch-fp32"})
+        tally.batch_started(pid)
+        tally.batch_finished(pid, 100)
+    assert actor_deaths(tally.summary(), pool=2) == (0, 0)
+    tally.actor_starting(13)  # Ray restarts a killed actor; the run ends before it has loaded its model
+    assert actor_deaths(tally.summary(), pool=2) == (1, 1)
+    tally.batch_started(12)  # an actor killed in a batch, not yet restarted
+    assert actor_deaths(tally.summary(), pool=2) == (1, 1)
+    short = RunTally()
+    short.actor_starting(11)  # a short run: one actor of a pool of two started, none died
+    assert actor_deaths(short.summary(), pool=2) == (0, 0)

@@ -256,6 +256,15 @@ def unwrap(exc: BaseException) -> DistilbenchError | None:
     return None
 
 
+def actor_deaths(summary: dict, pool: int) -> tuple[int, int]:
+    """(actors that died, restarts) from the run tally's summary: every actor process that began to start beyond
+    the pool is a restart (a short run can end before all of the pool starts), and an actor that died in a
+    batch left it started and never finished; a restart whose model was still loading when the run ended
+    counts too."""
+    restarts = max(0, summary["actors_starting"] - pool)
+    return max(restarts, summary["actors_died_in_a_batch"]), restarts
+
+
 def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_column: str = "text",
                    backend: str = "auto", batch_size: int = 32, max_length: int | None = None,
                    device: str = "auto", progress: bool = True, chunk_rows: int = 4096,
@@ -306,19 +315,18 @@ def predict_on_ray(model_dir: str, source: str, output: str | None, *, text_colu
         if not committed:
             out.discard()
     started = len(summary["actors"])
-    restarts = max(0, started - pool)  # a short run can end before every actor of the pool has started
+    died, restarts = actor_deaths(summary, pool)
     by_backend = Counter(actor["backend"] for actor in summary["actors"][:pool] or summary["actors"])
     backends = ", ".join(f"{name} x{n}" if len(by_backend) > 1 else name for name, n in by_backend.items())
     late = f" ({started} started before the input ran out)" if started < pool else ""
     say(f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''}{late} on a cluster of {nodes} node"
         f"{'s' if nodes > 1 else ''}, {count / max(seconds, 1e-9):.0f} rows/s after {ray_start_s:.1f} s to start "
         f"Ray) -> {out.final}")
-    died = max(restarts, summary["actors_died_in_a_batch"])
     if died:
         again = summary["predicted"] - count
         cut = summary["batches_cut_short"]
         say(f"{died} actor{'s' if died > 1 else ''} died during the run: Ray restarted "
-            f"{'them' if died > 1 else 'it'} ({restarts} restart{'' if restarts == 1 else 's'} finished) and ran "
+            f"{'them' if died > 1 else 'it'} ({restarts} restart{'' if restarts == 1 else 's'}) and ran "
             f"the lost batches again ({cut} cut short, {again} rows predicted twice); each of the {count} rows "
             "read is written once")
     return count

@@ -68,12 +68,15 @@ class TextFiles(FileBasedDatasource):
 
 
 class RunTally:
-    """One small actor per run: the rows of each file read whole, the actors started (a restart starts one
-    more), and each actor's batches started and finished: an actor that dies leaves a batch started and
-    never finished, which Ray runs again elsewhere (its rows are then predicted twice, written once)."""
+    """One small actor per run: the rows of each file read whole, the actor processes that began to start (a
+    restart begins one more, counted at once: one that would only count once its model is loaded can miss a run
+    that ends first), the actors started, and each actor's batches started and finished: an actor that dies
+    leaves a batch started and never finished, which Ray runs again elsewhere (its rows are then predicted
+    twice, written once)."""
 
     def __init__(self):
         self.files: dict[str, int] = {}
+        self.starting: list[int] = []
         self.actors: list[dict] = []
         self.started: dict[int, int] = {}
         self.finished: dict[int, int] = {}
@@ -81,6 +84,9 @@ class RunTally:
 
     def file_read(self, path: str, rows: int) -> None:
         self.files[path] = rows  # a file read again gives the same rows
+
+    def actor_starting(self, pid: int) -> None:
+        self.starting.append(pid)
 
     def actor_started(self, info: dict) -> None:
         self.actors.append(info)
@@ -95,7 +101,8 @@ class RunTally:
     def summary(self) -> dict:
         cut_short = {actor: n - self.finished.get(actor, 0) for actor, n in self.started.items()
                      if n > self.finished.get(actor, 0)}
-        return {"files": dict(self.files), "actors": list(self.actors), "predicted": self.predicted,
+        return {"files": dict(self.files), "actors": list(self.actors), "actors_starting": len(self.starting),
+                "predicted": self.predicted,
                 "batches_cut_short": sum(cut_short.values()), "actors_died_in_a_batch": len(cut_short)}
 
 
@@ -152,6 +159,7 @@ class RayPredictor:
 
     def __init__(self, *, model_dir: str, key: str, payload: list, backend: str, guard, device: str, threads: int,
                  batch_size: int, max_length: int | None, settings, tally, with_file: bool):
+        ray.get(tally.actor_starting.remote(os.getpid()))  # first: a restart counts even if the run ends first
         import torch
 
         from .console import quiet_libraries
