@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/verdicts.py [--seeds 3] [--tasks multiclass,multilabel] [--thesis-seeds 3]
                                             [--head standard --select-metric f1_macro --suffix standard-head]
+                                            [--pos-weight auto --teacher-only --suffix pos-weight]
 
 For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
 same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
@@ -10,7 +11,8 @@ default settings, minilm-l6 alone with `--preset thesis` and the same seeds and 
 of the multilabel teacher is tested too, to measure what choosing the best epoch by hamming score (the thesis),
 macro F1 or the validation loss (distilbench's default) gives on the test split. --head and --select-metric run
 the defaults' models with another head or selection metric (the earlier defaults: --head standard
---select-metric f1_macro), written with --suffix so the default results stay.
+--select-metric f1_macro) or --pos-weight, written with --suffix so the default results stay; --teacher-only
+leaves the student out.
 
 Results: benchmarks/results/verdicts-<task>[-<suffix>].{json,md} (one pair per task, written as soon as the task
 is done), with the machine, the seeds and the wall time of each run.
@@ -94,6 +96,8 @@ def main() -> int:
     parser.add_argument("--markdown", metavar="JSON", help="only write the tables of a results JSON again")
     parser.add_argument("--head", help="the defaults' runs with this --head instead (e.g. standard)")
     parser.add_argument("--select-metric", help="the defaults' runs with this --select-metric instead")
+    parser.add_argument("--pos-weight", help="the defaults' runs with this --pos-weight instead (e.g. auto)")
+    parser.add_argument("--teacher-only", action="store_true", help="the defaults' runs without the student")
     parser.add_argument("--suffix", default="", help="results as verdicts-<task>-<suffix>.{json,md} (other settings)")
     args = parser.parse_args()
     if args.markdown:
@@ -113,8 +117,10 @@ def main() -> int:
         entry = {}
         name = f"verdicts-{task}" + (f"-{args.suffix}" if args.suffix else "")
         out = Path(args.runs) / name
-        overrides = {k: v for k, v in (("head", args.head), ("select_metric", args.select_metric)) if v}
-        entry["defaults"] = run_compare(task, out, seeds, MODELS, args.max_samples, **overrides)
+        overrides = {k: v for k, v in (("head", args.head), ("select_metric", args.select_metric),
+                                       ("pos_weight", args.pos_weight)) if v}
+        models = MODELS[:1] if args.teacher_only else MODELS
+        entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, **overrides)
         if args.thesis_seeds:
             thesis_seeds = [42 + i for i in range(args.thesis_seeds)]
             entry["thesis"] = run_compare(task, Path(args.runs) / f"verdicts-{task}-thesis", thesis_seeds,
