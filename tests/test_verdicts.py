@@ -87,10 +87,32 @@ def test_weighted_label_losses_weigh_what_they_claim():
     assert label_loss(logits, labels, "multiclass", weights).item() == pytest.approx(expected.item())
     targets = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
     pos = torch.tensor([5.0, 1.0])
-    manual = -(pos * targets * torch.nn.functional.logsigmoid(logits)
-               + (1 - targets) * torch.nn.functional.logsigmoid(-logits)).mean()
+    shifted = logits + torch.log(pos)  # the prior correction: see the next test
+    manual = -(pos * targets * torch.nn.functional.logsigmoid(shifted)
+               + (1 - targets) * torch.nn.functional.logsigmoid(-shifted)).mean()
     assert label_loss(logits, targets, "multilabel", pos).item() == pytest.approx(manual.item(), rel=1e-6)
-    assert label_loss(logits, targets, "multilabel").item() < manual.item()  # the weights count
+    unweighted = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    assert label_loss(logits, targets, "multilabel").item() == pytest.approx(unweighted.item())
+    assert label_loss(logits, targets, "multilabel", pos).item() != pytest.approx(unweighted.item())
+
+
+def test_positive_weights_keep_the_models_probabilities_calibrated():
+    """A label with 10 % positives and weight 9: the logit that minimises the weighted loss is still the one
+    whose probability is 10 % (a plain pos_weight would put it at 50 %), so the 0.5 threshold, the validation
+    loss and the saved model's probabilities keep their meaning."""
+    labels = torch.tensor([[1.0]] * 10 + [[0.0]] * 90)
+    weight = torch.tensor([9.0])
+    logit = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logit], lr=0.5, max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = label_loss(logit.expand(100, 1), labels, "multilabel", weight)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert torch.sigmoid(logit).item() == pytest.approx(0.10, abs=1e-3)
 
 
 def test_class_weights_reach_the_training_loss(tmp_path, learnable_bert_dir, shared_data, monkeypatch):

@@ -114,13 +114,22 @@ def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: Experimen
 
 def label_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, weights: torch.Tensor | None = None):
     """The loss against the labels: cross-entropy (multiclass, optionally class-weighted) or BCE with logits
-    (multilabel, optionally with positive weights per label)."""
+    (multilabel, optionally with positive weights per label).
+
+    Positive weights w are applied to the logits shifted by log w: BCE with pos_weight w is minimised where
+    sigmoid(z) = w p / (w p + 1 - p) (p the label's true probability), so a plain weighted loss teaches every
+    label to fire too often and its probabilities, the 0.5 threshold and the validation loss stop meaning what
+    they say. With the shift the weighted loss's optimum is at z + log w, i.e. the model's own logit z at
+    logit(p): the weights still push rare labels' positives up the ranking, and the saved model's probabilities
+    stay calibrated (the prior correction of King and Zeng, 2001)."""
     logits = logits.float()
     if weights is not None:
         weights = weights.to(logits.device)
     if task == "multiclass":
         return F.cross_entropy(logits, labels.long(), weight=weights)
-    return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
+    if weights is None:
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.binary_cross_entropy_with_logits(logits + torch.log(weights), labels.float(), pos_weight=weights)
 
 
 class SeededLengthGroupedSampler(LengthGroupedSampler):
