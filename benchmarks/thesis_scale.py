@@ -210,21 +210,20 @@ def write_results(out: Path, args, tasks: list[str]) -> None:
         task_dir = out / task
         finished = {s: json.loads((task_dir / s / "step.json").read_text())
                     for s in ALL_STEPS if (task_dir / s / "step.json").is_file()}
-        if not finished:
+        trained = [step for step in STEPS if step in finished]
+        if not trained:
             continue
-        test = pd.read_csv(task_dir / "data" / "test.csv")
+        # every model of a task has the same labels: the test split is read and encoded once
+        _, label_names = read_task_labels(finished[trained[0]]["row"]["checkpoint"])
+        test = datalib.load_split(task_dir / "data" / "test.csv", task, label_names)
+        labels = label_array(test, task, label_names)
         metrics = [primary_metric(task), "f1_macro"] + (["roc_auc_macro"] if task == "multilabel" else [])
         rows, probs = [], {}
-        for step in STEPS:
-            if step not in finished:
-                continue
+        for step in trained:
             record = finished[step]
             row = record["row"]
             checkpoint = Path(row["checkpoint"])
-            _, label_names = read_task_labels(checkpoint)
             results = next((checkpoint.parents[2] / "results").iterdir())
-            labels = label_array(datalib.load_split(task_dir / "data" / "test.csv", task, label_names), task,
-                                 label_names)
             probs[step] = saved_probabilities(results, label_names)
             entry = {"step": step, "model": STEPS[step], "params": row["params"], "size_mb": row["size_mb"],
                      "best_epoch": row["best_epoch"], "train_time_s": row["train_time_s"] + record.get(
