@@ -257,11 +257,13 @@ def unwrap(exc: BaseException) -> DistilbenchError | None:
 
 
 def actor_deaths(summary: dict, pool: int) -> tuple[int, int]:
-    """(actors that died, restarts) from the run tally's summary: every actor process that began to start beyond
-    the pool is a restart (a short run can end before all of the pool starts), and an actor that died in a
-    batch left it started and never finished; a restart whose model was still loading when the run ended
-    counts too."""
-    restarts = max(0, summary["actors_starting"] - pool)
+    """(actors that died, restarts) from the run tally's summary and Ray's own count of restarts
+    (`restarts_counted_by_ray`, None where unknown): every actor process that began to start beyond the pool is
+    a restart (a short run can end before all of the pool starts), and an actor that died in a batch left it
+    started and never finished; a restart whose model was still loading when the run ended counts too, and so
+    does one that Ray had not begun when the run ended (an actor killed while idle), which only Ray's count
+    shows."""
+    restarts = max(0, summary["actors_starting"] - pool, summary.get("restarts_counted_by_ray") or 0)
     return max(restarts, summary["actors_died_in_a_batch"]), restarts
 
 
@@ -370,6 +372,7 @@ def _run(ray, ray_workers, *, model_dir, key, paths, several, out, text_column, 
             predicted.write_json(out.path, force_ascii=False, **write_args)
         seconds = time.perf_counter() - started
         summary = ray.get(tally.summary.remote())
+        summary["restarts_counted_by_ray"] = ray_workers.restarts_counted_by_ray()
     except Exception as exc:
         error = unwrap(exc)
         if error is not None:

@@ -106,6 +106,21 @@ class RunTally:
                 "batches_cut_short": sum(cut_short.values()), "actors_died_in_a_batch": len(cut_short)}
 
 
+def restarts_counted_by_ray() -> int | None:
+    """Restarts of this job's actors as Ray's control store counts them. Ray counts a restart the moment an
+    actor process dies, even one killed while idle between batches whose new process has not begun when the run
+    ends: such a death leaves no trace in the tally. None where this Ray does not expose its actor table (it is
+    read through `ray._private.state`, because the public state API needs the dashboard)."""
+    try:
+        from ray._private import state
+
+        table = state.actors()
+        job = ray.get_runtime_context().get_job_id()
+        return sum(int(actor.get("NumRestarts", 0)) for actor in table.values() if actor.get("JobID") == job)
+    except Exception:  # noqa: BLE001 - a private API: any change in it leaves the tally's own count
+        return None
+
+
 @contextmanager
 def exclusive(lock_path: Path):
     """An exclusive flock on `lock_path` (released by the kernel however the process ends)."""
