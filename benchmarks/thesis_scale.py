@@ -85,10 +85,8 @@ def main() -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     redo = {s.strip() for s in args.redo.split(",") if s.strip()}
-    rows_per_task = dict(part.split("=") for part in args.train_rows.split(",") if part)
-    args.epochs_per_task = ({task: int(args.epochs) for task in TASKS} if args.epochs.isdigit() else
-                            {**EPOCHS, **{task: int(n) for task, n in (part.split("=") for part in
-                                                                       args.epochs.split(",") if part)}})
+    rows_per_task = per_task(args.train_rows, default=10**9)
+    args.epochs_per_task = per_task(args.epochs, default=EPOCHS)
     bad = [t for t in tasks if t not in TASKS] + [s for s in steps + sorted(redo) if s not in ALL_STEPS]
     if bad:
         raise SystemExit(f"unknown task or step {bad}; tasks: {', '.join(TASKS)}; steps: {', '.join(ALL_STEPS)}")
@@ -101,12 +99,21 @@ def main() -> int:
         if not args.markdown:
             for task in tasks:
                 for step in steps:
-                    run_step(task, step, out, args, int(rows_per_task.get(task, 10**9)), step in redo)
+                    run_step(task, step, out, args, rows_per_task[task], step in redo)
                     write_results(out, args)
         write_results(out, args)
     except DistilbenchError as exc:
         raise SystemExit(f"error: {exc}") from None
     return 0
+
+
+def per_task(value: str, default) -> dict[str, int]:
+    """A number per task from "N" (every task) or "task=N,..." (the others keep `default`: a number, or a
+    number per task)."""
+    if value.strip().isdigit():
+        return {task: int(value) for task in TASKS}
+    given = {task.strip(): int(n) for task, n in (part.split("=") for part in value.split(",") if part.strip())}
+    return {task: given.get(task, default[task] if isinstance(default, dict) else default) for task in TASKS}
 
 
 def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool) -> None:
