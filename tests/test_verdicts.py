@@ -78,6 +78,24 @@ def test_balanced_class_weights_and_capped_positive_weights():
     assert loss_weights("multilabel", labels, 3, config).tolist() == pytest.approx([60.0, 49.0, 1.0])
 
 
+def test_rare_positive_weights_weigh_only_the_labels_with_few_positives():
+    """--pos-weight rare: a label with fewer than --rare-positives training positives gets auto's weight,
+    a label with that many or more keeps 1 (weighing it made the model fire on it too often)."""
+    labels = np.zeros((1000, 4))
+    labels[:5, 0] = 1  # 5 positives: rare, auto's 199 capped at 10
+    labels[:150, 1] = 1  # 150 positives: rare below 200, 850 / 150
+    labels[:300, 2] = 1  # 300 positives: frequent
+    config = ExperimentConfig(task="multilabel", pos_weight="rare")
+    assert config.rare_positives == 200
+    assert loss_weights("multilabel", labels, 4, config).tolist() == pytest.approx([10.0, 850 / 150, 1.0, 1.0])
+    config.rare_positives = 100
+    assert loss_weights("multilabel", labels, 4, config).tolist() == pytest.approx([10.0, 1.0, 1.0, 1.0])
+    auto = ExperimentConfig(task="multilabel", pos_weight="auto")
+    assert loss_weights("multilabel", labels, 4, auto).tolist() == pytest.approx([10.0, 850 / 150, 700 / 300, 1.0])
+    with pytest.raises(DistilbenchError, match="--rare-positives"):
+        load_config(None, {"task": "multilabel", "pos_weight": "rare", "rare_positives": 0})
+
+
 def test_weighted_label_losses_weigh_what_they_claim():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     labels = torch.tensor([0, 1, 1])

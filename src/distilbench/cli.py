@@ -60,10 +60,13 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                                                "any val metric, or loss)")
     group.add_argument("--class-weight", choices=["none", "balanced"],
                        help="multiclass: weigh each class's loss by n / (K * n_class) (balanced) or not (none)")
-    group.add_argument("--pos-weight", choices=["none", "auto"],
+    group.add_argument("--pos-weight", choices=["none", "auto", "rare"],
                        help="multilabel: weigh each label's positives by negatives / positives in the training "
-                            "split (auto, capped by --pos-weight-cap) or not (none)")
+                            "split (auto, capped by --pos-weight-cap), only the labels with fewer than "
+                            "--rare-positives positives (rare), or not (none)")
     group.add_argument("--pos-weight-cap", type=float, help="multilabel: the largest positive weight (10)")
+    group.add_argument("--rare-positives", type=int,
+                       help="multilabel, --pos-weight rare: labels with fewer training positives are weighed (200)")
     group.add_argument("--patience", type=int, help="stop training when the select metric has not improved on "
                                                     "validation for this many epochs (default: train every epoch)")
     group.add_argument("--threshold-metric", choices=["gmean", "f1"],

@@ -50,8 +50,10 @@ class ExperimentConfig:
     max_length: int | None = None
     select_metric: str | None = None  # default: accuracy (multiclass), macro F1 (multilabel); thesis: hamming score
     class_weight: str = "none"  # multiclass: "balanced" weighs each class's loss by n / (K * n_class)
-    pos_weight: str = "none"  # multilabel: "auto" weighs each label's positives by negatives / positives
+    pos_weight: str = "none"  # multilabel: "auto" weighs each label's positives by negatives / positives;
+    # "rare" only the labels with fewer than rare_positives positives in the training split (the others keep 1)
     pos_weight_cap: float = 10.0  # ... capped, so a label with 3 positives does not dominate
+    rare_positives: int = 200
     patience: int | None = None  # stop when the select metric has not improved for this many epochs
     device: str = "auto"
     precision: str = "auto"
@@ -117,14 +119,16 @@ class ExperimentConfig:
             raise DistilbenchError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
         if self.class_weight not in ("none", "balanced"):
             raise DistilbenchError(f"--class-weight must be 'none' or 'balanced', not '{self.class_weight}'")
-        if self.pos_weight not in ("none", "auto"):
-            raise DistilbenchError(f"--pos-weight must be 'none' or 'auto', not '{self.pos_weight}'")
+        if self.pos_weight not in ("none", "auto", "rare"):
+            raise DistilbenchError(f"--pos-weight must be 'none', 'auto' or 'rare', not '{self.pos_weight}'")
         if self.class_weight != "none" and self.task != "multiclass":
             raise DistilbenchError("--class-weight is for multiclass tasks; use --pos-weight auto for multilabel")
         if self.pos_weight != "none" and self.task != "multilabel":
             raise DistilbenchError("--pos-weight is for multilabel tasks; use --class-weight balanced for multiclass")
         if self.pos_weight_cap < 1:
             raise DistilbenchError(f"--pos-weight-cap must be at least 1, not {self.pos_weight_cap}")
+        if self.rare_positives < 1:
+            raise DistilbenchError(f"--rare-positives must be at least 1, not {self.rare_positives}")
         if self.patience is not None and self.patience < 1:
             raise DistilbenchError(f"--patience must be at least 1 epoch, not {self.patience}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -97,17 +97,23 @@ class TrainResult:
 def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: ExperimentConfig) -> torch.Tensor | None:
     """Weights for the label loss from the training split: multiclass --class-weight balanced gives each class
     n / (K * n_class) (sklearn's "balanced"); multilabel --pos-weight auto gives each label's positives
-    negatives / positives, capped at --pos-weight-cap. A class or label without examples keeps weight 1."""
+    negatives / positives, capped at --pos-weight-cap, and --pos-weight rare does so only for the labels with
+    fewer than --rare-positives positives: a label with hundreds of positives ranks as well unweighted, and its
+    weight only made the model fire on it too often (measured in the README). A class or label without examples
+    keeps weight 1."""
     if task == "multiclass" and config.class_weight == "balanced":
         counts = np.bincount(labels.astype(int), minlength=n_labels).astype(float)
         present = counts > 0
         weights = np.ones_like(counts)
         weights[present] = len(labels) / (present.sum() * counts[present])
         return torch.tensor(weights, dtype=torch.float32)
-    if task == "multilabel" and config.pos_weight == "auto":
+    if task == "multilabel" and config.pos_weight in ("auto", "rare"):
         positives = labels.sum(axis=0).astype(float)
         negatives = len(labels) - positives
-        weights = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
+        weighed = positives > 0
+        if config.pos_weight == "rare":
+            weighed &= positives < config.rare_positives
+        weights = np.where(weighed, negatives / np.maximum(positives, 1), 1.0)
         return torch.tensor(np.clip(weights, None, config.pos_weight_cap), dtype=torch.float32)
     return None
 
