@@ -74,7 +74,7 @@ def main() -> int:
                         help="training rows per task (task=N,...; the whole training split if larger)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per text (toxic comments are cut)")
     parser.add_argument("--general-epochs", type=int, default=1)
-    parser.add_argument("--pos-weight", default="none", choices=("none", "auto"),
+    parser.add_argument("--pos-weight", default="none", choices=("none", "auto", "rare"),
                         help="multilabel: weigh each label's positives (distilbench's --pos-weight)")
     parser.add_argument("--eval-rows", type=int, help="cut validation and test too (a quick check of the script)")
     parser.add_argument("--out", default="/tmp/distilbench-thesis-scale")
