@@ -1,0 +1,146 @@
+"""Averaging the weights of the last epochs' checkpoints (a uniform "model soup") against the best epoch.
+
+    .venv/bin/python benchmarks/checkpoint_averaging.py [--tasks multiclass,multilabel] [--windows 2-5,3-5,4-5]
+
+A measurement for a candidate feature, on checkpoints that already exist: the runs of `benchmarks/verdicts.py`
+(distilbench's defaults, `minilm-l6`, seeds 42-44, every epoch kept under runs/benchmarks/verdicts-<task>/). For
+each seed it scores on the validation and test texts those runs saved (`results/minilm-l6/seed-N/*_predictions.csv`)
+every epoch's checkpoint and the uniform average of the weights of each window of epochs, and what choosing among
+the epochs and the averages by the validation select metric (accuracy for multiclass, the loss for multilabel,
+distilbench's defaults) would give. Inference in fp32 through distilbench's own loop; nothing is trained.
+
+Results: benchmarks/results/checkpoint_averaging.{json,md}, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL = "minilm-l6"
+
+
+def read_split(path: Path, names: list[str], task: str) -> tuple[list[str], np.ndarray]:
+    """Texts and labels (class indices, or a 0/1 matrix) of a saved predictions file."""
+    frame = pd.read_csv(path, keep_default_na=False)
+    if task == "multiclass":
+        return frame["text"].astype(str).tolist(), np.array([names.index(t) for t in frame["true"]])
+    labels = np.array([[float(n in str(t).split("|")) for n in names] for t in frame["true"]])
+    return frame["text"].astype(str).tolist(), labels
+
+
+def scores(task: str, logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    from distilbench.inference import logits_to_probs, loss_from_logits
+    from distilbench.metrics import compute_metrics
+
+    metrics = compute_metrics(task, labels, logits_to_probs(task, logits), names)
+    keep = ("accuracy", "f1_macro") if task == "multiclass" else ("hamming_score", "f1_macro", "roc_auc_macro")
+    return {"loss": loss_from_logits(task, logits, labels), **{k: float(metrics[k]) for k in keep}}
+
+
+def run_seed(task: str, run: Path, seed: int, windows: list[tuple[int, int]]) -> dict:
+    from distilbench.backends import load_backend
+    from distilbench.inference import backend_logits
+    from distilbench.models import load_trained
+
+    models = run / "models" / MODEL / f"seed-{seed}"
+    results = run / "results" / MODEL / f"seed-{seed}"
+    epochs = sorted(int(p.name.split("-")[1]) for p in models.glob("epoch-*"))
+    states, candidates = {}, {}
+    model = tokenizer = None
+    for epoch in epochs:
+        model, tokenizer, _, names = load_trained(models / f"epoch-{epoch}")
+        states[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+        candidates[f"epoch {epoch}"] = states[epoch]
+    splits = {split: read_split(results / f"{split}_predictions.csv", names, task) for split in ("val", "test")}
+    for first, last in windows:
+        chosen = [e for e in epochs if first <= e <= last]
+        candidates[f"average {first}-{last}"] = {
+            k: (sum(states[e][k].float() for e in chosen) / len(chosen)).to(states[last][k].dtype)
+            for k in states[last]}
+    out = {}
+    for name, state in candidates.items():
+        model.load_state_dict(state)
+        backend = load_backend(model.eval(), "torch-fp32")
+        out[name] = {split: scores(task, backend_logits(backend, tokenizer, texts, batch_size=64)[0], labels, names)
+                     for split, (texts, labels) in splits.items()}
+    return out
+
+
+def choose(seed_result: dict, task: str, allowed) -> str:
+    """The candidate the validation select metric picks (distilbench's defaults)."""
+    names = [n for n in seed_result if allowed(n)]
+    if task == "multiclass":
+        return max(names, key=lambda n: (seed_result[n]["val"]["accuracy"], -seed_result[n]["val"]["loss"]))
+    return min(names, key=lambda n: seed_result[n]["val"]["loss"])
+
+
+def markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}; "
+             f"checkpoints of benchmarks/verdicts.py (defaults, {MODEL}, seeds {report['seeds']}); "
+             f"{report['wall_s'] / 60:.0f} min.", ""]
+    for task, seeds in report["tasks"].items():
+        metrics = list(next(iter(next(iter(seeds.values())).values()))["test"])
+        metrics.remove("loss")
+        lines += [f"**{task}** (test metrics, mean over seeds, min-max)", "",
+                  "| candidate | " + " | ".join(metrics) + " |", "|" + " --- |" * (len(metrics) + 1)]
+        rows = {name: [seeds[s][name]["test"] for s in seeds] for name in next(iter(seeds.values()))}
+        picks = {"chosen by validation among the epochs (today's rule)": lambda n: n.startswith("epoch"),
+                 "chosen by validation among the epochs and the averages": lambda n: True}
+        for label, allowed in picks.items():
+            chosen = [choose(seeds[s], task, allowed) for s in seeds]
+            rows[f"{label}: {', '.join(chosen)}"] = [seeds[s][c]["test"] for s, c in zip(seeds, chosen)]
+        for name, values in rows.items():
+            cells = [f"{statistics.mean(v[m] for v in values):.4f} ({min(v[m] for v in values):.4f}-"
+                     f"{max(v[m] for v in values):.4f})" for m in metrics]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="multiclass,multilabel")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--windows", default="2-5,3-5,4-5", help="epochs whose weights are averaged, FIRST-LAST")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
+    parser.add_argument("--markdown", action="store_true", help="only write the table again from the JSON")
+    args = parser.parse_args()
+    path = RESULTS / "checkpoint_averaging.json"
+    if args.markdown:
+        path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+        return 0
+
+    from distilbench.console import quiet_libraries
+    from distilbench.machine import machine_info
+
+    quiet_libraries(False)
+    torch.manual_seed(0)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    windows = [tuple(int(x) for x in w.split("-")) for w in args.windows.split(",")]
+    started = time.perf_counter()
+    report = {"machine": machine_info(), "seeds": seeds, "windows": args.windows, "tasks": {}}
+    for task in args.tasks.split(","):
+        run = Path(args.runs) / f"verdicts-{task}"
+        report["tasks"][task] = {str(seed): run_seed(task, run, seed, windows) for seed in seeds}
+        print(f"{task} done", flush=True)
+    report["wall_s"] = time.perf_counter() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
