@@ -80,7 +80,7 @@ def test_balanced_class_weights_and_capped_positive_weights():
 
 def test_rare_positive_weights_weigh_only_the_labels_with_few_positives():
     """--pos-weight rare: a label with fewer than --rare-positives training positives gets auto's weight,
-    a label with that many or more keeps 1 (weighing it made the model fire on it too often)."""
+    a label with that many or more keeps 1."""
     labels = np.zeros((1000, 4))
     labels[:5, 0] = 1  # 5 positives: rare, auto's 199 capped at 10
     labels[:150, 1] = 1  # 150 positives: rare below 200, 850 / 150

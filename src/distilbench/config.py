@@ -48,7 +48,7 @@ class ExperimentConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     max_length: int | None = None
-    select_metric: str | None = None  # default: accuracy (multiclass), macro F1 (multilabel); thesis: hamming score
+    select_metric: str | None = None  # default: accuracy (multiclass), loss (multilabel); thesis: hamming score
     class_weight: str = "none"  # multiclass: "balanced" weighs each class's loss by n / (K * n_class)
     pos_weight: str = "none"  # multilabel: "auto" weighs each label's positives by negatives / positives;
     # "rare" only the labels with fewer than rare_positives positives in the training split (the others keep 1)

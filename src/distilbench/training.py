@@ -98,9 +98,8 @@ def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: Experimen
     """Weights for the label loss from the training split: multiclass --class-weight balanced gives each class
     n / (K * n_class) (sklearn's "balanced"); multilabel --pos-weight auto gives each label's positives
     negatives / positives, capped at --pos-weight-cap, and --pos-weight rare does so only for the labels with
-    fewer than --rare-positives positives: a label with hundreds of positives ranks as well unweighted, and its
-    weight only made the model fire on it too often (measured in the README). A class or label without examples
-    keeps weight 1."""
+    fewer than --rare-positives positives (on the toxic comments, weighing the labels with hundreds of positives
+    too cost hamming score: measured in the README). A class or label without examples keeps weight 1."""
     if task == "multiclass" and config.class_weight == "balanced":
         counts = np.bincount(labels.astype(int), minlength=n_labels).astype(float)
         present = counts > 0
