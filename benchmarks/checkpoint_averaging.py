@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,11 +89,11 @@ def markdown(report: dict) -> str:
              f"checkpoints of benchmarks/verdicts.py (defaults, {MODEL}, seeds {report['seeds']}); "
              f"{report['wall_s'] / 60:.0f} min.", ""]
     for task, seeds in report["tasks"].items():
-        metrics = list(next(iter(next(iter(seeds.values())).values()))["test"])
-        metrics.remove("loss")
+        first_seed = next(iter(seeds.values()))  # {candidate: {split: {metric: value}}}
+        metrics = [m for m in next(iter(first_seed.values()))["test"] if m != "loss"]
         lines += [f"**{task}** (test metrics, mean over seeds, min-max)", "",
                   "| candidate | " + " | ".join(metrics) + " |", "|" + " --- |" * (len(metrics) + 1)]
-        rows = {name: [seeds[s][name]["test"] for s in seeds] for name in next(iter(seeds.values()))}
+        rows = {name: [seeds[s][name]["test"] for s in seeds] for name in first_seed}
         picks = {"chosen by validation among the epochs (today's rule)": lambda n: n.startswith("epoch"),
                  "chosen by validation among the epochs and the averages": lambda n: True}
         for label, allowed in picks.items():
@@ -125,7 +124,6 @@ def main() -> int:
     from distilbench.machine import machine_info
 
     quiet_libraries(False)
-    torch.manual_seed(0)
     seeds = [int(s) for s in args.seeds.split(",")]
     windows = [tuple(int(x) for x in w.split("-")) for w in args.windows.split(",")]
     started = time.perf_counter()
