@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from transformers import pipeline
 
 from distilbench.compare import compare, evaluate
@@ -50,9 +51,27 @@ def test_multiclass_run_directory_holds_every_artefact(multiclass_run):
         model_dir = run / "models" / slug
         assert sorted(p.name for p in model_dir.glob("epoch-*")) == ["epoch-1", "epoch-2", "epoch-3"]
         assert (model_dir / "epoch-1" / "model.safetensors").is_file()
-        assert (model_dir / "best").resolve() == (model_dir / f"epoch-{row['best_epoch']}").resolve()
+        assert (model_dir / "best").resolve() == (model_dir / row["kept"]).resolve()
         stats = json.loads((run / "results" / slug / "training_stats.json").read_text())
         assert [e["epoch"] for e in stats["epochs"]] == [1, 2, 3]
+        # multiclass default: the averages of the last 2 and 3 epochs compete with the epochs on validation
+        assert [(a["checkpoint"], a["epochs"]) for a in stats["averages"]] == [("average-2-3", [2, 3]),
+                                                                               ("average-1-3", [1, 2, 3])]
+        assert {k for k in stats["averages"][0] if k.startswith("val_")} == {
+            k for k in stats["epochs"][0] if k.startswith("val_")}
+        candidates = stats["epochs"] + stats["averages"]
+        best_accuracy = max(c["val_accuracy"] for c in candidates)
+        kept = next(c for c in candidates if c.get("checkpoint", f"epoch-{c.get('epoch')}") == row["kept"])
+        assert kept["val_accuracy"] == best_accuracy and stats["kept"] == row["kept"]
+        assert row["val"]["accuracy"] == kept["val_accuracy"]
+        from safetensors.torch import load_file
+
+        epochs = [load_file(model_dir / f"epoch-{e}" / "model.safetensors") for e in (1, 2, 3)]
+        average = load_file(model_dir / "average-1-3" / "model.safetensors")
+        assert average.keys() == epochs[0].keys()
+        for name, value in average.items():  # each weight the mean of the three epochs'
+            expected = sum(e[name].double() for e in epochs) / 3 if value.is_floating_point() else epochs[0][name]
+            assert torch.allclose(value.double(), expected, atol=1e-6), name
         for key in ("train_loss", "val_loss", "val_accuracy", "train_time_s", "val_time_s", "total_time_s"):
             assert all(isinstance(e[key], float) for e in stats["epochs"]), key
         test_stats = json.loads((run / "results" / slug / "test_stats.json").read_text())

@@ -17,6 +17,14 @@ def test_defaults_and_the_thesis_preset():
     assert (thesis.max_grad_norm, thesis.warmup_ratio, thesis.head) == (1.0, 0.0, "thesis")
 
 
+def test_averaged_checkpoints_default_by_task_and_off_under_the_thesis_preset():
+    assert load_config(None, {"task": "multiclass"}).averaged_checkpoints() == 4
+    assert load_config(None, {"task": "multilabel"}).averaged_checkpoints() == 0
+    assert load_config(None, {"task": "multiclass", "preset": "thesis"}).averaged_checkpoints() == 0
+    assert load_config(None, {"task": "multilabel", "average_checkpoints": 3}).averaged_checkpoints() == 3
+    assert load_config(None, {"task": "multiclass", "average_checkpoints": 0}).averaged_checkpoints() == 0
+
+
 def test_file_then_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"epochs": 2, "models": "a,b", "learning_rate": 1e-4}))
@@ -40,6 +48,8 @@ def test_saved_config_loads_back(tmp_path):
     ({"test_size": 1.5}, "--test-size"),
     ({"max_length": 2}, "--max-length"),
     ({"precision": "int4"}, "--precision"),
+    ({"average_checkpoints": 1}, "--average-checkpoints"),
+    ({"average_checkpoints": -2}, "--average-checkpoints"),
 ])
 def test_bad_values_name_the_flag(overrides, message):
     with pytest.raises(DistilbenchError, match=message):

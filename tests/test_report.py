@@ -22,7 +22,7 @@ from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
 from distilbench.console import DistilbenchError
 from distilbench.report import make_plots, write_report
-from distilbench.runs import model_slug, read_json
+from distilbench.runs import describe_checkpoint, model_slug, read_json
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
@@ -99,6 +99,8 @@ def test_html_report_is_self_contained(task, request, reports):
     assert all(base64.b64decode(image).startswith(PNG) for image in images)
     for row in read_json(run / "comparison.json")["rows"]:
         assert row["model"] in page
+        assert f"<td>{describe_checkpoint(row['kept'])}</td>" in page  # the checkpoint that was tested
+    assert "<th>tested checkpoint</th>" in page
     for heading in ("What was run", "Comparison on the test split", "Parameters", "Sample test predictions",
                     "Most confident errors"):
         assert f"<h2>{heading}</h2>" in page

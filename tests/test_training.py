@@ -1,13 +1,14 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from distilbench.backends import load_backend
 from distilbench.console import DistilbenchError
 from distilbench.inference import backend_logits, logits_to_probs, loss_from_logits
 from distilbench.metrics import label_array
 from distilbench.models import load_classifier
-from distilbench.training import choose_best_epoch
+from distilbench.training import average_weights, choose_best, choose_best_epoch, save_checkpoint
 
 
 def stats(*rows):
@@ -21,6 +22,36 @@ def test_best_epoch_maximises_metrics_and_minimises_losses():
     assert choose_best_epoch(stats((0.3, 0.9), (0.2, 0.9)), "accuracy") == 2  # tie: lower val loss
     with pytest.raises(DistilbenchError, match="accuracy"):
         choose_best_epoch(history, "f1_nope")
+
+
+def test_an_average_competes_with_the_epochs_and_loses_ties_to_them():
+    history = stats((0.5, 0.80), (0.4, 0.90), (0.45, 0.85))
+    better = {"checkpoint": "average-2-3", "epochs": [2, 3], "val_loss": 0.42, "val_accuracy": 0.91}
+    assert choose_best(history + [better], "accuracy")["checkpoint"] == "average-2-3"
+    assert choose_best(history + [better], "loss")["epoch"] == 2  # by loss epoch 2 is still the best
+    tied = {"checkpoint": "average-2-3", "epochs": [2, 3], "val_loss": 0.4, "val_accuracy": 0.90}
+    assert choose_best(history + [tied], "accuracy")["epoch"] == 2
+
+
+def test_averaged_weights_are_the_mean_of_the_checkpoints(tmp_path, tiny_bert_dir):
+    """Two checkpoints of one architecture with different weights: the average holds each weight's mean, and
+    the buffers (position ids) unchanged."""
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b", "c"])
+    states = []
+    for i in range(2):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(generator=torch.Generator().manual_seed(i))
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        save_checkpoint(model, tokenizer, tmp_path / f"epoch-{i + 1}")
+    average_weights([tmp_path / "epoch-1", tmp_path / "epoch-2"], model)
+    averaged = model.state_dict()
+    for name, value in averaged.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (states[0][name] + states[1][name]) / 2, atol=1e-6), name
+        else:
+            assert torch.equal(value, states[0][name]), name
+    assert not torch.allclose(averaged["classifier.weight"], states[1]["classifier.weight"])
 
 
 def test_label_arrays():

@@ -200,7 +200,7 @@ def test_every_seed_is_kept_and_rows_report_mean_spread_and_intervals(seeded_run
         # the best validation seed is the model's checkpoint, and its files are the ones the report shows
         chosen = row["chosen_seed"]
         assert (run / "models" / slug / "best").resolve() == (run / "models" / slug / f"seed-{chosen}" /
-                                                              f"epoch-{row['best_epoch']}").resolve()
+                                                              row["kept"]).resolve()
         assert (run / "results" / slug / "test_predictions.csv").read_bytes() == (
             run / "results" / slug / f"seed-{chosen}" / "test_predictions.csv").read_bytes()
 

@@ -69,6 +69,10 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="multilabel, --pos-weight rare: labels with fewer training positives are weighed (200)")
     group.add_argument("--patience", type=int, help="stop training when the select metric has not improved on "
                                                     "validation for this many epochs (default: train every epoch)")
+    group.add_argument("--average-checkpoints", type=int, metavar="N",
+                       help="the uniform averages of the weights of the last 2..N epochs compete with the epochs "
+                            "for the kept checkpoint, by the validation select metric (4 for multiclass, 0 (off) "
+                            "for multilabel; thesis 0)")
     group.add_argument("--threshold-metric", choices=["gmean", "f1"],
                        help="multilabel: tune per-label thresholds on validation by G-mean (thesis) or F1")
     group.add_argument("--no-distill", dest="distill", action="store_false", default=None,

@@ -34,6 +34,7 @@ from .predict import stored_thresholds
 from .runs import (
     RunDir,
     check_free_space,
+    describe_checkpoint,
     model_slug,
     open_run_dir,
     read_json,
@@ -128,15 +129,16 @@ def link_best(best: Path, target: Path) -> None:
         shutil.copytree(target, best)
 
 
-def mark_best(run: RunDir, slug: str, best_epoch: int, keep: str) -> Path:
-    """Point `models/<slug>/best` at the best epoch."""
+def mark_best(run: RunDir, slug: str, kept: str, keep: str) -> Path:
+    """Point `models/<slug>/best` at the kept checkpoint (`kept`: its folder, epoch-<n> or average-<a>-<b>);
+    with keep 'best', delete the other epochs and averages."""
     best = run.best_dir(slug)
-    target = run.epoch_dir(slug, best_epoch)
+    target = run.model_dir(slug) / kept
     link_best(best, target)
     if keep == "best":
-        for epoch_dir in run.model_dir(slug).glob("epoch-*"):
-            if epoch_dir != target:
-                shutil.rmtree(epoch_dir)
+        for other in [*run.model_dir(slug).glob("epoch-*"), *run.model_dir(slug).glob("average-*")]:
+            if other != target:
+                shutil.rmtree(other)
     return best
 
 
@@ -210,9 +212,9 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
               run: RunDir, progress: bool = True, teacher: Path | None = None, resume: bool = False,
               slug: str | None = None) -> dict:
     """Fine-tune one model with config.seed (distil it from a fine-tuned `teacher` checkpoint when given), keep
-    its best epoch, test it; write its stats and return its comparison row (also saved as results/<slug>/row.json,
-    written last, so `resume` knows the model is done). `slug`: where it goes (default: the model's own folder;
-    `<model>/seed-<s>` for one of several seeds)."""
+    the best of its epochs (and averaged checkpoints), test it; write its stats and return its comparison row
+    (also saved as results/<slug>/row.json, written last, so `resume` knows the model is done). `slug`: where it
+    goes (default: the model's own folder; `<model>/seed-<s>` for one of several seeds)."""
     # imported here: `evaluate` and `predict` start without the Trainer's import time
     from .distillation import distillation_settings, distillation_variant, soft_target_texts, teacher_logits_for
     from .training import TrainResult, encode_split, train_model
@@ -253,21 +255,26 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         if main:  # trained, then stopped while testing
             saved = read_json(results / "training_stats.json")
             result = TrainResult(saved["epochs"], saved["best_epoch"], saved["select_metric"], saved["precision"],
-                                 saved["train_time_s"])
+                                 saved["train_time_s"], saved.get("averages", []), saved.get("kept"))
     else:
         running_teacher = None
         if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
             running_teacher = load_trained(teacher)[0]  # loaded once; runs on every training batch
         result = train_model(model, tokenizer, train_data, val_data, config.task, label_names, config,
-                             run.model_dir(slug), shown, progress, resume, teacher=running_teacher)
+                             run.model_dir(slug), shown, progress, resume, teacher=running_teacher,
+                             average_last=config.averaged_checkpoints())
     if not main:  # the first process tests and writes; the others wait for it before the next model
         distributed.barrier()
         return None
-    best = mark_best(run, slug, result.best_epoch, config.keep_checkpoints)
+    kept = result.kept or f"epoch-{result.best_epoch}"
+    best = mark_best(run, slug, kept, config.keep_checkpoints)
     write_json_atomic(results / "training_stats.json", {
-        "model": spec, "best_epoch": result.best_epoch, "select_metric": result.select_metric,
-        "precision": result.precision, "train_time_s": result.train_time_s, "epochs": result.stats})
-    say(f"  best epoch {result.best_epoch} (validation {result.select_metric})")
+        "model": spec, "best_epoch": result.best_epoch, "kept": kept, "select_metric": result.select_metric,
+        "precision": result.precision, "train_time_s": result.train_time_s, "epochs": result.stats,
+        "averages": result.averages})
+    say(f"  kept: {describe_checkpoint(kept)} (the best by validation {result.select_metric}"
+        + (f" among the epochs and the averages of the last {len(result.averages) + 1}" if result.averages else "")
+        + ")")
 
     _, val_labels, val_probs = test_model(best, splits["val"], config, progress, "val", check_fp32=False)
     thresholds = np.full(len(label_names), 0.5)
@@ -280,8 +287,8 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
                      predictions_frame(splits["val"], config.task, label_names, val_labels, val_probs, thresholds))
 
     test_stats, labels, probs = test_model(best, splits["test"], config, progress, intervals=True)
-    test_stats.update({"model": spec, "checkpoint": str(run.epoch_dir(slug, result.best_epoch)),
-                       "best_epoch": result.best_epoch})
+    test_stats.update({"model": spec, "checkpoint": str(run.model_dir(slug) / kept), "best_epoch": result.best_epoch,
+                       "kept": kept})
     write_csv_atomic(results / "test_predictions.csv",
                      predictions_frame(splits["test"], config.task, label_names, labels, probs, thresholds))
     write_json_atomic(results / "test_stats.json", test_stats)
@@ -300,7 +307,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         else:
             built = f"{len(layers)}-layer {architecture} copy of {student.teacher} (teacher layers {layers})"
         method = f"{built}, {method}"
-    best_row = next(row for row in result.stats if row["epoch"] == result.best_epoch)
+    best_row = result.kept_row()
     row = {
         "model": spec,
         "seed": config.seed,
@@ -311,6 +318,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         "params_by_block": params,
         "size_mb": dir_size_mb(best),
         "best_epoch": result.best_epoch,
+        "kept": kept,
         "select_metric": result.select_metric,
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_") and k != "val_time_s"},
         "test": summary_metrics(test_stats),
@@ -429,7 +437,7 @@ def combine_seeds(spec: str, seed_rows: list[dict], run: RunDir, config: Experim
         row[key] = statistics.fmean(r[key] for r in seed_rows)
         row[f"{key[:-2]}_spread"] = spread_over_seeds([r[key] for r in seed_rows])
     row["eval_samples_per_s"] = statistics.fmean(r["eval_samples_per_s"] for r in seed_rows)
-    row["seeds"] = [{k: r.get(k) for k in ("seed", "best_epoch", "val", "test", "test_tuned", "train_time_s",
+    row["seeds"] = [{k: r.get(k) for k in ("seed", "best_epoch", "kept", "val", "test", "test_tuned", "train_time_s",
                                            "eval_time_s", "checkpoint", "method")} for r in seed_rows]
     row["checkpoint"] = str(run.best_dir(slug))
     row["chosen_seed"] = chosen["seed"]
@@ -477,6 +485,9 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
         "eval_speedup": _rounded(row["eval_speedup"], 2),
         "train_speedup": _rounded(row["train_speedup"], 2),
     } for row in rows])
+    kept = [row.get("kept") or f"epoch-{row['best_epoch']}" for row in rows]
+    if any(name.startswith("average") for name in kept):  # which checkpoint was tested, where it was not an epoch
+        table.insert(table.columns.get_loc("best_epoch") + 1, "kept", kept)
     return table
 
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from .console import DistilbenchError
-from .runs import RunDir, model_slug, read_json, write_bytes_atomic, write_text_atomic
+from .runs import RunDir, describe_checkpoint, model_slug, read_json, write_bytes_atomic, write_text_atomic
 from .verdicts import baseline_table, difference_text, interval_text
 
 __all__ = ["make_plots", "write_report"]
@@ -168,13 +168,21 @@ def plot_training(model: ModelRun, path: Path) -> Plot:
     loss_ax.plot(epochs["epoch"], epochs["train_loss"], "o-", label="train loss")
     loss_ax.plot(epochs["epoch"], epochs["val_loss"], "s-", label="validation loss")
     metric_ax.plot(epochs["epoch"], epochs[f"val_{metric}"], "o-", color="C2", label=f"validation {metric}")
+    kept = model.training.get("kept") or f"epoch-{best}"
+    average = next((row for row in model.training.get("averages") or [] if row["checkpoint"] == kept), None)
     for ax, name in ((loss_ax, "loss"), (metric_ax, metric)):
         ax.axvline(best, ls="--", color="grey", label=f"best epoch ({best})")
+        if average is not None:  # the kept checkpoint is an average of epochs: its validation score, across them
+            ax.hlines(average[f"val_{name}"], average["epochs"][0], average["epochs"][-1], colors="C3", lw=2,
+                      label=describe_checkpoint(kept))
         _finish(ax, "epoch", name, xticks=epochs["epoch"])
     figure.suptitle(model.row["model"], fontsize=10)
+    tested = (f"the red bar is the kept {describe_checkpoint(kept)} (its validation score, drawn across the "
+              "epochs averaged), whose checkpoint was tested" if average is not None
+              else "whose checkpoint was tested")
     return Plot(_save(figure, path), f"Training: {model.row['model']}",
                 f"Loss per epoch (left) and validation {metric} (right); the dashed line is the best epoch, "
-                "whose checkpoint was tested.", "Training")
+                f"{tested}.", "Training")
 
 
 def plot_training_overlay(models: list[ModelRun], path: Path, what: str) -> Plot:
@@ -471,7 +479,8 @@ def comparison_tables(run: Run) -> list[tuple]:
     metrics = [k for k, v in run.models[0].row["test"].items()
                if k not in NOT_METRICS and (v is None or isinstance(v, float))]
     tuned = list(TUNED) if any(m.row.get("test_tuned") for m in run.models) else []
-    quality = [[m.row["model"], _fmt(m.row["best_epoch"])] + [_fmt(m.row["test"].get(k)) for k in metrics]
+    quality = [[m.row["model"], describe_checkpoint(m.row.get("kept") or f"epoch-{m.row['best_epoch']}")]
+               + [_fmt(m.row["test"].get(k)) for k in metrics]
                + [_fmt((m.row.get("test_tuned") or {}).get(k)) for k in tuned] for m in run.models]
     cost = [[m.row["model"], f"{m.row['params'] / 1e6:.2f}", f"{m.row['size_mb']:.1f}",
              _fmt(m.row.get("train_time_s"), 1), _fmt(m.row.get("eval_time_s"), 2),
@@ -479,7 +488,7 @@ def comparison_tables(run: Run) -> list[tuple]:
              _fmt(m.row.get("eval_speedup"), 2), _fmt(m.row.get("train_speedup"), 2), _fmt(m.row.get("precision")),
              _fmt(m.row.get("backend"))]
             for m in run.models]
-    return [("table", ["model", "best epoch", *metrics, *(f"{k} (tuned)" for k in tuned)], quality),
+    return [("table", ["model", "tested checkpoint", *metrics, *(f"{k} (tuned)" for k in tuned)], quality),
             ("table", ["model", "params (M)", "size (MB)", "train time (s)", "eval time (s)", "samples/s",
                        "latency p50 (ms)", "eval speed-up", "train speed-up", "precision", "backend"], cost)]
 

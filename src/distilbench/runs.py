@@ -261,3 +261,15 @@ class RunDir:
     @property
     def comparison_csv(self) -> Path:
         return self.root / "comparison.csv"
+
+
+def checkpoint_name(row: dict) -> str:
+    """The folder of a validation row's checkpoint under its model's folder: epoch-<n>, or average-<a>-<b> for
+    the average of the weights of epochs a..b (training.evaluate_averages)."""
+    return row.get("checkpoint") or f"epoch-{row['epoch']}"
+
+
+def describe_checkpoint(name: str) -> str:
+    """'epoch 4' for epoch-4, 'average of epochs 2-5' for average-2-5."""
+    kind, _, which = name.partition("-")
+    return f"epoch {which}" if kind == "epoch" else f"average of epochs {which}"

@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_precision, tokenize_texts
 from .machine import pick_device
 from .metrics import compute_metrics, label_array, summary_metrics
-from .runs import commit_rename, fsync_tree, write_json_atomic, write_text_atomic
+from .runs import checkpoint_name, commit_rename, describe_checkpoint, fsync_tree, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,17 @@ def encode_split(tokenizer, frame, task: str, label_names: list[str], max_length
 @dataclass
 class TrainResult:
     stats: list[dict]
-    best_epoch: int
+    best_epoch: int  # the best single epoch by the validation select metric
     select_metric: str
     precision: str
     train_time_s: float
+    averages: list[dict] = field(default_factory=list)  # validation rows of the averaged checkpoints
+    kept: str | None = None  # the checkpoint kept: the best of the epochs and averages (None: the best epoch)
+
+    def kept_row(self) -> dict:
+        """The validation row of the kept checkpoint (an epoch's or an average's)."""
+        name = self.kept or f"epoch-{self.best_epoch}"
+        return next(row for row in self.stats + self.averages if checkpoint_name(row) == name)
 
 
 def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: ExperimentConfig) -> torch.Tensor | None:
@@ -287,21 +294,76 @@ def last_complete_state(save_dir: Path) -> tuple[Path, int] | None:
     return directory, epoch
 
 
-def choose_best_epoch(stats: list[dict], metric: str) -> int:
-    """The epoch with the best validation `metric` (lowest for losses, highest otherwise)."""
+def choose_best(rows: list[dict], metric: str) -> dict:
+    """The validation row (an epoch's or an averaged checkpoint's) with the best `metric` (lowest for losses,
+    highest otherwise); ties go to the lower validation loss, then to an epoch over an average, then to the
+    earlier epoch."""
     key = metric if metric.startswith("val_") else f"val_{metric}"
-    if key not in stats[0]:
-        known = sorted(k[4:] for k in stats[0] if k.startswith("val_") and k != "val_time_s")
+    if key not in rows[0]:
+        known = sorted(k[4:] for k in rows[0] if k.startswith("val_") and k != "val_time_s")
         raise DistilbenchError(f"--select-metric '{metric}' is not a validation metric; choose from {', '.join(known)}")
     sign = 1 if "loss" in key else -1  # lower is better for losses, higher for everything else
-    best = min(stats, key=lambda row: (sign * row[key], row["val_loss"], row["epoch"]))  # ties: lower val loss
-    return best["epoch"]
+    return min(rows, key=lambda row: (sign * row[key], row["val_loss"], row.get("epoch", math.inf)))
+
+
+def choose_best_epoch(stats: list[dict], metric: str) -> int:
+    """The epoch with the best validation `metric` (lowest for losses, highest otherwise)."""
+    return choose_best(stats, metric)["epoch"]
+
+
+def average_weights(checkpoints: list[Path], model) -> None:
+    """Load into `model` the uniform average of the weights of saved checkpoints of its architecture (a
+    "model soup" of one run's epochs; integer buffers, identical in all, are taken from the last)."""
+    from safetensors.torch import load_file
+
+    total, count = None, 0
+    for checkpoint in checkpoints:
+        state = load_file(str(Path(checkpoint) / "model.safetensors"))
+        if total is None:
+            total = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                if v.is_floating_point():
+                    total[k] += v.double()
+        count += 1
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    averaged = {k: (v / count).to(dtypes.get(k, torch.float32)) if v.is_floating_point() else v
+                for k, v in total.items()}
+    missing, unexpected = model.load_state_dict(averaged, strict=False)
+    if unexpected or any(k in averaged for k in missing):
+        raise DistilbenchError(f"cannot average {checkpoints[0].parent}: its checkpoints do not match the model")
+
+
+def evaluate_averages(trainer: Trainer, save_dir: Path, stats: list[dict], last: int, name: str) -> list[dict]:
+    """Validation rows for the uniform averages of the weights of the last 2, 3, ..., `last` epochs' checkpoints,
+    each evaluated by the Trainer exactly as the epochs were (same metrics, precision and loss) and saved as
+    `save_dir/average-<first>-<last>/`. The trainer's model ends with the last average's weights."""
+    epochs = [row["epoch"] for row in stats]
+    rows = []
+    distributed.barrier()  # every process reads the checkpoints the first one wrote
+    for size in range(2, min(last, len(epochs)) + 1):
+        window = epochs[-size:]
+        folder = f"average-{window[0]}-{window[-1]}"
+        average_weights([save_dir / f"epoch-{e}" for e in window], trainer.model)
+        metrics = trainer.evaluate()
+        row = {"checkpoint": folder, "epochs": window, "val_loss": metrics["eval_loss"]}
+        row.update({f"val_{k[5:]}": v for k, v in metrics.items()
+                    if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
+                                                           "eval_steps_per_second", "eval_epoch")})
+        row["val_time_s"] = metrics.get("eval_runtime", 0.0)
+        rows.append(row)
+        if distributed.is_main_process():
+            save_checkpoint(trainer.model, trainer.processing_class, save_dir / folder)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                              if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
+            say(f"  {name} {describe_checkpoint(folder)}: {shown}")
+    return rows
 
 
 def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
                 label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
                 progress: bool = True, resume: bool = False, callbacks: list | None = None,
-                teacher=None) -> TrainResult:
+                teacher=None, average_last: int = 0) -> TrainResult:
     """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch.
 
     After every epoch the Trainer's whole state is kept in `save_dir/.trainer` (only the newest);
@@ -395,7 +457,11 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
     total = time.perf_counter() - start
-    if distributed.is_main_process():
-        shutil.rmtree(state_dir, ignore_errors=True)
     best = choose_best_epoch(callback.stats, metric)
-    return TrainResult(callback.stats, best, metric, precision, total)
+    for done in (callback, *(callbacks or [])):  # the averages' evaluations are not epochs
+        trainer.remove_callback(done)
+    averages = evaluate_averages(trainer, save_dir, callback.stats, average_last, name) if average_last >= 2 else []
+    if distributed.is_main_process():  # kept until the averages are saved: a resume does not train again
+        shutil.rmtree(state_dir, ignore_errors=True)
+    kept = checkpoint_name(choose_best(callback.stats + averages, metric))
+    return TrainResult(callback.stats, best, metric, precision, total, averages, kept)
