@@ -175,7 +175,7 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir, shared_data):
     predictions = pd.read_csv(run / "results" / slug / "test_predictions.csv")
     assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{n}" for n in labels]
     saved = json.loads((run / "models" / slug / "best" / "config.json").read_text())["distilbench"]
-    assert list(saved["thresholds"]) == labels and saved["threshold_metric"] == "gmean"
+    assert list(saved["thresholds"]) == labels and saved["threshold_metric"] == "calibrated"
     assert saved["thresholds_tuned_on"] == "validation split"
     stored = np.array([saved["thresholds"][name] for name in labels])
 
@@ -184,7 +184,7 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir, shared_data):
     def tuned_on(split: str) -> np.ndarray:
         frame = pd.read_csv(run / "results" / slug / f"{split}_predictions.csv", keep_default_na=False)
         truth = np.array([[name in str(row).split("|") for name in labels] for row in frame["true"]], dtype=int)
-        return tune_thresholds(truth, frame[[f"prob_{name}" for name in labels]].to_numpy(), "gmean")
+        return tune_thresholds(truth, frame[[f"prob_{name}" for name in labels]].to_numpy(), "calibrated")
 
     on_val, on_test = tuned_on("val"), tuned_on("test")
     np.testing.assert_allclose(stored, on_val, atol=2e-6)  # stored rounded to 6 decimals, like the probabilities

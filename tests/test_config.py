@@ -17,6 +17,17 @@ def test_defaults_and_the_thesis_preset():
     assert (thesis.max_grad_norm, thesis.warmup_ratio, thesis.head) == (1.0, 0.0, "thesis")
 
 
+def test_thresholds_default_to_calibrated_and_the_thesis_preset_keeps_gmean():
+    from distilbench.config import THRESHOLD_CHOICES
+    from distilbench.metrics import THRESHOLD_CRITERIA
+
+    assert THRESHOLD_CHOICES == THRESHOLD_CRITERIA  # the flag's choices are the criteria tune_thresholds knows
+    assert load_config(None, {"task": "multilabel"}).threshold_metric == "calibrated"
+    assert load_config(None, {"task": "multilabel", "preset": "thesis"}).threshold_metric == "gmean"
+    with pytest.raises(DistilbenchError, match="--threshold-metric must be one of calibrated, gmean, f1"):
+        load_config(None, {"threshold_metric": "youden"})
+
+
 def test_averaged_checkpoints_default_by_task_and_off_under_the_thesis_preset():
     assert load_config(None, {"task": "multiclass"}).averaged_checkpoints() == 4
     assert load_config(None, {"task": "multilabel"}).averaged_checkpoints() == 0

@@ -235,6 +235,22 @@ def test_tuned_thresholds_reach_the_best_criterion_a_brute_force_search_finds(se
             assert scores(labels[:, j], probs[:, j], tuned[j])[criterion] == pytest.approx(best), (criterion, j)
 
 
+def test_calibrated_thresholds_undo_a_known_miscalibration():
+    """Labels drawn with probability sigmoid(a * logit(p) + b) for the model's p: Platt scaling recovers a and b,
+    so the threshold is where that probability crosses 0.5, p = sigmoid(-b / a). A calibrated model (a=1, b=0)
+    keeps 0.5; one that over-predicts (b=-1, a=2) needs p >= sigmoid(0.5) = 0.62; scores that rank the label
+    backwards (a < 0) keep 0.5."""
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.02, 0.98, size=(40_000, 3))
+    logits = np.log(probs / (1 - probs))
+    truth = 1 / (1 + np.exp(-np.stack([logits[:, 0], 2 * logits[:, 1] - 1, -logits[:, 2]], axis=1)))
+    labels = (rng.random(probs.shape) < truth).astype(int)
+    thresholds = tune_thresholds(labels, probs, "calibrated")
+    assert thresholds[0] == pytest.approx(0.5, abs=0.01)
+    assert thresholds[1] == pytest.approx(1 / (1 + np.exp(-0.5)), abs=0.01)
+    assert thresholds[2] == 0.5  # no positive slope
+
+
 def test_tune_thresholds_unknown_criterion_raises():
     with pytest.raises(DistilbenchError):
         tune_thresholds(np.array([[0], [1]]), np.array([[0.2], [0.8]]), criterion="youden")

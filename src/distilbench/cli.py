@@ -9,7 +9,7 @@ import sys
 import threading
 
 from . import __version__
-from .config import HEAD_CHOICES
+from .config import HEAD_CHOICES, THRESHOLD_CHOICES
 from .console import DistilbenchError, quiet_libraries
 
 BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"
@@ -73,8 +73,10 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="the uniform averages of the weights of the last 2..N epochs compete with the epochs "
                             "for the kept checkpoint, by the validation select metric (4 for multiclass, 0 (off) "
                             "for multilabel; thesis 0)")
-    group.add_argument("--threshold-metric", choices=["gmean", "f1"],
-                       help="multilabel: tune per-label thresholds on validation by G-mean (thesis) or F1")
+    group.add_argument("--threshold-metric", choices=list(THRESHOLD_CHOICES),
+                       help="multilabel: per-label thresholds tuned on validation: where the Platt-scaled "
+                            "probability crosses 0.5 (calibrated, default), the best G-mean (gmean, the thesis's) "
+                            "or the best F1 (f1)")
     group.add_argument("--no-distill", dest="distill", action="store_false", default=None,
                        help="compare: train students on labels only, not from their teacher in the run")
     group.add_argument("--alpha", type=float, help="distillation: weight of the label loss (0.5)")

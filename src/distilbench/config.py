@@ -12,6 +12,7 @@ from .console import DistilbenchError
 
 TASKS = ("multiclass", "multilabel")
 HEAD_CHOICES = ("auto", "standard", "thesis", "mean")  # see models.HEADS and models.resolve_head
+THRESHOLD_CHOICES = ("calibrated", "gmean", "f1")  # metrics.THRESHOLD_CRITERIA, without importing scikit-learn
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ExperimentConfig:
     recalibrate: bool = False  # --backend auto: measure again instead of using the cached choice
     keep_checkpoints: str = "all"
     measure_speed: bool = True
-    threshold_metric: str = "gmean"
+    threshold_metric: str = "calibrated"  # multilabel thresholds tuned on validation; thesis: gmean
     # task distillation: a student listed after its teacher learns from the fine-tuned teacher
     distill: bool = True
     alpha: float = 0.5
@@ -116,8 +117,9 @@ class ExperimentConfig:
         if not self.distill and self.distillation_extras():
             raise DistilbenchError(f"{', '.join(self.distillation_extras())} need a teacher to distil from; "
                                    f"drop --no-distill")
-        if self.threshold_metric not in ("gmean", "f1"):
-            raise DistilbenchError(f"--threshold-metric must be gmean or f1, not '{self.threshold_metric}'")
+        if self.threshold_metric not in THRESHOLD_CHOICES:
+            raise DistilbenchError(f"--threshold-metric must be one of {', '.join(THRESHOLD_CHOICES)}, "
+                                   f"not '{self.threshold_metric}'")
         if self.keep_checkpoints not in ("all", "best"):
             raise DistilbenchError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
         if self.class_weight not in ("none", "balanced"):

@@ -25,7 +25,7 @@ from sklearn.metrics import (
 from .console import DistilbenchError
 
 TASKS = ("multiclass", "multilabel")
-THRESHOLD_CRITERIA = ("gmean", "f1")
+THRESHOLD_CRITERIA = ("calibrated", "gmean", "f1")
 DEFAULT_THRESHOLD = 0.5
 
 _NON_SCALAR_KEYS = ("per_class", "per_label", "confusion_matrix", "notes")
@@ -204,8 +204,26 @@ def summary_metrics(metrics: dict) -> dict:
     }
 
 
+def _calibrated_threshold(y: np.ndarray, scores: np.ndarray) -> float:
+    """The probability at which the label becomes more likely than not on validation: Platt scaling (a logistic
+    regression of the label on the logit of the model's probability, scikit-learn's), solved for 0.5. A model
+    whose probabilities are calibrated keeps 0.5; one that over-predicts a label gets a higher threshold. A
+    fit without a positive slope (scores that do not rank the label) keeps 0.5."""
+    from sklearn.linear_model import LogisticRegression
+
+    clipped = np.clip(scores.astype(float), 1e-7, 1 - 1e-7)
+    logits = np.log(clipped / (1 - clipped))[:, None]
+    fit = LogisticRegression().fit(logits, y)
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if slope <= 0:
+        return DEFAULT_THRESHOLD
+    return float(1.0 / (1.0 + np.exp(intercept / slope)))
+
+
 def _best_threshold(y: np.ndarray, scores: np.ndarray, criterion: str) -> float:
     """Threshold maximising the criterion for one label with both classes present."""
+    if criterion == "calibrated":
+        return _calibrated_threshold(y, scores)
     if criterion == "gmean":
         fpr, tpr, thr = roc_curve(y, scores)
         objective = np.sqrt(tpr * (1.0 - fpr))
@@ -223,8 +241,9 @@ def _best_threshold(y: np.ndarray, scores: np.ndarray, criterion: str) -> float:
 def tune_thresholds(labels: np.ndarray, probs: np.ndarray, criterion: str = "gmean") -> np.ndarray:
     """Per-label decision thresholds from validation data.
 
-    Maximises G-mean sqrt(tpr * (1 - fpr)) on the ROC curve (the thesis's criterion) or F1 ('f1', on
-    the precision-recall curve). A label with a single class keeps 0.5. Returns a float array (L,).
+    'calibrated': where the label's Platt-scaled probability crosses 0.5 (_calibrated_threshold); 'gmean':
+    the maximum of G-mean sqrt(tpr * (1 - fpr)) on the ROC curve (the thesis's criterion); 'f1': the maximum of
+    F1 on the precision-recall curve. A label with a single class keeps 0.5. Returns a float array (L,).
     """
     if criterion not in THRESHOLD_CRITERIA:
         raise DistilbenchError(
