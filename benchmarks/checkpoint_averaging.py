@@ -1,6 +1,7 @@
 """Averaging the weights of the last epochs' checkpoints (a uniform "model soup") against the best epoch.
 
     .venv/bin/python benchmarks/checkpoint_averaging.py [--tasks multiclass,multilabel] [--windows 2-5,3-5,4-5]
+                                                        [--suffix pos-weight-rare-lr5e-5]
 
 A measurement for a candidate feature, on checkpoints that already exist: the runs of `benchmarks/verdicts.py`
 (distilbench's defaults, `minilm-l6`, seeds 42-44, every epoch kept under runs/benchmarks/verdicts-<task>/). For
@@ -9,7 +10,10 @@ every epoch's checkpoint and the uniform average of the weights of each window o
 the epochs and the averages by the validation select metric (accuracy for multiclass, the loss for multilabel,
 distilbench's defaults) would give. Inference in fp32 through distilbench's own loop; nothing is trained.
 
-Results: benchmarks/results/checkpoint_averaging.{json,md}, with the machine.
+--suffix reads the runs of another setting instead (runs/benchmarks/verdicts-<task>-<suffix>/, as
+`benchmarks/verdicts.py --suffix` leaves them).
+
+Results: benchmarks/results/checkpoint_averaging[-<suffix>].{json,md}, with the machine.
 """
 
 from __future__ import annotations
@@ -83,10 +87,14 @@ def choose(seed_result: dict, task: str, allowed) -> str:
     return min(names, key=lambda n: seed_result[n]["val"]["loss"])
 
 
+def _setting(report: dict) -> str:
+    return f"--suffix {report['suffix']}" if report.get("suffix") else "defaults"
+
+
 def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}; "
-             f"checkpoints of benchmarks/verdicts.py (defaults, {MODEL}, seeds {report['seeds']}); "
+             f"checkpoints of benchmarks/verdicts.py ({_setting(report)}, {MODEL}, seeds {report['seeds']}); "
              f"{report['wall_s'] / 60:.0f} min.", ""]
     for task, seeds in report["tasks"].items():
         first_seed = next(iter(seeds.values()))  # {candidate: {split: {metric: value}}}
@@ -113,9 +121,10 @@ def main() -> int:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--windows", default="2-5,3-5,4-5", help="epochs whose weights are averaged, FIRST-LAST")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
+    parser.add_argument("--suffix", default="", help="the runs of verdicts.py --suffix SUFFIX")
     parser.add_argument("--markdown", action="store_true", help="only write the table again from the JSON")
     args = parser.parse_args()
-    path = RESULTS / "checkpoint_averaging.json"
+    path = RESULTS / ("checkpoint_averaging" + (f"-{args.suffix}" if args.suffix else "") + ".json")
     if args.markdown:
         path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
         return 0
@@ -127,9 +136,10 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     windows = [tuple(int(x) for x in w.split("-")) for w in args.windows.split(",")]
     started = time.perf_counter()
-    report = {"machine": machine_info(), "seeds": seeds, "windows": args.windows, "tasks": {}}
+    report = {"machine": machine_info(), "seeds": seeds, "windows": args.windows, "suffix": args.suffix,
+              "tasks": {}}
     for task in args.tasks.split(","):
-        run = Path(args.runs) / f"verdicts-{task}"
+        run = Path(args.runs) / (f"verdicts-{task}" + (f"-{args.suffix}" if args.suffix else ""))
         report["tasks"][task] = {str(seed): run_seed(task, run, seed, windows) for seed in seeds}
         print(f"{task} done", flush=True)
     report["wall_s"] = time.perf_counter() - started

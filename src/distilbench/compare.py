@@ -35,6 +35,7 @@ from .runs import (
     RunDir,
     check_free_space,
     describe_checkpoint,
+    kept_checkpoint,
     model_slug,
     open_run_dir,
     read_json,
@@ -255,7 +256,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
         if main:  # trained, then stopped while testing
             saved = read_json(results / "training_stats.json")
             result = TrainResult(saved["epochs"], saved["best_epoch"], saved["select_metric"], saved["precision"],
-                                 saved["train_time_s"], saved.get("averages", []), saved.get("kept"))
+                                 saved["train_time_s"], saved.get("averages", []), kept_checkpoint(saved))
     else:
         running_teacher = None
         if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
@@ -266,7 +267,7 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     if not main:  # the first process tests and writes; the others wait for it before the next model
         distributed.barrier()
         return None
-    kept = result.kept or f"epoch-{result.best_epoch}"
+    kept = result.kept
     best = mark_best(run, slug, kept, config.keep_checkpoints)
     write_json_atomic(results / "training_stats.json", {
         "model": spec, "best_epoch": result.best_epoch, "kept": kept, "select_metric": result.select_metric,
@@ -485,7 +486,7 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
         "eval_speedup": _rounded(row["eval_speedup"], 2),
         "train_speedup": _rounded(row["train_speedup"], 2),
     } for row in rows])
-    kept = [row.get("kept") or f"epoch-{row['best_epoch']}" for row in rows]
+    kept = [kept_checkpoint(row) for row in rows]
     if any(name.startswith("average") for name in kept):  # which checkpoint was tested, where it was not an epoch
         table.insert(table.columns.get_loc("best_epoch") + 1, "kept", kept)
     return table

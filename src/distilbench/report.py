@@ -24,7 +24,15 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from .console import DistilbenchError
-from .runs import RunDir, describe_checkpoint, model_slug, read_json, write_bytes_atomic, write_text_atomic
+from .runs import (
+    RunDir,
+    describe_checkpoint,
+    kept_checkpoint,
+    model_slug,
+    read_json,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from .verdicts import baseline_table, difference_text, interval_text
 
 __all__ = ["make_plots", "write_report"]
@@ -168,7 +176,7 @@ def plot_training(model: ModelRun, path: Path) -> Plot:
     loss_ax.plot(epochs["epoch"], epochs["train_loss"], "o-", label="train loss")
     loss_ax.plot(epochs["epoch"], epochs["val_loss"], "s-", label="validation loss")
     metric_ax.plot(epochs["epoch"], epochs[f"val_{metric}"], "o-", color="C2", label=f"validation {metric}")
-    kept = model.training.get("kept") or f"epoch-{best}"
+    kept = kept_checkpoint({"best_epoch": best, **model.training})
     average = next((row for row in model.training.get("averages") or [] if row["checkpoint"] == kept), None)
     for ax, name in ((loss_ax, "loss"), (metric_ax, metric)):
         ax.axvline(best, ls="--", color="grey", label=f"best epoch ({best})")
@@ -479,7 +487,7 @@ def comparison_tables(run: Run) -> list[tuple]:
     metrics = [k for k, v in run.models[0].row["test"].items()
                if k not in NOT_METRICS and (v is None or isinstance(v, float))]
     tuned = list(TUNED) if any(m.row.get("test_tuned") for m in run.models) else []
-    quality = [[m.row["model"], describe_checkpoint(m.row.get("kept") or f"epoch-{m.row['best_epoch']}")]
+    quality = [[m.row["model"], describe_checkpoint(kept_checkpoint(m.row))]
                + [_fmt(m.row["test"].get(k)) for k in metrics]
                + [_fmt((m.row.get("test_tuned") or {}).get(k)) for k in tuned] for m in run.models]
     cost = [[m.row["model"], f"{m.row['params'] / 1e6:.2f}", f"{m.row['size_mb']:.1f}",

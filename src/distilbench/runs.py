@@ -269,6 +269,12 @@ def checkpoint_name(row: dict) -> str:
     return row.get("checkpoint") or f"epoch-{row['epoch']}"
 
 
+def kept_checkpoint(row: dict) -> str:
+    """The folder of the checkpoint a model's row (or training_stats.json) kept and tested; runs from before
+    averaged checkpoints have only best_epoch."""
+    return row.get("kept") or f"epoch-{row['best_epoch']}"
+
+
 def describe_checkpoint(name: str) -> str:
     """'epoch 4' for epoch-4, 'average of epochs 2-5' for average-2-5."""
     kind, _, which = name.partition("-")

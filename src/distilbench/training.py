@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,13 +92,12 @@ class TrainResult:
     select_metric: str
     precision: str
     train_time_s: float
-    averages: list[dict] = field(default_factory=list)  # validation rows of the averaged checkpoints
-    kept: str | None = None  # the checkpoint kept: the best of the epochs and averages (None: the best epoch)
+    averages: list[dict]  # validation rows of the averaged checkpoints (none unless average_last >= 2)
+    kept: str  # the folder of the checkpoint kept: the best of the epochs and averages on validation
 
     def kept_row(self) -> dict:
         """The validation row of the kept checkpoint (an epoch's or an average's)."""
-        name = self.kept or f"epoch-{self.best_epoch}"
-        return next(row for row in self.stats + self.averages if checkpoint_name(row) == name)
+        return next(row for row in self.stats + self.averages if checkpoint_name(row) == self.kept)
 
 
 def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: ExperimentConfig) -> torch.Tensor | None:
