@@ -244,9 +244,9 @@ def write_results(out: Path, args) -> None:
             results = next((checkpoint.parents[2] / "results").iterdir())
             probs[step] = saved_probabilities(results, label_names)
             entry = {"step": step, "model": STEPS[step], "epochs": record.get("epochs", 2), "params": row["params"],
-                     "size_mb": row["size_mb"],
-                     "best_epoch": row["best_epoch"], "train_time_s": row["train_time_s"] + record.get(
-                         "general_time_s", 0.0), "general_time_s": record.get("general_time_s"),
+                     "size_mb": row["size_mb"], "best_epoch": row["best_epoch"], "kept": row.get("kept"),
+                     "train_time_s": row["train_time_s"] + record.get("general_time_s", 0.0),
+                     "general_time_s": record.get("general_time_s"),
                      "wall_s": record["wall_s"], "test": {}}
             for metric in metrics:
                 entry["test"][metric] = bootstrap_ci(task, labels, probs[step], label_names, metric,
@@ -274,6 +274,8 @@ def write_results(out: Path, args) -> None:
 
 
 def markdown(report: dict) -> str:
+    from distilbench.runs import describe_checkpoint, kept_checkpoint
+
     m, s = report["machine"], report["settings"]
     lines = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m.get('torch')}, transformers "
              f"{m.get('transformers')}. Teacher {report['teacher']}, student {report['student']} (the teacher's "
@@ -290,7 +292,7 @@ def markdown(report: dict) -> str:
                   f"{result['train_rows']}, validation {result['val_rows']}, test {result['test_rows']} rows; "
                   f"{', '.join(map(str, epochs))} epochs)", "",
                   "| model | parameters | size | " + " | ".join(f"test {x} [95% CI]" for x in metrics)
-                  + " | vs teacher, points [95% CI] | vs label-only student | best epoch | train time "
+                  + " | vs teacher, points [95% CI] | vs label-only student | tested checkpoint | train time "
                   "| time ratio to teacher |",
                   "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- | --- | --- |"]
         for row in result["rows"]:
@@ -301,7 +303,7 @@ def markdown(report: dict) -> str:
             general = (f" (general {row['general_time_s'] / 60:.1f} min)" if row.get("general_time_s") else "")
             ratio = f"{row['train_time_ratio']:.2f}" if "train_time_ratio" in row else ""
             lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f} M | {row['size_mb']:.0f} MB | "
-                         + " | ".join(cells) + f" | {diff} | {gain} | {row['best_epoch']} | "
+                         + " | ".join(cells) + f" | {diff} | {gain} | {describe_checkpoint(kept_checkpoint(row))} | "
                          f"{row['train_time_s'] / 60:.1f} min{general} | {ratio} |")
         if result.get("speed"):
             lines += ["", "Inference (bench protocol, 512 test texts, batch 64, median of 5 rounds):", "",
