@@ -11,7 +11,9 @@ the epochs and the averages by the validation select metric (accuracy for multic
 distilbench's defaults) would give. Inference in fp32 through distilbench's own loop; nothing is trained.
 
 --suffix reads the runs of another setting instead (runs/benchmarks/verdicts-<task>-<suffix>/, as
-`benchmarks/verdicts.py --suffix` leaves them).
+`benchmarks/verdicts.py --suffix` leaves them). The loss here is the plain one: for runs trained with
+--pos-weight, whose validation loss was the weighted one, the "chosen by validation" rows can differ from the
+tool's choice (the candidates' own rows do not).
 
 Results: benchmarks/results/checkpoint_averaging[-<suffix>].{json,md}, with the machine.
 """

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/verdicts.py [--seeds 3] [--tasks multiclass,multilabel] [--thesis-seeds 3]
                                             [--head standard --select-metric f1_macro --suffix standard-head]
                                             [--pos-weight auto --teacher-only --suffix pos-weight]
-                                            [--learning-rate 5e-5] [--average-checkpoints 0]
+                                            [--learning-rate 5e-5] [--average-checkpoints 0] [--epochs 6]
 
 For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
 same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
@@ -12,9 +12,8 @@ default settings, minilm-l6 alone with `--preset thesis` and the same seeds and 
 of the multilabel teacher is tested too, to measure what choosing the best epoch by hamming score (the thesis),
 macro F1 or the validation loss (distilbench's default) gives on the test split. --head and --select-metric run
 the defaults' models with another head or selection metric (the earlier defaults: --head standard
---select-metric f1_macro), --pos-weight, --learning-rate or --average-checkpoints, written with --suffix so the
-default results stay;
---teacher-only leaves the student out.
+--select-metric f1_macro), --pos-weight, --learning-rate, --average-checkpoints or --epochs, written with --suffix
+so the default results stay; --teacher-only leaves the student out.
 
 Results: benchmarks/results/verdicts-<task>[-<suffix>].{json,md} (one pair per task, written as soon as the task
 is done), with the machine, the seeds and the wall time of each run.
@@ -52,8 +51,9 @@ def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_s
     compare(config, overwrite=True, progress=False)
     wall = time.perf_counter() - start
     saved = json.loads((out / "comparison.json").read_text())
-    return {"settings": {k: v for k, v in config.to_dict().items() if k in SHOWN_SETTINGS}, "wall_s": wall,
-            "comparison": saved}
+    shown = {k: v for k, v in config.to_dict().items() if k in SHOWN_SETTINGS}
+    shown["average_checkpoints"] = config.averaged_checkpoints()  # the effective value, where it is the default
+    return {"settings": shown, "wall_s": wall, "comparison": saved}
 
 
 SHOWN_SETTINGS = ("epochs", "train_batch_size", "learning_rate", "warmup_ratio", "weight_decay", "head",
@@ -101,6 +101,7 @@ def main() -> int:
     parser.add_argument("--select-metric", help="the defaults' runs with this --select-metric instead")
     parser.add_argument("--pos-weight", help="the defaults' runs with this --pos-weight instead (e.g. auto)")
     parser.add_argument("--learning-rate", type=float, help="the defaults' runs with this --learning-rate instead")
+    parser.add_argument("--epochs", type=int, help="the defaults' runs with this --epochs instead")
     parser.add_argument("--average-checkpoints", type=int,
                         help="the defaults' runs with this --average-checkpoints instead (0: the best epoch only)")
     parser.add_argument("--teacher-only", action="store_true", help="the defaults' runs without the student")
@@ -126,7 +127,8 @@ def main() -> int:
         overrides = {k: v for k, v in (("head", args.head), ("select_metric", args.select_metric),
                                        ("pos_weight", args.pos_weight),
                                        ("learning_rate", args.learning_rate),
-                                       ("average_checkpoints", args.average_checkpoints)) if v is not None}
+                                       ("average_checkpoints", args.average_checkpoints),
+                                       ("epochs", args.epochs)) if v is not None}
         models = MODELS[:1] if args.teacher_only else MODELS
         entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, **overrides)
         if args.thesis_seeds:
