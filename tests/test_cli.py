@@ -367,6 +367,16 @@ def test_split_warnings_reach_the_user(capsys, tmp_path, monkeypatch):
     assert "warning: 1 label with no positive example in the training split: 'threat'" in err
 
 
+def test_average_checkpoints_flag_reaches_the_settings_and_a_bad_count_is_one_line(capsys, tmp_path):
+    from distilbench.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["compare", "--average-checkpoints", "3", "--threshold-metric", "calibrated"])
+    assert _overrides(args) == {"average_checkpoints": 3, "threshold_metric": "calibrated"}
+    message = error_case(capsys, tmp_path, "compare", "--data", str(shared_file("news-headlines.csv")),
+                         "--label-column", "category", "--models", "minilm-l6", "--average-checkpoints", "1")
+    assert "--average-checkpoints" in message and "0 (off) or 2 or more" in message
+
+
 def test_bad_config_file(capsys, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("epochz: 3\n")
