@@ -181,6 +181,25 @@ def test_a_full_disk_is_reported_before_training_starts(tmp_path, tiny_bert_dir,
     assert not list((tmp_path / "run").glob("models/*/epoch-*"))
 
 
+def test_the_space_check_counts_the_averaged_checkpoints(tmp_path, tiny_bert_dir, headlines, monkeypatch):
+    """With 3 epochs, --average-checkpoints 4 saves two averages (epochs 2-3 and 1-3) beside the three epochs:
+    the check asks for their room too, before training starts."""
+    import distilbench.compare as compare_module
+
+    asked = []
+
+    def record(directory, needed, what):
+        asked.append(needed)
+        raise DistilbenchError("checked")
+
+    monkeypatch.setattr(compare_module, "check_free_space", record)
+    for average in (0, 4):
+        config = small_config(tmp_path / str(average), tiny_bert_dir, headlines, epochs=3, average_checkpoints=average)
+        with pytest.raises(DistilbenchError, match="checked"):
+            compare(config, progress=False)
+    assert asked[1] / asked[0] == pytest.approx((3 + 2 + 4) / (3 + 4))
+
+
 def test_disk_errors_end_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     import distilbench.compare as compare_module
     from distilbench.cli import main

@@ -232,8 +232,9 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     params = count_parameters(model)
     say(f"\n== {shown}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters")
-    if main:  # fp32 weights per kept epoch, the newest Trainer state (weights, two Adam moments), slack
-        check_free_space(run.root, 4 * params["total"] * (config.epochs + 4), f"training {spec}")
+    if main:  # fp32 weights per kept epoch and average, the newest Trainer state (weights, two Adam moments), slack
+        averages = max(min(config.averaged_checkpoints(), config.epochs) - 1, 0)
+        check_free_space(run.root, 4 * params["total"] * (config.epochs + averages + 4), f"training {spec}")
     positions = max_positions(model.config)
     train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length, positions)
     if teacher is not None:  # computed once, by the first process
