@@ -387,6 +387,16 @@ def test_predict_input_odd_delimited_files_stream_like_training_reads_them(file:
     streams_like_the_whole_reader(path, chunk_rows)
 
 
+def test_a_number_in_json_lines_reads_the_same_whole_and_in_chunks(tmp_path):
+    """Found by the property below: a number as the text after an object without the key was 0.0 read whole
+    (pandas turned the column of 0 and a gap into floats) and 0 in chunks of one row."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"other": 1}\n{"text": 0}\n')
+    whole = readers.read_source(str(path), "text")
+    assert [readers.as_text(v) for v in whole["text"]] == ["", "0"]
+    assert [text for chunk in readers.iter_texts(str(path), "text", 1) for text in chunk] == ["", "0"]
+
+
 @FUZZ
 @given(text=json_lines_text(), suffix=st.sampled_from([".jsonl", ".json"]),
        encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]), chunk_rows=chunk_sizes)

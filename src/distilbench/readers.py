@@ -427,7 +427,7 @@ def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None)
             records = json.load(handle)
         if not all(isinstance(record, dict) for record in records):
             raise DistilbenchError(f"{path} must hold JSON objects (one per line, or an array of objects).")
-        frame = pd.DataFrame.from_records(records)
+        frame = _records_frame(records)
         if chunk_rows is None or len(frame) <= chunk_rows:
             yield frame
             return
@@ -462,8 +462,10 @@ def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None)
 
 
 def _records_frame(records: list[dict]) -> pd.DataFrame:
-    """A frame of JSON objects, one row each (an empty object still makes a row)."""
-    return pd.DataFrame(records, index=pd.RangeIndex(len(records)))
+    """A frame of JSON objects, one row each (an empty object still makes a row), with the values as JSON gave
+    them: a column of numbers with a key missing in some object would otherwise turn into floats (0 into 0.0)
+    in a whole file but not in a chunk without the gap, so the same text would read differently."""
+    return pd.DataFrame(records, index=pd.RangeIndex(len(records)), dtype=object)
 
 
 def _is_parse_error(exc: Exception) -> bool:
