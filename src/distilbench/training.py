@@ -193,6 +193,25 @@ class DistilbenchTrainer(Trainer):
         return self.loss_sum / max(self.loss_count, 1)
 
 
+NOT_VALIDATION_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
+                          "eval_epoch")
+
+
+def validation_row(metrics: dict) -> dict:
+    """The Trainer's evaluation metrics as statistics: val_loss, val_<metric> for each metric, val_time_s."""
+    row = {"val_loss": metrics["eval_loss"]}
+    row.update({f"val_{k[5:]}": v for k, v in metrics.items()
+                if k.startswith("eval_") and k not in NOT_VALIDATION_METRICS})
+    row["val_time_s"] = metrics.get("eval_runtime", 0.0)
+    return row
+
+
+def shown_validation(row: dict) -> str:
+    """A statistics row's validation metrics for the console: 'val_loss 0.2710, val_accuracy 0.9070, ...'."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                     if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
+
+
 class EpochCallback(TrainerCallback):
     """Times each epoch, shows a progress bar with the running loss, saves a checkpoint and a stats row."""
 
@@ -225,19 +244,14 @@ class EpochCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         epoch = int(round(state.epoch))
         train_loss = distributed.global_mean(self.trainer.loss_sum, self.trainer.loss_count)  # over all processes
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metrics["eval_loss"]}
-        row.update({f"val_{k[5:]}": v for k, v in metrics.items()
-                    if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
-                                                           "eval_steps_per_second", "eval_epoch")})
-        row.update({"train_time_s": self.train_time, "val_time_s": metrics.get("eval_runtime", 0.0)})
+        row = {"epoch": epoch, "train_loss": train_loss, **validation_row(metrics)}
+        row.update({"train_time_s": self.train_time, "val_time_s": row.pop("val_time_s")})
         row["total_time_s"] = row["train_time_s"] + row["val_time_s"]
         self.stats.append(row)
         if state.is_world_process_zero:
             save_checkpoint(self.trainer.model, self.trainer.processing_class, self.save_dir / f"epoch-{epoch}")
             write_json_atomic(self.save_dir / EPOCH_STATS, self.stats)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                              if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
-            say(f"  {self.name} epoch {epoch}: train_loss {row['train_loss']:.4f}, {shown} "
+            say(f"  {self.name} epoch {epoch}: train_loss {row['train_loss']:.4f}, {shown_validation(row)} "
                 f"({row['train_time_s']:.1f} s train, {row['val_time_s']:.1f} s val)")
         if self.patience is not None and epoch < args.num_train_epochs:
             best = choose_best_epoch(self.stats, self.metric)
@@ -344,18 +358,11 @@ def evaluate_averages(trainer: Trainer, save_dir: Path, stats: list[dict], last:
         window = epochs[-size:]
         folder = f"average-{window[0]}-{window[-1]}"
         average_weights([save_dir / f"epoch-{e}" for e in window], trainer.model)
-        metrics = trainer.evaluate()
-        row = {"checkpoint": folder, "epochs": window, "val_loss": metrics["eval_loss"]}
-        row.update({f"val_{k[5:]}": v for k, v in metrics.items()
-                    if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
-                                                           "eval_steps_per_second", "eval_epoch")})
-        row["val_time_s"] = metrics.get("eval_runtime", 0.0)
+        row = {"checkpoint": folder, "epochs": window, **validation_row(trainer.evaluate())}
         rows.append(row)
         if distributed.is_main_process():
             save_checkpoint(trainer.model, trainer.processing_class, save_dir / folder)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                              if k.startswith("val_") and k != "val_time_s" and isinstance(v, float))
-            say(f"  {name} {describe_checkpoint(folder)}: {shown}")
+            say(f"  {name} {describe_checkpoint(folder)}: {shown_validation(row)}")
     return rows
 
 
