@@ -15,6 +15,10 @@ def test_defaults_and_the_thesis_preset():
     assert (thesis.epochs, thesis.train_batch_size, thesis.eval_batch_size) == (4, 64, 32)
     assert (thesis.learning_rate, thesis.adam_epsilon) == (5e-5, 1e-8)
     assert (thesis.max_grad_norm, thesis.warmup_ratio, thesis.head) == (1.0, 0.0, "thesis")
+    assert config.lr_schedule == thesis.lr_schedule == "linear"
+    assert load_config(None, {"preset": "thesis", "lr_schedule": "cosine"}).lr_schedule == "cosine"
+    with pytest.raises(DistilbenchError, match="--lr-schedule must be one of linear, cosine, constant, not step"):
+        load_config(None, {"lr_schedule": "step"})
 
 
 def test_thresholds_default_to_calibrated_and_the_thesis_preset_keeps_gmean():

@@ -81,3 +81,36 @@ def test_sorted_batched_prediction_matches_one_by_one(tiny_bert_dir):
     singles = np.vstack([backend_logits(backend, tokenizer, [t], batch_size=1)[0] for t in texts])
     assert seconds > 0
     np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_the_learning_rate_follows_the_schedule_after_the_warm_up(tmp_path, tiny_bert_dir, schedule):
+    """Two epochs of 5 steps, 2 of them warm-up: the rate rises to its peak, then decays linearly or along a
+    cosine to 0, or stays at the peak (constant)."""
+    from transformers import TrainerCallback
+
+    from distilbench.config import load_config
+    from distilbench.training import encode_split, train_model
+
+    rates = []
+
+    class Rates(TrainerCallback):
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+            rates.append(lr_scheduler.get_last_lr()[0])
+
+    names = ["a", "b"]
+    frame = pd.DataFrame({"text": [f"text number {i}" for i in range(20)], "label": ["a", "b"] * 10})
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", names)
+    config = load_config(None, {"task": "multiclass", "epochs": 2, "train_batch_size": 4, "learning_rate": 1e-3,
+                                "warmup_ratio": 0.2, "lr_schedule": schedule, "device": "cpu",
+                                "precision": "fp32", "average_checkpoints": 0})
+    data = encode_split(tokenizer, frame, "multiclass", names, 16)
+    train_model(model, tokenizer, data, data, "multiclass", names, config, tmp_path / "m", "m", progress=False,
+                callbacks=[Rates()])
+    # after step k (1-based) the scheduler holds the rate of step k + 1 of 10; warm-up: 2 steps
+    assert len(rates) == 10
+    assert rates[0] == pytest.approx(1e-3 / 2) and rates[1] == pytest.approx(1e-3)
+    expected = {"linear": [1e-3 * (10 - k) / 8 for k in range(2, 10)],
+                "cosine": [1e-3 * 0.5 * (1 + np.cos(np.pi * (k - 2) / 8)) for k in range(2, 10)],
+                "constant": [1e-3] * 8}[schedule]
+    np.testing.assert_allclose(rates[1:9], expected[:8], rtol=1e-6)

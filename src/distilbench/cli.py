@@ -52,6 +52,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
     group.add_argument("--warmup-ratio", type=float,
                        help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
+    group.add_argument("--lr-schedule", choices=["linear", "cosine", "constant"],
+                       help="learning rate after the warm-up: linear or cosine decay to 0, or constant (linear)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")

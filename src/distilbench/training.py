@@ -24,7 +24,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from . import distributed
-from .config import ExperimentConfig
+from .config import LR_SCHEDULES, ExperimentConfig
 from .console import DistilbenchError, say
 from .inference import logits_to_probs, pick_precision, tokenize_texts
 from .machine import pick_device
@@ -411,7 +411,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         learning_rate=config.learning_rate,
         adam_epsilon=config.adam_epsilon,
         weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=LR_SCHEDULES[config.lr_schedule],
         warmup_steps=config.warmup_ratio,
         max_grad_norm=config.max_grad_norm,
         eval_strategy="epoch",
