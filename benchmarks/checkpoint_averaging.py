@@ -8,7 +8,9 @@ A measurement for a candidate feature, on checkpoints that already exist: the ru
 each seed it scores on the validation and test texts those runs saved (`results/minilm-l6/seed-N/*_predictions.csv`)
 every epoch's checkpoint and the uniform average of the weights of each window of epochs, and what choosing among
 the epochs and the averages by the validation select metric (accuracy for multiclass, the loss for multilabel,
-distilbench's defaults) would give. Inference in fp32 through distilbench's own loop; nothing is trained.
+distilbench's defaults) would give; for multilabel also the hamming score and macro F1 at each candidate's own
+calibrated thresholds (tuned on its validation predictions, what predict and serve use). Inference in fp32
+through distilbench's own loop; nothing is trained.
 
 --suffix reads the runs of another setting instead (runs/benchmarks/verdicts-<task>-<suffix>/, as
 `benchmarks/verdicts.py --suffix` leaves them). The loss here is the plain one: for runs trained with
@@ -43,18 +45,27 @@ def read_split(path: Path, names: list[str], task: str) -> tuple[list[str], np.n
     return frame["text"].astype(str).tolist(), labels
 
 
-def scores(task: str, logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+def scores(task: str, logits: np.ndarray, labels: np.ndarray, names: list[str],
+           thresholds: np.ndarray | None = None) -> dict:
+    """The loss and metrics at 0.5; for multilabel also the hamming score and macro F1 at `thresholds` (the
+    calibrated ones tuned on validation, as distilbench stores them for predict and serve)."""
     from distilbench.inference import logits_to_probs, loss_from_logits
     from distilbench.metrics import compute_metrics
 
-    metrics = compute_metrics(task, labels, logits_to_probs(task, logits), names)
+    probs = logits_to_probs(task, logits)
+    metrics = compute_metrics(task, labels, probs, names)
     keep = ("accuracy", "f1_macro") if task == "multiclass" else ("hamming_score", "f1_macro", "roc_auc_macro")
-    return {"loss": loss_from_logits(task, logits, labels), **{k: float(metrics[k]) for k in keep}}
+    out = {"loss": loss_from_logits(task, logits, labels), **{k: float(metrics[k]) for k in keep}}
+    if thresholds is not None:
+        tuned = compute_metrics(task, labels, probs, names, thresholds)
+        out.update({f"{k} (calibrated)": float(tuned[k]) for k in ("hamming_score", "f1_macro")})
+    return out
 
 
 def run_seed(task: str, run: Path, seed: int, windows: list[tuple[int, int]]) -> dict:
     from distilbench.backends import load_backend
-    from distilbench.inference import backend_logits
+    from distilbench.inference import backend_logits, logits_to_probs
+    from distilbench.metrics import tune_thresholds
     from distilbench.models import load_trained
 
     models = run / "models" / MODEL / f"seed-{seed}"
@@ -76,8 +87,13 @@ def run_seed(task: str, run: Path, seed: int, windows: list[tuple[int, int]]) ->
     for name, state in candidates.items():
         model.load_state_dict(state)
         backend = load_backend(model.eval(), "torch-fp32")
-        out[name] = {split: scores(task, backend_logits(backend, tokenizer, texts, batch_size=64)[0], labels, names)
-                     for split, (texts, labels) in splits.items()}
+        logits = {split: backend_logits(backend, tokenizer, texts, batch_size=64)[0]
+                  for split, (texts, _) in splits.items()}
+        thresholds = None
+        if task == "multilabel":
+            thresholds = tune_thresholds(splits["val"][1], logits_to_probs(task, logits["val"]), "calibrated")
+        out[name] = {split: scores(task, logits[split], labels, names, thresholds)
+                     for split, (_, labels) in splits.items()}
     return out
 
 
