@@ -9,7 +9,7 @@ import sys
 import threading
 
 from . import __version__
-from .config import HEAD_CHOICES, THRESHOLD_CHOICES
+from .config import HEAD_CHOICES, LR_SCHEDULES, THRESHOLD_CHOICES
 from .console import DistilbenchError, quiet_libraries
 
 BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"
@@ -52,7 +52,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
     group.add_argument("--warmup-ratio", type=float,
                        help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
-    group.add_argument("--lr-schedule", choices=["linear", "cosine", "constant"],
+    group.add_argument("--lr-schedule", choices=list(LR_SCHEDULES),
                        help="learning rate after the warm-up: linear or cosine decay to 0, or constant (linear)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
