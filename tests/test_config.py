@@ -82,3 +82,11 @@ def test_config_file_errors(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(DistilbenchError, match="mapping"):
         load_config(listing)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5])
+def test_layer_lr_decay_must_be_a_factor_in_zero_to_one(value):
+    assert load_config(None, {"layer_lr_decay": 0.8}).layer_lr_decay == 0.8
+    assert load_config(None, {"preset": "thesis"}).layer_lr_decay == 1.0
+    with pytest.raises(DistilbenchError, match=r"--layer-lr-decay is a factor in \(0, 1\]"):
+        load_config(None, {"layer_lr_decay": value})

@@ -114,3 +114,74 @@ def test_the_learning_rate_follows_the_schedule_after_the_warm_up(tmp_path, tiny
                 "cosine": [1e-3 * 0.5 * (1 + np.cos(np.pi * (k - 2) / 8)) for k in range(2, 10)],
                 "constant": [1e-3] * 8}[schedule]
     np.testing.assert_allclose(rates[1:9], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet", "deberta-v2"])
+def test_layer_rate_scales_decay_from_the_top_layer_down_to_the_embeddings(family):
+    """Sun et al.'s layer-wise decay: head and top layer at the full rate, each layer below at `decay` times the
+    one above, the embeddings below the lowest layer; for each family's parameter names."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from distilbench.training import layer_rate_scales
+
+    sizes = {"distilbert": dict(dim=16, n_layers=3, n_heads=2, hidden_dim=32)}.get(
+        family, dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32))
+    model = AutoModelForSequenceClassification.from_config(
+        AutoConfig.for_model(family, vocab_size=100, max_position_embeddings=64, num_labels=3, **sizes))
+    scales = layer_rate_scales(model, 0.5)
+    assert set(scales) == {name for name, _ in model.named_parameters()}
+    by_depth = {}
+    for name, scale in scales.items():
+        layer = next((int(part) for prev, part in zip(name.split("."), name.split(".")[1:])
+                      if prev == "layer" and part.isdigit()), None)
+        kind = layer if layer is not None else "embeddings" if "embeddings." in name else "other"
+        by_depth.setdefault(kind, set()).add(scale)
+    assert by_depth[2] == {1.0} and by_depth[1] == {0.5} and by_depth[0] == {0.25}
+    assert by_depth["embeddings"] == {0.125}
+    assert by_depth["other"] == {1.0}  # the classifier head (and pooler) train at the full rate
+    assert any("classifier" in name and scale == 1.0 for name, scale in scales.items())
+    assert set(layer_rate_scales(model, 1.0).values()) == {1.0}
+
+
+def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_bert_dir):
+    """The optimizer the Trainer steps holds every parameter once, at lr * decay ** depth from the top, the
+    weight decay on weights only; without the flag one rate for all (the Trainer's own optimizer)."""
+    from transformers import TrainerCallback
+
+    from distilbench.config import load_config
+    from distilbench.training import encode_split, train_model
+
+    names = ["a", "b"]
+    frame = pd.DataFrame({"text": [f"text number {i}" for i in range(8)], "label": ["a", "b"] * 4})
+
+    def rates_after_training(**settings):
+        seen = {}
+
+        class Groups(TrainerCallback):
+            def on_train_begin(self, args, state, control, optimizer=None, model=None, **kwargs):
+                index = {id(p): n for n, p in model.named_parameters()}
+                for group in optimizer.param_groups:
+                    for parameter in group["params"]:
+                        assert index[id(parameter)] not in seen
+                        seen[index[id(parameter)]] = (group["lr"], group["weight_decay"])
+
+        model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", names)
+        config = load_config(None, {"task": "multiclass", "epochs": 1, "train_batch_size": 4, "learning_rate": 1e-3,
+                                    "weight_decay": 0.01, "warmup_ratio": 0.0, "device": "cpu", "precision": "fp32",
+                                    "average_checkpoints": 0, **settings})
+        data = encode_split(tokenizer, frame, "multiclass", names, 16)
+        train_model(model, tokenizer, data, data, "multiclass", names, config, tmp_path / str(settings), "m",
+                    progress=False, callbacks=[Groups()])
+        assert set(seen) == {n for n, p in model.named_parameters() if p.requires_grad}
+        return seen
+
+    decayed = rates_after_training(layer_lr_decay=0.5)  # the tiny BERT has 4 layers
+    for depth, expected in ((3, 1e-3), (2, 5e-4), (1, 2.5e-4), (0, 1.25e-4)):
+        layer = sorted(v for n, v in decayed.items() if f".layer.{depth}." in n)
+        assert [lr for lr, _ in layer] == pytest.approx([expected] * len(layer))
+        assert {decay for _, decay in layer} == {0.0, 0.01}
+    assert decayed["bert.embeddings.word_embeddings.weight"] == (pytest.approx(6.25e-5), 0.01)
+    assert decayed["bert.embeddings.LayerNorm.weight"] == (pytest.approx(6.25e-5), 0.0)
+    assert decayed["classifier.weight"] == (pytest.approx(1e-3), 0.01)
+    plain = [lr for lr, _ in rates_after_training().values()]
+    assert plain == pytest.approx([1e-3] * len(plain))

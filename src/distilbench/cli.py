@@ -54,6 +54,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="share of steps for linear warm-up, in [0, 1) (0.1; thesis 0)")
     group.add_argument("--lr-schedule", choices=list(LR_SCHEDULES),
                        help="learning rate after the warm-up: linear or cosine decay to 0, or constant (linear)")
+    group.add_argument("--layer-lr-decay", type=float,
+                       help="layer-wise learning-rate decay: the head and top layer train at the full rate, each "
+                            "layer below at this factor of the one above, in (0, 1] (1: off)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")

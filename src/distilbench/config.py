@@ -49,6 +49,7 @@ class ExperimentConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
     lr_schedule: str = "linear"  # after the warm-up: linear decay to 0, cosine decay to 0, or constant
+    layer_lr_decay: float = 1.0  # each layer below the top trains at this factor of the rate above it; 1: off
     max_grad_norm: float = 1.0
     max_length: int | None = None
     select_metric: str | None = None  # default: accuracy (multiclass), loss (multilabel); thesis: hamming score
@@ -146,6 +147,9 @@ class ExperimentConfig:
                                    f"not {self.warmup_ratio}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise DistilbenchError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule}")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise DistilbenchError(f"--layer-lr-decay is a factor in (0, 1] (1: every layer at the same rate), "
+                                   f"not {self.layer_lr_decay}")
         if self.margin < 0:
             raise DistilbenchError(f"--margin is the loss in points a model may have, 0 or more, not {self.margin}")
         if self.resamples < 100:
@@ -226,9 +230,9 @@ LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_wi
 # flags still win.
 PRESETS = {
     "thesis": dict(epochs=4, train_batch_size=64, eval_batch_size=32, learning_rate=5e-5, adam_epsilon=1e-8,
-                   weight_decay=0.0, warmup_ratio=0.0, lr_schedule="linear", max_grad_norm=1.0, head="thesis",
-                   select_metric=None, class_weight="none", pos_weight="none", patience=None, threshold_metric="gmean",
-                   average_checkpoints=0),
+                   weight_decay=0.0, warmup_ratio=0.0, lr_schedule="linear", layer_lr_decay=1.0, max_grad_norm=1.0,
+                   head="thesis", select_metric=None, class_weight="none", pos_weight="none", patience=None,
+                   threshold_metric="gmean", average_checkpoints=0),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -160,11 +161,40 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+
+
+def layer_rate_scales(model: torch.nn.Module, decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay (Sun et al., 2019, "How to fine-tune BERT for text classification"): the
+    factor on the learning rate of each trainable parameter by name. The head and the top layer keep the full
+    rate, each layer below it gets `decay` times the rate of the layer above, the embeddings `decay` times the
+    lowest layer's. Layers are found by the `layer.<i>.` in their names, which every encoder family distilbench
+    trains uses (BERT, DistilBERT, RoBERTa, XLM-R, ELECTRA, MPNet, DeBERTa); parameters outside the layers and
+    the embeddings (heads, pooler, MPNet's shared relative-position table) keep the full rate."""
+    names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    depths = {name: int(found.group(1)) for name in names if (found := _LAYER_INDEX.search(name))}
+    if not depths:
+        raise DistilbenchError(f"--layer-lr-decay needs an encoder with numbered layers ('layer.<i>.'); "
+                               f"{type(model).__name__} has none")
+    top = max(depths.values())
+    scales = {}
+    for name in names:
+        if name in depths:
+            scales[name] = decay ** (top - depths[name])
+        elif "embeddings." in name:
+            scales[name] = decay ** (top + 1)
+        else:
+            scales[name] = 1.0
+    return scales
+
+
 class DistilbenchTrainer(Trainer):
-    """The standard Trainer, keeping a running mean of the training loss for progress and statistics."""
+    """The standard Trainer, keeping a running mean of the training loss for progress and statistics; with
+    `layer_lr_decay` below 1, AdamW gets one parameter group per rate (layer_rate_scales)."""
 
     task: str = "multiclass"
     class_weights: torch.Tensor | None = None  # label-loss weights (loss_weights); None: the model's own loss
+    layer_lr_decay: float = 1.0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -173,6 +203,23 @@ class DistilbenchTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         global_batch = self.args.per_device_train_batch_size * distributed.world_size()
         return SeededLengthGroupedSampler(global_batch, train_dataset or self.train_dataset, self.args.seed)
+
+    def create_optimizer(self, model=None):
+        if self.layer_lr_decay == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decayed = set(self.get_decay_parameter_names(opt_model))
+        parameters = dict(opt_model.named_parameters())
+        groups: dict[tuple[float, float], list] = {}
+        for name, scale in layer_rate_scales(opt_model, self.layer_lr_decay).items():
+            weight_decay = self.args.weight_decay if name in decayed else 0.0
+            groups.setdefault((scale, weight_decay), []).append(parameters[name])
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "lr": self.args.learning_rate * scale, "weight_decay": weight_decay}
+             for (scale, weight_decay), params in sorted(groups.items(), key=lambda item: -item[0][0])],
+            **optimizer_kwargs)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is not None and "labels" in inputs:
@@ -441,6 +488,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats, metric, config.patience)
+    trainer.layer_lr_decay = config.layer_lr_decay
     trainer.task, trainer.class_weights = task, loss_weights(task, train_data.labelled_labels(), len(label_names),
                                                              config)
     if trainer.class_weights is not None and distributed.is_main_process():
