@@ -378,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--search", type=comma_list,
                       help="parameters to search, each NAME or NAME=LOW:HIGH (train_batch_size=A:B:C: the "
                            "choices): learning_rate 1e-5:5e-4 (log), epochs 2:8, train_batch_size 16:32:64, "
-                           "warmup_ratio 0:0.2, weight_decay 0:0.1, alpha 0:1, temperature 1:8 (default: all, "
-                           "but those given as flags, and alpha and temperature only with --teacher)")
+                           "warmup_ratio 0:0.2, weight_decay 0:0.1, alpha 0:1, temperature 1:8, layer_lr_decay "
+                           "0.6:1 (default: all, but those given as flags, layer_lr_decay, and alpha and "
+                           "temperature only with --teacher)")
     tune.add_argument("--no-prune", action="store_true", help="train every trial to its last epoch")
     _add_experiment_flags(tune, "search directory", "YAML file of base settings",
                           "continue a stopped search in --out: finished trials are kept, interrupted ones run "

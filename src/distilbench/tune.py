@@ -61,8 +61,10 @@ SEARCH_SPACE = {
     "weight_decay": {"type": "float", "low": 0.0, "high": 0.1},
     "alpha": {"type": "float", "low": 0.0, "high": 1.0},
     "temperature": {"type": "float", "low": 1.0, "high": 8.0},
+    "layer_lr_decay": {"type": "float", "low": 0.6, "high": 1.0},
 }
 DISTILLATION_ONLY = ("alpha", "temperature")
+NAMED_ONLY = ("layer_lr_decay",)  # searched when --search names it, not by default
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -101,11 +103,11 @@ def _parse_range(name: str, text: str) -> dict:
 
 def search_space(items: list[str] | None, distillation: bool, fixed: set[str] | frozenset = frozenset()) -> dict:
     """The parameters to search and their ranges. `items`: NAME or NAME=LOW:HIGH (choices A:B:C for the
-    batch size); by default every parameter except those in `fixed` (given as flags) and, without a teacher,
-    alpha and temperature."""
+    batch size); by default every parameter except those in `fixed` (given as flags), those in NAMED_ONLY and,
+    without a teacher, alpha and temperature."""
     if items is None:
         space = {name: dict(spec) for name, spec in SEARCH_SPACE.items()
-                 if name not in fixed and (distillation or name not in DISTILLATION_ONLY)}
+                 if name not in fixed and name not in NAMED_ONLY and (distillation or name not in DISTILLATION_ONLY)}
         if not space:
             raise DistilbenchError("nothing to search: every parameter is fixed by a flag; drop one, or pass --search")
         return space
