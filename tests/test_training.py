@@ -141,6 +141,8 @@ def test_layer_rate_scales_decay_from_the_top_layer_down_to_the_embeddings(famil
     assert by_depth["other"] == {1.0}  # the classifier head (and pooler) train at the full rate
     assert any("classifier" in name and scale == 1.0 for name, scale in scales.items())
     assert set(layer_rate_scales(model, 1.0).values()) == {1.0}
+    with pytest.raises(DistilbenchError, match="--layer-lr-decay needs an encoder with numbered layers"):
+        layer_rate_scales(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)), 0.5)
 
 
 def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_bert_dir):
