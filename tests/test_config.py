@@ -90,3 +90,14 @@ def test_layer_lr_decay_must_be_a_factor_in_zero_to_one(value):
     assert load_config(None, {"preset": "thesis"}).layer_lr_decay == 1.0
     with pytest.raises(DistilbenchError, match=r"--layer-lr-decay is a factor in \(0, 1\]"):
         load_config(None, {"layer_lr_decay": value})
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_label_smoothing_is_a_share_in_zero_to_one_for_multiclass(value):
+    assert load_config(None, {"label_smoothing": 0.1}).label_smoothing == 0.1
+    assert load_config(None, {"preset": "thesis", "label_smoothing": 0.1}).label_smoothing == 0.1  # flags win
+    assert load_config(None, {"preset": "thesis"}).label_smoothing == 0.0
+    with pytest.raises(DistilbenchError, match=r"--label-smoothing is a share of the target in \[0, 1\)"):
+        load_config(None, {"label_smoothing": value})
+    with pytest.raises(DistilbenchError, match="--label-smoothing is for multiclass tasks"):
+        load_config(None, {"task": "multilabel", "label_smoothing": 0.1})

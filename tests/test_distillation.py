@@ -20,6 +20,10 @@ def test_multiclass_loss_against_hand_computed_values():
         pytest.approx(kl, rel=1e-6)
     mixed = distillation_loss(student, teacher, label, "multiclass", alpha=0.3, temperature=1.0)
     assert float(mixed) == pytest.approx(0.3 * hard + 0.7 * kl, rel=1e-6)
+    # label smoothing e = 0.2 on the hard loss alone: targets [0.9, 0.1]; the soft loss is unchanged
+    smoothed = -(0.9 * math.log(0.75) + 0.1 * math.log(0.25))
+    mixed = distillation_loss(student, teacher, label, "multiclass", alpha=0.3, temperature=1.0, smoothing=0.2)
+    assert float(mixed) == pytest.approx(0.3 * smoothed + 0.7 * kl, rel=1e-6)
 
 
 def test_temperature_softens_and_scales_by_t_squared():

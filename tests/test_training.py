@@ -187,3 +187,39 @@ def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_b
     assert decayed["classifier.weight"] == (pytest.approx(1e-3), 0.01)
     plain = [lr for lr, _ in rates_after_training().values()]
     assert plain == pytest.approx([1e-3] * len(plain))
+
+
+def test_label_smoothing_trains_against_smoothed_targets_and_validates_plainly(tmp_path, tiny_bert_dir):
+    """--label-smoothing e: the training loss is cross-entropy against (1 - e) one-hot + e / K; the loss of a
+    model in eval mode (validation, test) stays the plain cross-entropy, so validation losses stay comparable."""
+    from transformers import TrainingArguments
+
+    from distilbench.training import DistilbenchTrainer, label_loss
+
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]), torch.tensor([0, 1])
+    log_probs = torch.log_softmax(logits, dim=-1)
+    targets = 0.7 * torch.nn.functional.one_hot(labels, 3) + 0.3 / 3
+    assert float(label_loss(logits, labels, "multiclass", smoothing=0.3)) == \
+        pytest.approx(float(-(targets * log_probs).sum(-1).mean()), rel=1e-6)
+    assert float(label_loss(logits, labels, "multiclass")) == \
+        pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-6)
+
+    model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b", "c"])
+    trainer = DistilbenchTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                     report_to=[]))
+    trainer.task, trainer.label_smoothing = "multiclass", 0.3
+    inputs = dict(tokenizer(["one text", "another text here"], padding=True, return_tensors="pt"),
+                  labels=torch.tensor([0, 2]))
+    model.eval()
+    with torch.no_grad():
+        plain = torch.nn.functional.cross_entropy(model(**{k: v for k, v in inputs.items() if k != "labels"}).logits,
+                                                  inputs["labels"])
+        smoothed = label_loss(model(**{k: v for k, v in inputs.items() if k != "labels"}).logits,
+                              inputs["labels"], "multiclass", smoothing=0.3)
+        assert float(trainer.compute_loss(model, dict(inputs))) == pytest.approx(float(plain), rel=1e-5)
+        model.train()
+        for module in model.modules():  # no dropout: the same logits in train mode
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        assert float(trainer.compute_loss(model, dict(inputs))) == pytest.approx(float(smoothed), rel=1e-5)
+    assert float(smoothed) != pytest.approx(float(plain), rel=1e-3)

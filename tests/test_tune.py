@@ -222,8 +222,9 @@ def test_distillation_search_tunes_alpha_and_temperature(words_csv, learnable_di
 def test_the_default_space_and_ranges():
     assert list(search_space(None, distillation=False)) == ["learning_rate", "epochs", "train_batch_size",
                                                             "warmup_ratio", "weight_decay"]
-    assert set(search_space(None, distillation=True)) == set(SEARCH_SPACE) - {"layer_lr_decay"}  # only if named
+    assert set(search_space(None, distillation=True)) == set(SEARCH_SPACE) - {"layer_lr_decay", "label_smoothing"}
     assert search_space(["layer_lr_decay"], False) == {"layer_lr_decay": {"type": "float", "low": 0.6, "high": 1.0}}
+    assert search_space(["label_smoothing"], False) == {"label_smoothing": {"type": "float", "low": 0.0, "high": 0.2}}
     assert "learning_rate" not in search_space(None, False, fixed={"learning_rate", "data"})  # given as a flag
     space = search_space(["learning_rate=2e-5:1e-4", "epochs=2:4", "train_batch_size=32:8"], False)
     assert space["learning_rate"] == {"type": "float", "low": 2e-5, "high": 1e-4, "log": True}
@@ -240,6 +241,7 @@ def test_the_default_space_and_ranges():
     (["--search", "learning_rate=-1:1"], "--learning-rate must be positive"),
     (["--search", "epochs=two:4"], "give integers"),
     (["--search", "layer_lr_decay=0:1"], "--layer-lr-decay is a factor in (0, 1]"),
+    (["--search", "label_smoothing=0:1"], "--label-smoothing is a share of the target in [0, 1)"),
     (["--timeout", "-5"], "--timeout must be a positive number"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, words_csv, flags, message):

@@ -57,6 +57,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layer-lr-decay", type=float,
                        help="layer-wise learning-rate decay: the head and top layer train at the full rate, each "
                             "layer below at this factor of the one above, in (0, 1] (1: off)")
+    group.add_argument("--label-smoothing", type=float,
+                       help="multiclass: train against (1 - e) one-hot + e / K instead of one-hot targets, e in "
+                            "[0, 1) (0: off); validation and test losses stay plain")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")
@@ -379,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="parameters to search, each NAME or NAME=LOW:HIGH (train_batch_size=A:B:C: the "
                            "choices): learning_rate 1e-5:5e-4 (log), epochs 2:8, train_batch_size 16:32:64, "
                            "warmup_ratio 0:0.2, weight_decay 0:0.1, alpha 0:1, temperature 1:8, layer_lr_decay "
-                           "0.6:1 (default: all, but those given as flags, layer_lr_decay, and alpha and "
-                           "temperature only with --teacher)")
+                           "0.6:1, label_smoothing 0:0.2 (default: all, but those given as flags, layer_lr_decay "
+                           "and label_smoothing, and alpha and temperature only with --teacher)")
     tune.add_argument("--no-prune", action="store_true", help="train every trial to its last epoch")
     _add_experiment_flags(tune, "search directory", "YAML file of base settings",
                           "continue a stopped search in --out: finished trials are kept, interrupted ones run "

@@ -35,10 +35,11 @@ MASK_PROBABILITY = 0.15  # --augment mask: share of the words replaced by the ma
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                       task: str, alpha: float = 0.5, temperature: float = 2.0,
                       class_weights: torch.Tensor | None = None,
-                      labelled: torch.Tensor | None = None) -> torch.Tensor:
+                      labelled: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """α · hard loss + (1 − α) · T²-scaled soft loss against the teacher (see the module docstring); the hard
-    loss takes the run's label-loss weights (training.loss_weights), the soft loss none. `labelled`: which rows
-    have labels (unlabelled texts and augmented copies do not); the hard loss is the mean over those alone."""
+    loss takes the run's label-loss weights (training.loss_weights) and label smoothing, the soft loss neither.
+    `labelled`: which rows have labels (unlabelled texts and augmented copies do not); the hard loss is the mean
+    over those alone."""
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
         raise DistilbenchError(f"distillation needs 0 <= alpha <= 1 and temperature > 0 "
                                f"(got alpha {alpha}, temperature {temperature})")
@@ -48,10 +49,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     if task not in ("multiclass", "multilabel"):
         raise DistilbenchError(f"unknown task {task!r}")
     if labelled is None:
-        hard = label_loss(student_logits, labels, task, class_weights)
+        hard = label_loss(student_logits, labels, task, class_weights, smoothing)
     else:
         keep = labelled.bool()
-        hard = (label_loss(student_logits[keep], labels[keep], task, class_weights) if keep.any()
+        hard = (label_loss(student_logits[keep], labels[keep], task, class_weights, smoothing) if keep.any()
                 else student_logits.new_zeros(()))
     if task == "multiclass":
         soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
@@ -86,7 +87,7 @@ class DistillationTrainer(DistilbenchTrainer):
             extra["output_attentions"] = True
         outputs = model(**inputs, **extra)
         loss = distillation_loss(outputs.logits, teacher_logits, labels, self.task, self.alpha, self.temperature,
-                                 self.class_weights, labelled)
+                                 self.class_weights, labelled, self.label_smoothing if model.training else 0.0)
         if hidden or attention:
             with torch.no_grad():
                 t_out = self.teacher(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **extra)

@@ -124,9 +124,11 @@ def loss_weights(task: str, labels: np.ndarray, n_labels: int, config: Experimen
     return None
 
 
-def label_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, weights: torch.Tensor | None = None):
-    """The loss against the labels: cross-entropy (multiclass, optionally class-weighted) or BCE with logits
-    (multilabel, optionally with positive weights per label).
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, weights: torch.Tensor | None = None,
+               smoothing: float = 0.0):
+    """The loss against the labels: cross-entropy (multiclass, optionally class-weighted, optionally against
+    label-smoothed targets, Szegedy et al., 2016) or BCE with logits (multilabel, optionally with positive weights
+    per label).
 
     Positive weights w are applied to the logits shifted by log w: BCE with pos_weight w is minimised where
     sigmoid(z) = w p / (w p + 1 - p) (p the label's true probability), so a plain weighted loss teaches every
@@ -138,7 +140,7 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, weights: t
     if weights is not None:
         weights = weights.to(logits.device)
     if task == "multiclass":
-        return F.cross_entropy(logits, labels.long(), weight=weights)
+        return F.cross_entropy(logits, labels.long(), weight=weights, label_smoothing=smoothing)
     if weights is None:
         return F.binary_cross_entropy_with_logits(logits, labels.float())
     return F.binary_cross_entropy_with_logits(logits + torch.log(weights), labels.float(), pos_weight=weights)
@@ -195,6 +197,7 @@ class DistilbenchTrainer(Trainer):
     task: str = "multiclass"
     class_weights: torch.Tensor | None = None  # label-loss weights (loss_weights); None: the model's own loss
     layer_lr_decay: float = 1.0
+    label_smoothing: float = 0.0  # multiclass, training batches only: validation losses stay comparable
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -222,11 +225,12 @@ class DistilbenchTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is not None and "labels" in inputs:
+        smoothing = self.label_smoothing if model.training else 0.0
+        if (self.class_weights is not None or smoothing > 0) and "labels" in inputs:
             inputs = dict(inputs)
             labels = inputs.pop("labels")
             outputs = model(**inputs)
-            loss = label_loss(outputs.logits, labels, self.task, self.class_weights)
+            loss = label_loss(outputs.logits, labels, self.task, self.class_weights, smoothing)
         else:
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
@@ -488,7 +492,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats, metric, config.patience)
-    trainer.layer_lr_decay = config.layer_lr_decay
+    trainer.layer_lr_decay, trainer.label_smoothing = config.layer_lr_decay, config.label_smoothing
     trainer.task, trainer.class_weights = task, loss_weights(task, train_data.labelled_labels(), len(label_names),
                                                              config)
     if trainer.class_weights is not None and distributed.is_main_process():

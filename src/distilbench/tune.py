@@ -62,9 +62,10 @@ SEARCH_SPACE = {
     "alpha": {"type": "float", "low": 0.0, "high": 1.0},
     "temperature": {"type": "float", "low": 1.0, "high": 8.0},
     "layer_lr_decay": {"type": "float", "low": 0.6, "high": 1.0},
+    "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
 }
 DISTILLATION_ONLY = ("alpha", "temperature")
-NAMED_ONLY = ("layer_lr_decay",)  # searched when --search names it, not by default
+NAMED_ONLY = ("layer_lr_decay", "label_smoothing")  # searched when --search names it, not by default
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
