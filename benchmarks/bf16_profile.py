@@ -45,9 +45,9 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
     from distilbench.backends import load_backend
-    from distilbench.machine import machine_info
+    from distilbench.machine import machine_info, matmul_peak_flops
     from distilbench.models import packaged_minilm_path
-    from distilbench.speed import encoder_shape, flops_per_sample, matmul_peak_flops
+    from distilbench.speed import encoder_shape, flops_per_sample
 
     torch.manual_seed(0)
     peak = matmul_peak_flops(torch.bfloat16)[0]

@@ -91,8 +91,9 @@ def openvino_runner(model, batches: list[dict]):
 
 def whole_models() -> dict:
     from distilbench.backends import load_backend
+    from distilbench.machine import matmul_peak_flops
     from distilbench.models import load_tokenizer, packaged_minilm_path
-    from distilbench.speed import build_architecture, flops_per_sample, matmul_peak_flops
+    from distilbench.speed import build_architecture, flops_per_sample
 
     model = build_architecture("distilbert-base-uncased")
     batches = headline_batches(load_tokenizer(packaged_minilm_path()))

@@ -64,7 +64,7 @@ def test_bench_ends_within_seconds_of_sigterm_where_bf16_is_emulated(tiny_bert_d
 
 def test_peak_product_is_short_where_bf16_is_emulated():
     """The bf16 peak on a simulated AVX2-only CPU: a product small enough for well under a second."""
-    code = ("import time, torch; from distilbench.speed import matmul_peak_flops; t = time.perf_counter(); "
+    code = ("import time, torch; from distilbench.machine import matmul_peak_flops; t = time.perf_counter(); "
             "rate, size = matmul_peak_flops(torch.bfloat16, seconds=0.1); print(size, rate, time.perf_counter() - t)")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_ONLY}, capture_output=True,
                             text=True, timeout=300)

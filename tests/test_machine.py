@@ -5,15 +5,24 @@ from __future__ import annotations
 import torch
 
 from distilbench import machine
-from distilbench.speed import matmul_peak_flops
 
 
 def _fake_cpu(monkeypatch, flags: set[str]) -> None:
     monkeypatch.setattr(machine, "_cpuinfo", lambda: ("Fake CPU", frozenset(flags)))
 
 
-def test_native_bf16_follows_the_flags(monkeypatch):
+def _fake_speedup(monkeypatch, speedup: float) -> list:
+    """bf16's peak over fp32's as the probe will measure it; returns the list of the probe's calls."""
+    calls = []
+    machine._measured_fast_bf16.cache_clear()
+    monkeypatch.setattr(machine, "_bf16_speedup", lambda: calls.append(speedup) or speedup)
+    return calls
+
+
+def test_native_bf16_follows_the_flags(monkeypatch, tmp_path):
     monkeypatch.delenv(machine.FLAGS_ENV, raising=False)
+    monkeypatch.setenv("DISTILBENCH_CACHE", str(tmp_path))
+    _fake_speedup(monkeypatch, 8.0)
     _fake_cpu(monkeypatch, {"fpu", "avx2", "avx512f", "avx512_bf16"})
     assert machine.cpu_flags() == ["avx2", "avx512f", "avx512_bf16"]
     assert machine.cpu_native_bf16() and machine.native_precisions("cpu") == ["fp32", "bf16"]
@@ -39,6 +48,46 @@ def test_flags_env_reports_fewer_capabilities(monkeypatch):
     assert machine.cpu_flags() == ["avx2"]
 
 
+def test_bf16_is_chosen_only_where_it_is_measured_faster(monkeypatch, tmp_path):
+    """The flags allow bf16, the measurement decides: a CPU with AVX512-BF16 whose bf16 products are slower than
+    fp32's trains and infers in fp32; the probe runs once per machine, its answer read from the cache after."""
+    from distilbench.inference import pick_precision
+
+    monkeypatch.delenv(machine.FLAGS_ENV, raising=False)
+    monkeypatch.setenv("DISTILBENCH_CACHE", str(tmp_path))
+    _fake_cpu(monkeypatch, {"avx2", "avx512f", "avx512_bf16"})
+    calls = _fake_speedup(monkeypatch, 0.7)  # the 2-core Xeon: 72-75 GFLOP/s in bf16, 84-120 in fp32
+    assert machine.cpu_native_bf16()
+    assert not machine.cpu_fast_bf16()
+    assert machine.native_precisions("cpu") == ["fp32"]
+    assert pick_precision("auto", torch.device("cpu")) == "fp32"
+    assert pick_precision("bf16", torch.device("cpu")) == "bf16"  # asked for: still given
+    assert machine.machine_info()["cpu_fast_bf16"] is False
+    assert len(calls) == 1
+    machine._measured_fast_bf16.cache_clear()  # a new process on the same machine: the cached answer
+    assert not machine.cpu_fast_bf16() and len(calls) == 1
+    saved = list((tmp_path / "machine").glob("bf16-*.json"))
+    assert len(saved) == 1 and '"speedup": 0.7' in saved[0].read_text()
+
+    _fake_cpu(monkeypatch, {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})  # another machine: measured anew
+    calls = _fake_speedup(monkeypatch, 12.0)
+    assert machine.cpu_fast_bf16() and pick_precision("auto", torch.device("cpu")) == "bf16"
+    assert len(calls) == 1
+
+    _fake_cpu(monkeypatch, {"avx2", "fma"})  # no bf16 instructions: nothing to measure
+    calls = _fake_speedup(monkeypatch, 12.0)
+    assert not machine.cpu_fast_bf16() and calls == []
+
+
+def test_the_bf16_probe_measures_this_cpu():
+    """The real probe: a positive ratio of two measured peaks, in about a second."""
+    import time
+
+    start = time.perf_counter()
+    speedup = machine._bf16_speedup()
+    assert speedup > 0 and time.perf_counter() - start < 30
+
+
 def test_cpuinfo_is_parsed():
     model, flags = machine._cpuinfo()
     assert model and isinstance(flags, frozenset)
@@ -46,7 +95,7 @@ def test_cpuinfo_is_parsed():
 
 def test_peak_product_stays_short_where_products_are_slow():
     """One product longer than the step limit stops the size from growing: 256 when even that is 'slow'."""
-    rate, size = matmul_peak_flops(torch.float32, seconds=0.05, step_limit_s=1e-9)
+    rate, size = machine.matmul_peak_flops(torch.float32, seconds=0.05, step_limit_s=1e-9)
     assert size == 256 and rate > 0
-    rate, size = matmul_peak_flops(torch.float32, max_size=512, seconds=0.05, step_limit_s=10.0)
+    rate, size = machine.matmul_peak_flops(torch.float32, max_size=512, seconds=0.05, step_limit_s=10.0)
     assert size == 512 and rate > 0

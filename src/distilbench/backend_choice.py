@@ -60,8 +60,8 @@ def candidate_backends(device: torch.device | str = "auto") -> list[str]:
     """The backends worth measuring on this device: never one that runs emulated kernels here.
 
     CUDA: torch-fp32 and, where the GPU has it, torch-bf16. CPU: torch-fp32, torch-int8 and ONNX Runtime
-    fp32/int8, plus torch-bf16 where the CPU computes bf16 natively. torch-bf16-compiled is left out: its
-    compilation takes tens of seconds, longer than a calibration may."""
+    fp32/int8, plus torch-bf16 where bf16 is measured fast (machine.cpu_fast_bf16). torch-bf16-compiled is left
+    out: its compilation takes tens of seconds, longer than a calibration may."""
     device = pick_device(device) if isinstance(device, str) else device
     bf16 = "bf16" in native_precisions(device)
     if device.type == "cuda":

@@ -16,14 +16,13 @@ import torch
 from .backends import ALIASES, BACKENDS, load_backend
 from .console import DistilbenchError, say, warn
 from .inference import backend_logits, logits_to_probs, max_positions, padded_batches
-from .machine import machine_info, native_precisions, pick_device
+from .machine import cpu_native_bf16, machine_info, matmul_peak_flops, native_precisions, pick_device
 from .metrics import compute_metrics, primary_metric
 from .runs import write_json_atomic
 from .speed import (
     BenchModel,
     flops_note,
     flops_per_sample,
-    matmul_peak_flops,
     peak_rss_of,
     percentiles,
     resolve_bench_models,
@@ -119,7 +118,10 @@ def run_bench(specs: list[str], backends: list[str] | None = None, *, data: str 
         if bench_model.model is not None:  # None: an exported ONNX directory (CPU)
             bench_model.model.to(target)
     slow = [b for b in backends if PEAK_DTYPE.get(b) == "bf16" and "bf16" not in native_precisions(target)]
-    if slow and show:
+    if slow and show and target.type == "cpu" and cpu_native_bf16():
+        warn(f"this CPU's bf16 matrix products were measured no faster than fp32's: {', '.join(slow)} will likely "
+             f"be slower than fp32 here")
+    elif slow and show:
         warn(f"this {target.type.upper()} has no native bf16: {', '.join(slow)} run emulated kernels, far slower "
              f"than fp32 here")
 

@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,37 +31,6 @@ ARCHITECTURES = ("bert-base-uncased", "distilbert-base-uncased", "bert-large-unc
 def dir_size_mb(directory: str | Path, pattern: str = "*.safetensors") -> float:
     """Size of the weight files in a checkpoint directory, in MB (10^6 bytes)."""
     return sum(p.stat().st_size for p in Path(directory).glob(pattern)) / 1e6
-
-
-def matmul_peak_flops(dtype: torch.dtype, max_size: int = 2048, seconds: float = 1.0,
-                      device: str = "cpu", step_limit_s: float = 0.5) -> tuple[float, int]:
-    """The machine's measured square matrix-product throughput (FLOP/s) in `dtype`, the MFU denominator, and
-    the size it was measured at.
-
-    The size doubles from 256 up to `max_size` only while one product stays under `step_limit_s`: where a
-    precision is emulated (bf16 on an AVX2-only CPU: about 1 GFLOP/s, a minute for one 2048-cube product)
-    the measurement stays short, and Ctrl-C or SIGTERM, handled between products, ends it within a second.
-    """
-    def one_product(a, b) -> float:
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    size = 256
-    while True:
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
-        took = min(one_product(a, b) for _ in range(2))  # the first call also pays for kernel choice
-        if size * 2 > max_size or took * 8 > step_limit_s:  # the next size costs about 8x
-            break
-        size *= 2
-    rates = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(rates) < 3:
-        rates.append(2 * size ** 3 / one_product(a, b))
-    return float(np.percentile(rates, 90)), size  # near the best sustained rate, not a lucky outlier
 
 
 # Encoders whose forward pass does exactly the matrix products flops_per_sample counts (checked against torch's
