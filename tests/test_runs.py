@@ -142,7 +142,7 @@ def test_atomic_write_flushes_the_file_then_its_folder(tmp_path, monkeypatch):
 def test_a_checkpoint_is_on_disk_before_its_rename(tmp_path, monkeypatch, tiny_bert_dir, minilm_tokenizer):
     from transformers import BertModel
 
-    from distilbench.training import save_checkpoint
+    from distilbench.runs import save_checkpoint
 
     model = BertModel.from_pretrained(tiny_bert_dir)
     events = record_disk(monkeypatch)

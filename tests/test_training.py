@@ -8,7 +8,8 @@ from distilbench.console import DistilbenchError
 from distilbench.inference import backend_logits, logits_to_probs, loss_from_logits
 from distilbench.metrics import label_array
 from distilbench.models import load_classifier
-from distilbench.training import average_weights, choose_best, choose_best_epoch, save_checkpoint
+from distilbench.runs import save_checkpoint
+from distilbench.training import average_weights, choose_best, choose_best_epoch
 
 
 def stats(*rows):
@@ -122,7 +123,7 @@ def test_layer_rate_scales_decay_from_the_top_layer_down_to_the_embeddings(famil
     one above, the embeddings below the lowest layer; for each family's parameter names."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from distilbench.training import layer_rate_scales
+    from distilbench.trainer import layer_rate_scales
 
     sizes = {"distilbert": dict(dim=16, n_layers=3, n_heads=2, hidden_dim=32)}.get(
         family, dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32))
@@ -194,7 +195,7 @@ def test_label_smoothing_trains_against_smoothed_targets_and_validates_plainly(t
     model in eval mode (validation, test) stays the plain cross-entropy, so validation losses stay comparable."""
     from transformers import TrainingArguments
 
-    from distilbench.training import DistilbenchTrainer, label_loss
+    from distilbench.trainer import DistilbenchTrainer, label_loss
 
     logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]), torch.tensor([0, 1])
     log_probs = torch.log_softmax(logits, dim=-1)
@@ -205,11 +206,13 @@ def test_label_smoothing_trains_against_smoothed_targets_and_validates_plainly(t
         pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-6)
 
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b", "c"])
+    with torch.no_grad():  # confident logits, where smoothing changes the loss clearly
+        model.classifier.bias.copy_(torch.tensor([4.0, 0.0, -4.0]))
     trainer = DistilbenchTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
                                                                      report_to=[]))
     trainer.task, trainer.label_smoothing = "multiclass", 0.3
     inputs = dict(tokenizer(["one text", "another text here"], padding=True, return_tensors="pt"),
-                  labels=torch.tensor([0, 2]))
+                  labels=torch.tensor([0, 0]))  # the confident class: smoothing raises the loss
     model.eval()
     with torch.no_grad():
         plain = torch.nn.functional.cross_entropy(model(**{k: v for k, v in inputs.items() if k != "labels"}).logits,
@@ -222,4 +225,4 @@ def test_label_smoothing_trains_against_smoothed_targets_and_validates_plainly(t
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         assert float(trainer.compute_loss(model, dict(inputs))) == pytest.approx(float(smoothed), rel=1e-5)
-    assert float(smoothed) != pytest.approx(float(plain), rel=1e-3)
+    assert float(smoothed) != pytest.approx(float(plain), rel=0.05)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from distilbench import compare as compare_module
-from distilbench import training
+from distilbench import trainer, training
 from distilbench.cli import main
 from distilbench.compare import compare
 from distilbench.config import PRESETS, ExperimentConfig, load_config
 from distilbench.console import DistilbenchError
 from distilbench.runs import model_slug
-from distilbench.training import label_loss, loss_weights
+from distilbench.trainer import label_loss, loss_weights
 
 
 def config_for(tmp_path, models, data, **overrides) -> ExperimentConfig:
@@ -136,13 +136,13 @@ def test_positive_weights_keep_the_models_probabilities_calibrated():
 def test_class_weights_reach_the_training_loss(tmp_path, learnable_bert_dir, shared_data, monkeypatch):
     """With --class-weight balanced the Trainer's loss is the weighted cross-entropy of the training split."""
     seen = []
-    real = training.label_loss
+    real = trainer.label_loss
 
-    def spy(logits, labels, task, weights=None):
+    def spy(logits, labels, task, weights=None, smoothing=0.0):
         seen.append(None if weights is None else weights.tolist())
-        return real(logits, labels, task, weights)
+        return real(logits, labels, task, weights, smoothing)
 
-    monkeypatch.setattr(training, "label_loss", spy)
+    monkeypatch.setattr(trainer, "label_loss", spy)
     config = config_for(tmp_path, [str(learnable_bert_dir)], shared_data("news-headlines.csv"), epochs=1,
                         class_weight="balanced")
     compare(config, progress=False)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .config import ExperimentConfig
 from .console import DistilbenchError, say
-from .training import DistilbenchTrainer, label_loss
+from .trainer import DistilbenchTrainer, label_loss
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                       class_weights: torch.Tensor | None = None,
                       labelled: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """α · hard loss + (1 − α) · T²-scaled soft loss against the teacher (see the module docstring); the hard
-    loss takes the run's label-loss weights (training.loss_weights) and label smoothing, the soft loss neither.
+    loss takes the run's label-loss weights (trainer.loss_weights) and label smoothing, the soft loss neither.
     `labelled`: which rows have labels (unlabelled texts and augmented copies do not); the hard loss is the mean
     over those alone."""
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
@@ -386,8 +386,7 @@ def distill_general(teacher: str, student_spec: str, texts: list[str], out: str 
         load_tokenizer,
         parse_student_spec,
     )
-    from .runs import write_json_atomic
-    from .training import save_checkpoint
+    from .runs import save_checkpoint, write_json_atomic
 
     spec = parse_student_spec(student_spec)
     if spec is None:

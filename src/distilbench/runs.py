@@ -279,3 +279,15 @@ def describe_checkpoint(name: str) -> str:
     """'epoch 4' for epoch-4, 'average of epochs 2-5' for average-2-5."""
     kind, _, which = name.partition("-")
     return f"epoch {which}" if kind == "epoch" else f"average of epochs {which}"
+
+
+def save_checkpoint(model, tokenizer, directory: Path) -> None:
+    """save_pretrained (safetensors) plus tokenizer, into a temp dir flushed to the disk and renamed at the end."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    fsync_tree(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    commit_rename(tmp, directory)
