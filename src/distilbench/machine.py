@@ -73,11 +73,11 @@ def cpu_native_bf16() -> bool:
 def cpu_fast_bf16() -> bool:
     """True where this CPU's bf16 matrix products run at least BF16_MIN_SPEEDUP times as fast as its fp32 ones.
 
-    The flags are needed but not enough: a 2-core EPYC with AVX512-BF16 measured 1,851 GFLOP/s in bf16, a 2-core
-    Xeon with the same flag and no AMX 72-75 against 84-120 in fp32, where bf16 autocast made a training step
-    1.2-2.4x slower. So where the flags allow it, the two peaks are measured once (about a second) and the
-    answer kept in the cache directory per machine fingerprint: every later process, and every process of a
-    distributed run, reads the same answer."""
+    The flags are needed but not enough: a Xeon with AMX reached 1,851 GFLOP/s in bf16 (bf16_profile.md), but a
+    2-core Xeon with AVX512-BF16 and no AMX ran bf16 products at 0.57x fp32's speed and bf16 autocast made its
+    training steps 1.30x slower (benchmarks/training_precision.py). So where the flags allow it, the two peaks
+    are measured once (about a second) and the answer kept in the cache directory per machine fingerprint: every
+    later process, and every process of a distributed run, reads the same answer."""
     if not cpu_native_bf16():
         return False
     return _measured_fast_bf16(machine_fingerprint())
