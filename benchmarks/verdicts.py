@@ -5,7 +5,7 @@
                                             [--pos-weight auto --teacher-only --suffix pos-weight]
                                             [--learning-rate 5e-5] [--average-checkpoints 0] [--epochs 6]
                                             [--lr-schedule constant] [--layer-lr-decay 0.8]
-                                            [--label-smoothing 0.1]
+                                            [--label-smoothing 0.1] [--head-init probe]
 
 For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
 same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
@@ -15,8 +15,8 @@ of the multilabel teacher is tested too, to measure what choosing the best epoch
 macro F1 or the validation loss (distilbench's default) gives on the test split. --head and --select-metric run
 the defaults' models with another head or selection metric (the earlier defaults: --head standard
 --select-metric f1_macro), --pos-weight, --learning-rate, --lr-schedule, --layer-lr-decay, --label-smoothing,
---average-checkpoints or --epochs, written with --suffix so the default results stay; --teacher-only leaves the
-student out.
+--head-init, --average-checkpoints or --epochs, written with --suffix so the default results stay; --teacher-only
+leaves the student out.
 
 Results: benchmarks/results/verdicts-<task>[-<suffix>].{json,md} (one pair per task, written as soon as the task
 is done), with the machine, the seeds and the wall time of each run.
@@ -60,8 +60,8 @@ def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_s
 
 
 SHOWN_SETTINGS = ("epochs", "train_batch_size", "learning_rate", "lr_schedule", "layer_lr_decay", "label_smoothing",
-                  "warmup_ratio", "weight_decay", "head", "pos_weight", "rare_positives", "class_weight", "patience",
-                  "max_length", "precision", "preset", "select_metric", "average_checkpoints")
+                  "head_init", "warmup_ratio", "weight_decay", "head", "pos_weight", "rare_positives", "class_weight",
+                  "patience", "max_length", "precision", "preset", "select_metric", "average_checkpoints")
 
 
 def epoch_choices(out: Path, model: str, seeds: list[int]) -> list[dict]:
@@ -111,6 +111,7 @@ def main() -> int:
     parser.add_argument("--precision", help="the defaults' runs with this --precision instead (e.g. fp32)")
     parser.add_argument("--label-smoothing", type=float,
                         help="the defaults' runs with this --label-smoothing instead (multiclass, e.g. 0.1)")
+    parser.add_argument("--head-init", help="the defaults' runs with this --head-init instead (e.g. probe)")
     parser.add_argument("--average-checkpoints", type=int,
                         help="the defaults' runs with this --average-checkpoints instead (0: the best epoch only)")
     parser.add_argument("--teacher-only", action="store_true", help="the defaults' runs without the student")
@@ -139,6 +140,7 @@ def main() -> int:
                                        ("average_checkpoints", args.average_checkpoints),
                                        ("layer_lr_decay", args.layer_lr_decay),
                                        ("label_smoothing", args.label_smoothing), ("precision", args.precision),
+                                       ("head_init", args.head_init),
                                        ("epochs", args.epochs)) if v is not None}
         models = MODELS[:1] if args.teacher_only else MODELS
         entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, **overrides)

@@ -9,7 +9,7 @@ import sys
 import threading
 
 from . import __version__
-from .config import HEAD_CHOICES, LR_SCHEDULES, THRESHOLD_CHOICES
+from .config import HEAD_CHOICES, HEAD_INITS, LR_SCHEDULES, THRESHOLD_CHOICES
 from .console import DistilbenchError, quiet_libraries
 
 BACKENDS_HELP = "torch-fp32, torch-bf16, torch-bf16-compiled, torch-int8, onnx-fp32, onnx-int8"
@@ -60,6 +60,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-smoothing", type=float,
                        help="multiclass: train against (1 - e) one-hot + e / K instead of one-hot targets, e in "
                             "[0, 1) (0: off); validation and test losses stay plain")
+    group.add_argument("--head-init", choices=list(HEAD_INITS),
+                       help="the output layer before fine-tuning: as built (random) or fitted by logistic regression "
+                            "on the frozen encoder's features of the training texts first (probe; LP-FT)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")

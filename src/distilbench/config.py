@@ -51,6 +51,7 @@ class ExperimentConfig:
     lr_schedule: str = "linear"  # after the warm-up: linear decay to 0, cosine decay to 0, or constant
     layer_lr_decay: float = 1.0  # each layer below the top trains at this factor of the rate above it; 1: off
     label_smoothing: float = 0.0  # multiclass: train against (1 - e) one-hot + e / K instead of one-hot; 0: off
+    head_init: str = "random"  # "probe": fit the output layer on the frozen encoder's features first (probe.py)
     max_grad_norm: float = 1.0
     max_length: int | None = None
     select_metric: str | None = None  # default: accuracy (multiclass), loss (multilabel); thesis: hamming score
@@ -157,6 +158,8 @@ class ExperimentConfig:
         if self.label_smoothing > 0 and self.task != "multiclass":
             raise DistilbenchError("--label-smoothing is for multiclass tasks (a multilabel target is 0 or 1 per "
                                    "label; its rare labels need --pos-weight instead)")
+        if self.head_init not in HEAD_INITS:
+            raise DistilbenchError(f"--head-init must be one of {', '.join(HEAD_INITS)}, not '{self.head_init}'")
         if self.margin < 0:
             raise DistilbenchError(f"--margin is the loss in points a model may have, 0 or more, not {self.margin}")
         if self.resamples < 100:
@@ -227,19 +230,20 @@ class ExperimentConfig:
 # Defaults of --average-checkpoints by task (benchmarks/checkpoint_averaging.py, benchmarks/verdicts.py): on the
 # headlines the averages of the last epochs' weights beat the best epoch on every seed; on the toxic comments
 # they traded hamming score for ROC-AUC, so multilabel keeps the best epoch.
+HEAD_INITS = ("random", "probe")  # the output layer before fine-tuning: as the model has it, or a linear probe
 AVERAGED_CHECKPOINTS = {"multiclass": 4, "multilabel": 0}
 # the learning rate after the warm-up, as the transformers Trainer's lr_scheduler_type names it
 LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 # The thesis's settings (Bueno, 2022): AdamW 5e-5 (eps 1e-8), linear decay without warm-up, clipping at 1.0,
-# 4 epochs, batches of 64/32, its own head, the best epoch by accuracy / hamming score, G-mean thresholds, no
-# loss weights, no label smoothing, no early stopping, no averaged checkpoints. --preset thesis sets exactly these;
-# a config file and flags still win.
+# 4 epochs, batches of 64/32, its own head (randomly initialised), the best epoch by accuracy / hamming score,
+# G-mean thresholds, no loss weights, no label smoothing, no early stopping, no averaged checkpoints. --preset
+# thesis sets exactly these; a config file and flags still win.
 PRESETS = {
     "thesis": dict(epochs=4, train_batch_size=64, eval_batch_size=32, learning_rate=5e-5, adam_epsilon=1e-8,
                    weight_decay=0.0, warmup_ratio=0.0, lr_schedule="linear", layer_lr_decay=1.0, max_grad_norm=1.0,
-                   label_smoothing=0.0, head="thesis", select_metric=None, class_weight="none", pos_weight="none",
-                   patience=None, threshold_metric="gmean", average_checkpoints=0),
+                   label_smoothing=0.0, head_init="random", head="thesis", select_metric=None, class_weight="none",
+                   pos_weight="none", patience=None, threshold_metric="gmean", average_checkpoints=0),
 }
 
 

@@ -28,6 +28,7 @@ from .distillation import DistillationTrainer, mapped_teacher_layers, use_eager_
 from .inference import logits_to_probs, pick_precision, tokenize_texts
 from .machine import pick_device
 from .metrics import compute_metrics, label_array, summary_metrics
+from .probe import fit_probe, set_output_layer
 from .runs import (
     checkpoint_name,
     describe_checkpoint,
@@ -48,15 +49,17 @@ EPOCH_STATS = "epoch_stats.json"
 class EncodedDataset(torch.utils.data.Dataset):
     """A split tokenized once (unpadded) with its labels: ints (multiclass) or 0/1 floats (multilabel).
     `labelled`: which rows have labels, when some do not (distillation's unlabelled texts and augmented
-    copies, which learn from the teacher's outputs alone); their labels are placeholders."""
+    copies, which learn from the teacher's outputs alone); their labels are placeholders. `texts`: the labelled
+    rows' texts, for --head-init probe."""
 
     def __init__(self, encodings: dict, labels: np.ndarray, teacher_logits: np.ndarray | None = None,
-                 labelled: np.ndarray | None = None):
+                 labelled: np.ndarray | None = None, texts: list[str] | None = None):
         self.encodings = {k: list(v) for k, v in encodings.items()
                           if k in ("input_ids", "attention_mask", "token_type_ids")}
         self.labels = labels
         self.teacher_logits = teacher_logits  # cached soft targets for distillation, one row per text
         self.labelled = labelled
+        self.texts = texts
 
     def with_soft_rows(self, encodings: dict, teacher_logits: np.ndarray) -> "EncodedDataset":
         """This labelled split (with its teacher logits) plus rows that have the teacher's outputs only."""
@@ -66,7 +69,7 @@ class EncodedDataset(torch.utils.data.Dataset):
         merged = {k: v + list(encodings[k]) for k, v in self.encodings.items()}
         return EncodedDataset(merged, np.concatenate([self.labels, placeholder]),
                               np.concatenate([self.teacher_logits, teacher_logits]),
-                              np.concatenate([labelled, np.zeros(n, dtype=bool)]))
+                              np.concatenate([labelled, np.zeros(n, dtype=bool)]), self.texts)
 
     def labelled_labels(self) -> np.ndarray:
         """The labels of the rows that have them."""
@@ -88,8 +91,9 @@ class EncodedDataset(torch.utils.data.Dataset):
 def encode_split(tokenizer, frame, task: str, label_names: list[str], max_length: int | None,
                  positions: int | None = None) -> EncodedDataset:
     """A split tokenized for training (at most inference.token_limit tokens per text) with its targets."""
-    return EncodedDataset(tokenize_texts(tokenizer, frame["text"].tolist(), max_length, positions),
-                          label_array(frame, task, label_names))
+    texts = frame["text"].tolist()
+    return EncodedDataset(tokenize_texts(tokenizer, texts, max_length, positions),
+                          label_array(frame, task, label_names), texts=texts)
 
 
 @dataclass
@@ -268,6 +272,21 @@ def evaluate_averages(trainer: Trainer, save_dir: Path, stats: list[dict], last:
     return rows
 
 
+def probe_head(model, tokenizer, train_data: EncodedDataset, task: str, config: ExperimentConfig, name: str) -> None:
+    """--head-init probe: the output layer fitted on the frozen encoder's features of the labelled training texts
+    (probe.py), by the first process; every process then sets the same weights."""
+    if train_data.texts is None:
+        raise DistilbenchError("--head-init probe needs the training texts")
+    fitted = None
+    if distributed.is_main_process():
+        weight, bias, done = fit_probe(model, tokenizer, train_data.texts, train_data.labelled_labels(), task,
+                                       config.class_weight == "balanced", config.eval_batch_size, config.max_length)
+        say(f"  {name}: output layer fitted on the frozen encoder's features (logistic regression, C "
+            f"{', '.join(f'{c:g}' for c in done['C'])}) in {done['seconds']:.0f} s")
+        fitted = weight, bias
+    set_output_layer(model, *distributed.share(fitted))
+
+
 def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedDataset, task: str,
                 label_names: list[str], config: ExperimentConfig, save_dir: Path, name: str,
                 progress: bool = True, resume: bool = False, callbacks: list | None = None,
@@ -332,6 +351,8 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         average_tokens_across_devices=False,
         disable_tqdm=True,
     )
+    if config.head_init == "probe" and resume_from is None:  # a resumed run restores the trained head
+        probe_head(model.to(device), tokenizer, train_data, task, config, name)
     trainer_class = DistillationTrainer if train_data.teacher_logits is not None else DistilbenchTrainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_data, eval_dataset=val_data,
                                  processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
