@@ -92,9 +92,9 @@ def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, v
     code, _, err = run_cli(capsys, verb, *model_flag, "--task", "multilabel", "--data", "d.csv",
                            "--label-columns", ",".join(TOXIC_LABELS), "--val-data", "v.csv", "--test-data", "t.csv",
                            "--max-samples", "9", "--max-chars", "99", "--epochs", "3", "--head", "thesis",
-                           "--head-init", "probe", "--learning-rate", "1e-4", "--threshold-metric", "f1", "--no-distill", "--no-speed",
-                           "--keep-checkpoints", "best", "--max-length", "16", "--seed", "7", "--out", "o",
-                           "--overwrite", "--no-progress")
+                           "--head-init", "probe", "--learning-rate", "1e-4", "--threshold-metric", "f1",
+                           "--no-distill", "--no-speed", "--keep-checkpoints", "best", "--max-length", "16",
+                           "--seed", "7", "--out", "o", "--overwrite", "--no-progress")
     assert code == 0, err
     (config,), kwargs = calls[0]
     assert config.label_columns == TOXIC_LABELS

@@ -34,16 +34,24 @@ def test_multiclass_probe_is_a_fitted_logistic_regression_on_the_raw_features():
     two = y < 2
     weight, bias, _ = fit_output_layer(x[two], y[two], "multiclass", 2)
     from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    reference = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0, 10.0], cv=3,
-                                                                     scoring="neg_log_loss", max_iter=1000))
-    expected = reference.fit(x[two], y[two]).predict_proba(x[two])
+    scaled = (x[two] - x[two].mean(0)) / np.std(x[two] - x[two].mean(0))  # centred, one overall scale
+    reference = LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0, 10.0], cv=3, scoring="neg_log_loss", max_iter=1000)
+    expected = reference.fit(scaled, y[two]).predict_proba(scaled)
     np.testing.assert_allclose(logits_to_probs("multiclass", x[two] @ weight.T + bias), expected, atol=1e-6)
 
     with pytest.raises(DistilbenchError, match="at least two classes"):
         fit_output_layer(x[y == 0], y[y == 0], "multiclass", 3)
+
+
+def test_a_constant_feature_gets_no_huge_weight():
+    """Mean-pooled MiniLM has a feature that is constant up to float rounding: scaled per feature it got weights of
+    1e30, whose infinite gradients the clipping turned into zero updates, so fine-tuning never moved."""
+    x, y = blobs(60, np.array([[4.0, 0], [0, 4.0]]), seed=3)
+    x = np.hstack([x, np.full((len(x), 1), 0.3) + np.random.default_rng(0).normal(0, 1e-6, (len(x), 1))])
+    for task, labels in (("multiclass", y), ("multilabel", np.stack([y, 1 - y], 1))):
+        weight, bias, _ = fit_output_layer(x.astype(np.float32), labels, task, 2)
+        assert np.abs(weight).max() < 100 and np.abs(bias).max() < 1e4
 
 
 def test_balanced_multiclass_probe_weighs_the_small_class_up():
@@ -148,6 +156,9 @@ def test_training_with_head_init_probe_starts_from_the_fitted_head(tmp_path, lea
         data = encode_split(tokenizer, frame, "multiclass", names, 32)
         train_model(model, tokenizer, data, data, "multiclass", names, config, tmp_path / head_init, "m",
                     progress=False, callbacks=[First()])
+        moved = [name for name, value in model.encoder.state_dict().items()
+                 if value.is_floating_point() and not torch.equal(value, untouched.encoder.state_dict()[name])]
+        assert len(moved) > 10  # fine-tuning goes on from the probed head
         return seen[0], untouched, tokenizer
 
     probed, untouched, tokenizer = head_at_start("probe")
