@@ -5,7 +5,7 @@
                                             [--pos-weight auto --teacher-only --suffix pos-weight]
                                             [--learning-rate 5e-5] [--average-checkpoints 0] [--epochs 6]
                                             [--lr-schedule constant] [--layer-lr-decay 0.8]
-                                            [--label-smoothing 0.1] [--head-init probe]
+                                            [--label-smoothing 0.1] [--head-init probe] [--resume]
 
 For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
 same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
@@ -43,7 +43,7 @@ MODELS = ["minilm-l6", "student:minilm-l6"]
 
 
 def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_samples: int | None,
-                **settings) -> dict:
+                resume: bool = False, **settings) -> dict:
     from distilbench.compare import compare
     from distilbench.config import load_config
 
@@ -51,11 +51,12 @@ def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_s
                   keep_checkpoints="all", max_samples=max_samples, **TASKS[task], **settings)
     config = load_config(None, values)
     start = time.perf_counter()
-    compare(config, overwrite=True, progress=False)
+    compare(config, overwrite=not resume, progress=False, resume=resume)
     wall = time.perf_counter() - start
     saved = json.loads((out / "comparison.json").read_text())
     shown = {k: v for k, v in config.to_dict().items() if k in SHOWN_SETTINGS}
     shown["average_checkpoints"] = config.averaged_checkpoints()  # the effective value, where it is the default
+    shown["head_init"] = config.head_initialisation()
     return {"settings": shown, "wall_s": wall, "comparison": saved}
 
 
@@ -115,6 +116,10 @@ def main() -> int:
     parser.add_argument("--average-checkpoints", type=int,
                         help="the defaults' runs with this --average-checkpoints instead (0: the best epoch only)")
     parser.add_argument("--teacher-only", action="store_true", help="the defaults' runs without the student")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in its directory (compare --resume): models finished there are kept, "
+                             "e.g. a --teacher-only run's teacher when the student is added; fixed seeds, so the "
+                             "numbers are those of a run from scratch")
     parser.add_argument("--suffix", default="", help="results as verdicts-<task>-<suffix>.{json,md} (other settings)")
     args = parser.parse_args()
     if args.markdown:
@@ -143,7 +148,7 @@ def main() -> int:
                                        ("head_init", args.head_init),
                                        ("epochs", args.epochs)) if v is not None}
         models = MODELS[:1] if args.teacher_only else MODELS
-        entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, **overrides)
+        entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, args.resume, **overrides)
         if args.thesis_seeds:
             thesis_seeds = [42 + i for i in range(args.thesis_seeds)]
             entry["thesis"] = run_compare(task, Path(args.runs) / f"verdicts-{task}-thesis", thesis_seeds,

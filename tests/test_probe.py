@@ -35,8 +35,9 @@ def test_multiclass_probe_is_a_fitted_logistic_regression_on_the_raw_features():
     weight, bias, _ = fit_output_layer(x[two], y[two], "multiclass", 2)
     from sklearn.linear_model import LogisticRegressionCV
 
-    scaled = (x[two] - x[two].mean(0)) / np.std(x[two] - x[two].mean(0))  # centred, one overall scale
-    reference = LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0, 10.0], cv=3, scoring="neg_log_loss", max_iter=1000)
+    scaled = x[two] - x[two].mean(0)  # centred
+    reference = LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], cv=3, scoring="neg_log_loss",
+                                     max_iter=1000)
     expected = reference.fit(scaled, y[two]).predict_proba(scaled)
     np.testing.assert_allclose(logits_to_probs("multiclass", x[two] @ weight.T + bias), expected, atol=1e-6)
 
@@ -44,14 +45,19 @@ def test_multiclass_probe_is_a_fitted_logistic_regression_on_the_raw_features():
         fit_output_layer(x[y == 0], y[y == 0], "multiclass", 3)
 
 
-def test_a_constant_feature_gets_no_huge_weight():
+def test_features_that_hardly_vary_get_no_huge_weights():
     """Mean-pooled MiniLM has a feature that is constant up to float rounding: scaled per feature it got weights of
-    1e30, whose infinite gradients the clipping turned into zero updates, so fine-tuning never moved."""
+    1e30, whose infinite gradients the clipping turned into zero updates, so fine-tuning never moved. A degenerate
+    random encoder (conftest's tiny BERT under a large token-type embedding) has every feature so: scaled by their
+    overall spread the weights were 1e4 times too large, and one epoch drove every probability to 0."""
     x, y = blobs(60, np.array([[4.0, 0], [0, 4.0]]), seed=3)
-    x = np.hstack([x, np.full((len(x), 1), 0.3) + np.random.default_rng(0).normal(0, 1e-6, (len(x), 1))])
-    for task, labels in (("multiclass", y), ("multilabel", np.stack([y, 1 - y], 1))):
-        weight, bias, _ = fit_output_layer(x.astype(np.float32), labels, task, 2)
-        assert np.abs(weight).max() < 100 and np.abs(bias).max() < 1e4
+    noise = np.random.default_rng(0).normal(0, 1e-6, (len(x), 1))
+    one_constant = np.hstack([x, 0.3 + noise])
+    all_tiny = 0.3 + 1e-4 * x
+    for features in (one_constant, all_tiny):
+        for task, labels in (("multiclass", y), ("multilabel", np.stack([y, 1 - y], 1))):
+            weight, bias, _ = fit_output_layer(features.astype(np.float32), labels, task, 2)
+            assert np.abs(weight).max() < 100 and np.abs(bias).max() < 1e3, task
 
 
 def test_balanced_multiclass_probe_weighs_the_small_class_up():

@@ -4,8 +4,7 @@ logistic regression on what reaches it from the frozen encoder on the training s
 head that already predicts, and the first gradients into the pretrained layers are not a random head's.
 
 The regularisation strength is chosen by 3-fold cross-validated log-loss on the training split (scikit-learn's
-LogisticRegressionCV on centred features divided by their overall standard deviation, folded into the layer's
-weights afterwards).
+LogisticRegressionCV on the centred features, the centring folded into the layer's bias afterwards).
 Multiclass fits one multinomial model (class-weighted with --class-weight balanced, as the loss is); multilabel one
 model per label, unweighted, since the weighted loss's optimum is the calibrated model (trainer.label_loss).
 """
@@ -25,7 +24,8 @@ from .backends import TorchBackend
 from .console import DistilbenchError
 from .inference import backend_logits, model_input_names
 
-C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths on features of overall standard deviation 1
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # inverse L2 strengths on the raw features (mean-pooled MiniLM:
+# a standard deviation of about 0.2 per feature)
 FOLDS = 3
 ABSENT_LOGIT = -10.0  # a class without training examples: this far below the lowest fitted class
 
@@ -91,11 +91,11 @@ def fit_output_layer(features: np.ndarray, labels: np.ndarray, task: str, n_labe
     regression's, and the chosen C per fitted model. Multiclass: softmax logits (a class absent from `labels` gets
     zero weights and a bias far below the others); multilabel: each label's sigmoid logit (a label that is always
     or never on gets zero weights and the log-odds of its smoothed frequency)."""
-    # centred and divided by one overall scale, not per feature: the L2 penalty stays isotropic in the layer's own
-    # space, and a (near-)constant feature, which mean-pooled MiniLM has, cannot get a weight of 1e30
+    # centred, not rescaled: the L2 penalty is on the weights the layer will use, so features that hardly vary
+    # between texts (a constant feature of mean-pooled MiniLM; a degenerate random encoder's every feature) get
+    # small weights, not weights of 1 / their spread, whose gradients would blow fine-tuning up
     mean = features.mean(axis=0, dtype=np.float64)
-    scale = float(np.std(features - mean)) or 1.0
-    x = (features - mean) / scale
+    x = features - mean
     weight, bias, strengths = np.zeros((n_labels, x.shape[1])), np.zeros(n_labels), []
     if task == "multiclass":
         present = np.unique(labels.astype(int))
@@ -117,9 +117,8 @@ def fit_output_layer(features: np.ndarray, labels: np.ndarray, task: str, n_labe
             coef, intercept, strength = _fit(x, y, None)
             weight[j], bias[j] = coef[0], intercept[0]
             strengths.append(strength)
-    # logits = W (x - mean) / scale + b = (W / scale) x + (b - W mean / scale)
-    folded = weight / scale
-    return folded, bias - folded @ mean, strengths
+    # logits = W (x - mean) + b = W x + (b - W mean)
+    return weight, bias - weight @ mean, strengths
 
 
 def fit_probe(model: nn.Module, tokenizer, texts: list[str], labels: np.ndarray, task: str, balanced: bool,
