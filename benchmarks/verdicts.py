@@ -56,7 +56,6 @@ def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_s
     saved = json.loads((out / "comparison.json").read_text())
     shown = {k: v for k, v in config.to_dict().items() if k in SHOWN_SETTINGS}
     shown["average_checkpoints"] = config.averaged_checkpoints()  # the effective value, where it is the default
-    shown["head_init"] = config.head_initialisation()
     return {"settings": shown, "wall_s": wall, "comparison": saved}
 
 

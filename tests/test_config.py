@@ -103,11 +103,10 @@ def test_label_smoothing_is_a_share_in_zero_to_one_for_multiclass(value):
         load_config(None, {"task": "multilabel", "label_smoothing": 0.1})
 
 
-def test_head_init_is_random_or_a_probe_with_a_default_per_task():
-    assert load_config(None, {}).head_initialisation() == "random"
-    assert load_config(None, {"task": "multilabel"}).head_initialisation() == "probe"
-    assert load_config(None, {"head_init": "probe"}).head_initialisation() == "probe"
-    assert load_config(None, {"task": "multilabel", "head_init": "random"}).head_initialisation() == "random"
-    assert load_config(None, {"task": "multilabel", "preset": "thesis"}).head_initialisation() == "random"
+def test_head_init_is_random_or_a_probe():
+    assert load_config(None, {}).head_init == "random"
+    assert load_config(None, {"task": "multilabel"}).head_init == "random"
+    assert load_config(None, {"task": "multilabel", "head_init": "probe"}).head_init == "probe"
+    assert load_config(None, {"preset": "thesis"}).head_init == "random"
     with pytest.raises(DistilbenchError, match="--head-init must be one of random, probe, not 'linear'"):
         load_config(None, {"head_init": "linear"})

@@ -61,9 +61,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="multiclass: train against (1 - e) one-hot + e / K instead of one-hot targets, e in "
                             "[0, 1) (0: off); validation and test losses stay plain")
     group.add_argument("--head-init", choices=list(HEAD_INITS),
-                       help="the output layer before fine-tuning: as built (random) or fitted by logistic regression "
-                            "on the frozen encoder's features of the training texts first (probe; LP-FT); default: "
-                            "probe for multilabel, random for multiclass")
+                       help="the output layer before fine-tuning: as built (random, the default) or fitted by "
+                            "logistic regression on the frozen encoder's features of the training texts first (probe)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")

@@ -351,7 +351,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         average_tokens_across_devices=False,
         disable_tqdm=True,
     )
-    if config.head_initialisation() == "probe" and resume_from is None:  # a resumed run restores the trained head
+    if config.head_init == "probe" and resume_from is None:  # a resumed run restores the trained head
         probe_head(model.to(device), tokenizer, train_data, task, config, name)
     trainer_class = DistillationTrainer if train_data.teacher_logits is not None else DistilbenchTrainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_data, eval_dataset=val_data,
