@@ -229,10 +229,10 @@ class ExperimentConfig:
         return primary_metric(self.task) if self.preset == "thesis" else select_metric_default(self.task)
 
 
+HEAD_INITS = ("random", "probe")  # the output layer before fine-tuning: as the model has it, or a linear probe
 # Defaults of --average-checkpoints by task (benchmarks/checkpoint_averaging.py, benchmarks/verdicts.py): on the
 # headlines the averages of the last epochs' weights beat the best epoch on every seed; on the toxic comments
 # they traded hamming score for ROC-AUC, so multilabel keeps the best epoch.
-HEAD_INITS = ("random", "probe")  # the output layer before fine-tuning: as the model has it, or a linear probe
 AVERAGED_CHECKPOINTS = {"multiclass": 4, "multilabel": 0}
 # the learning rate after the warm-up, as the transformers Trainer's lr_scheduler_type names it
 LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
