@@ -149,6 +149,28 @@ def test_saved_checkpoint_gives_the_same_probabilities_in_transformers_pipeline(
                 assert score == pytest.approx(saved[f"prob_{label}"], abs=rounding)
 
 
+def test_saved_probabilities_keep_the_ranking_of_tiny_scores(tmp_path):
+    # a confident multilabel model's negatives score 1e-7 and less: rounded to 6 decimals they tied at 0, and the
+    # ROC-AUC of the verdicts (computed from this file) fell below the run's own (0.9793 against 0.9834, seed 42)
+    from distilbench.compare import predictions_frame
+    from distilbench.metrics import compute_metrics
+    from distilbench.verdicts import saved_probabilities
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((200, 2), dtype=int)
+    labels[:20, 0] = labels[20:40, 1] = 1
+    logits = np.where(labels == 1, -14.0, -17.0) + rng.normal(0, 1.5, size=labels.shape)
+    probs = (1 / (1 + np.exp(-logits))).astype(np.float32)
+    names = ["a", "b"]
+    frame = predictions_frame(pd.DataFrame({"text": [f"t{i}" for i in range(200)]}), "multilabel", names, labels,
+                              probs)
+    frame.to_csv(tmp_path / "test_predictions.csv", index=False)
+    saved = saved_probabilities(tmp_path, names)
+    assert np.array_equal(saved.astype(np.float32), probs)  # float32 written in full, read back exactly
+    in_memory, from_file = (compute_metrics("multilabel", labels, p, names)["roc_auc_macro"] for p in (probs, saved))
+    assert from_file == in_memory
+
+
 def test_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path):
     config, rows, run = multiclass_run
     slug = model_slug(rows[1]["model"])
