@@ -92,7 +92,7 @@ def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, v
     code, _, err = run_cli(capsys, verb, *model_flag, "--task", "multilabel", "--data", "d.csv",
                            "--label-columns", ",".join(TOXIC_LABELS), "--val-data", "v.csv", "--test-data", "t.csv",
                            "--max-samples", "9", "--max-chars", "99", "--epochs", "3", "--head", "thesis",
-                           "--head-init", "probe", "--learning-rate", "1e-4", "--threshold-metric", "f1",
+                           "--head-init", "random", "--learning-rate", "1e-4", "--threshold-metric", "f1",
                            "--no-distill", "--no-speed", "--keep-checkpoints", "best", "--max-length", "16",
                            "--seed", "7", "--out", "o", "--overwrite", "--no-progress")
     assert code == 0, err
@@ -102,7 +102,7 @@ def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, v
     assert (config.task, config.data, config.val_data, config.test_data) == ("multilabel", "d.csv", "v.csv", "t.csv")
     assert (config.max_samples, config.max_chars, config.epochs, config.head, config.learning_rate) == \
         (9, 99, 3, "thesis", 1e-4)
-    assert config.head_init == "probe"
+    assert config.head_init == "random"  # the multilabel default is the probe
     assert (config.threshold_metric, config.distill, config.measure_speed, config.keep_checkpoints) == \
         ("f1", False, False, "best")
     assert (config.max_length, config.seed, config.out) == (16, 7, "o")

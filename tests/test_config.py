@@ -103,10 +103,11 @@ def test_label_smoothing_is_a_share_in_zero_to_one_for_multiclass(value):
         load_config(None, {"task": "multilabel", "label_smoothing": 0.1})
 
 
-def test_head_init_is_random_or_a_probe():
-    assert load_config(None, {}).head_init == "random"
-    assert load_config(None, {"task": "multilabel"}).head_init == "random"
-    assert load_config(None, {"task": "multilabel", "head_init": "probe"}).head_init == "probe"
-    assert load_config(None, {"preset": "thesis"}).head_init == "random"
+def test_head_init_is_random_or_a_probe_with_a_default_by_task():
+    assert load_config(None, {}).initial_head() == "random"
+    assert load_config(None, {"task": "multilabel"}).initial_head() == "probe"
+    assert load_config(None, {"task": "multilabel", "head_init": "random"}).initial_head() == "random"
+    assert load_config(None, {"head_init": "probe"}).initial_head() == "probe"
+    assert load_config(None, {"preset": "thesis", "task": "multilabel"}).initial_head() == "random"
     with pytest.raises(DistilbenchError, match="--head-init must be one of random, probe, not 'linear'"):
         load_config(None, {"head_init": "linear"})

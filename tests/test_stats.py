@@ -355,7 +355,8 @@ def test_default_selection_metric_ranks_predicting_nothing_below_a_useful_model(
     nothing = np.zeros((n, 6))
     names = [f"label{j}" for j in range(6)]
     assert select_metric_default("multiclass") == "accuracy"
-    assert select_metric_default("multilabel") == "loss"
+    assert select_metric_default("multilabel") == "loss"  # from a random output layer
+    assert select_metric_default("multilabel", "probe") == "hamming_score"
     empty, useful = (compute_metrics("multilabel", labels, p, names) for p in (nothing, model))
     assert empty["hamming_score"] > 0.85 and empty["hamming_score"] > useful["hamming_score"]  # hamming prefers empty
     assert useful["f1_macro"] > empty["f1_macro"] == 0.0
@@ -373,3 +374,12 @@ def test_default_selection_metric_ranks_predicting_nothing_below_a_useful_model(
     epochs = [{"epoch": 1, "val_loss": 0.129, "val_hamming_score": 0.887}, {"epoch": 2, "val_loss": 0.062,
                                                                          "val_hamming_score": 0.871}]
     assert choose_best_epoch(epochs, select_metric_default("multilabel")) == 2
+    # the hamming score (the default from a probed head) would keep the empty epoch 1, unless it is told apart:
+    # an epoch that finds no positive on validation never wins over one that does, whatever the metric
+    assert choose_best_epoch(epochs, "hamming_score") == 1
+    epochs[0]["val_f1_micro"], epochs[1]["val_f1_micro"] = 0.0, 0.41
+    for metric in ("hamming_score", "exact_match", "hamming_loss", "loss"):
+        epochs[0][f"val_{metric}"], epochs[1][f"val_{metric}"] = (0.0, 0.1) if "loss" in metric else (0.9, 0.8)
+        assert choose_best_epoch(epochs, metric) == 2, metric
+    epochs[1]["val_f1_micro"] = 0.0  # when no epoch finds anything, the metric decides again
+    assert choose_best_epoch(epochs, "hamming_score") == 1

@@ -59,7 +59,8 @@ def test_preset_thesis_restores_the_thesis_settings_and_flags_still_win():
             assert getattr(config, key) == value, key
     assert config.learning_rate == 1e-4
     assert config.best_epoch_metric() == "hamming_score"  # the thesis's choice
-    assert load_config(None, {"task": "multilabel"}).best_epoch_metric() == "loss"  # distilbench's default
+    assert load_config(None, {"task": "multilabel"}).best_epoch_metric() == "hamming_score"  # from a probed head
+    assert load_config(None, {"task": "multilabel", "head_init": "random"}).best_epoch_metric() == "loss"
     assert load_config(None, {"task": "multiclass"}).best_epoch_metric() == "accuracy"
 
 

@@ -216,13 +216,20 @@ def last_complete_state(save_dir: Path) -> tuple[Path, int] | None:
 def choose_best(rows: list[dict], metric: str) -> dict:
     """The validation row (an epoch's or an averaged checkpoint's) with the best `metric` (lowest for losses,
     highest otherwise); ties go to the lower validation loss, then to an epoch over an average, then to the
-    earlier epoch."""
+    earlier epoch. A multilabel row that found no positive label on validation (micro F1 0: it predicts nothing,
+    or only false alarms) never wins over one that found some, since the hamming score and the exact match count
+    an empty prediction on an empty row as right and can prefer a model that learned nothing."""
     key = metric if metric.startswith("val_") else f"val_{metric}"
     if key not in rows[0]:
         known = sorted(k[4:] for k in rows[0] if k.startswith("val_") and k != "val_time_s")
         raise DistilbenchError(f"--select-metric '{metric}' is not a validation metric; choose from {', '.join(known)}")
     sign = 1 if "loss" in key else -1  # lower is better for losses, higher for everything else
-    return min(rows, key=lambda row: (sign * row[key], row["val_loss"], row.get("epoch", math.inf)))
+
+    def rank(row: dict) -> tuple:
+        found_nothing = row.get("val_f1_micro") == 0
+        return found_nothing, sign * row[key], row["val_loss"], row.get("epoch", math.inf)
+
+    return min(rows, key=rank)
 
 
 def choose_best_epoch(stats: list[dict], metric: str) -> int:
@@ -351,7 +358,7 @@ def train_model(model, tokenizer, train_data: EncodedDataset, val_data: EncodedD
         average_tokens_across_devices=False,
         disable_tqdm=True,
     )
-    if config.head_init == "probe" and resume_from is None:  # a resumed run restores the trained head
+    if config.initial_head() == "probe" and resume_from is None:  # a resumed run restores the trained head
         probe_head(model.to(device), tokenizer, train_data, task, config, name)
     trainer_class = DistillationTrainer if train_data.teacher_logits is not None else DistilbenchTrainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_data, eval_dataset=val_data,
