@@ -300,3 +300,32 @@ def test_the_cli_takes_seeds_margin_and_reference(tmp_path, learnable_bert_dir, 
     assert exit_info.value.code == 2
     assert "--reference minilm-l6 is not one of --models" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_multilabel_rows_get_intervals_at_the_thresholds_the_model_predicts_with(tmp_path):
+    # a model whose scores rank one label well but sit below 0.5: at 0.5 it predicts nothing; the thresholds
+    # tuned on validation (saved in test_stats.json, as compare leaves them) recover the label
+    from distilbench.metrics import compute_metrics
+    from distilbench.runs import RunDir
+    from distilbench.verdicts import assess
+
+    rng = np.random.default_rng(3)
+    names = ["a", "b"]
+    labels = (rng.random((400, 2)) < [0.2, 0.1]).astype(int)
+    probs = np.where(labels == 1, 0.4, 0.05) + rng.normal(0, 0.03, labels.shape)
+    thresholds = {"a": 0.2, "b": 0.5}
+    results = tmp_path / "results" / "m"
+    results.mkdir(parents=True)
+    pd.DataFrame({f"prob_{n}": probs[:, j] for j, n in enumerate(names)}).to_csv(results / "test_predictions.csv")
+    (results / "test_stats.json").write_text(json.dumps({"thresholds": thresholds}))
+    test = pd.DataFrame(labels, columns=names)
+    config = ExperimentConfig(task="multilabel", models=["m"], label_columns=names, resamples=200)
+    rows = [{"model": "m"}]
+    assess(rows, config, RunDir(tmp_path), {"train": test, "test": test}, names)
+    tuned = rows[0]["test_tuned_ci"]
+    assert set(tuned) == {"hamming_score", "f1_micro", "f1_macro"}  # ROC-AUC does not depend on thresholds
+    expected = compute_metrics("multilabel", labels, probs, names, np.array([0.2, 0.5]))
+    for metric, ci in tuned.items():
+        assert ci["value"] == pytest.approx(expected[metric])
+        assert ci["low"] <= ci["value"] <= ci["high"]
+    assert tuned["hamming_score"]["value"] > rows[0]["test_ci"]["hamming_score"]["value"] + 0.05

@@ -33,6 +33,7 @@ from .stats import (
 )
 
 CONFIDENCE = 0.95
+THRESHOLD_METRICS = ("hamming_score", "f1_micro", "f1_macro")  # those the decision thresholds change
 ALPHA = 0.05  # one-sided level of "beats the best trivial baseline"
 
 
@@ -59,8 +60,9 @@ def saved_thresholds(results: Path, label_names: list[str]) -> np.ndarray | None
 
 def assess(rows: list[dict], config: ExperimentConfig, run: RunDir, splits: dict[str, pd.DataFrame],
            label_names: list[str]) -> dict:
-    """Add `test_ci`, `learned_nothing` and (all but the reference) `vs_reference` to every row; return the
-    run-level part: reference, margin, metric and the baselines."""
+    """Add `test_ci`, `learned_nothing` and (all but the reference) `vs_reference` to every row, and
+    `test_tuned_ci` (the threshold metrics at the thresholds tuned on validation) to multilabel rows that have
+    them; return the run-level part: reference, margin, metric and the baselines."""
     task, metric = config.task, primary_metric(config.task)
     labels = label_array(splits["test"], task, label_names)
     train_labels = label_array(splits["train"], task, label_names)
@@ -91,6 +93,14 @@ def assess(rows: list[dict], config: ExperimentConfig, run: RunDir, splits: dict
                                   "checks": checks}
         tuned = [(seed, p, t) for seed, p, t in zip(seeds, probs[row["model"]], thresholds[row["model"]])
                  if t is not None]
+        if tuned and len(tuned) == len(dirs):  # what the saved model predicts with (predict, serve)
+            at = [t for _, _, t in tuned]
+            row["test_tuned_ci"] = {
+                m: (bootstrap_ci_over_seeds(task, labels, probs[row["model"]], label_names, m, thresholds=at,
+                                            **options) if several
+                    else bootstrap_ci(task, labels, probs[row["model"]][0], label_names, m, thresholds=at[0],
+                                      **options))
+                for m in HEADLINE_METRICS[task] if m in THRESHOLD_METRICS}
         if tuned:  # thresholds tuned on validation can undo a model (G-mean on a model that learned little)
             tuned_checks = [{"seed": seed, **learned_nothing(
                 task, labels, p, baseline_probs, label_names, metric, ALPHA,
