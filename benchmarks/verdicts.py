@@ -192,7 +192,8 @@ def markdown(report: dict) -> str:
         metric = comparison["primary_metric"]
         extra = ["f1_macro"] if task == "multiclass" else ["f1_macro", "roc_auc_macro"]
         # multilabel: also the primary metric at the thresholds tuned on validation, which the saved model predicts with
-        tuned = [f" | {metric} at tuned thresholds [95% CI]"] if task == "multilabel" else []
+        rows = [row for result in entry.values() if "comparison" in result for row in result["comparison"]["rows"]]
+        tuned = [f" | {metric} at tuned thresholds [95% CI]"] if any("test_tuned_ci" in r for r in rows) else []
         lines += [f"**{task}** ({comparison['data'].split('/')[-1]}, test {comparison['rows_per_split']['test']} "
                   f"rows)", "",
                   f"| settings | model | {metric} mean [95% CI] | sd over seeds (min-max) | "
