@@ -61,14 +61,16 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="multiclass: train against (1 - e) one-hot + e / K instead of one-hot targets, e in "
                             "[0, 1) (0: off); validation and test losses stay plain")
     group.add_argument("--head-init", choices=list(HEAD_INITS),
-                       help="the output layer before fine-tuning: as built (random, the default) or fitted by "
-                            "logistic regression on the frozen encoder's features of the training texts first (probe)")
+                       help="the output layer before fine-tuning: as built (random; multiclass default) or fitted by "
+                            "logistic regression on the frozen encoder's features of the training texts first "
+                            "(probe; multilabel default)")
     group.add_argument("--max-grad-norm", type=float, help="gradient clipping (1.0)")
     group.add_argument("--preset", choices=["thesis"],
                        help="thesis: the thesis's settings exactly (flags and --config still win)")
     group.add_argument("--select-metric", help="validation metric that picks the best epoch (accuracy for "
-                                               "multiclass, loss for multilabel; the thesis: hamming_score; "
-                                               "any val metric, or loss)")
+                                               "multiclass; multilabel: hamming_score from a probed output layer, "
+                                               "loss from a random one; the thesis: hamming_score; any val "
+                                               "metric, or loss)")
     group.add_argument("--class-weight", choices=["none", "balanced"],
                        help="multiclass: weigh each class's loss by n / (K * n_class) (balanced) or not (none)")
     group.add_argument("--pos-weight", choices=["none", "auto", "rare"],

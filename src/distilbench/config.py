@@ -56,7 +56,7 @@ class ExperimentConfig:
     head_init: str | None = None
     max_grad_norm: float = 1.0
     max_length: int | None = None
-    select_metric: str | None = None  # default: accuracy (multiclass), loss (multilabel); thesis: hamming score
+    select_metric: str | None = None  # default: stats.select_metric_default (multilabel: by head_init); thesis: hamming
     class_weight: str = "none"  # multiclass: "balanced" weighs each class's loss by n / (K * n_class)
     pos_weight: str = "none"  # multilabel: "auto" weighs each label's positives by negatives / positives;
     # "rare" only the labels with fewer than rare_positives positives in the training split (the others keep 1)
