@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import pipeline
 
-from distilbench.compare import compare, evaluate
+from distilbench.compare import compare, evaluate, printed_table
 from distilbench.config import ExperimentConfig
 from distilbench.metrics import tune_thresholds
 from distilbench.runs import model_slug
+from distilbench.verdicts import interval_text
 
 ROW_KEYS = {"model", "params", "size_mb", "best_epoch", "test", "train_time_s", "eval_time_s", "eval_speedup"}
 
@@ -203,6 +204,11 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir, shared_data):
     assert list(saved["thresholds"]) == labels and saved["threshold_metric"] == "calibrated"
     assert saved["thresholds_tuned_on"] == "validation split"
     stored = np.array([saved["thresholds"][name] for name in labels])
+    # the printed table shows the hamming score at these thresholds, with its interval
+    at_thresholds = rows[0]["test_tuned_ci"]["hamming_score"]
+    assert at_thresholds["value"] == pytest.approx(rows[0]["test_tuned"]["hamming_score"])
+    shown = printed_table(rows, "multilabel")["hamming_score at its thresholds [95% CI]"]
+    assert list(shown) == [interval_text(at_thresholds)]
 
     # The stored thresholds are the ones tuned on the saved validation predictions, not on test (the thesis's
     # leak); on this split the two differ, so a run that tuned on test would fail here.

@@ -496,7 +496,8 @@ def comparison_table(rows: list[dict], task: str) -> pd.DataFrame:
 def printed_table(rows: list[dict], task: str) -> pd.DataFrame:
     """The table printed at the end of compare: the primary metric with its 95 % interval (and its standard
     deviation over seeds), the difference to the reference with its paired interval, the verdict and the
-    baseline flag, then the other metrics, times and speeds."""
+    baseline flag, for multilabel the primary metric at the thresholds tuned on validation, then the other
+    metrics, times and speeds."""
     metric = primary_metric(task)
     table = comparison_table(rows, task)
     shown = pd.DataFrame({"model": table["model"]})
@@ -509,6 +510,9 @@ def printed_table(rows: list[dict], task: str) -> pd.DataFrame:
         shown["verdict"] = table["verdict"]
     if "learned_nothing" in table:
         shown["beats baseline"] = ["NO" if flag else "yes" for flag in table["learned_nothing"]]
+    if any("test_tuned_ci" in row for row in rows):  # multilabel: what predict and serve give, with its interval
+        shown[f"{metric} at its thresholds [95% CI]"] = [interval_text((row.get("test_tuned_ci") or {}).get(metric))
+                                                         for row in rows]
     dropped = {"model", metric, f"{metric}_low", f"{metric}_high", f"{metric}_std_seeds", "diff_points",
                "diff_low", "diff_high", "verdict", "learned_nothing"}
     return pd.concat([shown, table[[c for c in table.columns if c not in dropped]]], axis=1)
