@@ -79,10 +79,15 @@ def assess(rows: list[dict], config: ExperimentConfig, run: RunDir, splits: dict
         thresholds[row["model"]] = [saved_thresholds(d, label_names) for d in dirs] if task == "multilabel" else []
         seeds = [entry["seed"] for entry in row.get("seeds") or [{"seed": row.get("seed")}]]
         several = len(dirs) > 1
-        row["test_ci"] = {
-            m: (bootstrap_ci_over_seeds(task, labels, probs[row["model"]], label_names, m, **options) if several
-                else bootstrap_ci(task, labels, probs[row["model"]][0], label_names, m, **options))
-            for m in HEADLINE_METRICS[task]}
+
+        def interval(m: str, at: list | None = None, model_probs=probs[row["model"]]) -> dict:
+            """m's interval for this model (over seeds with several), at per-seed thresholds or 0.5."""
+            if several:
+                return bootstrap_ci_over_seeds(task, labels, model_probs, label_names, m, thresholds=at, **options)
+            first = at[0] if at else None
+            return bootstrap_ci(task, labels, model_probs[0], label_names, m, thresholds=first, **options)
+
+        row["test_ci"] = {m: interval(m) for m in HEADLINE_METRICS[task]}
         checks = []
         for seed, p in zip(seeds, probs[row["model"]]):
             name = f"{row['model']} (seed {seed})" if several else row["model"]
@@ -95,12 +100,7 @@ def assess(rows: list[dict], config: ExperimentConfig, run: RunDir, splits: dict
                  if t is not None]
         if tuned and len(tuned) == len(dirs):  # what the saved model predicts with (predict, serve)
             at = [t for _, _, t in tuned]
-            row["test_tuned_ci"] = {
-                m: (bootstrap_ci_over_seeds(task, labels, probs[row["model"]], label_names, m, thresholds=at,
-                                            **options) if several
-                    else bootstrap_ci(task, labels, probs[row["model"]][0], label_names, m, thresholds=at[0],
-                                      **options))
-                for m in HEADLINE_METRICS[task] if m in THRESHOLD_METRICS}
+            row["test_tuned_ci"] = {m: interval(m, at) for m in HEADLINE_METRICS[task] if m in THRESHOLD_METRICS}
         if tuned:  # thresholds tuned on validation can undo a model (G-mean on a model that learned little)
             tuned_checks = [{"seed": seed, **learned_nothing(
                 task, labels, p, baseline_probs, label_names, metric, ALPHA,
