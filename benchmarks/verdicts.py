@@ -6,6 +6,7 @@
                                             [--learning-rate 5e-5] [--average-checkpoints 0] [--epochs 6]
                                             [--lr-schedule constant] [--layer-lr-decay 0.8]
                                             [--label-smoothing 0.1] [--head-init probe] [--resume]
+                                            [--train-batch-size 16] [--weight-decay 0.01]
 
 For each task, `distilbench compare --seeds N` with minilm-l6 and its 3-layer student (task-distilled from the
 same seed's teacher) and distilbench's default settings, on ../shared/data/news-headlines.csv (multiclass) and
@@ -15,8 +16,8 @@ of the multilabel teacher is tested too, to measure what choosing the best epoch
 macro F1 or the validation loss (distilbench's default) gives on the test split. --head and --select-metric run
 the defaults' models with another head or selection metric (the earlier defaults: --head standard
 --select-metric f1_macro), --pos-weight, --learning-rate, --lr-schedule, --layer-lr-decay, --label-smoothing,
---head-init, --average-checkpoints or --epochs, written with --suffix so the default results stay; --teacher-only
-leaves the student out.
+--head-init, --average-checkpoints, --epochs, --train-batch-size or --weight-decay, written with --suffix so the
+default results stay; --teacher-only leaves the student out.
 
 Results: benchmarks/results/verdicts-<task>[-<suffix>].{json,md} (one pair per task, written as soon as the task
 is done), with the machine, the seeds and the wall time of each run.
@@ -107,6 +108,8 @@ def main() -> int:
     parser.add_argument("--pos-weight", help="the defaults' runs with this --pos-weight instead (e.g. auto)")
     parser.add_argument("--learning-rate", type=float, help="the defaults' runs with this --learning-rate instead")
     parser.add_argument("--epochs", type=int, help="the defaults' runs with this --epochs instead")
+    parser.add_argument("--train-batch-size", type=int, help="the defaults' runs with this --train-batch-size instead")
+    parser.add_argument("--weight-decay", type=float, help="the defaults' runs with this --weight-decay instead")
     parser.add_argument("--lr-schedule", help="the defaults' runs with this --lr-schedule instead (e.g. constant)")
     parser.add_argument("--layer-lr-decay", type=float,
                         help="the defaults' runs with this --layer-lr-decay instead (e.g. 0.8)")
@@ -147,7 +150,8 @@ def main() -> int:
                                        ("layer_lr_decay", args.layer_lr_decay),
                                        ("label_smoothing", args.label_smoothing), ("precision", args.precision),
                                        ("head_init", args.head_init),
-                                       ("epochs", args.epochs)) if v is not None}
+                                       ("epochs", args.epochs), ("train_batch_size", args.train_batch_size),
+                                       ("weight_decay", args.weight_decay)) if v is not None}
         models = MODELS[:1] if args.teacher_only else MODELS
         entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, args.resume, **overrides)
         if args.thesis_seeds:
