@@ -24,9 +24,12 @@ All models of a task train with the same settings: --epochs (2 on the 18,000 hea
 epoch for the teacher; 4 on the 4,503 toxic comments, the thesis's epochs, about 4 min an epoch: after 2 the
 teacher's validation loss and ROC-AUC were still improving, 0.224 and 0.960, and its test ROC-AUC was 0.85),
 --learning-rate (default 5e-5, the thesis's and DistilBERT's rate for base-size models; distilbench's default
-1e-4 is tuned on the 22 M-parameter MiniLM), batch 32, warm-up 0.1, the best epoch chosen on validation.
-Test metrics come with 95 % bootstrap intervals over test examples, and each student's difference from the
-teacher with a paired bootstrap interval (distilbench.stats, as `compare` reports them). Results:
+1e-4 is tuned on the 22 M-parameter MiniLM), batch 32, warm-up 0.1, the best epoch chosen on validation;
+the output layer and the metric that chooses the epoch are distilbench's defaults for the task (multilabel: a
+linear probe and the hamming score; both are in the tables). Test metrics come with 95 % bootstrap intervals
+over test examples (multilabel: also the hamming score at the thresholds saved with the model, those `predict`
+uses), and each student's difference from the teacher with a paired bootstrap interval (distilbench.stats, as
+`compare` reports them). Results:
 benchmarks/results/thesis_scale.{json,md}, rewritten after every step, with the machine and each step's wall
 time.
 """
@@ -216,11 +219,13 @@ def write_results(out: Path, args) -> None:
     import pandas as pd
 
     from distilbench import data as datalib
+    from distilbench.config import load_config
     from distilbench.machine import machine_info
     from distilbench.metrics import label_array, primary_metric
     from distilbench.models import read_task_labels
+    from distilbench.runs import RunDir
     from distilbench.stats import bootstrap_ci, paired_difference
-    from distilbench.verdicts import saved_probabilities
+    from distilbench.verdicts import THRESHOLD_METRICS, saved_probabilities, saved_thresholds
 
     report = {"machine": machine_info(), "settings": {k: v for k, v in vars(args).items() if k != "markdown"},
               "teacher": args.teacher, "student": args.student, "tasks": {}}
@@ -243,14 +248,21 @@ def write_results(out: Path, args) -> None:
             checkpoint = Path(row["checkpoint"])
             results = next((checkpoint.parents[2] / "results").iterdir())
             probs[step] = saved_probabilities(results, label_names)
+            run_config = load_config(RunDir(task_dir / step / "run").config)
             entry = {"step": step, "model": STEPS[step], "epochs": record.get("epochs", 2), "params": row["params"],
                      "size_mb": row["size_mb"], "best_epoch": row["best_epoch"], "kept": row.get("kept"),
                      "train_time_s": row["train_time_s"] + record.get("general_time_s", 0.0),
                      "general_time_s": record.get("general_time_s"),
-                     "wall_s": record["wall_s"], "test": {}}
+                     "wall_s": record["wall_s"], "select_metric": row.get("select_metric"),
+                     "head_init": run_config.initial_head(), "test": {}}
             for metric in metrics:
                 entry["test"][metric] = bootstrap_ci(task, labels, probs[step], label_names, metric,
                                                      resamples=2000, seed=0)
+            tuned = saved_thresholds(results, label_names) if task == "multilabel" else None
+            if tuned is not None:  # what the saved model predicts with: the thresholds tuned on validation
+                entry["test_tuned"] = {m: bootstrap_ci(task, labels, probs[step], label_names, m, thresholds=tuned,
+                                                       resamples=2000, seed=0) for m in metrics
+                                       if m in THRESHOLD_METRICS}
             if step != "teacher" and "teacher" in probs:
                 entry["vs_teacher"] = paired_difference(task, labels, probs["teacher"], probs[step], label_names,
                                                         metrics[0], resamples=2000, seed=0)
@@ -287,17 +299,23 @@ def markdown(report: dict) -> str:
              f"teacher paired on the same test examples.", ""]
     for task, result in report["tasks"].items():
         metrics = list(result["rows"][0]["test"]) if result["rows"] else []
+        tuned = [x for x in metrics[:1] if all(x in row.get("test_tuned", {}) for row in result["rows"])]
         epochs = sorted({row["epochs"] for row in result["rows"]})
+        chosen = sorted({f"output layer {'from a linear probe' if row['head_init'] == 'probe' else 'random'}, "
+                         f"epoch chosen by validation {row['select_metric']}"
+                         for row in result["rows"] if row.get("head_init")})
         lines += [f"**{task}** ({'news headlines' if task == 'multiclass' else 'toxic comments'}: train "
                   f"{result['train_rows']}, validation {result['val_rows']}, test {result['test_rows']} rows; "
-                  f"{', '.join(map(str, epochs))} epochs)", "",
+                  f"{', '.join(map(str, epochs))} epochs{''.join('; ' + c for c in chosen)})", "",
                   "| model | parameters | size | " + " | ".join(f"test {x} [95% CI]" for x in metrics)
+                  + "".join(f" | test {x} at its saved thresholds [95% CI]" for x in tuned)
                   + " | vs teacher, points [95% CI] | vs label-only student | tested checkpoint | train time "
                   "| time ratio to teacher |",
-                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics + tuned)
+                  + " | --- | --- | --- | --- | --- |"]
         for row in result["rows"]:
-            cells = [f"{row['test'][x]['value']:.4f} [{row['test'][x]['low']:.4f}, {row['test'][x]['high']:.4f}]"
-                     for x in metrics]
+            cells = [f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+                     for ci in [row["test"][x] for x in metrics] + [row["test_tuned"][x] for x in tuned]]
             diff, gain = (("" if versus is None else f"{versus['difference_points']:+.2f} [{versus['low']:+.2f}, "
                            f"{versus['high']:+.2f}]") for versus in (row.get("vs_teacher"), row.get("vs_student")))
             general = (f" (general {row['general_time_s'] / 60:.1f} min)" if row.get("general_time_s") else "")
