@@ -41,6 +41,13 @@ TASKS = {
     "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
 }
 MODELS = ["minilm-l6", "student:minilm-l6"]
+# settings a run of the defaults can change (written with --suffix): name, type, example for the help
+OVERRIDES = [("head", str, " (e.g. standard)"), ("select_metric", str, ""), ("pos_weight", str, " (e.g. auto)"),
+             ("learning_rate", float, ""), ("epochs", int, ""), ("train_batch_size", int, ""),
+             ("weight_decay", float, ""), ("lr_schedule", str, " (e.g. constant)"),
+             ("layer_lr_decay", float, " (e.g. 0.8)"), ("precision", str, " (e.g. fp32)"),
+             ("label_smoothing", float, " (multiclass, e.g. 0.1)"), ("head_init", str, " (e.g. probe)"),
+             ("average_checkpoints", int, " (0: the best epoch only)")]
 
 
 def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_samples: int | None,
@@ -103,22 +110,9 @@ def main() -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
     parser.add_argument("--max-samples", type=int, help="subsample each data set (a quick check of the script)")
     parser.add_argument("--markdown", metavar="JSON", help="only write the tables of a results JSON again")
-    parser.add_argument("--head", help="the defaults' runs with this --head instead (e.g. standard)")
-    parser.add_argument("--select-metric", help="the defaults' runs with this --select-metric instead")
-    parser.add_argument("--pos-weight", help="the defaults' runs with this --pos-weight instead (e.g. auto)")
-    parser.add_argument("--learning-rate", type=float, help="the defaults' runs with this --learning-rate instead")
-    parser.add_argument("--epochs", type=int, help="the defaults' runs with this --epochs instead")
-    parser.add_argument("--train-batch-size", type=int, help="the defaults' runs with this --train-batch-size instead")
-    parser.add_argument("--weight-decay", type=float, help="the defaults' runs with this --weight-decay instead")
-    parser.add_argument("--lr-schedule", help="the defaults' runs with this --lr-schedule instead (e.g. constant)")
-    parser.add_argument("--layer-lr-decay", type=float,
-                        help="the defaults' runs with this --layer-lr-decay instead (e.g. 0.8)")
-    parser.add_argument("--precision", help="the defaults' runs with this --precision instead (e.g. fp32)")
-    parser.add_argument("--label-smoothing", type=float,
-                        help="the defaults' runs with this --label-smoothing instead (multiclass, e.g. 0.1)")
-    parser.add_argument("--head-init", help="the defaults' runs with this --head-init instead (e.g. probe)")
-    parser.add_argument("--average-checkpoints", type=int,
-                        help="the defaults' runs with this --average-checkpoints instead (0: the best epoch only)")
+    for setting, kind, example in OVERRIDES:
+        parser.add_argument(f"--{setting.replace('_', '-')}", type=kind,
+                            help=f"the defaults' runs with this --{setting.replace('_', '-')} instead{example}")
     parser.add_argument("--teacher-only", action="store_true", help="the defaults' runs without the student")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in its directory (compare --resume): models finished there are kept, "
@@ -143,15 +137,8 @@ def main() -> int:
         entry = {}
         name = f"verdicts-{task}" + (f"-{args.suffix}" if args.suffix else "")
         out = Path(args.runs) / name
-        overrides = {k: v for k, v in (("head", args.head), ("select_metric", args.select_metric),
-                                       ("pos_weight", args.pos_weight),
-                                       ("learning_rate", args.learning_rate), ("lr_schedule", args.lr_schedule),
-                                       ("average_checkpoints", args.average_checkpoints),
-                                       ("layer_lr_decay", args.layer_lr_decay),
-                                       ("label_smoothing", args.label_smoothing), ("precision", args.precision),
-                                       ("head_init", args.head_init),
-                                       ("epochs", args.epochs), ("train_batch_size", args.train_batch_size),
-                                       ("weight_decay", args.weight_decay)) if v is not None}
+        overrides = {setting: getattr(args, setting) for setting, _, _ in OVERRIDES
+                     if getattr(args, setting) is not None}
         models = MODELS[:1] if args.teacher_only else MODELS
         entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, args.resume, **overrides)
         if args.thesis_seeds:
