@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 from distilbench import machine
@@ -99,3 +102,12 @@ def test_peak_product_stays_short_where_products_are_slow():
     assert size == 256 and rate > 0
     rate, size = machine.matmul_peak_flops(torch.float32, max_size=512, seconds=0.05, step_limit_s=10.0)
     assert size == 512 and rate > 0
+
+
+def test_parallel_test_workers_share_the_cores_instead_of_each_taking_all():
+    """Under pytest-xdist (the suite's default) each worker's torch runs on its share of the CPUs: two workers each
+    on every core of a 2-core machine spin against each other, and the suite took longer than the work needs."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers == 1:
+        pytest.skip("the suite runs in one process here (-n 0): no workers to share the cores")
+    assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // workers)
