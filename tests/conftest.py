@@ -13,16 +13,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a container's or taskset's share, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# pytest-xdist (pyproject's addopts: a worker per CPU, at most 4): each worker's torch gets its share of the cores,
-# set before anything imports torch. Every worker on every core would oversubscribe them (spinning OpenMP threads).
+# pytest-xdist (pyproject's addopts: a worker per CPU, at most 4): each worker's torch gets its share of the CPUs
+# this process may run on, set before anything imports torch (distilbench.predict does not). Every worker on every
+# core would oversubscribe them (spinning OpenMP threads).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    from distilbench.predict import available_cpus
+
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, available_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 # the cache (ONNX graphs, backend choices) of the whole session, never the user's own. Processes the tests
 # start inherit it (a spawned worker that imports this file again must not make, and leave behind, a cache of
 # its own).

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from conftest import usable_cpus
 from distilbench import machine
+from distilbench.predict import available_cpus
 
 
 def _fake_cpu(monkeypatch, flags: set[str]) -> None:
@@ -111,4 +111,4 @@ def test_parallel_test_workers_share_the_cores_instead_of_each_taking_all():
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers == 1:
         pytest.skip("the suite runs in one process here (-n 0): no workers to share the cores")
-    assert torch.get_num_threads() == max(1, usable_cpus() // workers)
+    assert torch.get_num_threads() == max(1, available_cpus() // workers)
