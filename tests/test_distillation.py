@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from distilbench.console import DistilbenchError
 from distilbench.distillation import distillation_loss, teacher_logits_for
+from distilbench.runs import model_slug
 
 
 def test_multiclass_loss_against_hand_computed_values():
@@ -138,8 +140,37 @@ def test_distill_command_end_to_end(tmp_path, tiny_bert_dir, capsys):
     assert rows[0]["architecture"]["layers"] == 1
     assert 0 <= rows[0]["teacher_test"]["accuracy"] <= 1
     assert len(list((tmp_path / "student" / "cache").glob("*.npy"))) == 1
-    with pytest.raises(SystemExit) as code:  # one student, one seed: several seeds belong to compare
-        main(["distill", "--teacher", str(teacher_run), "--student", f"student:{tiny_bert_dir}:first-1",
-              "--out", str(tmp_path / "seeds"), "--seeds", "2", *args])
-    assert code.value.code == 2
-    assert "compare --models TEACHER,STUDENT --seeds N" in capsys.readouterr().err
+
+
+def test_distill_into_a_pretrained_model_by_name_with_seeds(tmp_path, tiny_bert_dir, capsys):
+    """Any pretrained model (here the alias minilm-l6, not cut from the teacher) learns from a fine-tuned teacher,
+    once per seed, every seed from that same teacher; an unknown name ends with one message."""
+    import json
+
+    from conftest import shared_file
+    from distilbench.cli import main
+
+    teacher_run = tmp_path / "teacher"
+    args = ["--data", str(shared_file("news-headlines.csv")), "--label-column", "category", "--max-samples", "120",
+            "--epochs", "1", "--max-length", "16", "--no-progress", "--backend", "torch-fp32", "--no-speed"]
+    with pytest.raises(SystemExit) as code:
+        main(["train", "--model", str(tiny_bert_dir), "--out", str(teacher_run), *args])
+    assert code.value.code == 0
+    with pytest.raises(SystemExit) as code:
+        main(["distill", "--teacher", str(teacher_run), "--student", "minilm-l6", "--seeds", "2",
+              "--out", str(tmp_path / "student"), *args])
+    assert code.value.code == 0, capsys.readouterr().err
+    assert "mean of 2 seeds" in capsys.readouterr().out
+    row = json.loads((tmp_path / "student" / "comparison.json").read_text())["rows"][0]
+    teacher = str(teacher_run / "models" / model_slug(str(tiny_bert_dir)) / "best")
+    assert row["architecture"]["layers"] == 6 and [s["seed"] for s in row["seeds"]] == [42, 43]
+    assert {Path(s["checkpoint"]).parent.name for s in row["seeds"]} == {"seed-42", "seed-43"}
+    assert row["method"].startswith(f"distilled from the fine-tuned {teacher}") and row["teacher"] == teacher
+    assert set(row["test_spread"]["accuracy"]) == {"mean", "std", "min", "max"}
+    assert len(list((tmp_path / "student" / "cache").glob("*.npy"))) == 1  # the teacher's outputs, once
+    with pytest.raises(SystemExit) as code:
+        main(["distill", "--teacher", str(teacher_run), "--student", "no-such-model-anywhere",
+              "--out", str(tmp_path / "unknown"), *args])
+    assert code.value.code != 0
+    err = capsys.readouterr().err
+    assert "could not load model 'no-such-model-anywhere'" in err and "Traceback" not in err

@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "loss against the teacher's cached outputs.", epilog=EPILOG)
     distill.add_argument("--teacher", required=True, help="fine-tuned checkpoint, or a run directory with one model")
     distill.add_argument("--student", required=True,
-                         help="student:<teacher>[:layers], student-bert:..., scratch:..., or a directory "
-                              "(e.g. the output of distill-general)")
+                         help="student:<teacher>[:layers], student-bert:..., scratch:..., a directory (e.g. the "
+                              "output of distill-general), or any pretrained model (alias or hub name, e.g. "
+                              "minilm-l6 learning from a fine-tuned mpnet-base; its own tokenizer)")
     _add_run_flags(distill)
 
     general = verbs.add_parser(

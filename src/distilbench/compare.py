@@ -394,14 +394,16 @@ def spread_over_seeds(values: list[float]) -> dict:
 
 
 def train_seeds(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFrame], label_names: list[str],
-                run: RunDir, progress: bool, resume: bool) -> dict | None:
+                run: RunDir, progress: bool, resume: bool, teacher: Path | None = None) -> dict | None:
     """Train and test one model once per seed (config.training_seeds()) on the same splits. One seed: the
     model's own folders, as always. Several: models/<model>/seed-<s>/ and results/<model>/seed-<s>/ per seed,
-    then one combined row (combine_seeds)."""
+    then one combined row (combine_seeds). `teacher`: a fine-tuned checkpoint every seed is distilled from
+    (distill); by default a student learns from its teacher fine-tuned earlier in this run (teacher_in_run)."""
     seeds = config.training_seeds()
     if len(seeds) == 1:
         seeded = dataclasses.replace(config, seed=seeds[0])
-        return run_model(spec, seeded, splits, label_names, run, progress, teacher_in_run(spec, config, run), resume)
+        return run_model(spec, seeded, splits, label_names, run, progress,
+                         teacher or teacher_in_run(spec, config, run), resume)
     slug = model_slug(spec)
     main = distributed.is_main_process()
     if distributed.share(resume and main and (run.results(slug) / "row.json").is_file()):
@@ -411,7 +413,8 @@ def train_seeds(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFr
     for seed in seeds:
         seeded = dataclasses.replace(config, seed=seed)
         seed_rows.append(run_model(spec, seeded, splits, label_names, run, progress,
-                                   teacher_in_run(spec, config, run, seed), resume, slug=f"{slug}/seed-{seed}"))
+                                   teacher or teacher_in_run(spec, config, run, seed), resume,
+                                   slug=f"{slug}/seed-{seed}"))
     return combine_seeds(spec, seed_rows, run, config) if main else None
 
 
@@ -443,7 +446,7 @@ def combine_seeds(spec: str, seed_rows: list[dict], run: RunDir, config: Experim
                                            "eval_time_s", "checkpoint", "method")} for r in seed_rows]
     row["checkpoint"] = str(run.best_dir(slug))
     row["chosen_seed"] = chosen["seed"]
-    if chosen.get("teacher"):
+    if chosen.get("teacher") and len({r["teacher"] for r in seed_rows}) > 1:  # each seed its own seed's teacher
         row["method"] = chosen["method"].replace(f"the fine-tuned {chosen['teacher']}",
                                                  "the same seed's fine-tuned teacher")
         row["teacher"] = str(Path(chosen["teacher"]).parent.parent / "best")
@@ -626,26 +629,21 @@ def resolve_teacher(teacher: str) -> Path:
 
 def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: bool = False,
             progress: bool = True, resume: bool = False) -> dict:
-    """Distil `student` from a fine-tuned `teacher` checkpoint on the data of `config` (a run of one model)."""
+    """Distil `student` from a fine-tuned `teacher` checkpoint on the data of `config` (a run of one model),
+    once per seed (config.training_seeds()), every seed from the same teacher. The student is a student spec
+    (cut from a teacher's layers) or any pretrained model: an alias, a hub name or a directory, with its own
+    architecture and tokenizer (the soft targets are the teacher's outputs on the texts, not on tokens)."""
     teacher_dir = resolve_teacher(teacher)
     task, teacher_labels = read_task_labels(teacher_dir)
-    if parse_student_spec(student) is None and not Path(student, "config.json").is_file():
-        raise DistilbenchError(f"--student must be a student spec (student:<teacher>[:layers], "
-                               f"student-bert:..., scratch:...) or a model directory, not '{student}'")
     config.task, config.models = task, [student]
     check_distillation_inputs(config)
-    seeds = config.training_seeds()
-    if len(seeds) > 1:
-        raise DistilbenchError("distill trains one student with one seed; for several seeds, fine-tune the teacher "
-                               "in the same run: compare --models TEACHER,STUDENT --seeds N")
     with open_run(config, overwrite, resume) as run:  # the data is read with the teacher's labels, in any form
         splits, label_names = start_run(config, run, resume, teacher_labels)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(f"the data's labels ({', '.join(label_names)}) are not the teacher's "
                                    f"({', '.join(teacher_labels)})")
         progress = progress and distributed.is_main_process()
-        row = run_model(student, dataclasses.replace(config, seed=seeds[0]), splits, teacher_labels, run, progress,
-                        teacher_dir, resume)
+        row = train_seeds(student, config, splits, teacher_labels, run, progress, resume, teacher=teacher_dir)
         if not distributed.is_main_process():
             return {}
         teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test",
@@ -657,7 +655,10 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
             "label_names": teacher_labels, "teacher": str(teacher_dir),
             "rows_per_split": {k: len(v) for k, v in splits.items()}, "machine": machine_info(), "rows": [row]})
         metric = primary_metric(task)
-        say(f"\nteacher {metric} {teacher_stats[metric]:.4f}, student {row['test'][metric]:.4f}")
+        spread = (row.get("test_spread") or {}).get(metric)
+        over_seeds = (f" (mean of {len(row['seeds'])} seeds, sd {spread['std']:.4f}, {spread['min']:.4f}-"
+                      f"{spread['max']:.4f})" if spread else "")
+        say(f"\nteacher {metric} {teacher_stats[metric]:.4f}, student {row['test'][metric]:.4f}{over_seeds}")
         say(f"results: {run.comparison_json}")
         write_run_report(run)
     return row
