@@ -160,8 +160,13 @@ def test_distill_into_a_pretrained_model_by_name_with_seeds(tmp_path, tiny_bert_
         main(["distill", "--teacher", str(teacher_run), "--student", "minilm-l6", "--seeds", "2",
               "--out", str(tmp_path / "student"), *args])
     assert code.value.code == 0, capsys.readouterr().err
-    assert "mean of 2 seeds" in capsys.readouterr().out
-    row = json.loads((tmp_path / "student" / "comparison.json").read_text())["rows"][0]
+    out = capsys.readouterr().out
+    assert "mean of 2 seeds" in out and "accuracy [95% CI]" in out and "trivial baselines" in out
+    saved = json.loads((tmp_path / "student" / "comparison.json").read_text())
+    row = saved["rows"][0]
+    assert saved["baselines"]["best"]["accuracy"] == "majority_class"  # intervals and the baseline check, as compare
+    ci = row["test_ci"]["accuracy"]
+    assert ci["low"] <= ci["value"] <= ci["high"] and "flag" in row["learned_nothing"]
     teacher = str(teacher_run / "models" / model_slug(str(tiny_bert_dir)) / "best")
     assert row["architecture"]["layers"] == 6 and [s["seed"] for s in row["seeds"]] == [42, 43]
     assert {Path(s["checkpoint"]).parent.name for s in row["seeds"]} == {"seed-42", "seed-43"}

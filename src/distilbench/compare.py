@@ -649,11 +649,20 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         teacher_stats, _, _ = test_model(teacher_dir, splits["test"], config, progress, "teacher test",
                                          check_fp32=False)
         row.update({"teacher_test": summary_metrics(teacher_stats), "eval_speedup": 1.0, "train_speedup": 1.0})
+        say("\nstatistics: bootstrap intervals, trivial baselines ...")
+        assessment = assess([row], config, run, splits, teacher_labels)  # the student's intervals and flags
+        row.pop("vs_reference", None)  # the one row is its own reference: no difference to show
         write_csv_atomic(run.comparison_csv, comparison_table([row], task))
         write_json_atomic(run.comparison_json, {
             "task": task, "data": config.data, "primary_metric": primary_metric(task),
             "label_names": teacher_labels, "teacher": str(teacher_dir),
-            "rows_per_split": {k: len(v) for k, v in splits.items()}, "machine": machine_info(), "rows": [row]})
+            "rows_per_split": {k: len(v) for k, v in splits.items()}, "machine": machine_info(), **assessment,
+            "rows": [row]})
+        say("\n" + printed_table([row], task).to_string(index=False))
+        say("\ntrivial baselines (from the training split):\n"
+            + baseline_table(assessment, task).to_string(index=False))
+        for line in verdict_lines([row], assessment)[1]:
+            warn(line)
         metric = primary_metric(task)
         spread = (row.get("test_spread") or {}).get(metric)
         over_seeds = (f" (mean of {len(row['seeds'])} seeds, sd {spread['std']:.4f}, {spread['min']:.4f}-"
