@@ -167,6 +167,7 @@ def test_distill_into_a_pretrained_model_by_name_with_seeds(tmp_path, tiny_bert_
     assert saved["baselines"]["best"]["accuracy"] == "majority_class"  # intervals and the baseline check, as compare
     ci = row["test_ci"]["accuracy"]
     assert ci["low"] <= ci["value"] <= ci["high"] and "flag" in row["learned_nothing"]
+    assert "baseline" in (tmp_path / "student" / "report.md").read_text()
     teacher = str(teacher_run / "models" / model_slug(str(tiny_bert_dir)) / "best")
     assert row["architecture"]["layers"] == 6 and [s["seed"] for s in row["seeds"]] == [42, 43]
     assert {Path(s["checkpoint"]).parent.name for s in row["seeds"]} == {"seed-42", "seed-43"}

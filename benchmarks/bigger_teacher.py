@@ -1,0 +1,178 @@
+"""minilm-l6 taught by a bigger fine-tuned teacher: does mpnet-base lift it above its own fine-tuning on labels?
+
+    make base    # once: mpnet-base
+    .venv/bin/python benchmarks/thesis_scale.py --tasks multiclass --steps teacher --epochs multiclass=3 \\
+        --out runs/benchmarks/thesis-scale-3-epochs-teacher --results benchmarks/results/thesis_scale_3_epochs_teacher
+    .venv/bin/python benchmarks/bigger_teacher.py \\
+        --teacher runs/benchmarks/thesis-scale-3-epochs-teacher/multiclass/teacher/run [--seeds 3] \\
+        [--steps distilled,label-only] [--out runs/benchmarks/minilm-from-mpnet]
+
+Steps, each a run that is kept (a finished step is not run again):
+  - distilled: `distilbench distill --teacher TEACHER --student minilm-l6 --seeds N`: the pretrained minilm-l6
+    (6 layers, 384 wide, its own tokenizer) learns from the labels and the fine-tuned teacher's outputs
+    (alpha 0.5, T 2), with distilbench's defaults otherwise (lr 1e-4, 5 epochs, batch 32, averaged checkpoints);
+  - label-only: `distilbench compare --models minilm-l6 --seeds N` with the same defaults, seeds and split.
+Both on ../shared/data/news-headlines.csv with the thesis's split (seed 42: 18,000 / 2,000 / 5,000), the split
+the teacher was fine-tuned on (checked: the test headlines must be the teacher run's). Results:
+benchmarks/results/minilm_from_mpnet.{json,md}: every seed's test accuracy, the 95 % intervals over test
+examples and seeds, the teacher's, and the paired difference distilled - label-only over the same seeds and
+test headlines (distilbench.stats, as compare's verdicts); with only the distilled step, the label-only numbers
+of benchmarks/results/verdicts-multiclass.json (the same defaults, seeds and split, an earlier run) are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "minilm_from_mpnet"
+EARLIER = ROOT / "benchmarks" / "results" / "verdicts-multiclass.json"
+STUDENT = "minilm-l6"
+STEPS = ("distilled", "label-only")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help="the fine-tuned teacher's run directory (one model)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "minilm-from-mpnet"))
+    parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
+    args = parser.parse_args()
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if any(s not in STEPS for s in steps):
+        raise SystemExit(f"unknown step in {steps}; steps: {', '.join(STEPS)}")
+
+    from distilbench.console import DistilbenchError, quiet_libraries
+
+    quiet_libraries(False)
+    seeds = [42 + i for i in range(args.seeds)]
+    try:
+        walls = {step: run_step(step, Path(args.out), Path(args.teacher), seeds) for step in steps}
+        report = results(Path(args.out), Path(args.teacher), seeds, walls)
+    except DistilbenchError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).with_suffix(".json").write_text(json.dumps(report, indent=2))
+    Path(args.results).with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> float | None:
+    """Run one step unless its comparison.json exists; its wall time (None when kept from before)."""
+    from distilbench.compare import compare, distill
+    from distilbench.config import load_config
+
+    folder = out / step
+    if (folder / "comparison.json").is_file():
+        print(f"[{step}: finished before, kept]", flush=True)
+        return None
+    config = load_config(None, dict(task="multiclass", data=str(DATA / "news-headlines.csv"),
+                                    label_column="category", models=[STUDENT], seeds=seeds, out=str(folder),
+                                    backend="torch-fp32", measure_speed=False, keep_checkpoints="best"))
+    print(f"== {step}: {STUDENT}, seeds {seeds}", flush=True)
+    began = time.perf_counter()
+    if step == "distilled":
+        distill(config, str(teacher), STUDENT, overwrite=True, progress=True)
+    else:
+        compare(config, overwrite=True, progress=True)
+    wall = time.perf_counter() - began
+    (folder / "wall_s.txt").write_text(f"{wall:.1f}\n")
+    return wall
+
+
+def results(out: Path, teacher: Path, seeds: list[int], walls: dict) -> dict:
+    import pandas as pd
+
+    from distilbench.data import load_split
+    from distilbench.machine import machine_info
+    from distilbench.metrics import label_array
+    from distilbench.runs import RunDir
+    from distilbench.stats import paired_difference_over_seeds
+    from distilbench.verdicts import result_dirs, saved_probabilities
+
+    teacher_row = json.loads((teacher / "comparison.json").read_text())["rows"][0]
+    teacher_test = set(pd.read_csv(teacher / "data" / "test.csv")["text"])
+    report = {"machine": machine_info(), "seeds": seeds, "steps": {},
+              "teacher": {"run": str(teacher), "model": teacher_row["model"], "method": teacher_row["method"],
+                          "accuracy": teacher_row["test_ci"]["accuracy"]}}
+    probs, tests = {}, {}
+    for step in STEPS:
+        folder = out / step
+        if not (folder / "comparison.json").is_file():
+            continue
+        saved = json.loads((folder / "comparison.json").read_text())
+        label_names, row = saved["label_names"], saved["rows"][0]
+        tests[step] = load_split(folder / "data" / "test.csv", "multiclass", label_names)
+        if set(tests[step]["text"]) != teacher_test:
+            raise SystemExit(f"{step}'s test headlines are not those of the teacher's run {teacher}")
+        wall_file = folder / "wall_s.txt"
+        report["steps"][step] = {
+            "accuracy": row["test_ci"]["accuracy"], "f1_macro": row["test_ci"]["f1_macro"],
+            "seeds": [{"seed": s["seed"], "kept": s["kept"], "train_time_s": s["train_time_s"],
+                       "accuracy": s["test"]["accuracy"]} for s in row["seeds"]],
+            "train_time_s": row["train_time_s"], "learned_nothing": row["learned_nothing"]["flag"],
+            "method": row["method"], "machine": saved["machine"],
+            "wall_s": walls.get(step) or (float(wall_file.read_text()) if wall_file.is_file() else None)}
+        probs[step] = [saved_probabilities(d, label_names) for d in result_dirs(RunDir(folder), row)]
+    if len(probs) == 2:  # the same split written by both runs: the same headlines in the same order
+        if not tests["distilled"]["text"].equals(tests["label-only"]["text"]):
+            raise SystemExit("the two runs' test splits differ")
+        labels = label_array(tests["distilled"], "multiclass", label_names)
+        report["difference"] = paired_difference_over_seeds(
+            "multiclass", labels, probs["label-only"], probs["distilled"], label_names, "accuracy", resamples=1000,
+            confidence=0.95, seed=42)
+    elif EARLIER.is_file():
+        earlier = json.loads(EARLIER.read_text())
+        row = earlier["tasks"]["multiclass"]["defaults"]["comparison"]["rows"][0]
+        report["earlier_label_only"] = {"accuracy": row["test_ci"]["accuracy"], "machine": earlier["machine"],
+                                        "seeds": [{"seed": s["seed"], "accuracy": s["test"]["accuracy"]}
+                                                  for s in row["seeds"]]}
+    return report
+
+
+def _ci(ci: dict) -> str:
+    return f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def _per_seed(seeds: list[dict]) -> str:
+    return ", ".join(f"{s['accuracy']:.4f}" for s in seeds)
+
+
+def markdown(report: dict) -> str:
+    machine = report["machine"]
+    teacher = report["teacher"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, transformers "
+             f"{machine['transformers']}; ../shared/data/news-headlines.csv, the thesis's split (18,000 / 2,000 / "
+             f"5,000); seeds {report['seeds']}.", "",
+             f"Teacher: `{teacher['model']}` ({teacher['run']}), test accuracy {_ci(teacher['accuracy'])}.", "",
+             "| minilm-l6 | test accuracy, mean [95% CI] | per seed | macro F1 [95% CI] | kept | train time per "
+             "seed | beats baseline | wall |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for step, entry in report["steps"].items():
+        wall = f"{entry['wall_s'] / 60:.0f} min" if entry.get("wall_s") else ""
+        lines.append(f"| {step} | {_ci(entry['accuracy'])} | "
+                     f"{_per_seed(entry['seeds'])} | {_ci(entry['f1_macro'])} | "
+                     f"{', '.join(s['kept'] for s in entry['seeds'])} | {entry['train_time_s']:.0f} s | "
+                     f"{'NO' if entry['learned_nothing'] else 'yes'} | {wall} |")
+    if "earlier_label_only" in report:
+        earlier = report["earlier_label_only"]
+        lines.append(f"| label-only (verdicts-multiclass.json, {earlier['machine']['cpu']}) | "
+                     f"{_ci(earlier['accuracy'])} | {_per_seed(earlier['seeds'])} "
+                     f"| | | | | |")
+    if "difference" in report:
+        d = report["difference"]
+        lines += ["", f"Distilled - label-only, paired over the same seeds and test headlines: "
+                      f"{d['difference_points']:+.2f} points [{d['low']:+.2f}, {d['high']:+.2f}]."]
+    for step, entry in report["steps"].items():
+        lines += ["", f"{step}: {entry['method']}"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
