@@ -231,6 +231,16 @@ def test_the_student_gets_a_paired_difference_mcnemar_and_a_verdict(seeded_run):
     assert {"accuracy_low", "accuracy_high", "accuracy_std_seeds", "diff_low", "diff_high"} <= set(table.columns)
 
 
+def test_verdict_lines_name_the_reference_only_when_there_is_a_verdict(seeded_run):
+    from distilbench.verdicts import verdict_lines
+
+    _, rows, run = seeded_run
+    assessment = json.loads((run / "comparison.json").read_text())
+    lines, _ = verdict_lines(rows, assessment)
+    assert lines[0].startswith(f"verdicts against {rows[0]['model']}") and len(lines) == 2
+    assert verdict_lines(rows[:1], assessment)[0] == []  # the reference alone: no header over nothing
+
+
 def test_baselines_come_from_the_training_split_and_learning_models_are_not_flagged(seeded_run):
     _, rows, run = seeded_run
     saved = json.loads((run / "comparison.json").read_text())

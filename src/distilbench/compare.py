@@ -594,7 +594,8 @@ def compare(config: ExperimentConfig, overwrite: bool = False, progress: bool = 
         say("\ntrivial baselines (from the training split):\n"
             + baseline_table(assessment, config.task).to_string(index=False))
         lines, warnings = verdict_lines(rows, assessment)
-        say("\n" + "\n".join(lines))
+        if lines:
+            say("\n" + "\n".join(lines))
         for line in warnings:
             warn(line)
         say(f"\nresults: {run.comparison_json}")
@@ -661,7 +662,7 @@ def distill(config: ExperimentConfig, teacher: str, student: str, overwrite: boo
         say("\n" + printed_table([row], task).to_string(index=False))
         say("\ntrivial baselines (from the training split):\n"
             + baseline_table(assessment, task).to_string(index=False))
-        for line in verdict_lines([row], assessment)[1]:
+        for line in verdict_lines([row], assessment)[1]:  # no verdict lines: the one row is the reference
             warn(line)
         metric = primary_metric(task)
         spread = (row.get("test_spread") or {}).get(metric)
