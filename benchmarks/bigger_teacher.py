@@ -121,6 +121,8 @@ def results(out: Path, teacher: Path, seeds: list[int], walls: dict) -> dict:
             "method": row["method"], "machine": saved["machine"],
             "wall_s": walls.get(step) or (float(wall_file.read_text()) if wall_file.is_file() else None)}
         probs[step] = [saved_probabilities(d, label_names) for d in result_dirs(RunDir(folder), row)]
+        if step == "distilled":
+            report["teacher"]["on_training_texts"] = soft_targets(folder, label_names, row["distillation"])
     if len(probs) == 2:  # the same split written by both runs: the same headlines in the same order
         if not tests["distilled"]["text"].equals(tests["label-only"]["text"]):
             raise SystemExit("the two runs' test splits differ")
@@ -137,8 +139,35 @@ def results(out: Path, teacher: Path, seeds: list[int], walls: dict) -> dict:
     return report
 
 
+def soft_targets(folder: Path, label_names: list[str], distillation: dict) -> dict:
+    """How soft the teacher's targets were: from the run's cached teacher outputs on the training texts, the share
+    whose argmax is the label and the mean probability of the labelled class at the distillation temperature."""
+    import numpy as np
+
+    from distilbench.data import load_split
+    from distilbench.metrics import label_array
+
+    logits = np.load(next((folder / "cache").glob("*.train-logits.npy")))
+    labels = label_array(load_split(folder / "data" / "train.csv", "multiclass", label_names), "multiclass",
+                         label_names)
+    scaled = logits / distillation["temperature"]
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return {"texts": len(labels), "agree_with_labels": float((logits.argmax(axis=1) == labels).mean()),
+            "temperature": distillation["temperature"],
+            "mean_prob_of_label": float(probs[np.arange(len(labels)), labels].mean())}
+
+
 def _ci(ci: dict) -> str:
     return f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def _soft_text(soft: dict | None) -> str:
+    if not soft:
+        return ""
+    return (f" On the {soft['texts']} training texts its outputs agree with the labels on "
+            f"{soft['agree_with_labels']:.1%} and give the labelled class {soft['mean_prob_of_label']:.2f} on "
+            f"average at T {soft['temperature']:g}.")
 
 
 def _per_seed(seeds: list[dict]) -> str:
@@ -151,7 +180,8 @@ def markdown(report: dict) -> str:
     lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, transformers "
              f"{machine['transformers']}; ../shared/data/news-headlines.csv, the thesis's split (18,000 / 2,000 / "
              f"5,000); seeds {report['seeds']}.", "",
-             f"Teacher: `{teacher['model']}` ({teacher['run']}), test accuracy {_ci(teacher['accuracy'])}.", "",
+             f"Teacher: `{teacher['model']}` ({teacher['run']}), test accuracy {_ci(teacher['accuracy'])}."
+             + _soft_text(teacher.get("on_training_texts")), "",
              "| minilm-l6 | test accuracy, mean [95% CI] | per seed | macro F1 [95% CI] | kept | train time per "
              "seed | beats baseline | wall |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for step, entry in report["steps"].items():
