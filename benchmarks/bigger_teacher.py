@@ -53,8 +53,9 @@ def main() -> int:
     quiet_libraries(False)
     seeds = [42 + i for i in range(args.seeds)]
     try:
-        walls = {step: run_step(step, Path(args.out), Path(args.teacher), seeds) for step in steps}
-        report = results(Path(args.out), Path(args.teacher), seeds, walls)
+        for step in steps:
+            run_step(step, Path(args.out), Path(args.teacher), seeds)
+        report = results(Path(args.out), Path(args.teacher), seeds)
     except DistilbenchError as exc:
         raise SystemExit(f"error: {exc}") from None
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
@@ -64,15 +65,15 @@ def main() -> int:
     return 0
 
 
-def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> float | None:
-    """Run one step unless its comparison.json exists; its wall time (None when kept from before)."""
+def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> None:
+    """Run one step unless its comparison.json exists; its wall time goes to wall_s.txt beside it."""
     from distilbench.compare import compare, distill
     from distilbench.config import load_config
 
     folder = out / step
     if (folder / "comparison.json").is_file():
         print(f"[{step}: finished before, kept]", flush=True)
-        return None
+        return
     config = load_config(None, dict(task="multiclass", data=str(DATA / "news-headlines.csv"),
                                     label_column="category", models=[STUDENT], seeds=seeds, out=str(folder),
                                     backend="torch-fp32", measure_speed=False, keep_checkpoints="best"))
@@ -82,12 +83,10 @@ def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> float | N
         distill(config, str(teacher), STUDENT, overwrite=True, progress=True)
     else:
         compare(config, overwrite=True, progress=True)
-    wall = time.perf_counter() - began
-    (folder / "wall_s.txt").write_text(f"{wall:.1f}\n")
-    return wall
+    (folder / "wall_s.txt").write_text(f"{time.perf_counter() - began:.1f}\n")
 
 
-def results(out: Path, teacher: Path, seeds: list[int], walls: dict) -> dict:
+def results(out: Path, teacher: Path, seeds: list[int]) -> dict:
     import pandas as pd
 
     from distilbench.data import load_split
@@ -119,7 +118,7 @@ def results(out: Path, teacher: Path, seeds: list[int], walls: dict) -> dict:
                        "accuracy": s["test"]["accuracy"]} for s in row["seeds"]],
             "train_time_s": row["train_time_s"], "learned_nothing": row["learned_nothing"]["flag"],
             "method": row["method"], "machine": saved["machine"],
-            "wall_s": walls.get(step) or (float(wall_file.read_text()) if wall_file.is_file() else None)}
+            "wall_s": float(wall_file.read_text()) if wall_file.is_file() else None}
         probs[step] = [saved_probabilities(d, label_names) for d in result_dirs(RunDir(folder), row)]
         if step == "distilled":
             report["teacher"]["on_training_texts"] = soft_targets(folder, label_names, row["distillation"])
