@@ -164,11 +164,10 @@ def verdict_lines(rows: list[dict], assessment: dict) -> tuple[list[str], list[s
     """(lines to print, warnings): each model's verdict against the reference (no lines when the reference is
     the only model), and every model or seed that did not beat the best trivial baseline (or whose tuned
     thresholds do not)."""
-    lines = [f"verdicts against {assessment['reference']} (margin {assessment['margin_points']:g} points of "
-             f"{assessment['metric']}, {assessment['confidence']:.0%} paired bootstrap intervals):"]
-    if not any(row.get("vs_reference") for row in rows):
-        lines = []
-    warnings = []
+    lines, warnings = [], []
+    if any(row.get("vs_reference") for row in rows):
+        lines.append(f"verdicts against {assessment['reference']} (margin {assessment['margin_points']:g} points of "
+                     f"{assessment['metric']}, {assessment['confidence']:.0%} paired bootstrap intervals):")
     for row in rows:
         difference = row.get("vs_reference")
         if difference is not None:
