@@ -142,6 +142,7 @@ def soft_targets(folder: Path, label_names: list[str], distillation: dict) -> di
     """How soft the teacher's targets were: from the run's cached teacher outputs on the training texts, the share
     whose argmax is the label and the mean probability of the labelled class at the distillation temperature."""
     import numpy as np
+    from scipy.special import softmax
 
     from distilbench.data import load_split
     from distilbench.metrics import label_array
@@ -149,9 +150,7 @@ def soft_targets(folder: Path, label_names: list[str], distillation: dict) -> di
     logits = np.load(next((folder / "cache").glob("*.train-logits.npy")))
     labels = label_array(load_split(folder / "data" / "train.csv", "multiclass", label_names), "multiclass",
                          label_names)
-    scaled = logits / distillation["temperature"]
-    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(logits / distillation["temperature"], axis=1)
     return {"texts": len(labels), "agree_with_labels": float((logits.argmax(axis=1) == labels).mean()),
             "temperature": distillation["temperature"],
             "mean_prob_of_label": float(probs[np.arange(len(labels)), labels].mean())}
