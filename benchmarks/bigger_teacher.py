@@ -5,19 +5,23 @@
         --out runs/benchmarks/thesis-scale-3-epochs-teacher --results benchmarks/results/thesis_scale_3_epochs_teacher
     .venv/bin/python benchmarks/bigger_teacher.py \\
         --teacher runs/benchmarks/thesis-scale-3-epochs-teacher/multiclass/teacher/run [--seeds 3] \\
-        [--steps distilled,label-only] [--out runs/benchmarks/minilm-from-mpnet]
+        [--steps distilled,augmented,label-only] [--out runs/benchmarks/minilm-from-mpnet]
 
 Steps, each a run that is kept (a finished step is not run again):
   - distilled: `distilbench distill --teacher TEACHER --student minilm-l6 --seeds N`: the pretrained minilm-l6
     (6 layers, 384 wide, its own tokenizer) learns from the labels and the fine-tuned teacher's outputs
     (alpha 0.5, T 2), with distilbench's defaults otherwise (lr 1e-4, 5 epochs, batch 32, averaged checkpoints);
+  - augmented: the same with `--augment mask --augment-copies 1 --epochs 3`: one masked copy of each training
+    text (15 % of its words masked, seeded by the seed) learnt from the teacher's outputs alone, as TinyBERT's
+    augmentation; 3 epochs of twice the texts (the teacher's outputs on the copies cost about as much again);
   - label-only: `distilbench compare --models minilm-l6 --seeds N` with the same defaults, seeds and split.
 Both on ../shared/data/news-headlines.csv with the thesis's split (seed 42: 18,000 / 2,000 / 5,000), the split
 the teacher was fine-tuned on (checked: the test headlines must be the teacher run's). Results:
 benchmarks/results/minilm_from_mpnet.{json,md}: every seed's test accuracy, the 95 % intervals over test
-examples and seeds, the teacher's, and the paired difference distilled - label-only over the same seeds and
-test headlines (distilbench.stats, as compare's verdicts); with only the distilled step, the label-only numbers
-of benchmarks/results/verdicts-multiclass.json (the same defaults, seeds and split, an earlier run) are shown.
+examples and seeds, the teacher's, and the paired difference of each distillation step - label-only over the
+same seeds and test headlines (distilbench.stats, as compare's verdicts); without the label-only step, the
+label-only numbers of benchmarks/results/verdicts-multiclass.json (the same defaults, seeds and split, an
+earlier run) are shown.
 """
 
 from __future__ import annotations
@@ -33,14 +37,16 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "minilm_from_mpnet"
 EARLIER = ROOT / "benchmarks" / "results" / "verdicts-multiclass.json"
 STUDENT = "minilm-l6"
-STEPS = ("distilled", "label-only")
+STEPS = ("distilled", "augmented", "label-only")
+DISTILLED = ("distilled", "augmented")
+AUGMENTED = dict(augment="mask", augment_copies=1, epochs=3)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="the fine-tuned teacher's run directory (one model)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--steps", default="distilled,label-only", help=f"any of {', '.join(STEPS)}")
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "minilm-from-mpnet"))
     parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
     args = parser.parse_args()
@@ -76,10 +82,11 @@ def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> None:
         return
     config = load_config(None, dict(task="multiclass", data=str(DATA / "news-headlines.csv"),
                                     label_column="category", models=[STUDENT], seeds=seeds, out=str(folder),
-                                    backend="torch-fp32", measure_speed=False, keep_checkpoints="best"))
+                                    backend="torch-fp32", measure_speed=False, keep_checkpoints="best",
+                                    **(AUGMENTED if step == "augmented" else {})))
     print(f"== {step}: {STUDENT}, seeds {seeds}", flush=True)
     began = time.perf_counter()
-    if step == "distilled":
+    if step in DISTILLED:
         distill(config, str(teacher), STUDENT, overwrite=True, progress=True)
     else:
         compare(config, overwrite=True, progress=True)
@@ -120,15 +127,17 @@ def results(out: Path, teacher: Path, seeds: list[int]) -> dict:
             "method": row["method"], "machine": saved["machine"],
             "wall_s": float(wall_file.read_text()) if wall_file.is_file() else None}
         probs[step] = [saved_probabilities(d, label_names) for d in result_dirs(RunDir(folder), row)]
-        if step == "distilled":
+        if step in DISTILLED and "on_training_texts" not in report["teacher"]:
             report["teacher"]["on_training_texts"] = soft_targets(folder, label_names, row["distillation"])
-    if len(probs) == 2:  # the same split written by both runs: the same headlines in the same order
-        if not tests["distilled"]["text"].equals(tests["label-only"]["text"]):
-            raise SystemExit("the two runs' test splits differ")
-        labels = label_array(tests["distilled"], "multiclass", label_names)
-        report["difference"] = paired_difference_over_seeds(
-            "multiclass", labels, probs["label-only"], probs["distilled"], label_names, "accuracy", resamples=1000,
-            confidence=0.95, seed=42)
+    if "label-only" in probs:  # the same split written by every run: the same headlines in the same order
+        labels = label_array(tests["label-only"], "multiclass", label_names)
+        report["differences"] = {}
+        for step in (s for s in DISTILLED if s in probs):
+            if not tests[step]["text"].equals(tests["label-only"]["text"]):
+                raise SystemExit(f"the {step} and label-only runs' test splits differ")
+            report["differences"][step] = paired_difference_over_seeds(
+                "multiclass", labels, probs["label-only"], probs[step], label_names, "accuracy", resamples=1000,
+                confidence=0.95, seed=42)
     elif EARLIER.is_file():
         earlier = json.loads(EARLIER.read_text())
         row = earlier["tasks"]["multiclass"]["defaults"]["comparison"]["rows"][0]
@@ -193,9 +202,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| label-only (verdicts-multiclass.json, {earlier['machine']['cpu']}) | "
                      f"{_ci(earlier['accuracy'])} | {_per_seed(earlier['seeds'])} "
                      f"| | | | | |")
-    if "difference" in report:
-        d = report["difference"]
-        lines += ["", f"Distilled - label-only, paired over the same seeds and test headlines: "
+    for step, d in report.get("differences", {}).items():
+        lines += ["", f"{step} - label-only, paired over the same seeds and test headlines: "
                       f"{d['difference_points']:+.2f} points [{d['low']:+.2f}, {d['high']:+.2f}]."]
     for step, entry in report["steps"].items():
         lines += ["", f"{step}: {entry['method']}"]
