@@ -42,6 +42,15 @@ def test_seeds_parse_as_a_count_or_a_list_and_the_splits_keep_their_seed():
             load_config(None, {"seeds": bad})
 
 
+def test_a_count_of_seeds_that_looks_like_a_seed_is_told_apart(capsys):
+    assert load_config(None, {"seeds": "42"}).seeds == list(range(42, 84))
+    err = capsys.readouterr().err
+    assert "--seeds 42 is a count: every model is trained 42 times (seeds 42-83)" in err and "--seed 42" in err
+    assert load_config(None, {"seeds": "42,"}).seeds == [42]
+    assert load_config(None, {"seeds": "10"}).seeds == list(range(42, 52))
+    assert capsys.readouterr().err == ""
+
+
 def test_flags_are_checked_with_messages_that_name_them():
     cases = {"--warmup-ratio": dict(warmup_ratio=1.0), "--class-weight": dict(class_weight="balanced",
                                                                             task="multilabel"),
@@ -299,7 +308,7 @@ def test_resume_never_retrains_a_finished_seed(tmp_path, learnable_bert_dir, sha
     monkeypatch.setattr(compare_module, "run_model", real)
     monkeypatch.setattr(training, "train_model", counting)
     rows = compare(config, progress=False, resume=True)
-    assert trained == [f"student:{learnable_bert_dir} (seed 2)"]
+    assert trained == [f"student:{learnable_bert_dir} (seed 2, 2 of 2)"]
     assert [s["seed"] for s in rows[1]["seeds"]] == [1, 2]
 
 

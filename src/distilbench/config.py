@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from .console import DistilbenchError
+from .console import DistilbenchError, warn
 
 TASKS = ("multiclass", "multilabel")
 HEAD_CHOICES = ("auto", "standard", "thesis", "mean")  # see models.HEADS and models.resolve_head
@@ -280,6 +280,9 @@ def _read_settings(path: str | Path) -> dict:
     return loaded
 
 
+MANY_SEEDS = 10  # about ten is the usual advice; a larger count is allowed, with a warning
+
+
 def parse_seeds(value, seed: int) -> list[int] | None:
     """--seeds: a count N (seed, seed+1, ..., seed+N-1), or a list of seeds ("1,2,3" or a YAML list)."""
     if value is None or isinstance(value, list):
@@ -290,6 +293,10 @@ def parse_seeds(value, seed: int) -> list[int] | None:
             count = int(text)
             if count < 1:
                 raise DistilbenchError(f"--seeds must be a count of at least 1 or a list of seeds, not {text}")
+            if count > MANY_SEEDS:  # --seeds 42 meant as "seed 42" would train every model 42 times
+                warn(f"--seeds {count} is a count: every model is trained {count} times (seeds {seed}-"
+                     f"{seed + count - 1}); for one run with seed {count} use --seed {count} (or the list --seeds "
+                     f"{count},)")
             return [seed + i for i in range(count)]
         return [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
