@@ -13,6 +13,7 @@ from distilbench.console import DistilbenchError
 from distilbench.distillation import (
     attention_loss,
     distillation_loss,
+    distillation_variant,
     hidden_state_loss,
     mapped_teacher_layers,
     masked_copies,
@@ -215,7 +216,7 @@ def test_distill_with_every_variant_end_to_end(tmp_path, teacher_run, tiny_bert_
     assert "that are in the validation or test split" in out
     row = json.loads((tmp_path / "student" / "comparison.json").read_text())["rows"][0]
     assert "hidden-state MSE 1" in row["method"] and "attention-map loss 1" in row["method"]
-    assert "unlabeled texts from" in row["method"] and "masked copies" in row["method"]
+    assert "unlabeled texts from" in row["method"] and "1 masked copy of each" in row["method"]
     settings = row["distillation"]
     train_rows = len(pd.read_csv(tmp_path / "student" / "data" / "train.csv"))
     assert settings["labelled_texts"] == train_rows
@@ -262,3 +263,19 @@ def test_the_variant_flags_reach_the_config(capsys, monkeypatch, verb):
     config = calls[0][0]
     assert (config.distill_hidden, config.distill_attention, config.unlabeled, config.unlabeled_column,
             config.augment, config.augment_copies) == (2.0, 0.5, "more.txt", "body", "mask", 3)
+
+
+def test_the_method_line_counts_masked_copies_in_words():
+    from distilbench.config import ExperimentConfig
+
+    class Rows:  # two labelled texts and two with soft targets only, as the distillation's training data
+        labelled = np.array([True, True, False, False])
+
+        def __len__(self):
+            return 4
+
+    train_data = Rows()
+    one = distillation_variant(ExperimentConfig(augment="mask", augment_copies=1), train_data)
+    two = distillation_variant(ExperimentConfig(augment="mask", augment_copies=2), train_data)
+    assert "1 masked copy of each training text" in one and "2 masked copies of each training text" in two
+    assert "2 texts with soft targets only" in one

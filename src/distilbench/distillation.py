@@ -306,7 +306,8 @@ def distillation_variant(config: ExperimentConfig, train_data) -> str:
     if config.unlabeled:
         parts.append(f"unlabeled texts from {config.unlabeled}")
     if config.augment != "none":
-        parts.append(f"{config.augment_copies} masked copies of each training text")
+        copies = "copy" if config.augment_copies == 1 else "copies"
+        parts.append(f"{config.augment_copies} masked {copies} of each training text")
     if settings["soft_only_texts"]:
         parts.append(f"{settings['soft_only_texts']} texts with soft targets only")
     return "; " + ", ".join(parts) if parts else ""
