@@ -15,7 +15,7 @@ Steps, each a run that is kept (a finished step is not run again):
     text (15 % of its words masked, seeded by the seed) learnt from the teacher's outputs alone, as TinyBERT's
     augmentation; 3 epochs of twice the texts (the teacher's outputs on the copies cost about as much again);
   - label-only: `distilbench compare --models minilm-l6 --seeds N` with the same defaults, seeds and split.
-Both on ../shared/data/news-headlines.csv with the thesis's split (seed 42: 18,000 / 2,000 / 5,000), the split
+All on ../shared/data/news-headlines.csv with the thesis's split (seed 42: 18,000 / 2,000 / 5,000), the split
 the teacher was fine-tuned on (checked: the test headlines must be the teacher run's). Results:
 benchmarks/results/minilm_from_mpnet.{json,md}: every seed's test accuracy, the 95 % intervals over test
 examples and seeds, the teacher's, and the paired difference of each distillation step - label-only over the
