@@ -223,10 +223,9 @@ def run_model(spec: str, config: ExperimentConfig, splits: dict[str, pd.DataFram
     slug = slug or model_slug(spec)
     results = run.results(slug)
     main = distributed.is_main_process()
-    seeds = config.training_seeds()
+    seeds = config.training_seeds()  # one of several seeds (train_seeds) has a slug of its own
     shown = (spec if slug == model_slug(spec) else
-             f"{spec} (seed {config.seed}, {seeds.index(config.seed) + 1} of {len(seeds)})" if config.seed in seeds
-             else f"{spec} (seed {config.seed})")
+             f"{spec} (seed {config.seed}, {seeds.index(config.seed) + 1} of {len(seeds)})")
     if distributed.share(resume and main and (results / "row.json").is_file()):
         say(f"\n== {shown}: finished before the run stopped; kept")
         return read_json(results / "row.json") if main else None
