@@ -37,17 +37,19 @@ def operator_profile(model, batch: dict, linear_flops: float, peak: float) -> di
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     linear_s = sum(e.self_cpu_time_total for e in events if e.key in ("aten::addmm", "mkldnn::_linear_pointwise"))
-    return {"operators": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in events[:6]],
-            "linear_share_of_peak": linear_flops / (linear_s / 1e6 / 5) / peak}
+    return {
+        "operators": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in events[:6]],
+        "linear_share_of_peak": linear_flops / (linear_s / 1e6 / 5) / peak,
+    }
 
 
 def main() -> None:
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-    from distilbench.backends import load_backend
-    from distilbench.machine import machine_info, matmul_peak_flops
-    from distilbench.models import packaged_minilm_path
-    from distilbench.speed import encoder_shape, flops_per_sample
+    from distilbench.bench.speed import encoder_shape, flops_per_sample
+    from distilbench.models.registry import packaged_minilm_path
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.machine import machine_info, matmul_peak_flops
 
     torch.manual_seed(0)
     peak = matmul_peak_flops(torch.bfloat16)[0]
@@ -59,12 +61,16 @@ def main() -> None:
     for name, model in models.items():
         model.eval()
         fused = load_backend(model, "torch-bf16")
-        variants = {"plain bf16 copy": (copy.deepcopy(model).to(torch.bfloat16), False),
-                    "torch-bf16 (fused)": (fused.model, fused.first_token_only)}
+        variants = {
+            "plain bf16 copy": (copy.deepcopy(model).to(torch.bfloat16), False),
+            "torch-bf16 (fused)": (fused.model, fused.first_token_only),
+        }
         variants_of[name] = variants
         for seq in (15, 64, 128):
-            batch = {"input_ids": torch.randint(1000, 20000, (64, seq)),
-                     "attention_mask": torch.ones(64, seq, dtype=torch.long)}
+            batch = {
+                "input_ids": torch.randint(1000, 20000, (64, seq)),
+                "attention_mask": torch.ones(64, seq, dtype=torch.long),
+            }
             times = {variant: [] for variant in variants}
             with torch.inference_mode():
                 for i in range(9):
@@ -75,8 +81,15 @@ def main() -> None:
                             times[variant].append(time.perf_counter() - start)
             for variant, (_, first) in variants.items():
                 seconds = statistics.median(times[variant])
-                rows.append({"model": name, "variant": variant, "seq": seq, "samples_per_s": 64 / seconds,
-                             "mfu": flops_per_sample(model.config, seq, first) * 64 / seconds / peak})
+                rows.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "seq": seq,
+                        "samples_per_s": 64 / seconds,
+                        "mfu": flops_per_sample(model.config, seq, first) * 64 / seconds / peak,
+                    }
+                )
                 print(rows[-1], flush=True)
 
     batch = {"input_ids": torch.randint(1000, 20000, (64, 15)), "attention_mask": torch.ones(64, 15, dtype=torch.long)}
@@ -91,20 +104,30 @@ def main() -> None:
     report = {"machine": machine_info(), "bf16_peak_flops": peak, "rows": rows, "profiles": profiles}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bf16_profile.json").write_text(json.dumps(report, indent=2))
-    lines = [f"bf16 peak {peak / 1e9:.0f} GFLOP/s; batch 64, no padding", "",
-             "| model | tokens | plain bf16 copy: samples/s | MFU | torch-bf16 (fused): samples/s | MFU | speed-up |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"bf16 peak {peak / 1e9:.0f} GFLOP/s; batch 64, no padding",
+        "",
+        "| model | tokens | plain bf16 copy: samples/s | MFU | torch-bf16 (fused): samples/s | MFU | speed-up |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name in models:
         for seq in (15, 64, 128):
-            plain, fast = (next(r for r in rows if r["model"] == name and r["seq"] == seq and r["variant"] == v)
-                           for v in ("plain bf16 copy", "torch-bf16 (fused)"))
-            lines.append(f"| {name} | {seq} | {plain['samples_per_s']:.0f} | {100 * plain['mfu']:.0f} % "
-                         f"| {fast['samples_per_s']:.0f} | {100 * fast['mfu']:.0f} % "
-                         f"| {fast['samples_per_s'] / plain['samples_per_s']:.2f}x |")
+            plain, fast = (
+                next(r for r in rows if r["model"] == name and r["seq"] == seq and r["variant"] == v)
+                for v in ("plain bf16 copy", "torch-bf16 (fused)")
+            )
+            lines.append(
+                f"| {name} | {seq} | {plain['samples_per_s']:.0f} | {100 * plain['mfu']:.0f} % "
+                f"| {fast['samples_per_s']:.0f} | {100 * fast['mfu']:.0f} % "
+                f"| {fast['samples_per_s'] / plain['samples_per_s']:.2f}x |"
+            )
     for variant, prof in profiles.items():
-        lines += ["", f"DistilBERT-base, 15 tokens, {variant}, share of operator time: "
-                  + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["operators"][:5])
-                  + f"; its linear layers' products run at {100 * prof['linear_share_of_peak']:.0f} % of the peak."]
+        lines += [
+            "",
+            f"DistilBERT-base, 15 tokens, {variant}, share of operator time: "
+            + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["operators"][:5])
+            + f"; its linear layers' products run at {100 * prof['linear_share_of_peak']:.0f} % of the peak.",
+        ]
     (RESULTS / "bf16_profile.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,7 +19,7 @@ All on ../shared/data/news-headlines.csv with the thesis's split (seed 42: 18,00
 the teacher was fine-tuned on (checked: the test headlines must be the teacher run's). Results:
 benchmarks/results/minilm_from_mpnet.{json,md}: every seed's test accuracy, the 95 % intervals over test
 examples and seeds, the teacher's, and the paired difference of each distillation step - label-only over the
-same seeds and test headlines (distilbench.stats, as compare's verdicts); without the label-only step, the
+same seeds and test headlines (distilbench.evaluation.stats, as compare's verdicts); without the label-only step, the
 label-only numbers of benchmarks/results/verdicts-multiclass.json (the same defaults, seeds and split, an
 earlier run) are shown.
 """
@@ -54,7 +54,7 @@ def main() -> int:
     if any(s not in STEPS for s in steps):
         raise SystemExit(f"unknown step in {steps}; steps: {', '.join(STEPS)}")
 
-    from distilbench.console import DistilbenchError, quiet_libraries
+    from distilbench.core.console import DistilbenchError, quiet_libraries
 
     quiet_libraries(False)
     seeds = [42 + i for i in range(args.seeds)]
@@ -73,17 +73,28 @@ def main() -> int:
 
 def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> None:
     """Run one step unless its comparison.json exists; its wall time goes to wall_s.txt beside it."""
-    from distilbench.compare import compare, distill
     from distilbench.config import load_config
+    from distilbench.experiments.compare import compare, distill
 
     folder = out / step
     if (folder / "comparison.json").is_file():
         print(f"[{step}: finished before, kept]", flush=True)
         return
-    config = load_config(None, dict(task="multiclass", data=str(DATA / "news-headlines.csv"),
-                                    label_column="category", models=[STUDENT], seeds=seeds, out=str(folder),
-                                    backend="torch-fp32", measure_speed=False, keep_checkpoints="best",
-                                    **(AUGMENTED if step == "augmented" else {})))
+    config = load_config(
+        None,
+        dict(
+            task="multiclass",
+            data=str(DATA / "news-headlines.csv"),
+            label_column="category",
+            models=[STUDENT],
+            seeds=seeds,
+            out=str(folder),
+            backend="torch-fp32",
+            measure_speed=False,
+            keep_checkpoints="best",
+            **(AUGMENTED if step == "augmented" else {}),
+        ),
+    )
     print(f"== {step}: {STUDENT}, seeds {seeds}", flush=True)
     began = time.perf_counter()
     if step in DISTILLED:
@@ -96,18 +107,26 @@ def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> None:
 def results(out: Path, teacher: Path, seeds: list[int]) -> dict:
     import pandas as pd
 
-    from distilbench.data import load_split
-    from distilbench.machine import machine_info
-    from distilbench.metrics import label_array
+    from distilbench.data.datasets import load_split
+    from distilbench.evaluation.metrics import label_array
+    from distilbench.evaluation.stats import paired_difference_over_seeds
+    from distilbench.evaluation.verdicts import result_dirs, saved_probabilities
     from distilbench.runs import RunDir
-    from distilbench.stats import paired_difference_over_seeds
-    from distilbench.verdicts import result_dirs, saved_probabilities
+    from distilbench.runtime.machine import machine_info
 
     teacher_row = json.loads((teacher / "comparison.json").read_text())["rows"][0]
     teacher_test = set(pd.read_csv(teacher / "data" / "test.csv")["text"])
-    report = {"machine": machine_info(), "seeds": seeds, "steps": {},
-              "teacher": {"run": str(teacher), "model": teacher_row["model"], "method": teacher_row["method"],
-                          "accuracy": teacher_row["test_ci"]["accuracy"]}}
+    report = {
+        "machine": machine_info(),
+        "seeds": seeds,
+        "steps": {},
+        "teacher": {
+            "run": str(teacher),
+            "model": teacher_row["model"],
+            "method": teacher_row["method"],
+            "accuracy": teacher_row["test_ci"]["accuracy"],
+        },
+    }
     probs, tests = {}, {}
     for step in STEPS:
         folder = out / step
@@ -120,12 +139,23 @@ def results(out: Path, teacher: Path, seeds: list[int]) -> dict:
             raise SystemExit(f"{step}'s test headlines are not those of the teacher's run {teacher}")
         wall_file = folder / "wall_s.txt"
         report["steps"][step] = {
-            "accuracy": row["test_ci"]["accuracy"], "f1_macro": row["test_ci"]["f1_macro"],
-            "seeds": [{"seed": s["seed"], "kept": s["kept"], "train_time_s": s["train_time_s"],
-                       "accuracy": s["test"]["accuracy"]} for s in row["seeds"]],
-            "train_time_s": row["train_time_s"], "learned_nothing": row["learned_nothing"]["flag"],
-            "method": row["method"], "machine": saved["machine"],
-            "wall_s": float(wall_file.read_text()) if wall_file.is_file() else None}
+            "accuracy": row["test_ci"]["accuracy"],
+            "f1_macro": row["test_ci"]["f1_macro"],
+            "seeds": [
+                {
+                    "seed": s["seed"],
+                    "kept": s["kept"],
+                    "train_time_s": s["train_time_s"],
+                    "accuracy": s["test"]["accuracy"],
+                }
+                for s in row["seeds"]
+            ],
+            "train_time_s": row["train_time_s"],
+            "learned_nothing": row["learned_nothing"]["flag"],
+            "method": row["method"],
+            "machine": saved["machine"],
+            "wall_s": float(wall_file.read_text()) if wall_file.is_file() else None,
+        }
         probs[step] = [saved_probabilities(d, label_names) for d in result_dirs(RunDir(folder), row)]
         if step in DISTILLED and "on_training_texts" not in report["teacher"]:
             report["teacher"]["on_training_texts"] = soft_targets(folder, label_names, row["distillation"])
@@ -136,14 +166,24 @@ def results(out: Path, teacher: Path, seeds: list[int]) -> dict:
             if not tests[step]["text"].equals(tests["label-only"]["text"]):
                 raise SystemExit(f"the {step} and label-only runs' test splits differ")
             report["differences"][step] = paired_difference_over_seeds(
-                "multiclass", labels, probs["label-only"], probs[step], label_names, "accuracy", resamples=1000,
-                confidence=0.95, seed=42)
+                "multiclass",
+                labels,
+                probs["label-only"],
+                probs[step],
+                label_names,
+                "accuracy",
+                resamples=1000,
+                confidence=0.95,
+                seed=42,
+            )
     elif EARLIER.is_file():
         earlier = json.loads(EARLIER.read_text())
         row = earlier["tasks"]["multiclass"]["defaults"]["comparison"]["rows"][0]
-        report["earlier_label_only"] = {"accuracy": row["test_ci"]["accuracy"], "machine": earlier["machine"],
-                                        "seeds": [{"seed": s["seed"], "accuracy": s["test"]["accuracy"]}
-                                                  for s in row["seeds"]]}
+        report["earlier_label_only"] = {
+            "accuracy": row["test_ci"]["accuracy"],
+            "machine": earlier["machine"],
+            "seeds": [{"seed": s["seed"], "accuracy": s["test"]["accuracy"]} for s in row["seeds"]],
+        }
     return report
 
 
@@ -153,16 +193,20 @@ def soft_targets(folder: Path, label_names: list[str], distillation: dict) -> di
     import numpy as np
     from scipy.special import softmax
 
-    from distilbench.data import load_split
-    from distilbench.metrics import label_array
+    from distilbench.data.datasets import load_split
+    from distilbench.evaluation.metrics import label_array
 
     logits = np.load(next((folder / "cache").glob("*.train-logits.npy")))
-    labels = label_array(load_split(folder / "data" / "train.csv", "multiclass", label_names), "multiclass",
-                         label_names)
+    labels = label_array(
+        load_split(folder / "data" / "train.csv", "multiclass", label_names), "multiclass", label_names
+    )
     probs = softmax(logits / distillation["temperature"], axis=1)
-    return {"texts": len(labels), "agree_with_labels": float((logits.argmax(axis=1) == labels).mean()),
-            "temperature": distillation["temperature"],
-            "mean_prob_of_label": float(probs[np.arange(len(labels)), labels].mean())}
+    return {
+        "texts": len(labels),
+        "agree_with_labels": float((logits.argmax(axis=1) == labels).mean()),
+        "temperature": distillation["temperature"],
+        "mean_prob_of_label": float(probs[np.arange(len(labels)), labels].mean()),
+    }
 
 
 def _ci(ci: dict) -> str:
@@ -172,9 +216,11 @@ def _ci(ci: dict) -> str:
 def _soft_text(soft: dict | None) -> str:
     if not soft:
         return ""
-    return (f" On the {soft['texts']} training texts its outputs agree with the labels on "
-            f"{soft['agree_with_labels']:.1%} and give the labelled class {soft['mean_prob_of_label']:.2f} on "
-            f"average at T {soft['temperature']:g}.")
+    return (
+        f" On the {soft['texts']} training texts its outputs agree with the labels on "
+        f"{soft['agree_with_labels']:.1%} and give the labelled class {soft['mean_prob_of_label']:.2f} on "
+        f"average at T {soft['temperature']:g}."
+    )
 
 
 def _per_seed(seeds: list[dict]) -> str:
@@ -184,27 +230,39 @@ def _per_seed(seeds: list[dict]) -> str:
 def markdown(report: dict) -> str:
     machine = report["machine"]
     teacher = report["teacher"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, transformers "
-             f"{machine['transformers']}; ../shared/data/news-headlines.csv, the thesis's split (18,000 / 2,000 / "
-             f"5,000); seeds {report['seeds']}.", "",
-             f"Teacher: `{teacher['model']}` ({teacher['run']}), test accuracy {_ci(teacher['accuracy'])}."
-             + _soft_text(teacher.get("on_training_texts")), "",
-             "| minilm-l6 | test accuracy, mean [95% CI] | per seed | macro F1 [95% CI] | kept | train time per "
-             "seed | beats baseline | wall |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, transformers "
+        f"{machine['transformers']}; ../shared/data/news-headlines.csv, the thesis's split (18,000 / 2,000 / "
+        f"5,000); seeds {report['seeds']}.",
+        "",
+        f"Teacher: `{teacher['model']}` ({teacher['run']}), test accuracy {_ci(teacher['accuracy'])}."
+        + _soft_text(teacher.get("on_training_texts")),
+        "",
+        "| minilm-l6 | test accuracy, mean [95% CI] | per seed | macro F1 [95% CI] | kept | train time per "
+        "seed | beats baseline | wall |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for step, entry in report["steps"].items():
         wall = f"{entry['wall_s'] / 60:.0f} min" if entry.get("wall_s") else ""
-        lines.append(f"| {step} | {_ci(entry['accuracy'])} | "
-                     f"{_per_seed(entry['seeds'])} | {_ci(entry['f1_macro'])} | "
-                     f"{', '.join(s['kept'] for s in entry['seeds'])} | {entry['train_time_s']:.0f} s | "
-                     f"{'NO' if entry['learned_nothing'] else 'yes'} | {wall} |")
+        lines.append(
+            f"| {step} | {_ci(entry['accuracy'])} | "
+            f"{_per_seed(entry['seeds'])} | {_ci(entry['f1_macro'])} | "
+            f"{', '.join(s['kept'] for s in entry['seeds'])} | {entry['train_time_s']:.0f} s | "
+            f"{'NO' if entry['learned_nothing'] else 'yes'} | {wall} |"
+        )
     if "earlier_label_only" in report:
         earlier = report["earlier_label_only"]
-        lines.append(f"| label-only (verdicts-multiclass.json, {earlier['machine']['cpu']}) | "
-                     f"{_ci(earlier['accuracy'])} | {_per_seed(earlier['seeds'])} "
-                     f"| | | | | |")
+        lines.append(
+            f"| label-only (verdicts-multiclass.json, {earlier['machine']['cpu']}) | "
+            f"{_ci(earlier['accuracy'])} | {_per_seed(earlier['seeds'])} "
+            f"| | | | | |"
+        )
     for step, d in report.get("differences", {}).items():
-        lines += ["", f"{step} - label-only, paired over the same seeds and test headlines: "
-                      f"{d['difference_points']:+.2f} points [{d['low']:+.2f}, {d['high']:+.2f}]."]
+        lines += [
+            "",
+            f"{step} - label-only, paired over the same seeds and test headlines: "
+            f"{d['difference_points']:+.2f} points [{d['low']:+.2f}, {d['high']:+.2f}].",
+        ]
     for step, entry in report["steps"].items():
         lines += ["", f"{step}: {entry['method']}"]
     return "\n".join(lines) + "\n"

@@ -71,7 +71,7 @@ def packaged_model(labels: list[str]) -> Path:
     path = WORK / "minilm-l6-random-head"
     if (path / "config.json").exists():
         return path
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     model, tokenizer = load_classifier("minilm-l6", "multiclass", labels)
     model.save_pretrained(path)
@@ -97,13 +97,34 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
 
     output = WORK / f"predictions-{rows}-{workers}w.parquet"
     output.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "distilbench.cli", "predict", "--model", str(model), "--input", str(source),
-               "--output", str(output), "--backend", args.backend, "--batch-size", str(args.batch_size),
-               "--chunk-rows", str(args.chunk_rows), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "distilbench",
+        "predict",
+        "--model",
+        str(model),
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--backend",
+        args.backend,
+        "--batch-size",
+        str(args.batch_size),
+        "--chunk-rows",
+        str(args.chunk_rows),
+        "--workers",
+        str(workers),
+    ]
     if args.no_progress:
         command.append("--no-progress")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     load = os.getloadavg()[0]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)  # progress bar on stderr
@@ -132,31 +153,47 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
     summary = stdout.strip().splitlines()[-1]
     match = re.search(r"\((\S+), .*?(\d+) rows/s\)", summary)
     others = [mb for pid, mb in peaks.items() if pid != process.pid]
-    return {"rows": rows, "workers": workers, "backend": match.group(1) if match else args.backend,
-            "seconds": seconds, "rows_per_s": rows / seconds,
-            "predict_rows_per_s": float(match.group(2)) if match else None,
-            "peak_rss_mb": {"main": peaks.get(process.pid), "largest_child": max(others) if others else None,
-                            "children": len(others), "sum": sum(peaks.values())},
-            "load_average_before": load, "summary": summary}
+    return {
+        "rows": rows,
+        "workers": workers,
+        "backend": match.group(1) if match else args.backend,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "predict_rows_per_s": float(match.group(2)) if match else None,
+        "peak_rss_mb": {
+            "main": peaks.get(process.pid),
+            "largest_child": max(others) if others else None,
+            "children": len(others),
+            "sum": sum(peaks.values()),
+        },
+        "load_average_before": load,
+        "summary": summary,
+    }
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Bulk prediction", "",
-             f"`distilbench predict` over synthetic headline files ({report['input_format']}), model "
-             f"{report['model']}, backend {report['runs'][0]['backend']}, batch {report['batch_size']}, chunks "
-             f"of {report['chunk_rows']} rows, on {report['machine']['cpu']} ({report['machine']['cpu_count']} "
-             "CPUs). One run each; rows/s (wall) includes start-up and model loading; peak memory is VmHWM: "
-             "the command's own process, its largest worker process, and the sum over all its processes.", "",
-             "| rows | workers | wall s | rows/s (wall) | rows/s (predict) | peak MB main | peak MB largest child "
-             "| peak MB sum | speed-up |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Bulk prediction",
+        "",
+        f"`distilbench predict` over synthetic headline files ({report['input_format']}), model "
+        f"{report['model']}, backend {report['runs'][0]['backend']}, batch {report['batch_size']}, chunks "
+        f"of {report['chunk_rows']} rows, on {report['machine']['cpu']} ({report['machine']['cpu_count']} "
+        "CPUs). One run each; rows/s (wall) includes start-up and model loading; peak memory is VmHWM: "
+        "the command's own process, its largest worker process, and the sum over all its processes.",
+        "",
+        "| rows | workers | wall s | rows/s (wall) | rows/s (predict) | peak MB main | peak MB largest child "
+        "| peak MB sum | speed-up |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for run in report["runs"]:
         peak = run["peak_rss_mb"]
         child = f"{peak['largest_child']:.0f}" if peak["largest_child"] else "-"
         speedup = f"{run['speedup']:.2f}x" if run.get("speedup") else "-"
-        lines.append(f"| {run['rows']:,} | {run['workers']} | {run['seconds']:.1f} | {run['rows_per_s']:.0f} | "
-                     f"{run['predict_rows_per_s'] or 0:.0f} | {peak['main']:.0f} | {child} | {peak['sum']:.0f} "
-                     f"| {speedup} |")
+        lines.append(
+            f"| {run['rows']:,} | {run['workers']} | {run['seconds']:.1f} | {run['rows_per_s']:.0f} | "
+            f"{run['predict_rows_per_s'] or 0:.0f} | {peak['main']:.0f} | {child} | {peak['sum']:.0f} "
+            f"| {speedup} |"
+        )
     lines.append("")
     for line in report["memory_growth"]:
         lines.append(f"- {line}")
@@ -177,8 +214,8 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    from distilbench.machine import machine_info
     from distilbench.runs import write_json_atomic, write_text_atomic
+    from distilbench.runtime.machine import machine_info
 
     headlines = pd.read_csv(HEADLINES)
     sizes = [int(n) for n in args.rows.split(",")]
@@ -190,8 +227,7 @@ def main() -> int:
         for workers in worker_counts:
             print(f"predict {rows:,} rows with {workers} worker(s) ...", flush=True)
             run = run_predict(model, source, rows, workers, args)
-            print(f"  {run['seconds']:.1f} s, {run['rows_per_s']:.0f} rows/s, peak MB {run['peak_rss_mb']}",
-                  flush=True)
+            print(f"  {run['seconds']:.1f} s, {run['rows_per_s']:.0f} rows/s, peak MB {run['peak_rss_mb']}", flush=True)
             runs.append(run)
             if len(runs) == 1 and max(sizes) > rows:
                 estimate = sum(max(sizes) / run["rows_per_s"] for _ in worker_counts) / 60
@@ -205,13 +241,21 @@ def main() -> int:
         mine = sorted((r for r in runs if r["workers"] == workers), key=lambda r: r["rows"])
         if len(mine) > 1:
             small, large = mine[0], mine[-1]
-            growth.append(f"{workers} worker(s): peak sum {small['peak_rss_mb']['sum']:.0f} MB at "
-                          f"{small['rows']:,} rows, {large['peak_rss_mb']['sum']:.0f} MB at {large['rows']:,} rows "
-                          f"({large['peak_rss_mb']['sum'] / small['peak_rss_mb']['sum']:.2f}x for "
-                          f"{large['rows'] / small['rows']:.0f}x the rows)")
-    report = {"model": args.model or "minilm-l6 (packaged, random head)", "input_format": args.input_format,
-              "batch_size": args.batch_size, "chunk_rows": args.chunk_rows, "runs": runs,
-              "memory_growth": growth, "machine": machine_info()}
+            growth.append(
+                f"{workers} worker(s): peak sum {small['peak_rss_mb']['sum']:.0f} MB at "
+                f"{small['rows']:,} rows, {large['peak_rss_mb']['sum']:.0f} MB at {large['rows']:,} rows "
+                f"({large['peak_rss_mb']['sum'] / small['peak_rss_mb']['sum']:.2f}x for "
+                f"{large['rows'] / small['rows']:.0f}x the rows)"
+            )
+    report = {
+        "model": args.model or "minilm-l6 (packaged, random head)",
+        "input_format": args.input_format,
+        "batch_size": args.batch_size,
+        "chunk_rows": args.chunk_rows,
+        "runs": runs,
+        "memory_growth": growth,
+        "machine": machine_info(),
+    }
     results = Path(args.results)
     write_json_atomic(results / "bulk_predict.json", report)
     write_text_atomic(results / "bulk_predict.md", markdown(report))

@@ -45,12 +45,13 @@ def read_split(path: Path, names: list[str], task: str) -> tuple[list[str], np.n
     return frame["text"].astype(str).tolist(), labels
 
 
-def scores(task: str, logits: np.ndarray, labels: np.ndarray, names: list[str],
-           thresholds: np.ndarray | None = None) -> dict:
+def scores(
+    task: str, logits: np.ndarray, labels: np.ndarray, names: list[str], thresholds: np.ndarray | None = None
+) -> dict:
     """The loss and metrics at 0.5; for multilabel also the hamming score and macro F1 at `thresholds` (the
     calibrated ones tuned on validation, as distilbench stores them for predict and serve)."""
-    from distilbench.inference import logits_to_probs, loss_from_logits
-    from distilbench.metrics import compute_metrics
+    from distilbench.evaluation.metrics import compute_metrics
+    from distilbench.runtime.inference import logits_to_probs, loss_from_logits
 
     probs = logits_to_probs(task, logits)
     metrics = compute_metrics(task, labels, probs, names)
@@ -63,10 +64,10 @@ def scores(task: str, logits: np.ndarray, labels: np.ndarray, names: list[str],
 
 
 def run_seed(task: str, run: Path, seed: int, windows: list[tuple[int, int]]) -> dict:
-    from distilbench.backends import load_backend
-    from distilbench.inference import backend_logits, logits_to_probs
-    from distilbench.metrics import tune_thresholds
-    from distilbench.models import load_trained
+    from distilbench.evaluation.metrics import tune_thresholds
+    from distilbench.models.registry import load_trained
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.inference import backend_logits, logits_to_probs
 
     models = run / "models" / MODEL / f"seed-{seed}"
     results = run / "results" / MODEL / f"seed-{seed}"
@@ -81,19 +82,21 @@ def run_seed(task: str, run: Path, seed: int, windows: list[tuple[int, int]]) ->
     for first, last in windows:
         chosen = [e for e in epochs if first <= e <= last]
         candidates[f"average {first}-{last}"] = {
-            k: (sum(states[e][k].float() for e in chosen) / len(chosen)).to(states[last][k].dtype)
-            for k in states[last]}
+            k: (sum(states[e][k].float() for e in chosen) / len(chosen)).to(states[last][k].dtype) for k in states[last]
+        }
     out = {}
     for name, state in candidates.items():
         model.load_state_dict(state)
         backend = load_backend(model.eval(), "torch-fp32")
-        logits = {split: backend_logits(backend, tokenizer, texts, batch_size=64)[0]
-                  for split, (texts, _) in splits.items()}
+        logits = {
+            split: backend_logits(backend, tokenizer, texts, batch_size=64)[0] for split, (texts, _) in splits.items()
+        }
         thresholds = None
         if task == "multilabel":
             thresholds = tune_thresholds(splits["val"][1], logits_to_probs(task, logits["val"]), "calibrated")
-        out[name] = {split: scores(task, logits[split], labels, names, thresholds)
-                     for split, (_, labels) in splits.items()}
+        out[name] = {
+            split: scores(task, logits[split], labels, names, thresholds) for split, (_, labels) in splits.items()
+        }
     return out
 
 
@@ -111,23 +114,35 @@ def _setting(report: dict) -> str:
 
 def markdown(report: dict) -> str:
     machine = report["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}; "
-             f"checkpoints of benchmarks/verdicts.py ({_setting(report)}, {MODEL}, seeds {report['seeds']}); "
-             f"{report['wall_s'] / 60:.0f} min.", ""]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}; "
+        f"checkpoints of benchmarks/verdicts.py ({_setting(report)}, {MODEL}, seeds {report['seeds']}); "
+        f"{report['wall_s'] / 60:.0f} min.",
+        "",
+    ]
     for task, seeds in report["tasks"].items():
         first_seed = next(iter(seeds.values()))  # {candidate: {split: {metric: value}}}
         metrics = [m for m in next(iter(first_seed.values()))["test"] if m != "loss"]
-        lines += [f"**{task}** (test metrics, mean over seeds, min-max)", "",
-                  "| candidate | " + " | ".join(metrics) + " |", "|" + " --- |" * (len(metrics) + 1)]
+        lines += [
+            f"**{task}** (test metrics, mean over seeds, min-max)",
+            "",
+            "| candidate | " + " | ".join(metrics) + " |",
+            "|" + " --- |" * (len(metrics) + 1),
+        ]
         rows = {name: [seeds[s][name]["test"] for s in seeds] for name in first_seed}
-        picks = {"chosen by validation among the epochs (today's rule)": lambda n: n.startswith("epoch"),
-                 "chosen by validation among the epochs and the averages": lambda n: True}
+        picks = {
+            "chosen by validation among the epochs (today's rule)": lambda n: n.startswith("epoch"),
+            "chosen by validation among the epochs and the averages": lambda n: True,
+        }
         for label, allowed in picks.items():
             chosen = [choose(seeds[s], task, allowed) for s in seeds]
             rows[f"{label}: {', '.join(chosen)}"] = [seeds[s][c]["test"] for s, c in zip(seeds, chosen)]
         for name, values in rows.items():
-            cells = [f"{statistics.mean(v[m] for v in values):.4f} ({min(v[m] for v in values):.4f}-"
-                     f"{max(v[m] for v in values):.4f})" for m in metrics]
+            cells = [
+                f"{statistics.mean(v[m] for v in values):.4f} ({min(v[m] for v in values):.4f}-"
+                f"{max(v[m] for v in values):.4f})"
+                for m in metrics
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -147,15 +162,14 @@ def main() -> int:
         path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
         return 0
 
-    from distilbench.console import quiet_libraries
-    from distilbench.machine import machine_info
+    from distilbench.core.console import quiet_libraries
+    from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
     seeds = [int(s) for s in args.seeds.split(",")]
     windows = [tuple(int(x) for x in w.split("-")) for w in args.windows.split(",")]
     started = time.perf_counter()
-    report = {"machine": machine_info(), "seeds": seeds, "windows": args.windows, "suffix": args.suffix,
-              "tasks": {}}
+    report = {"machine": machine_info(), "seeds": seeds, "windows": args.windows, "suffix": args.suffix, "tasks": {}}
     for task in args.tasks.split(","):
         run = Path(args.runs) / (f"verdicts-{task}" + (f"-{args.suffix}" if args.suffix else ""))
         report["tasks"][task] = {str(seed): run_seed(task, run, seed, windows) for seed in seeds}

@@ -36,13 +36,13 @@ def main() -> int:
     import pandas as pd
     import yaml
 
-    from distilbench.bench import run_bench
-    from distilbench.compare import compare, distill
+    from distilbench.bench.bench import run_bench
     from distilbench.config import ExperimentConfig
-    from distilbench.console import quiet_libraries
-    from distilbench.distillation import distill_general
-    from distilbench.machine import machine_info
-    from distilbench.metrics import primary_metric
+    from distilbench.core.console import quiet_libraries
+    from distilbench.evaluation.metrics import primary_metric
+    from distilbench.experiments.compare import compare, distill
+    from distilbench.runtime.machine import machine_info
+    from distilbench.training.distillation import distill_general
 
     quiet_libraries(False)
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
@@ -52,9 +52,14 @@ def main() -> int:
             raise SystemExit(f"run benchmarks/thesis_tasks.py first: {base}/comparison.json is missing")
         out = Path(args.base) / f"distillation-{task}"
         settings = yaml.safe_load((base / "config.yaml").read_text())  # the same training settings
-        settings.update(data=str(base / "data" / "train.csv"), val_data=str(base / "data" / "val.csv"),
-                        test_data=str(base / "data" / "test.csv"), max_samples=None, label_column=None,
-                        label_columns=None)
+        settings.update(
+            data=str(base / "data" / "train.csv"),
+            val_data=str(base / "data" / "val.csv"),
+            test_data=str(base / "data" / "test.csv"),
+            max_samples=None,
+            label_column=None,
+            label_columns=None,
+        )
         settings.update({"label_columns": TOXIC} if task == "multilabel" else {"label_column": "label"})
         common = {k: v for k, v in settings.items() if k not in ("models", "out", "distill")}
         thesis_rows = {row["model"]: row for row in json.loads((base / "comparison.json").read_text())["rows"]}
@@ -62,30 +67,57 @@ def main() -> int:
         rows = [
             {"step": "teacher minilm-l6 (6 layers), fine-tuned", **thesis_rows["minilm-l6"]},
         ]
-        scratch = compare(ExperimentConfig(**common, models=["scratch:minilm-l6"], distill=False,
-                                           out=str(out / "scratch")).validate(), overwrite=True)[0]
+        scratch = compare(
+            ExperimentConfig(
+                **common, models=["scratch:minilm-l6"], distill=False, out=str(out / "scratch")
+            ).validate(),
+            overwrite=True,
+        )[0]
         rows.append({"step": "student (3 layers) from scratch, fine-tuned on labels", **scratch})
-        rows.append({"step": "student (teacher layers 0,2,4), fine-tuned on labels",
-                     **thesis_rows["student:minilm-l6"]})
-        task_distilled = distill(ExperimentConfig(**common, out=str(out / "task")).validate(), str(teacher),
-                                 "student:minilm-l6", overwrite=True)
+        rows.append(
+            {"step": "student (teacher layers 0,2,4), fine-tuned on labels", **thesis_rows["student:minilm-l6"]}
+        )
+        task_distilled = distill(
+            ExperimentConfig(**common, out=str(out / "task")).validate(),
+            str(teacher),
+            "student:minilm-l6",
+            overwrite=True,
+        )
         rows.append({"step": "+ task distillation from the fine-tuned teacher", **task_distilled})
         train_texts = pd.read_csv(base / "data" / "train.csv")["text"].astype(str).tolist()
-        general = distill_general("minilm-l6", "student:minilm-l6", train_texts, out / "general-student",
-                                  epochs=args.general_epochs, alpha_mse=1.0)
-        both = distill(ExperimentConfig(**common, out=str(out / "general-task")).validate(), str(teacher),
-                       str(out / "general-student"), overwrite=True)
+        general = distill_general(
+            "minilm-l6",
+            "student:minilm-l6",
+            train_texts,
+            out / "general-student",
+            epochs=args.general_epochs,
+            alpha_mse=1.0,
+        )
+        both = distill(
+            ExperimentConfig(**common, out=str(out / "general-task")).validate(),
+            str(teacher),
+            str(out / "general-student"),
+            overwrite=True,
+        )
         both["train_time_s"] += general["time_s"]
         rows.append({"step": "+ general distillation on the training texts, then task distillation", **both})
 
         checkpoints = [str(Path(row["checkpoint"])) for row in rows]
-        bench = run_bench(checkpoints, [args.backend], batch_size=64, samples=512, repeats=args.repeats,
-                          latency_samples=0, memory=False, metric=False,
-                          data=str(base / "data" / "test.csv"), progress=False)
+        bench = run_bench(
+            checkpoints,
+            [args.backend],
+            batch_size=64,
+            samples=512,
+            repeats=args.repeats,
+            latency_samples=0,
+            memory=False,
+            metric=False,
+            data=str(base / "data" / "test.csv"),
+            progress=False,
+        )
         for row, measured in zip(rows, bench["results"]):
             row["throughput"] = measured["samples_per_s"]
-        report["tasks"][task] = {"metric": primary_metric(task), "rows": rows,
-                                 "general_distillation": general}
+        report["tasks"][task] = {"metric": primary_metric(task), "rows": rows, "general_distillation": general}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distillation.json").write_text(json.dumps(report, indent=2, default=str))
     (RESULTS / "distillation.md").write_text(markdown(report))
@@ -95,10 +127,13 @@ def main() -> int:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cpu_count']} cores; throughput with {report['settings']['backend']}, "
-             f"batch 64, median of {report['settings']['repeats']} rounds (min-max); training one run each.", "",
-             "| task | model | test metric | vs teacher | throughput (samples/s) | vs teacher | size | train time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores; throughput with {report['settings']['backend']}, "
+        f"batch 64, median of {report['settings']['repeats']} rounds (min-max); training one run each.",
+        "",
+        "| task | model | test metric | vs teacher | throughput (samples/s) | vs teacher | size | train time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for task, result in report["tasks"].items():
         metric = result["metric"]
         teacher = result["rows"][0]
@@ -109,7 +144,8 @@ def markdown(report: dict) -> str:
                 f"| {100 * (row['test'][metric] - teacher['test'][metric]):+.2f} pt "
                 f"| {t['median']:.0f} ({t['min']:.0f}-{t['max']:.0f}) "
                 f"| {t['median'] / teacher['throughput']['median']:.2f}x | {row['size_mb']:.0f} MB "
-                f"| {row['train_time_s']:.0f} s |")
+                f"| {row['train_time_s']:.0f} s |"
+            )
     return "\n".join(lines) + "\n"
 
 

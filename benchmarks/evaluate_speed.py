@@ -32,8 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-AVX2_ONLY = {"DISTILBENCH_CPU_FLAGS": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-             "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+AVX2_ONLY = {
+    "DISTILBENCH_CPU_FLAGS": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
 PIPELINE = """
 import json, sys
 import pandas as pd
@@ -66,8 +70,26 @@ def timed(command: list[str], env: dict) -> tuple[float, str]:
 def evaluate(best: Path, test: Path, backend: str, env: dict) -> tuple[float, dict]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
-    seconds, _ = timed([sys.executable, "-m", "distilbench.cli", "evaluate", "--model", str(best), "--data", str(test),
-                        "--label-column", "label", "--backend", backend, "--no-progress", "--out", str(out)], env)
+    seconds, _ = timed(
+        [
+            sys.executable,
+            "-m",
+            "distilbench",
+            "evaluate",
+            "--model",
+            str(best),
+            "--data",
+            str(test),
+            "--label-column",
+            "label",
+            "--backend",
+            backend,
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        env,
+    )
     stats = json.loads(out.read_text())
     out.unlink()
     return seconds, stats
@@ -81,10 +103,10 @@ def pipeline_run(best: Path, test: Path, env: dict) -> tuple[float, dict]:
 AGREEMENT = """
 import json, sys
 import pandas as pd
-from distilbench.backends import load_backend
-from distilbench.cache import checkpoint_key
-from distilbench.inference import backend_logits
-from distilbench.models import load_trained
+from distilbench.runtime.backends import load_backend
+from distilbench.core.cache import checkpoint_key
+from distilbench.runtime.inference import backend_logits
+from distilbench.models.registry import load_trained
 best, data, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 texts = pd.read_csv(data)["text"].astype(str).tolist()
 model, tokenizer, _, _ = load_trained(best)
@@ -101,8 +123,14 @@ def agreements(best: Path, test: Path, names: list[str], env: dict) -> dict:
 
 
 def machine_facts(env: dict) -> dict:
-    _, stdout = timed([sys.executable, "-c", "import json; from distilbench.machine import machine_info; "
-                                             "print(json.dumps(machine_info()))"], env)
+    _, stdout = timed(
+        [
+            sys.executable,
+            "-c",
+            "import json; from distilbench.runtime.machine import machine_info; print(json.dumps(machine_info()))",
+        ],
+        env,
+    )
     return json.loads(stdout)
 
 
@@ -130,14 +158,24 @@ def measure(kind: str, best: Path, test: Path, repeats: int, cache: Path) -> dic
         explicit[name]["agreement_with_fp32"] = share
     fp32 = explicit["torch-fp32"]["accuracy"]
     # valid as the guard defines it, here on the test split: >= 99 % equal predictions, metric within 0.5 points
-    valid = {n: e for n, e in explicit.items()
-             if 100 * (fp32 - e["accuracy"]) <= 0.5 and e["agreement_with_fp32"] >= 0.99}
+    valid = {
+        n: e for n, e in explicit.items() if 100 * (fp32 - e["accuracy"]) <= 0.5 and e["agreement_with_fp32"] >= 0.99
+    }
     fastest = min(valid, key=lambda n: valid[n]["seconds"])
-    return {"machine": machine_facts(env), "env": {k: env[k] for k in AVX2_ONLY if k in env},
-            "texts": first["samples"], "first_auto_s": first_s, "choice": choice,
-            "pipeline_s": pipeline_s, "auto_s": auto_s, "accuracy": accuracy, "explicit": explicit,
-            "fastest_valid": fastest, "speedup": statistics.median(pipeline_s) / statistics.median(auto_s),
-            "auto_vs_fastest": explicit[fastest]["seconds"] / explicit[choice["chosen"]]["seconds"]}
+    return {
+        "machine": machine_facts(env),
+        "env": {k: env[k] for k in AVX2_ONLY if k in env},
+        "texts": first["samples"],
+        "first_auto_s": first_s,
+        "choice": choice,
+        "pipeline_s": pipeline_s,
+        "auto_s": auto_s,
+        "accuracy": accuracy,
+        "explicit": explicit,
+        "fastest_valid": fastest,
+        "speedup": statistics.median(pipeline_s) / statistics.median(auto_s),
+        "auto_vs_fastest": explicit[fastest]["seconds"] / explicit[choice["chosen"]]["seconds"],
+    }
 
 
 def markdown(report: dict) -> str:
@@ -147,28 +185,36 @@ def markdown(report: dict) -> str:
         flags = ", ".join(m["cpu_flags"])
         limited = f" restricted to AVX2 ({' '.join(f'{k}={v}' for k, v in r['env'].items())})" if r["env"] else ""
         p, a = r["pipeline_s"], r["auto_s"]
-        lines += [f"**{kind}**: {m['cpu']} ({flags}){limited}, {m['cpu_count']} cores, torch {m['torch']}, "
-                  f"onnxruntime {m.get('onnxruntime')}; {r['texts']} test headlines, fine-tuned minilm-l6, whole "
-                  f"processes, median of {len(p)} alternating runs (min-max).", "",
-                  "| way | seconds | vs pipeline | accuracy | agreement with fp32 |",
-                  "| --- | --- | --- | --- | --- |",
-                  f"| transformers.pipeline fp32, batch 32 | {statistics.median(p):.1f} ({min(p):.1f}-{max(p):.1f}) "
-                  f"| 1.00x | {r['accuracy']['pipeline']:.4f} | |",
-                  f"| distilbench evaluate --backend auto ({r['choice']['chosen']}) | {statistics.median(a):.1f} "
-                  f"({min(a):.1f}-{max(a):.1f}) | {r['speedup']:.2f}x | {r['accuracy']['auto']:.4f} | |",
-                  f"| first auto run on this machine (calibration, ONNX export) | {r['first_auto_s']:.1f} | | | |"]
+        lines += [
+            f"**{kind}**: {m['cpu']} ({flags}){limited}, {m['cpu_count']} cores, torch {m['torch']}, "
+            f"onnxruntime {m.get('onnxruntime')}; {r['texts']} test headlines, fine-tuned minilm-l6, whole "
+            f"processes, median of {len(p)} alternating runs (min-max).",
+            "",
+            "| way | seconds | vs pipeline | accuracy | agreement with fp32 |",
+            "| --- | --- | --- | --- | --- |",
+            f"| transformers.pipeline fp32, batch 32 | {statistics.median(p):.1f} ({min(p):.1f}-{max(p):.1f}) "
+            f"| 1.00x | {r['accuracy']['pipeline']:.4f} | |",
+            f"| distilbench evaluate --backend auto ({r['choice']['chosen']}) | {statistics.median(a):.1f} "
+            f"({min(a):.1f}-{max(a):.1f}) | {r['speedup']:.2f}x | {r['accuracy']['auto']:.4f} | |",
+            f"| first auto run on this machine (calibration, ONNX export) | {r['first_auto_s']:.1f} | | | |",
+        ]
         for name, e in r["explicit"].items():
-            lines.append(f"| evaluate --backend {name} (one run) | {e['seconds']:.1f} | "
-                         f"{statistics.median(p) / e['seconds']:.2f}x | {e['accuracy']:.4f} | "
-                         f"{e['agreement_with_fp32']:.2%} |")
+            lines.append(
+                f"| evaluate --backend {name} (one run) | {e['seconds']:.1f} | "
+                f"{statistics.median(p) / e['seconds']:.2f}x | {e['accuracy']:.4f} | "
+                f"{e['agreement_with_fp32']:.2%} |"
+            )
         refused = {n: c["refused"] for n, c in r["choice"]["candidates"].items() if c.get("refused")}
-        lines += ["", f"auto chose {r['choice']['chosen']}: {r['choice']['reason']}"
-                      + "".join(f"; {n} refused: {why}" for n, why in refused.items())
-                      + f". Fastest valid backend in the explicit runs (>= 99 % of test predictions equal to "
-                        f"fp32's, accuracy within 0.5 points): {r['fastest_valid']}; auto's speed is "
-                        f"{r['auto_vs_fastest']:.2f}x its speed. Whole-process time includes about 5 s of Python "
-                        f"imports (torch, transformers, scikit-learn) in every distilbench and pipeline process.",
-                  ""]
+        lines += [
+            "",
+            f"auto chose {r['choice']['chosen']}: {r['choice']['reason']}"
+            + "".join(f"; {n} refused: {why}" for n, why in refused.items())
+            + f". Fastest valid backend in the explicit runs (>= 99 % of test predictions equal to "
+            f"fp32's, accuracy within 0.5 points): {r['fastest_valid']}; auto's speed is "
+            f"{r['auto_vs_fastest']:.2f}x its speed. Whole-process time includes about 5 s of Python "
+            f"imports (torch, transformers, scikit-learn) in every distilbench and pipeline process.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -182,10 +228,30 @@ def main() -> None:
     best = run / "models" / "minilm-l6" / "best"
     started = time.perf_counter()
     if not best.exists():
-        timed([sys.executable, "-m", "distilbench.cli", "train", "--model", "minilm-l6", "--data",
-               str(DATA / "news-headlines.csv"), "--label-column", "category", "--epochs", "1", "--no-speed",
-               "--backend", "torch-fp32", "--no-progress", "--out", str(run), "--overwrite"],
-              environment("native", run / "cache"))
+        timed(
+            [
+                sys.executable,
+                "-m",
+                "distilbench",
+                "train",
+                "--model",
+                "minilm-l6",
+                "--data",
+                str(DATA / "news-headlines.csv"),
+                "--label-column",
+                "category",
+                "--epochs",
+                "1",
+                "--no-speed",
+                "--backend",
+                "torch-fp32",
+                "--no-progress",
+                "--out",
+                str(run),
+                "--overwrite",
+            ],
+            environment("native", run / "cache"),
+        )
     test = run / "data" / "test.csv"
     report = {"settings": vars(args), "kinds": {}}
     for kind in args.machines.split(","):

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distilbench.speed import spread
+from distilbench.bench.speed import spread
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,7 +45,7 @@ ROUNDS = 7
 
 def headline_batches(tokenizer) -> list[dict]:
     """The batches of benchmarks/speed.py's MFU row: bench's protocol on its first 512 headlines."""
-    from distilbench.bench import measurement_batches
+    from distilbench.bench.bench import measurement_batches
 
     texts = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0)["text"].astype(str).tolist()[:512]
     batches, _ = measurement_batches(tokenizer, [" ".join(t.split()) for t in texts], 64, 128)
@@ -54,6 +54,7 @@ def headline_batches(tokenizer) -> list[dict]:
 
 def split_runner(backend):
     """Each batch as two halves at once, one per core: two threads with one torch thread each."""
+
     def half(batch: dict, part: int, out: list) -> None:
         torch.set_num_threads(1)  # per thread: this one's operators stay on one core
         middle = len(batch["input_ids"]) // 2
@@ -67,6 +68,7 @@ def split_runner(backend):
         for thread in threads:
             thread.join()
         return np.concatenate(out)
+
     return run
 
 
@@ -78,22 +80,26 @@ def openvino_runner(model, batches: list[dict]):
         return None, None
     example = {k: torch.from_numpy(v) for k, v in batches[len(batches) // 2].items() if k != "token_type_ids"}
     converted = ov.convert_model(copy.deepcopy(model), example_input=example)
-    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
-                                                          "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2})
+    compiled = ov.Core().compile_model(
+        converted,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2},
+    )
     request = compiled.create_infer_request()
     names = [port.get_any_name() for port in converted.inputs]
 
     def run(batch: dict) -> np.ndarray:
         request.infer({name: batch[name] for name in names})
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
     return run, ov.__version__.split("-")[0]
 
 
 def whole_models() -> dict:
-    from distilbench.backends import load_backend
-    from distilbench.machine import matmul_peak_flops
-    from distilbench.models import load_tokenizer, packaged_minilm_path
-    from distilbench.speed import build_architecture, flops_per_sample
+    from distilbench.bench.speed import build_architecture, flops_per_sample
+    from distilbench.models.registry import load_tokenizer, packaged_minilm_path
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.machine import matmul_peak_flops
 
     model = build_architecture("distilbert-base-uncased")
     batches = headline_batches(load_tokenizer(packaged_minilm_path()))
@@ -107,9 +113,11 @@ def whole_models() -> dict:
     def plain_run(batch: dict) -> np.ndarray:
         return plain(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
 
-    contenders = {"plain bf16 copy (transformers modules)": (plain_run, False),
-                  "distilbench torch-bf16 (fused)": (fused, True),
-                  "fused, two half-batches at once, one core each": (split_runner(fused), True)}
+    contenders = {
+        "plain bf16 copy (transformers modules)": (plain_run, False),
+        "distilbench torch-bf16 (fused)": (fused, True),
+        "fused, two half-batches at once, one core each": (split_runner(fused), True),
+    }
     openvino, version = openvino_runner(model, batches)
     if openvino is not None:
         contenders[f"OpenVINO {version} bf16"] = (openvino, False)
@@ -121,8 +129,11 @@ def whole_models() -> dict:
         for batch in batches[:2]:
             run(batch)
         diff = max(float(np.abs(run(b) - r).max()) for b, r in zip(batches, reference))
-        rows[name] = {"flops_per_sample": flops_per_sample(model.config, tokens, first_only), "rounds_s": [],
-                      "max_abs_logit_diff_vs_fp32": diff}
+        rows[name] = {
+            "flops_per_sample": flops_per_sample(model.config, tokens, first_only),
+            "rounds_s": [],
+            "max_abs_logit_diff_vs_fp32": diff,
+        }
     peaks = []
     for _ in range(ROUNDS):
         peaks.append(matmul_peak_flops(torch.bfloat16, seconds=0.3)[0])
@@ -142,12 +153,25 @@ def products() -> dict:
     """Rates of the feed-forward and attention products at 928 rows: GELU's cost, and cold weights' cost."""
     torch.manual_seed(0)
     rows, width, inner = 928, 768, 3072
-    shapes = [(width, 3 * width, 16, "none", ""), (width, width, 1, "none", ""), (width, inner, 1, "gelu", "none"),
-              (inner, width, 1, "none", "")]  # q/k/v, attention output, up (GELU), down: fused.py's packing
+    shapes = [
+        (width, 3 * width, 16, "none", ""),
+        (width, width, 1, "none", ""),
+        (width, inner, 1, "gelu", "none"),
+        (inner, width, 1, "none", ""),
+    ]  # q/k/v, attention output, up (GELU), down: fused.py's packing
 
     def layer() -> list:
-        return [(torch.ops.mkldnn._reorder_linear_weight(torch.randn(n, k).bfloat16(), hint),
-                 torch.randn(n).bfloat16(), attr, algorithm, k, n) for k, n, hint, attr, algorithm in shapes]
+        return [
+            (
+                torch.ops.mkldnn._reorder_linear_weight(torch.randn(n, k).bfloat16(), hint),
+                torch.randn(n).bfloat16(),
+                attr,
+                algorithm,
+                k,
+                n,
+            )
+            for k, n, hint, attr, algorithm in shapes
+        ]
 
     inputs = {width: torch.randn(rows, width).bfloat16(), inner: torch.randn(rows, inner).bfloat16()}
 
@@ -174,33 +198,48 @@ def products() -> dict:
     six = [product(*p) for _ in range(6) for p in layer()]
     grid = torch.empty(64 * 16, 3 * width, dtype=torch.bfloat16)  # attention's q/k/v grid of a headline batch
     fill_seconds = grid.numel() * grid.element_size() / rate([lambda: grid.fill_(1.0)], grid.numel() * 2)
-    return {"rows": rows, "grid_mb": grid.numel() * 2 / 1e6, "grid_fill_us": fill_seconds * 1e6,
-            "up_with_gelu": gelu, "up_without_gelu": no_gelu,
-            "one_layer_hot": rate(one, layer_flops), "six_layers_in_turn": rate(six, 6 * layer_flops)}
+    return {
+        "rows": rows,
+        "grid_mb": grid.numel() * 2 / 1e6,
+        "grid_fill_us": fill_seconds * 1e6,
+        "up_with_gelu": gelu,
+        "up_without_gelu": no_gelu,
+        "one_layer_hot": rate(one, layer_flops),
+        "six_layers_in_turn": rate(six, 6 * layer_flops),
+    }
 
 
 def markdown(report: dict) -> str:
     whole, prod = report["whole_models"], report["products"]
     peaks = spread(whole["peaks_flops"])
-    lines = [f"arch:distilbert-base-uncased, {whole['samples']} headlines in batches of 64 ({whole['mean_tokens']:.1f} "
-             f"tokens each on average), {ROUNDS} alternating rounds, median (min-max); bf16 peak per round "
-             f"{peaks['median'] / 1e9:.0f} ({peaks['min'] / 1e9:.0f}-{peaks['max'] / 1e9:.0f}) GFLOP/s", "",
-             "| variant | samples/s | MFU | max logit difference vs fp32 |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"arch:distilbert-base-uncased, {whole['samples']} headlines in batches of 64 ({whole['mean_tokens']:.1f} "
+        f"tokens each on average), {ROUNDS} alternating rounds, median (min-max); bf16 peak per round "
+        f"{peaks['median'] / 1e9:.0f} ({peaks['min'] / 1e9:.0f}-{peaks['max'] / 1e9:.0f}) GFLOP/s",
+        "",
+        "| variant | samples/s | MFU | max logit difference vs fp32 |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, row in whole["rows"].items():
         s, m = row["samples_per_s"], row["mfu"]
-        lines.append(f"| {name} | {s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f}) | {100 * m['median']:.0f} % "
-                     f"({100 * m['min']:.0f}-{100 * m['max']:.0f}) | {row['max_abs_logit_diff_vs_fp32']:.3f} |")
-    lines += ["", f"Matrix products at {prod['rows']} rows (GFLOP/s, median of 15): first feed-forward product "
-                  f"with its exact-GELU post-op {prod['up_with_gelu'] / 1e9:.0f}, without "
-                  f"{prod['up_without_gelu'] / 1e9:.0f}; one layer's four products with its weights hot "
-                  f"{prod['one_layer_hot'] / 1e9:.0f}, six layers' weights in turn {prod['six_layers_in_turn'] / 1e9:.0f}. "
-                  f"Filling a {prod['grid_mb']:.1f} MB tensor (a batch's q/k/v grid): {prod['grid_fill_us']:.0f} µs."]
+        lines.append(
+            f"| {name} | {s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f}) | {100 * m['median']:.0f} % "
+            f"({100 * m['min']:.0f}-{100 * m['max']:.0f}) | {row['max_abs_logit_diff_vs_fp32']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Matrix products at {prod['rows']} rows (GFLOP/s, median of 15): first feed-forward product "
+        f"with its exact-GELU post-op {prod['up_with_gelu'] / 1e9:.0f}, without "
+        f"{prod['up_without_gelu'] / 1e9:.0f}; one layer's four products with its weights hot "
+        f"{prod['one_layer_hot'] / 1e9:.0f}, six layers' weights in turn {prod['six_layers_in_turn'] / 1e9:.0f}. "
+        f"Filling a {prod['grid_mb']:.1f} MB tensor (a batch's q/k/v grid): {prod['grid_fill_us']:.0f} µs.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    from distilbench.console import quiet_libraries
-    from distilbench.machine import machine_info
+    from distilbench.core.console import quiet_libraries
+    from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
     report = {"machine": machine_info(), "whole_models": whole_models(), "products": products()}

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distilbench.backends import OnnxBackend, backend_logits, load_backend
-from distilbench.inference import model_input_names
-from distilbench.models import load_trained
-from distilbench.onnx_export import _fused_operators, export_onnx, optimize_onnx, quantize_onnx
-from distilbench.speed import machine_info, spread
+from distilbench.bench.speed import machine_info, spread
+from distilbench.models.inputs import model_input_names
+from distilbench.models.registry import load_trained
+from distilbench.runtime.backends import OnnxBackend, backend_logits, load_backend
+from distilbench.runtime.export import _fused_operators, export_onnx, optimize_onnx, quantize_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
@@ -73,11 +73,9 @@ def main() -> None:
     optimize_onnx(work / "plain-eager.onnx", work / "fused.onnx", model.config, names)
     graphs["fused fp32"] = work / "fused.onnx"
     graphs["plain int8 per-tensor"] = quantize_onnx(work / "plain.onnx", work / "plain-int8.onnx", per_channel=False)
-    graphs["plain int8 per-channel"] = quantize_onnx(work / "plain.onnx", work / "plain-int8-pc.onnx",
-                                                     per_channel=True)
+    graphs["plain int8 per-channel"] = quantize_onnx(work / "plain.onnx", work / "plain-int8-pc.onnx", per_channel=True)
     graphs["fused int8 per-tensor"] = quantize_onnx(work / "fused.onnx", work / "fused-int8.onnx", per_channel=False)
-    graphs["fused int8 per-channel"] = quantize_onnx(work / "fused.onnx", work / "fused-int8-pc.onnx",
-                                                     per_channel=True)
+    graphs["fused int8 per-channel"] = quantize_onnx(work / "fused.onnx", work / "fused-int8-pc.onnx", per_channel=True)
     build_s = time.perf_counter() - start
 
     contenders = {"torch-fp32": load_backend(model, "torch-fp32")}
@@ -85,7 +83,7 @@ def main() -> None:
     logits, rounds = {}, {name: [] for name in contenders}
     for name, backend in contenders.items():  # warm-up and the logits
         logits[name], _ = backend_logits(backend, tokenizer, texts, batch_size=32)
-    timed = texts[:args.speed_samples]
+    timed = texts[: args.speed_samples]
     for _ in range(args.repeats):
         for name, backend in contenders.items():
             rounds[name].append(backend_logits(backend, tokenizer, timed, batch_size=32)[1])
@@ -93,29 +91,50 @@ def main() -> None:
     rows = []
     for name in contenders:
         rates = [len(timed) / s for s in rounds[name]]
-        rows.append({"graph": name, "accuracy": float((logits[name].argmax(1) == truth).mean()) if labelled else None,
-                     "agreement_with_torch_fp32": float((logits[name].argmax(1) == reference.argmax(1)).mean()),
-                     "max_abs_logit_diff": float(np.abs(logits[name] - reference).max()),
-                     "texts_per_s": spread(rates), "median_ms_per_text": 1000 / statistics.median(rates),
-                     # time against the plain fp32 graph in the same round: drift of a shared machine cancels
-                     "time_vs_plain_fp32": statistics.median(
-                         a / b for a, b in zip(rounds[name], rounds["plain fp32"])),
-                     "size_mb": graphs[name].stat().st_size / 1e6 if name in graphs else None,
-                     "fused_operators": _fused_operators(graphs[name]) if name in graphs else None})
-    report = {"machine": machine_info(), "threads": args.threads, "checkpoint": args.checkpoint, "data": args.data,
-              "mean_tokens": float(np.mean([len(ids) for ids in tokenizer(texts)["input_ids"]])),
-              "texts": len(texts), "speed_texts": len(timed), "batch_size": 32, "repeats": args.repeats,
-              "build_s_all_graphs": build_s,
-              "results": rows}
+        rows.append(
+            {
+                "graph": name,
+                "accuracy": float((logits[name].argmax(1) == truth).mean()) if labelled else None,
+                "agreement_with_torch_fp32": float((logits[name].argmax(1) == reference.argmax(1)).mean()),
+                "max_abs_logit_diff": float(np.abs(logits[name] - reference).max()),
+                "texts_per_s": spread(rates),
+                "median_ms_per_text": 1000 / statistics.median(rates),
+                # time against the plain fp32 graph in the same round: drift of a shared machine cancels
+                "time_vs_plain_fp32": statistics.median(a / b for a, b in zip(rounds[name], rounds["plain fp32"])),
+                "size_mb": graphs[name].stat().st_size / 1e6 if name in graphs else None,
+                "fused_operators": _fused_operators(graphs[name]) if name in graphs else None,
+            }
+        )
+    report = {
+        "machine": machine_info(),
+        "threads": args.threads,
+        "checkpoint": args.checkpoint,
+        "data": args.data,
+        "mean_tokens": float(np.mean([len(ids) for ids in tokenizer(texts)["input_ids"]])),
+        "texts": len(texts),
+        "speed_texts": len(timed),
+        "batch_size": 32,
+        "repeats": args.repeats,
+        "build_s_all_graphs": build_s,
+        "results": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    table = pd.DataFrame([{"graph": r["graph"], "accuracy": round(r["accuracy"], 4) if labelled else None,
-                           "agree_fp32": round(r["agreement_with_torch_fp32"], 4),
-                           "max_diff": f"{r['max_abs_logit_diff']:.2g}",
-                           "texts/s": f"{r['texts_per_s']['median']:.0f} ({r['texts_per_s']['min']:.0f}-"
-                                      f"{r['texts_per_s']['max']:.0f})",
-                           "time_vs_plain": round(r["time_vs_plain_fp32"], 2),
-                           "MB": round(r["size_mb"], 1) if r["size_mb"] else None} for r in rows])
+    table = pd.DataFrame(
+        [
+            {
+                "graph": r["graph"],
+                "accuracy": round(r["accuracy"], 4) if labelled else None,
+                "agree_fp32": round(r["agreement_with_torch_fp32"], 4),
+                "max_diff": f"{r['max_abs_logit_diff']:.2g}",
+                "texts/s": f"{r['texts_per_s']['median']:.0f} ({r['texts_per_s']['min']:.0f}-"
+                f"{r['texts_per_s']['max']:.0f})",
+                "time_vs_plain": round(r["time_vs_plain_fp32"], 2),
+                "MB": round(r["size_mb"], 1) if r["size_mb"] else None,
+            }
+            for r in rows
+        ]
+    )
     print(table.to_string(index=False))
 
 

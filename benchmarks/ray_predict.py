@@ -48,7 +48,7 @@ def student_model(labels: list[str]) -> tuple[Path, str]:
         return TRAINED_STUDENT, "3-layer student of the headline benchmark (trained)"
     path = WORK / "student-minilm-l6-random-head"
     if not (path / "config.json").exists():
-        from distilbench.models import load_classifier
+        from distilbench.models.registry import load_classifier
 
         model, tokenizer = load_classifier("student:minilm-l6", "multiclass", labels)
         model.save_pretrained(path)
@@ -60,8 +60,12 @@ def run_command(command: list[str], output: Path, rows: int, engine: str) -> dic
     """One `distilbench predict` in a fresh process: wall time, its own summary, peak memory of its processes."""
     import psutil
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     load = os.getloadavg()[0]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -95,13 +99,23 @@ def run_command(command: list[str], output: Path, rows: int, engine: str) -> dic
     by_name: dict[str, float] = {}
     for name, mb in peaks.values():
         by_name[name] = by_name.get(name, 0.0) + mb
-    return {"engine": engine, "rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
-            "reported_rows_per_s": float(rate.group(1)) if rate else None,
-            "ray_start_s": float(ray_start.group(1)) if ray_start else None,
-            "peak_rss_mb": {"sum": sum(mb for _, mb in peaks.values()), "processes": len(peaks),
-                            "largest": max((mb for _, mb in peaks.values()), default=0.0),
-                            "by_name": dict(sorted(by_name.items(), key=lambda kv: -kv[1]))},
-            "load_average_before": load, "summary": summary, "command": command}
+    return {
+        "engine": engine,
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "reported_rows_per_s": float(rate.group(1)) if rate else None,
+        "ray_start_s": float(ray_start.group(1)) if ray_start else None,
+        "peak_rss_mb": {
+            "sum": sum(mb for _, mb in peaks.values()),
+            "processes": len(peaks),
+            "largest": max((mb for _, mb in peaks.values()), default=0.0),
+            "by_name": dict(sorted(by_name.items(), key=lambda kv: -kv[1])),
+        },
+        "load_average_before": load,
+        "summary": summary,
+        "command": command,
+    }
 
 
 def output_rows(path: Path) -> int:
@@ -117,9 +131,25 @@ def remove(path: Path) -> None:
 
 
 def predict_command(engine: str, model: Path, source: Path, output: Path, parallel: int, args) -> list[str]:
-    command = [sys.executable, "-m", "distilbench.cli", "predict", "--model", str(model), "--input", str(source),
-               "--output", str(output), "--backend", args.backend, "--batch-size", str(args.batch_size),
-               "--chunk-rows", str(args.chunk_rows), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "distilbench",
+        "predict",
+        "--model",
+        str(model),
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--backend",
+        args.backend,
+        "--batch-size",
+        str(args.batch_size),
+        "--chunk-rows",
+        str(args.chunk_rows),
+        "--no-progress",
+    ]
     if engine == "local":
         return command + ["--workers", str(parallel)]
     return command + ["--engine", "ray", "--actors", str(parallel), "--cpus-per-actor", "1"]
@@ -128,7 +158,7 @@ def predict_command(engine: str, model: Path, source: Path, output: Path, parall
 def reader_rate(source: Path, chunk_rows: int) -> dict:
     """The one reader alone over the input (a Ray read task runs exactly this per file), and the bytes per row
     of the texts a cluster ships to the actors."""
-    from distilbench.readers import iter_texts
+    from distilbench.data.readers import iter_texts
 
     start = time.perf_counter()
     rows = text_bytes = 0
@@ -143,8 +173,8 @@ def record_bytes_per_row(model: Path, source: Path, args) -> float:
     """Bytes per row of the records the actors send to the writers (Arrow, in memory), from 4,096 rows."""
     import tempfile
 
-    from distilbench.predict import ChunkPredictor
-    from distilbench.readers import iter_texts
+    from distilbench.data.readers import iter_texts
+    from distilbench.runtime.predict import ChunkPredictor
 
     texts = next(iter_texts(str(source), "text", 4096))
     with tempfile.TemporaryDirectory() as work:
@@ -156,30 +186,39 @@ def record_bytes_per_row(model: Path, source: Path, args) -> float:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Bulk prediction: local processes and Ray", "",
-             f"`distilbench predict` over {report['rows']:,} headlines (Parquet), model {report['model']}, backend "
-             f"{report['backend']}, batch {report['batch_size']}, chunks of {report['chunk_rows']} rows, on "
-             f"{report['machine']['cpu']} ({report['machine']['cpu_count']} CPUs), Ray {report['ray_version']}. "
-             "One fresh process per run; rows/s (wall) includes start-up; peak memory is the sum of VmHWM over "
-             "all processes of the command (an upper bound); start-up is the wall time of the same command on "
-             f"{report['startup_rows']:,} rows.", "",
-             "| engine | parallel | rows | wall s | rows/s (wall) | rows/s (after start-up) | peak MB (all processes) "
-             "| processes | start-up s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Bulk prediction: local processes and Ray",
+        "",
+        f"`distilbench predict` over {report['rows']:,} headlines (Parquet), model {report['model']}, backend "
+        f"{report['backend']}, batch {report['batch_size']}, chunks of {report['chunk_rows']} rows, on "
+        f"{report['machine']['cpu']} ({report['machine']['cpu_count']} CPUs), Ray {report['ray_version']}. "
+        "One fresh process per run; rows/s (wall) includes start-up; peak memory is the sum of VmHWM over "
+        "all processes of the command (an upper bound); start-up is the wall time of the same command on "
+        f"{report['startup_rows']:,} rows.",
+        "",
+        "| engine | parallel | rows | wall s | rows/s (wall) | rows/s (after start-up) | peak MB (all processes) "
+        "| processes | start-up s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for run in report["runs"]:
         start = report["startup"][f"{run['engine']}-{run['parallel']}"]
-        lines.append(f"| {run['engine']} | {run['parallel']} | {run['rows']:,} | {run['seconds']:.1f} | "
-                     f"{run['rows_per_s']:,.0f} | {run['reported_rows_per_s'] or 0:,.0f} | "
-                     f"{run['peak_rss_mb']['sum']:,.0f} | {run['peak_rss_mb']['processes']} | "
-                     f"{start['seconds']:.1f} |")
+        lines.append(
+            f"| {run['engine']} | {run['parallel']} | {run['rows']:,} | {run['seconds']:.1f} | "
+            f"{run['rows_per_s']:,.0f} | {run['reported_rows_per_s'] or 0:,.0f} | "
+            f"{run['peak_rss_mb']['sum']:,.0f} | {run['peak_rss_mb']['processes']} | "
+            f"{start['seconds']:.1f} |"
+        )
     reader = report["reader"]
     ray_run = next((run for run in report["runs"] if run["engine"] == "ray"), {"peak_rss_mb": {"by_name": {}}})
-    lines += ["", f"- The reader alone (one process, the work of one Ray read task per file): "
-                  f"{reader['rows_per_s']:,.0f} rows/s; texts {reader['text_bytes_per_row']:.0f} bytes per row, "
-                  f"records {report['record_bytes_per_row']:.0f} bytes per row (Arrow).",
-              "- Peak memory by process name, Ray run: " + ", ".join(
-                  f"{name} {mb:,.0f} MB" for name, mb in list(ray_run["peak_rss_mb"]["by_name"].items())[:6]),
-              ""]
+    lines += [
+        "",
+        f"- The reader alone (one process, the work of one Ray read task per file): "
+        f"{reader['rows_per_s']:,.0f} rows/s; texts {reader['text_bytes_per_row']:.0f} bytes per row, "
+        f"records {report['record_bytes_per_row']:.0f} bytes per row (Arrow).",
+        "- Peak memory by process name, Ray run: "
+        + ", ".join(f"{name} {mb:,.0f} MB" for name, mb in list(ray_run["peak_rss_mb"]["by_name"].items())[:6]),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -200,8 +239,8 @@ def main() -> int:
     import pandas as pd
     import ray
 
-    from distilbench.machine import machine_info
     from distilbench.runs import write_json_atomic, write_text_atomic
+    from distilbench.runtime.machine import machine_info
 
     headlines = pd.read_csv(bulk_predict.HEADLINES)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -218,22 +257,35 @@ def main() -> int:
         output = WORK / f"startup-{engine}{'.parquet' if engine == 'local' else ''}"
         print(f"start-up: {engine} x{parallel} on {args.startup_rows:,} rows ...", flush=True)
         startup[f"{engine}-{parallel}"] = run_command(
-            predict_command(engine, model, small, output, parallel, args), output, args.startup_rows, engine)
+            predict_command(engine, model, small, output, parallel, args), output, args.startup_rows, engine
+        )
         print(f"  {startup[f'{engine}-{parallel}']['seconds']:.1f} s", flush=True)
     for engine, parallel in plan:
         output = WORK / f"predictions-{engine}{'.parquet' if engine == 'local' else ''}"
         print(f"predict {args.rows:,} rows: {engine} x{parallel} ...", flush=True)
         run = run_command(predict_command(engine, model, source, output, parallel, args), output, args.rows, engine)
         run["parallel"] = parallel
-        print(f"  {run['seconds']:.1f} s, {run['rows_per_s']:.0f} rows/s, peak MB {run['peak_rss_mb']['sum']:.0f}",
-              flush=True)
+        print(
+            f"  {run['seconds']:.1f} s, {run['rows_per_s']:.0f} rows/s, peak MB {run['peak_rss_mb']['sum']:.0f}",
+            flush=True,
+        )
         runs.append(run)
     print("the reader alone ...", flush=True)
     reader = reader_rate(source, args.chunk_rows)
-    report = {"rows": args.rows, "startup_rows": args.startup_rows, "model": model_name, "backend": args.backend,
-              "batch_size": args.batch_size, "chunk_rows": args.chunk_rows, "runs": runs, "startup": startup,
-              "reader": reader, "record_bytes_per_row": record_bytes_per_row(model, source, args),
-              "ray_version": ray.__version__, "machine": machine_info()}
+    report = {
+        "rows": args.rows,
+        "startup_rows": args.startup_rows,
+        "model": model_name,
+        "backend": args.backend,
+        "batch_size": args.batch_size,
+        "chunk_rows": args.chunk_rows,
+        "runs": runs,
+        "startup": startup,
+        "reader": reader,
+        "record_bytes_per_row": record_bytes_per_row(model, source, args),
+        "ray_version": ray.__version__,
+        "machine": machine_info(),
+    }
     results = Path(args.results)
     write_json_atomic(results / "ray_predict.json", report)
     write_text_atomic(results / "ray_predict.md", markdown(report))

@@ -46,8 +46,21 @@ class Service:
     """`distilbench serve` in a subprocess on a free loopback port."""
 
     def __init__(self, model: str, backend: str, extra: list[str]):
-        command = [sys.executable, "-m", "distilbench.cli", "serve", "--model", model, "--backend", backend,
-                   "--host", "127.0.0.1", "--port", "0", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "distilbench",
+            "serve",
+            "--model",
+            model,
+            "--backend",
+            backend,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *extra,
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self.process.stdout.readline()  # "serving ... at http://127.0.0.1:PORT ..."
@@ -69,8 +82,9 @@ class Service:
                 self.process.wait()
 
 
-async def client_loop(url: str, texts: list[str], offset: int, start: float, end: float,
-                      latencies: list[float], errors: list[str]) -> None:
+async def client_loop(
+    url: str, texts: list[str], offset: int, start: float, end: float, latencies: list[float], errors: list[str]
+) -> None:
     """One client: one text per request, the next as soon as the answer is in; counts what falls in [start, end)."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         i = offset
@@ -90,8 +104,9 @@ async def client_loop(url: str, texts: list[str], offset: int, start: float, end
                     errors.append(problem)
 
 
-async def raw_client_loop(url: str, texts: list[str], offset: int, start: float, end: float,
-                          latencies: list[float], errors: list[str]) -> None:
+async def raw_client_loop(
+    url: str, texts: list[str], offset: int, start: float, end: float, latencies: list[float], errors: list[str]
+) -> None:
     """client_loop over a bare keep-alive HTTP/1.1 connection: a tenth of httpx's CPU per request, which
     matters when client and server share two cores (httpx spends about 1 ms per request here)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -102,15 +117,23 @@ async def raw_client_loop(url: str, texts: list[str], offset: int, start: float,
             body = json.dumps({"texts": [texts[i % len(texts)]]}).encode()
             i += 1
             try:
-                writer.write(b"POST /predict HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+                writer.write(
+                    b"POST /predict HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body)
+                )
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))
                 payload = await reader.readexactly(length)
                 ok = head.startswith(b"HTTP/1.1 200") and len(json.loads(payload)["predictions"]) == 1
                 problem = None if ok else f"{head.splitlines()[0].decode()}: {payload[:200].decode()}"
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, AttributeError, ValueError,
-                    KeyError) as exc:
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                AttributeError,
+                ValueError,
+                KeyError,
+            ) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, int(port))
@@ -132,8 +155,13 @@ async def load(url: str, texts: list[str], clients: int, warmup: float, duration
     loop_of = raw_client_loop if kind == "raw" else client_loop
     await asyncio.gather(*(loop_of(url, texts, o, start, end, latencies, errors) for o in offsets))
     ms = np.array(latencies) * 1000
-    return {"requests": len(latencies), "requests_per_s": len(latencies) / duration, "errors": len(errors),
-            "error_examples": sorted(set(errors))[:5], "latencies_ms": ms.tolist()}
+    return {
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / duration,
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:5],
+        "latencies_ms": ms.tolist(),
+    }
 
 
 def cpu_seconds(who: int) -> float:
@@ -175,18 +203,23 @@ def summarise(runs: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    out = [f"`distilbench serve` on loopback: {s['clients']} concurrent {s['client']} clients, one headline per "
-           f"request, "
-           f"{s['duration_s']:g} s measured after {s['warmup_s']:g} s warm-up, {s['repeats']} repeat(s) per mode; "
-           f"model `{s['model']}`, backend {s['backend']}; batching on = up to {s['max_batch_size']} texts / "
-           f"{s['max_wait_ms']:g} ms wait. CPU: {report['machine']['cpu']} ({report['machine']['cpu_count']} "
-           f"cores, shared by server and clients).", "",
-           "| mode | requests/s (median, min-max) | p50 ms | p95 ms | p99 ms | errors | texts per forward |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        f"`distilbench serve` on loopback: {s['clients']} concurrent {s['client']} clients, one headline per "
+        f"request, "
+        f"{s['duration_s']:g} s measured after {s['warmup_s']:g} s warm-up, {s['repeats']} repeat(s) per mode; "
+        f"model `{s['model']}`, backend {s['backend']}; batching on = up to {s['max_batch_size']} texts / "
+        f"{s['max_wait_ms']:g} ms wait. CPU: {report['machine']['cpu']} ({report['machine']['cpu_count']} "
+        f"cores, shared by server and clients).",
+        "",
+        "| mode | requests/s (median, min-max) | p50 ms | p95 ms | p99 ms | errors | texts per forward |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for mode, row in report["modes"].items():
         rate, lat = row["requests_per_s"], row["latency_ms"]
-        out.append(f"| {mode} | {rate['median']:.1f} ({rate['min']:.1f}-{rate['max']:.1f}) | {lat['p50']:.1f} | "
-                   f"{lat['p95']:.1f} | {lat['p99']:.1f} | {row['errors']} | {row['texts_per_forward']:.1f} |")
+        out.append(
+            f"| {mode} | {rate['median']:.1f} ({rate['min']:.1f}-{rate['max']:.1f}) | {lat['p50']:.1f} | "
+            f"{lat['p95']:.1f} | {lat['p99']:.1f} | {row['errors']} | {row['texts_per_forward']:.1f} |"
+        )
     out += ["", f"Micro-batching serves **{report['speedup']:.2f}x** the requests/s of one request per forward pass."]
     return "\n".join(out) + "\n"
 
@@ -196,8 +229,12 @@ def main() -> int:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint directory (default: %(default)s)")
     parser.add_argument("--backend", default="auto", help="the server's --backend (auto)")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
-                        help="raw: bare keep-alive HTTP/1.1 over asyncio streams (light); httpx: httpx.AsyncClient")
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="raw: bare keep-alive HTTP/1.1 over asyncio streams (light); httpx: httpx.AsyncClient",
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (20)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per mode, alternating (3)")
@@ -212,8 +249,8 @@ def main() -> int:
         raise SystemExit(f"headlines not found at {HEADLINES}")
 
     sys.path.insert(0, str(ROOT / "src"))
-    from distilbench.machine import machine_info
     from distilbench.runs import write_json_atomic, write_text_atomic
+    from distilbench.runtime.machine import machine_info
 
     texts = pd.read_csv(HEADLINES)["text"].astype(str).sample(frac=1.0, random_state=0).tolist()
     runs = {mode: [] for mode in MODES}
@@ -222,16 +259,27 @@ def main() -> int:
         for mode in order:
             result = measure(args.model, args.backend, MODES[mode], texts, args)
             runs[mode].append(result)
-            print(f"repeat {repeat + 1}/{args.repeats} {mode}: {result['requests_per_s']:.1f} requests/s, "
-                  f"p50 {np.percentile(result['latencies_ms'] or [0], 50):.1f} ms, {result['errors']} errors, "
-                  f"{result['texts_per_forward']:.1f} texts per forward, CPU s: client {result['client_cpu_s']:.1f} "
-                  f"server {result['server_cpu_s']:.1f}", flush=True)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} {mode}: {result['requests_per_s']:.1f} requests/s, "
+                f"p50 {np.percentile(result['latencies_ms'] or [0], 50):.1f} ms, {result['errors']} errors, "
+                f"{result['texts_per_forward']:.1f} texts per forward, CPU s: client {result['client_cpu_s']:.1f} "
+                f"server {result['server_cpu_s']:.1f}",
+                flush=True,
+            )
     modes = {mode: summarise(results) for mode, results in runs.items()}
     report = {
-        "settings": {"model": args.model, "backend": args.backend, "clients": args.clients, "client": args.client,
-                     "duration_s": args.duration, "warmup_s": args.warmup, "repeats": args.repeats,
-                     "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
-                     "threads": args.threads},
+        "settings": {
+            "model": args.model,
+            "backend": args.backend,
+            "clients": args.clients,
+            "client": args.client,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "repeats": args.repeats,
+            "max_batch_size": args.max_batch_size,
+            "max_wait_ms": args.max_wait_ms,
+            "threads": args.threads,
+        },
         "machine": machine_info(),
         "modes": modes,
         "speedup": modes["batching on"]["requests_per_s"]["median"]

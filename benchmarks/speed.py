@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distilbench.speed import spread
+from distilbench.bench.speed import spread
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
@@ -43,8 +43,10 @@ def thesis_way_batches(tokenizer, texts: list[str], batch_size: int = 32) -> lis
     """The thesis's inference: every text padded to the longest in the whole set, fixed order."""
     encoded = tokenizer(texts, padding="longest", truncation=True, max_length=512, return_tensors="np")
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    return [{k: np.asarray(encoded[k][i:i + batch_size], dtype=np.int64) for k in keys}
-            for i in range(0, len(texts), batch_size)]
+    return [
+        {k: np.asarray(encoded[k][i : i + batch_size], dtype=np.int64) for k in keys}
+        for i in range(0, len(texts), batch_size)
+    ]
 
 
 def time_rounds(contenders: dict, repeats: int) -> dict:
@@ -61,10 +63,10 @@ def time_rounds(contenders: dict, repeats: int) -> dict:
 
 
 def table_thesis_speed(texts: list[str], repeats: int) -> dict:
-    from distilbench.backends import load_backend
-    from distilbench.bench import measurement_batches, run_batches
-    from distilbench.models import load_tokenizer, packaged_minilm_path
-    from distilbench.speed import build_architecture
+    from distilbench.bench.bench import measurement_batches, run_batches
+    from distilbench.bench.speed import build_architecture
+    from distilbench.models.registry import load_tokenizer, packaged_minilm_path
+    from distilbench.runtime.backends import load_backend
 
     tokenizer = load_tokenizer(packaged_minilm_path())  # the uncased BERT vocabulary
     contenders, meta = {}, {}
@@ -72,13 +74,15 @@ def table_thesis_speed(texts: list[str], repeats: int) -> dict:
         model = build_architecture(arch, num_labels=4)
         thesis = load_backend(model, "torch-fp32")
         batches = thesis_way_batches(tokenizer, texts)
-        contenders[(arch, "thesis way: torch-fp32, pad to longest, batch 32")] = \
-            lambda b=thesis, x=batches: run_batches(b, x)
+        contenders[(arch, "thesis way: torch-fp32, pad to longest, batch 32")] = lambda b=thesis, x=batches: (
+            run_batches(b, x)
+        )
         fast_batches, _ = measurement_batches(tokenizer, texts, 64, None)
         for name in FAST_BACKENDS:
             backend = load_backend(model, name)
-            contenders[(arch, f"distilbench: {name}, sorted dynamic padding, batch 64")] = \
+            contenders[(arch, f"distilbench: {name}, sorted dynamic padding, batch 64")] = (
                 lambda b=backend, x=fast_batches: run_batches(b, x)
+            )
         meta[arch] = {"padded_length": int(batches[0]["input_ids"].shape[1])}
         print(f"table 1: prepared {arch}", flush=True)
     timings = time_rounds(contenders, repeats)
@@ -89,10 +93,10 @@ def table_thesis_speed(texts: list[str], repeats: int) -> dict:
 def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: int) -> dict:
     from transformers import pipeline
 
-    from distilbench.backends import load_backend
-    from distilbench.data import load_split
-    from distilbench.inference import backend_logits, logits_to_probs
-    from distilbench.models import load_trained
+    from distilbench.data.datasets import load_split
+    from distilbench.models.registry import load_trained
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.inference import backend_logits, logits_to_probs
 
     rows, contenders, accuracy = [], {}, {}
     for slug in ("minilm-l6", "student-minilm-l6"):
@@ -101,10 +105,13 @@ def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: i
         test = load_split(run_dir / "data" / "test.csv", task, labels).head(max_texts)
         texts, truth = test["text"].tolist(), test["label"].map(labels.index).to_numpy()
         classifier = pipeline("text-classification", model=str(best), device="cpu")
-        contenders[(slug, "transformers.pipeline fp32, batch 32")] = \
-            lambda c=classifier, x=texts: c(x, batch_size=32, truncation=True)
-        predicted = [labels.index(p["label"]) if p["label"] in labels else -1
-                     for p in classifier(texts, batch_size=32, truncation=True)]
+        contenders[(slug, "transformers.pipeline fp32, batch 32")] = lambda c=classifier, x=texts: c(
+            x, batch_size=32, truncation=True
+        )
+        predicted = [
+            labels.index(p["label"]) if p["label"] in labels else -1
+            for p in classifier(texts, batch_size=32, truncation=True)
+        ]
         accuracy[(slug, "transformers.pipeline fp32, batch 32")] = float(np.mean(np.array(predicted) == truth))
         for name in FAST_BACKENDS:
             backend = load_backend(model, name)
@@ -116,23 +123,57 @@ def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: i
         print(f"table 2: prepared {slug}", flush=True)
     timings = time_rounds(contenders, repeats)
     for (slug, way), t in timings.items():
-        rows.append({"model": slug, "way": way, "seconds": t, "samples_per_s": len(texts) / t["median"],
-                     "accuracy": accuracy[(slug, way)]})
+        rows.append(
+            {
+                "model": slug,
+                "way": way,
+                "seconds": t,
+                "samples_per_s": len(texts) / t["median"],
+                "accuracy": accuracy[(slug, way)],
+            }
+        )
     return {"texts": len(texts), "rows": rows}
 
 
 def distilbert_mfu(texts: list[str]) -> dict:
     """bf16 MFU of arch:distilbert-base-uncased at batch 64, by `distilbench bench`'s protocol."""
-    from distilbench.bench import run_bench
+    from distilbench.bench.bench import run_bench
 
     path = RESULTS / "bench-distilbert.json"
     pd.DataFrame({"text": texts}).to_csv("/tmp/distilbench-headlines.csv", index=False)
-    report = run_bench(["arch:distilbert-base-uncased"], ["torch-bf16", "torch-fp32"],
-                       data="/tmp/distilbench-headlines.csv", batch_size=64, samples=512, repeats=5,
-                       latency_samples=50, memory=True, metric=False, out=str(path), progress=False)
-    return {"peaks_flops": report["peaks_flops"], "peaks_flops_rounds": report["peaks_flops_rounds"],
-            "rows": [{k: r[k] for k in ("backend", "samples_per_s", "mean_tokens", "flops_per_sample", "mfu", "mfu_range",
-                                        "latency_ms", "peak_rss_mb")} for r in report["results"]]}
+    report = run_bench(
+        ["arch:distilbert-base-uncased"],
+        ["torch-bf16", "torch-fp32"],
+        data="/tmp/distilbench-headlines.csv",
+        batch_size=64,
+        samples=512,
+        repeats=5,
+        latency_samples=50,
+        memory=True,
+        metric=False,
+        out=str(path),
+        progress=False,
+    )
+    return {
+        "peaks_flops": report["peaks_flops"],
+        "peaks_flops_rounds": report["peaks_flops_rounds"],
+        "rows": [
+            {
+                k: r[k]
+                for k in (
+                    "backend",
+                    "samples_per_s",
+                    "mean_tokens",
+                    "flops_per_sample",
+                    "mfu",
+                    "mfu_range",
+                    "latency_ms",
+                    "peak_rss_mb",
+                )
+            }
+            for r in report["results"]
+        ],
+    }
 
 
 def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
@@ -147,9 +188,9 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
     )
 
     from distilbench.config import ExperimentConfig
-    from distilbench.inference import predict_logits
-    from distilbench.models import load_classifier, packaged_minilm_path
-    from distilbench.training import encode_split, train_model
+    from distilbench.models.registry import load_classifier, packaged_minilm_path
+    from distilbench.runtime.inference import predict_logits
+    from distilbench.training.finetune import encode_split, train_model
 
     labels = sorted(headlines["category"].unique())
     frame = headlines.rename(columns={"category": "label"})
@@ -163,18 +204,33 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoded = tokenizer(train["text"].tolist(), padding="longest", truncation=True, max_length=512)
-        dataset = [{**{k: encoded[k][i] for k in encoded}, "labels": labels.index(train["label"][i])}
-                   for i in range(len(train))]
-        args = TrainingArguments(output_dir="/tmp/distilbench-thesis-way", num_train_epochs=1,
-                                 per_device_train_batch_size=64, learning_rate=5e-5, adam_epsilon=1e-8,
-                                 lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
-                                 report_to="none", use_cpu=True, disable_tqdm=True, seed=42)
+        dataset = [
+            {**{k: encoded[k][i] for k in encoded}, "labels": labels.index(train["label"][i])}
+            for i in range(len(train))
+        ]
+        args = TrainingArguments(
+            output_dir="/tmp/distilbench-thesis-way",
+            num_train_epochs=1,
+            per_device_train_batch_size=64,
+            learning_rate=5e-5,
+            adam_epsilon=1e-8,
+            lr_scheduler_type="linear",
+            max_grad_norm=1.0,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=42,
+        )
         start = time.perf_counter()
         Trainer(model=model, args=args, train_dataset=dataset).train()
         seconds = time.perf_counter() - start
         logits, _ = predict_logits(model, tokenizer, held["text"].tolist(), precision="fp32", progress=False)
-        return {"seconds": seconds, "accuracy": float(np.mean(logits.argmax(axis=1) == truth)),
-                "padded_length": len(encoded["input_ids"][0])}
+        return {
+            "seconds": seconds,
+            "accuracy": float(np.mean(logits.argmax(axis=1) == truth)),
+            "padded_length": len(encoded["input_ids"][0]),
+        }
 
     def our_way() -> dict:
         """train_model as compare runs it; its call also validates on the 1,000 texts and writes the epoch's
@@ -185,10 +241,24 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
         train_data = encode_split(tokenizer, train, "multiclass", labels, None)
         val_data = encode_split(tokenizer, held, "multiclass", labels, None)
         start = time.perf_counter()
-        result = train_model(model, tokenizer, train_data, val_data, "multiclass", labels, config,
-                             Path("/tmp/distilbench-our-way"), "minilm-l6", progress=False)
-        return {"seconds": time.perf_counter() - start, "train_seconds": result.stats[0]["train_time_s"],
-                "accuracy": result.stats[0]["val_accuracy"], "precision": result.precision}
+        result = train_model(
+            model,
+            tokenizer,
+            train_data,
+            val_data,
+            "multiclass",
+            labels,
+            config,
+            Path("/tmp/distilbench-our-way"),
+            "minilm-l6",
+            progress=False,
+        )
+        return {
+            "seconds": time.perf_counter() - start,
+            "train_seconds": result.stats[0]["train_time_s"],
+            "accuracy": result.stats[0]["val_accuracy"],
+            "precision": result.precision,
+        }
 
     measured: dict = {"thesis": [], "ours": []}
     for round_ in range(runs):
@@ -199,90 +269,128 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
         "thesis way (transformers Trainer, fp32, pad to longest)": {
             "seconds": spread([r["seconds"] for r in measured["thesis"]]),
             "accuracy": [r["accuracy"] for r in measured["thesis"]],
-            "padded_length": measured["thesis"][0]["padded_length"]},
+            "padded_length": measured["thesis"][0]["padded_length"],
+        },
         f"distilbench ({measured['ours'][0]['precision']} autocast, dynamic padding, length-grouped)": {
             "seconds": spread([r["seconds"] for r in measured["ours"]]),
             "train_seconds": spread([r["train_seconds"] for r in measured["ours"]]),
-            "accuracy": [r["accuracy"] for r in measured["ours"]]},
+            "accuracy": [r["accuracy"] for r in measured["ours"]],
+        },
     }
     return {"train_texts": len(train), "held_out_texts": len(held), "runs": runs, "rows": rows}
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    out = [f"Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cpu_count']} cores, {m['torch_threads']} "
-           f"torch threads; torch {m['torch']}, transformers {m['transformers']}, onnxruntime "
-           f"{m.get('onnxruntime')}. Median of {report['repeats']} rounds (min-max), contenders alternating.", ""]
+    out = [
+        f"Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cpu_count']} cores, {m['torch_threads']} "
+        f"torch threads; torch {m['torch']}, transformers {m['transformers']}, onnxruntime "
+        f"{m.get('onnxruntime')}. Median of {report['repeats']} rounds (min-max), contenders alternating.",
+        "",
+    ]
     t1 = report["thesis_speed"]
-    out += [f"**1. The thesis's speed table** ({t1['texts']} headlines, random-weight architectures; thesis way "
-            f"pads to {t1['meta']['bert-base-uncased']['padded_length']} tokens)", "",
-            "| way | BERT-base s | DistilBERT-base s | DistilBERT / BERT | BERT speed-up vs thesis way |",
-            "| --- | --- | --- | --- | --- |"]
+    out += [
+        f"**1. The thesis's speed table** ({t1['texts']} headlines, random-weight architectures; thesis way "
+        f"pads to {t1['meta']['bert-base-uncased']['padded_length']} tokens)",
+        "",
+        "| way | BERT-base s | DistilBERT-base s | DistilBERT / BERT | BERT speed-up vs thesis way |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     by_way: dict = {}
     for row in t1["rows"]:
         by_way.setdefault(row["way"], {})[row["architecture"]] = row["seconds"]
     base = by_way["thesis way: torch-fp32, pad to longest, batch 32"]["bert-base-uncased"]["median"]
     for way, t in by_way.items():
         bert, distil = t["bert-base-uncased"], t["distilbert-base-uncased"]
-        out.append(f"| {way} | {bert['median']:.2f} ({bert['min']:.2f}-{bert['max']:.2f}) "
-                   f"| {distil['median']:.2f} ({distil['min']:.2f}-{distil['max']:.2f}) "
-                   f"| {distil['median'] / bert['median']:.2f} | {base / bert['median']:.1f}x |")
+        out.append(
+            f"| {way} | {bert['median']:.2f} ({bert['min']:.2f}-{bert['max']:.2f}) "
+            f"| {distil['median']:.2f} ({distil['min']:.2f}-{distil['max']:.2f}) "
+            f"| {distil['median'] / bert['median']:.2f} | {base / bert['median']:.1f}x |"
+        )
     t2 = report["vs_pipeline"]
-    out += ["", f"**2. Against transformers.pipeline** ({t2['texts']} test headlines, trained checkpoints, "
-                "tokenization included)", "",
-            "| model | way | seconds | samples/s | vs pipeline | test accuracy |", "| --- | --- | --- | --- | --- | --- |"]
+    out += [
+        "",
+        f"**2. Against transformers.pipeline** ({t2['texts']} test headlines, trained checkpoints, "
+        "tokenization included)",
+        "",
+        "| model | way | seconds | samples/s | vs pipeline | test accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in t2["rows"]:
         pipe = next(r for r in t2["rows"] if r["model"] == row["model"] and r["way"].startswith("transformers"))
         s = row["seconds"]
-        out.append(f"| {row['model']} | {row['way']} | {s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f}) "
-                   f"| {row['samples_per_s']:.0f} | {row['samples_per_s'] / pipe['samples_per_s']:.1f}x "
-                   f"| {row['accuracy']:.4f} |")
+        out.append(
+            f"| {row['model']} | {row['way']} | {s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f}) "
+            f"| {row['samples_per_s']:.0f} | {row['samples_per_s'] / pipe['samples_per_s']:.1f}x "
+            f"| {row['accuracy']:.4f} |"
+        )
     mfu = report["distilbert_mfu"]
     peaks = {kind: spread(values) for kind, values in mfu["peaks_flops_rounds"].items()}
-    out += ["", "MFU, arch:distilbert-base-uncased, batch 64; the matrix-product peak measured in each round, "
-                "next to the model, and each round's MFU against its own round's peak (peaks, median (min-max): "
-                + ", ".join(f"{kind} {p['median'] / 1e9:.0f} ({p['min'] / 1e9:.0f}-{p['max'] / 1e9:.0f}) GFLOP/s"
-                            for kind, p in peaks.items()) + "):", ""]
+    out += [
+        "",
+        "MFU, arch:distilbert-base-uncased, batch 64; the matrix-product peak measured in each round, "
+        "next to the model, and each round's MFU against its own round's peak (peaks, median (min-max): "
+        + ", ".join(
+            f"{kind} {p['median'] / 1e9:.0f} ({p['min'] / 1e9:.0f}-{p['max'] / 1e9:.0f}) GFLOP/s"
+            for kind, p in peaks.items()
+        )
+        + "):",
+        "",
+    ]
     for row in mfu["rows"]:
         low, high = row["mfu_range"]
-        out.append(f"- {row['backend']}: {row['samples_per_s']['median']:.0f} samples/s at "
-                   f"{row['mean_tokens']:.1f} tokens, {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample, "
-                   f"MFU {100 * row['mfu']:.0f} % ({100 * low:.0f}-{100 * high:.0f}), "
-                   f"peak RSS {row['peak_rss_mb'] or 0:.0f} MB")
+        out.append(
+            f"- {row['backend']}: {row['samples_per_s']['median']:.0f} samples/s at "
+            f"{row['mean_tokens']:.1f} tokens, {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample, "
+            f"MFU {100 * row['mfu']:.0f} % ({100 * low:.0f}-{100 * high:.0f}), "
+            f"peak RSS {row['peak_rss_mb'] or 0:.0f} MB"
+        )
     t3 = report["training"]
-    out += ["", f"**3. Training**: one epoch of minilm-l6 on {t3['train_texts']} headlines, accuracy on "
-                f"{t3['held_out_texts']} others; {t3['runs']} runs each, alternating, median (min-max). "
-                "distilbench's call also validates and writes the epoch's checkpoint and resume state; "
-                "the last column is its training steps alone", "",
-            "| way | seconds | ratio | accuracy | training steps alone: seconds | ratio |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    out += [
+        "",
+        f"**3. Training**: one epoch of minilm-l6 on {t3['train_texts']} headlines, accuracy on "
+        f"{t3['held_out_texts']} others; {t3['runs']} runs each, alternating, median (min-max). "
+        "distilbench's call also validates and writes the epoch's checkpoint and resume state; "
+        "the last column is its training steps alone",
+        "",
+        "| way | seconds | ratio | accuracy | training steps alone: seconds | ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     first = next(iter(t3["rows"].values()))["seconds"]["median"]
     for way, row in t3["rows"].items():
         s_, acc = row["seconds"], sorted(set(row["accuracy"]))
         steps = row.get("train_seconds")
-        alone = (f"{steps['median']:.1f} ({steps['min']:.1f}-{steps['max']:.1f}) | {steps['median'] / first:.2f}x"
-                 if steps else "- | -")
-        out.append(f"| {way} | {s_['median']:.1f} ({s_['min']:.1f}-{s_['max']:.1f}) | {s_['median'] / first:.2f}x "
-                   f"| {' / '.join(f'{a:.4f}' for a in acc)} | {alone} |")
+        alone = (
+            f"{steps['median']:.1f} ({steps['min']:.1f}-{steps['max']:.1f}) | {steps['median'] / first:.2f}x"
+            if steps
+            else "- | -"
+        )
+        out.append(
+            f"| {way} | {s_['median']:.1f} ({s_['min']:.1f}-{s_['max']:.1f}) | {s_['median'] / first:.2f}x "
+            f"| {' / '.join(f'{a:.4f}' for a in acc)} | {alone} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default=str(ROOT / "runs" / "benchmarks" / "multiclass"),
-                        help="a multiclass run of benchmarks/thesis_tasks.py (trained checkpoints)")
+    parser.add_argument(
+        "--run",
+        default=str(ROOT / "runs" / "benchmarks" / "multiclass"),
+        help="a multiclass run of benchmarks/thesis_tasks.py (trained checkpoints)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--texts", type=int, default=2000, help="headlines per timing")
     parser.add_argument("--batch-size", type=int, default=256, help="distilbench's batch size in table 2")
     parser.add_argument("--only", help="comma-separated subset: thesis_speed,vs_pipeline,mfu,training")
     args = parser.parse_args()
 
-    from distilbench.console import quiet_libraries
-    from distilbench.machine import machine_info
+    from distilbench.core.console import quiet_libraries
+    from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
     headlines = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0).reset_index(drop=True)
-    texts = headlines["text"].astype(str).tolist()[:args.texts]
+    texts = headlines["text"].astype(str).tolist()[: args.texts]
     only = set(args.only.split(",")) if args.only else {"thesis_speed", "vs_pipeline", "mfu", "training"}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "speed.json"

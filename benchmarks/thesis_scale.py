@@ -28,7 +28,7 @@ teacher's validation loss and ROC-AUC were still improving, 0.224 and 0.960, and
 the output layer and the metric that chooses the epoch are distilbench's defaults for the task (multilabel: a
 linear probe and the hamming score; both are in the tables). Test metrics come with 95 % bootstrap intervals
 over test examples (multilabel: also the hamming score at the thresholds saved with the model, those `predict`
-uses), and each student's difference from the teacher with a paired bootstrap interval (distilbench.stats, as
+uses), and each student's difference from the teacher with a paired bootstrap interval (distilbench.evaluation.stats, as
 `compare` reports them). Results:
 benchmarks/results/thesis_scale.{json,md}, rewritten after every step, with the machine and each step's wall
 time.
@@ -65,20 +65,29 @@ THESIS_TIME_RATIO = 0.51  # the thesis's DistilBERT/BERT training-time ratio
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="multiclass,multilabel")
-    parser.add_argument("--teacher", default=TEACHER, help="the teacher (another one for a quick check of the "
-                        "script: minilm-l6)")
+    parser.add_argument(
+        "--teacher", default=TEACHER, help="the teacher (another one for a quick check of the script: minilm-l6)"
+    )
     parser.add_argument("--layers", default="distilbert", help="the student's layers: student:TEACHER:LAYERS")
     parser.add_argument("--steps", default=",".join(ALL_STEPS))
     parser.add_argument("--redo", default="", help="steps to run again even if finished, comma-separated")
-    parser.add_argument("--epochs", default="multiclass=2,multilabel=4",
-                        help="epochs: N for every task, or per task (task=N,...)")
+    parser.add_argument(
+        "--epochs", default="multiclass=2,multilabel=4", help="epochs: N for every task, or per task (task=N,...)"
+    )
     parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--train-rows", default="multiclass=18000,multilabel=4503",
-                        help="training rows per task (task=N,...; the whole training split if larger)")
+    parser.add_argument(
+        "--train-rows",
+        default="multiclass=18000,multilabel=4503",
+        help="training rows per task (task=N,...; the whole training split if larger)",
+    )
     parser.add_argument("--max-length", type=int, default=128, help="tokens per text (toxic comments are cut)")
     parser.add_argument("--general-epochs", type=int, default=1)
-    parser.add_argument("--pos-weight", default="none", choices=("none", "auto", "rare"),
-                        help="multilabel: weigh each label's positives (distilbench's --pos-weight)")
+    parser.add_argument(
+        "--pos-weight",
+        default="none",
+        choices=("none", "auto", "rare"),
+        help="multilabel: weigh each label's positives (distilbench's --pos-weight)",
+    )
     parser.add_argument("--eval-rows", type=int, help="cut validation and test too (a quick check of the script)")
     parser.add_argument("--out", default="/tmp/distilbench-thesis-scale")
     parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
@@ -94,7 +103,7 @@ def main() -> int:
     if bad:
         raise SystemExit(f"unknown task or step {bad}; tasks: {', '.join(TASKS)}; steps: {', '.join(ALL_STEPS)}")
 
-    from distilbench.console import DistilbenchError, quiet_libraries
+    from distilbench.core.console import DistilbenchError, quiet_libraries
 
     quiet_libraries(False)
     out = Path(args.out)
@@ -121,8 +130,8 @@ def per_task(value: str, default) -> dict[str, int]:
 
 def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool) -> None:
     """Run one step of one task unless it finished before (its step.json exists)."""
-    from distilbench.compare import compare, distill
     from distilbench.config import load_config
+    from distilbench.experiments.compare import compare, distill
     from distilbench.runs import RunDir, model_slug, write_json_atomic
 
     folder = out / task / step
@@ -131,12 +140,21 @@ def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool)
         print(f"[{task} {step}: finished before, kept]", flush=True)
         return
     paths = make_splits(task, out / task / "data", train_rows, args.eval_rows)
-    common = dict(task=task, data=paths["train"], val_data=paths["val"], test_data=paths["test"],
-                  label_column="label" if task == "multiclass" else None,
-                  label_columns=TOXIC if task == "multilabel" else None, epochs=args.epochs_per_task[task],
-                  learning_rate=args.learning_rate, max_length=args.max_length, backend="torch-fp32",
-                  measure_speed=False, keep_checkpoints="best",
-                  **({"pos_weight": args.pos_weight} if task == "multilabel" else {}))
+    common = dict(
+        task=task,
+        data=paths["train"],
+        val_data=paths["val"],
+        test_data=paths["test"],
+        label_column="label" if task == "multiclass" else None,
+        label_columns=TOXIC if task == "multilabel" else None,
+        epochs=args.epochs_per_task[task],
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        backend="torch-fp32",
+        measure_speed=False,
+        keep_checkpoints="best",
+        **({"pos_weight": args.pos_weight} if task == "multilabel" else {}),
+    )
     teacher_best = RunDir(out / task / "teacher" / "run").best_dir(model_slug(args.teacher))
     if step != "teacher" and step != "speed" and not (out / task / "teacher" / "step.json").is_file():
         raise SystemExit(f"{task} {step} needs the teacher: run the 'teacher' step first")
@@ -153,14 +171,21 @@ def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool)
         config = load_config(None, dict(common, out=str(folder / "run")))
         record["row"] = distill(config, str(teacher_best), args.student, overwrite=True, progress=True)
     elif step == "student-general":
-        from distilbench.distillation import distill_general
-        from distilbench.readers import read_texts
+        from distilbench.data.readers import read_texts
+        from distilbench.training.distillation import distill_general
 
         general = folder / "general"
         texts = read_texts(paths["train"], "text", None, 0)
         g_began = time.perf_counter()
-        record["general"] = distill_general(args.teacher, args.student, texts, general, epochs=args.general_epochs,
-                                            max_length=args.max_length, progress=True)
+        record["general"] = distill_general(
+            args.teacher,
+            args.student,
+            texts,
+            general,
+            epochs=args.general_epochs,
+            max_length=args.max_length,
+            progress=True,
+        )
         record["general_time_s"] = time.perf_counter() - g_began
         config = load_config(None, dict(common, out=str(folder / "run")))
         record["row"] = distill(config, str(teacher_best), str(general), overwrite=True, progress=True)
@@ -174,17 +199,18 @@ def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool)
 def make_splits(task: str, directory: Path, train_rows: int, eval_rows: int | None = None) -> dict[str, str]:
     """The thesis's split of the task's shared data set (distilbench's default, seed 42), the training split cut
     to `train_rows` (stratified); written once and reused, so every step sees the same rows."""
-    from distilbench import data as datalib
-    from distilbench.compare import load_task_data
     from distilbench.config import load_config
+    from distilbench.data import datasets as datalib
+    from distilbench.experiments.compare import load_task_data
 
     paths = {name: str(directory / f"{name}.csv") for name in ("train", "val", "test")}
     if all(Path(p).is_file() for p in paths.values()):
         return paths
     config = load_config(None, dict(task=task, **TASKS[task]))
     frame, label_names, _ = load_task_data(config.data, config)
-    splits = datalib.split_data(frame, task, label_names, test_size=config.test_size, val_size=config.val_size,
-                                seed=config.data_seed())
+    splits = datalib.split_data(
+        frame, task, label_names, test_size=config.test_size, val_size=config.val_size, seed=config.data_seed()
+    )
     splits["train"] = datalib.subsample(splits["train"], task, train_rows, config.data_seed())
     for name in ("val", "test") if eval_rows else ():
         splits[name] = datalib.subsample(splits[name], task, eval_rows, config.data_seed())
@@ -195,22 +221,47 @@ def make_splits(task: str, directory: Path, train_rows: int, eval_rows: int | No
 
 def measure_speed(task_dir: Path, test_csv: str, max_length: int) -> dict:
     """Every finished model's best checkpoint under one bench protocol and the same backends."""
-    from distilbench.bench import run_bench
-    from distilbench.machine import native_precisions, pick_device
-    from distilbench.readers import read_texts
+    from distilbench.bench.bench import run_bench
+    from distilbench.data.readers import read_texts
+    from distilbench.runtime.machine import native_precisions, pick_device
 
-    checkpoints = {step: Path(json.loads((task_dir / step / "step.json").read_text())["row"]["checkpoint"])
-                   for step in STEPS if (task_dir / step / "step.json").is_file()}
+    checkpoints = {
+        step: Path(json.loads((task_dir / step / "step.json").read_text())["row"]["checkpoint"])
+        for step in STEPS
+        if (task_dir / step / "step.json").is_file()
+    }
     backends = ["torch-fp32"] + (["torch-bf16"] if "bf16" in native_precisions(pick_device("cpu")) else [])
     texts = read_texts(test_csv, "text", None, 0)
-    report = run_bench([str(c) for c in checkpoints.values()], backends, texts=texts, batch_size=64,
-                       samples=min(512, len(texts)), repeats=5, latency_samples=0, max_length=max_length,
-                       memory=False, metric=False, choose=False, device="cpu",
-                       out=str(task_dir / "speed" / "bench.json"), progress=True, show=True)
+    report = run_bench(
+        [str(c) for c in checkpoints.values()],
+        backends,
+        texts=texts,
+        batch_size=64,
+        samples=min(512, len(texts)),
+        repeats=5,
+        latency_samples=0,
+        max_length=max_length,
+        memory=False,
+        metric=False,
+        choose=False,
+        device="cpu",
+        out=str(task_dir / "speed" / "bench.json"),
+        progress=True,
+        show=True,
+    )
     names = {str(c): step for step, c in checkpoints.items()}
-    return {"backends": backends, "results": [
-        {"step": names.get(str(r["model"]), str(r["model"])), "backend": r["backend"],
-         "samples_per_s": r["samples_per_s"], "mfu": r["mfu"]} for r in report["results"]]}
+    return {
+        "backends": backends,
+        "results": [
+            {
+                "step": names.get(str(r["model"]), str(r["model"])),
+                "backend": r["backend"],
+                "samples_per_s": r["samples_per_s"],
+                "mfu": r["mfu"],
+            }
+            for r in report["results"]
+        ],
+    }
 
 
 def write_results(out: Path, args) -> None:
@@ -218,21 +269,29 @@ def write_results(out: Path, args) -> None:
     .md (a stopped benchmark keeps what it measured)."""
     import pandas as pd
 
-    from distilbench import data as datalib
     from distilbench.config import load_config
-    from distilbench.machine import machine_info
-    from distilbench.metrics import label_array, primary_metric
-    from distilbench.models import read_task_labels
+    from distilbench.data import datasets as datalib
+    from distilbench.evaluation.metrics import label_array, primary_metric
+    from distilbench.evaluation.stats import bootstrap_ci, paired_difference
+    from distilbench.evaluation.verdicts import THRESHOLD_METRICS, saved_probabilities, saved_thresholds
+    from distilbench.models.registry import read_task_labels
     from distilbench.runs import RunDir
-    from distilbench.stats import bootstrap_ci, paired_difference
-    from distilbench.verdicts import THRESHOLD_METRICS, saved_probabilities, saved_thresholds
+    from distilbench.runtime.machine import machine_info
 
-    report = {"machine": machine_info(), "settings": {k: v for k, v in vars(args).items() if k != "markdown"},
-              "teacher": args.teacher, "student": args.student, "tasks": {}}
+    report = {
+        "machine": machine_info(),
+        "settings": {k: v for k, v in vars(args).items() if k != "markdown"},
+        "teacher": args.teacher,
+        "student": args.student,
+        "tasks": {},
+    }
     for task in TASKS:
         task_dir = out / task
-        finished = {s: json.loads((task_dir / s / "step.json").read_text())
-                    for s in ALL_STEPS if (task_dir / s / "step.json").is_file()}
+        finished = {
+            s: json.loads((task_dir / s / "step.json").read_text())
+            for s in ALL_STEPS
+            if (task_dir / s / "step.json").is_file()
+        }
         trained = [step for step in STEPS if step in finished]
         if not trained:
             continue
@@ -249,35 +308,53 @@ def write_results(out: Path, args) -> None:
             results = next((checkpoint.parents[2] / "results").iterdir())
             probs[step] = saved_probabilities(results, label_names)
             run_config = load_config(RunDir(task_dir / step / "run").config)
-            entry = {"step": step, "model": STEPS[step], "epochs": record.get("epochs", 2), "params": row["params"],
-                     "size_mb": row["size_mb"], "best_epoch": row["best_epoch"], "kept": row.get("kept"),
-                     "train_time_s": row["train_time_s"] + record.get("general_time_s", 0.0),
-                     "general_time_s": record.get("general_time_s"),
-                     "wall_s": record["wall_s"], "select_metric": row.get("select_metric"),
-                     "head_init": run_config.initial_head(), "test": {}}
+            entry = {
+                "step": step,
+                "model": STEPS[step],
+                "epochs": record.get("epochs", 2),
+                "params": row["params"],
+                "size_mb": row["size_mb"],
+                "best_epoch": row["best_epoch"],
+                "kept": row.get("kept"),
+                "train_time_s": row["train_time_s"] + record.get("general_time_s", 0.0),
+                "general_time_s": record.get("general_time_s"),
+                "wall_s": record["wall_s"],
+                "select_metric": row.get("select_metric"),
+                "head_init": run_config.initial_head(),
+                "test": {},
+            }
             for metric in metrics:
-                entry["test"][metric] = bootstrap_ci(task, labels, probs[step], label_names, metric,
-                                                     resamples=2000, seed=0)
+                entry["test"][metric] = bootstrap_ci(
+                    task, labels, probs[step], label_names, metric, resamples=2000, seed=0
+                )
             tuned = saved_thresholds(results, label_names) if task == "multilabel" else None
             if tuned is not None:  # what the saved model predicts with: the thresholds tuned on validation
-                entry["test_tuned"] = {m: bootstrap_ci(task, labels, probs[step], label_names, m, thresholds=tuned,
-                                                       resamples=2000, seed=0) for m in metrics
-                                       if m in THRESHOLD_METRICS}
+                entry["test_tuned"] = {
+                    m: bootstrap_ci(task, labels, probs[step], label_names, m, thresholds=tuned, resamples=2000, seed=0)
+                    for m in metrics
+                    if m in THRESHOLD_METRICS
+                }
             if step != "teacher" and "teacher" in probs:
-                entry["vs_teacher"] = paired_difference(task, labels, probs["teacher"], probs[step], label_names,
-                                                        metrics[0], resamples=2000, seed=0)
+                entry["vs_teacher"] = paired_difference(
+                    task, labels, probs["teacher"], probs[step], label_names, metrics[0], resamples=2000, seed=0
+                )
             if step in ("student-kd", "student-general") and "student" in probs:  # what distillation adds
-                entry["vs_student"] = paired_difference(task, labels, probs["student"], probs[step], label_names,
-                                                        metrics[0], resamples=2000, seed=0)
+                entry["vs_student"] = paired_difference(
+                    task, labels, probs["student"], probs[step], label_names, metrics[0], resamples=2000, seed=0
+                )
             rows.append(entry)
         teacher = next((r for r in rows if r["step"] == "teacher"), None)
         for entry in rows:
             if teacher is not None:
                 entry["train_time_ratio"] = entry["train_time_s"] / teacher["train_time_s"]
         speed = finished.get("speed", {}).get("speed")
-        report["tasks"][task] = {"rows": rows, "speed": speed, "test_rows": len(test),
-                                 "train_rows": len(pd.read_csv(task_dir / "data" / "train.csv")),
-                                 "val_rows": len(pd.read_csv(task_dir / "data" / "val.csv"))}
+        report["tasks"][task] = {
+            "rows": rows,
+            "speed": speed,
+            "test_rows": len(test),
+            "train_rows": len(pd.read_csv(task_dir / "data" / "train.csv")),
+            "val_rows": len(pd.read_csv(task_dir / "data" / "val.csv")),
+        }
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
@@ -289,50 +366,80 @@ def markdown(report: dict) -> str:
     from distilbench.runs import describe_checkpoint, kept_checkpoint
 
     m, s = report["machine"], report["settings"]
-    lines = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m.get('torch')}, transformers "
-             f"{m.get('transformers')}. Teacher {report['teacher']}, student {report['student']} (the teacher's "
-             f"architecture with the layers the rule picks; distilbert: 0, 2, 4, 7, 9, 11 of 12). "
-             f"Learning rate {s['learning_rate']}, batch 32, "
-             + (f"--pos-weight {s['pos_weight']} (multilabel), " if s.get("pos_weight", "none") != "none" else "")
-             + f"warm-up 0.1, one seed (42); general distillation {s['general_epochs']} epoch on the training texts. "
-             f"Test metrics with 95 % bootstrap intervals over test examples; a student's difference from the "
-             f"teacher paired on the same test examples.", ""]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m.get('torch')}, transformers "
+        f"{m.get('transformers')}. Teacher {report['teacher']}, student {report['student']} (the teacher's "
+        f"architecture with the layers the rule picks; distilbert: 0, 2, 4, 7, 9, 11 of 12). "
+        f"Learning rate {s['learning_rate']}, batch 32, "
+        + (f"--pos-weight {s['pos_weight']} (multilabel), " if s.get("pos_weight", "none") != "none" else "")
+        + f"warm-up 0.1, one seed (42); general distillation {s['general_epochs']} epoch on the training texts. "
+        f"Test metrics with 95 % bootstrap intervals over test examples; a student's difference from the "
+        f"teacher paired on the same test examples.",
+        "",
+    ]
     for task, result in report["tasks"].items():
         metrics = list(result["rows"][0]["test"]) if result["rows"] else []
         tuned = [x for x in metrics[:1] if all(x in row.get("test_tuned", {}) for row in result["rows"])]
         epochs = sorted({row["epochs"] for row in result["rows"]})
-        chosen = sorted({f"output layer {'from a linear probe' if row['head_init'] == 'probe' else 'random'}, "
-                         f"epoch chosen by validation {row['select_metric']}"
-                         for row in result["rows"] if row.get("head_init")})
-        lines += [f"**{task}** ({'news headlines' if task == 'multiclass' else 'toxic comments'}: train "
-                  f"{result['train_rows']}, validation {result['val_rows']}, test {result['test_rows']} rows; "
-                  f"{', '.join(map(str, epochs))} epochs{''.join('; ' + c for c in chosen)})", "",
-                  "| model | parameters | size | " + " | ".join(f"test {x} [95% CI]" for x in metrics)
-                  + "".join(f" | test {x} at its saved thresholds [95% CI]" for x in tuned)
-                  + " | vs teacher, points [95% CI] | vs label-only student | tested checkpoint | train time "
-                  "| time ratio to teacher |",
-                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics + tuned)
-                  + " | --- | --- | --- | --- | --- |"]
+        chosen = sorted(
+            {
+                f"output layer {'from a linear probe' if row['head_init'] == 'probe' else 'random'}, "
+                f"epoch chosen by validation {row['select_metric']}"
+                for row in result["rows"]
+                if row.get("head_init")
+            }
+        )
+        lines += [
+            f"**{task}** ({'news headlines' if task == 'multiclass' else 'toxic comments'}: train "
+            f"{result['train_rows']}, validation {result['val_rows']}, test {result['test_rows']} rows; "
+            f"{', '.join(map(str, epochs))} epochs{''.join('; ' + c for c in chosen)})",
+            "",
+            "| model | parameters | size | "
+            + " | ".join(f"test {x} [95% CI]" for x in metrics)
+            + "".join(f" | test {x} at its saved thresholds [95% CI]" for x in tuned)
+            + " | vs teacher, points [95% CI] | vs label-only student | tested checkpoint | train time "
+            "| time ratio to teacher |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in metrics + tuned) + " | --- | --- | --- | --- | --- |",
+        ]
         for row in result["rows"]:
-            cells = [f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
-                     for ci in [row["test"][x] for x in metrics] + [row["test_tuned"][x] for x in tuned]]
-            diff, gain = (("" if versus is None else f"{versus['difference_points']:+.2f} [{versus['low']:+.2f}, "
-                           f"{versus['high']:+.2f}]") for versus in (row.get("vs_teacher"), row.get("vs_student")))
-            general = (f" (general {row['general_time_s'] / 60:.1f} min)" if row.get("general_time_s") else "")
+            cells = [
+                f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+                for ci in [row["test"][x] for x in metrics] + [row["test_tuned"][x] for x in tuned]
+            ]
+            diff, gain = (
+                (
+                    ""
+                    if versus is None
+                    else f"{versus['difference_points']:+.2f} [{versus['low']:+.2f}, {versus['high']:+.2f}]"
+                )
+                for versus in (row.get("vs_teacher"), row.get("vs_student"))
+            )
+            general = f" (general {row['general_time_s'] / 60:.1f} min)" if row.get("general_time_s") else ""
             ratio = f"{row['train_time_ratio']:.2f}" if "train_time_ratio" in row else ""
-            lines.append(f"| {row['model']} | {row['params'] / 1e6:.1f} M | {row['size_mb']:.0f} MB | "
-                         + " | ".join(cells) + f" | {diff} | {gain} | {describe_checkpoint(kept_checkpoint(row))} | "
-                         f"{row['train_time_s'] / 60:.1f} min{general} | {ratio} |")
+            lines.append(
+                f"| {row['model']} | {row['params'] / 1e6:.1f} M | {row['size_mb']:.0f} MB | "
+                + " | ".join(cells)
+                + f" | {diff} | {gain} | {describe_checkpoint(kept_checkpoint(row))} | "
+                f"{row['train_time_s'] / 60:.1f} min{general} | {ratio} |"
+            )
         if result.get("speed"):
-            lines += ["", "Inference (bench protocol, 512 test texts, batch 64, median of 5 rounds):", "",
-                      "| model | backend | rows/s, median (min-max) | vs teacher |", "| --- | --- | --- | --- |"]
-            teacher_rate = {r["backend"]: r["samples_per_s"]["median"] for r in result["speed"]["results"]
-                            if r["step"] == "teacher"}
+            lines += [
+                "",
+                "Inference (bench protocol, 512 test texts, batch 64, median of 5 rounds):",
+                "",
+                "| model | backend | rows/s, median (min-max) | vs teacher |",
+                "| --- | --- | --- | --- |",
+            ]
+            teacher_rate = {
+                r["backend"]: r["samples_per_s"]["median"] for r in result["speed"]["results"] if r["step"] == "teacher"
+            }
             for r in result["speed"]["results"]:
                 rate, base = r["samples_per_s"], teacher_rate.get(r["backend"])
                 ratio = f"{rate['median'] / base:.2f}x" if base else ""
-                lines.append(f"| {STEPS.get(r['step'], r['step'])} | {r['backend']} | {rate['median']:.1f} "
-                             f"({rate['min']:.1f}-{rate['max']:.1f}) | {ratio} |")
+                lines.append(
+                    f"| {STEPS.get(r['step'], r['step'])} | {r['backend']} | {rate['median']:.1f} "
+                    f"({rate['min']:.1f}-{rate['max']:.1f}) | {ratio} |"
+                )
         lines.append("")
     lines.append(f"(thesis: DistilBERT's training time was {THESIS_TIME_RATIO} of BERT's)")
     return "\n".join(lines) + "\n"

@@ -32,10 +32,10 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
     uses) vs transformers.pipeline (fp32), both in batches of 32."""
     from transformers import pipeline
 
-    from distilbench.backend_choice import build_backend
-    from distilbench.inference import backend_logits
-    from distilbench.models import load_trained
-    from distilbench.speed import spread
+    from distilbench.bench.speed import spread
+    from distilbench.models.registry import load_trained
+    from distilbench.runtime.auto import build_backend
+    from distilbench.runtime.inference import backend_logits
 
     model, tokenizer, _, _ = load_trained(best_dir)
     backend, _ = build_backend(model, tokenizer, best_dir, "auto", device="cpu", batch_size=32, held_texts=texts)
@@ -52,9 +52,14 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
         start = time.perf_counter()
         classifier(texts, batch_size=32, truncation=True)
         theirs.append(time.perf_counter() - start)
-    return {"backend": backend.name, "texts": len(texts), "repeats": repeats,
-            "distilbench_s": spread(ours), "pipeline_fp32_s": spread(theirs),
-            "speedup_vs_pipeline": statistics.median(theirs) / statistics.median(ours)}
+    return {
+        "backend": backend.name,
+        "texts": len(texts),
+        "repeats": repeats,
+        "distilbench_s": spread(ours),
+        "pipeline_fp32_s": spread(theirs),
+        "speedup_vs_pipeline": statistics.median(theirs) / statistics.median(ours),
+    }
 
 
 def main() -> None:
@@ -66,10 +71,10 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
     args = parser.parse_args()
 
-    from distilbench.compare import compare
     from distilbench.config import ExperimentConfig
-    from distilbench.console import quiet_libraries
-    from distilbench.machine import machine_info
+    from distilbench.core.console import quiet_libraries
+    from distilbench.experiments.compare import compare
+    from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
     tasks = {
@@ -79,8 +84,15 @@ def main() -> None:
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
     for task, source in tasks.items():
         # both fine-tuned on labels, as in the thesis (benchmarks/distillation.py adds distilled students)
-        config = ExperimentConfig(task=task, models=["minilm-l6", "student:minilm-l6"], epochs=args.epochs, distill=False,
-                                  max_samples=args.max_samples, out=f"{args.runs}/{task}", **source).validate()
+        config = ExperimentConfig(
+            task=task,
+            models=["minilm-l6", "student:minilm-l6"],
+            epochs=args.epochs,
+            distill=False,
+            max_samples=args.max_samples,
+            out=f"{args.runs}/{task}",
+            **source,
+        ).validate()
         start = time.perf_counter()
         rows = compare(config, overwrite=True)
         wall = time.perf_counter() - start
@@ -88,10 +100,14 @@ def main() -> None:
 
         test_texts = pd.read_csv(Path(config.out) / "data" / "test.csv")["text"].astype(str).tolist()
         for row in rows:
-            row["eval_timing"] = measure_eval(row["checkpoint"], test_texts[:args.eval_texts], args.repeats)
+            row["eval_timing"] = measure_eval(row["checkpoint"], test_texts[: args.eval_texts], args.repeats)
             print(row["model"], json.dumps(row["eval_timing"]), flush=True)
-        report["tasks"][task] = {"data": config.data, "wall_s": wall, "rows": rows,
-                                 "splits": json.loads((Path(config.out) / "data" / "summary.json").read_text())["rows"]}
+        report["tasks"][task] = {
+            "data": config.data,
+            "wall_s": wall,
+            "rows": rows,
+            "splits": json.loads((Path(config.out) / "data" / "summary.json").read_text())["rows"],
+        }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "thesis_tasks.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "thesis_tasks.md").write_text(markdown(report))
@@ -100,14 +116,18 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     machine = report["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
-             f"transformers {machine['transformers']}; training precision "
-             f"{report['tasks']['multiclass']['rows'][0]['precision']}; inference backend "
-             f"{report['tasks']['multiclass']['rows'][0]['eval_timing']['backend']}.",
-             "",
-             "| task (test rows) | model | params | size | best epoch | test metric | train time | eval time (test split) "
-             f"| eval: distilbench vs pipeline, median of {report['settings']['repeats']} (min-max) | speed-up vs pipeline |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+        f"transformers {machine['transformers']}; training precision "
+        f"{report['tasks']['multiclass']['rows'][0]['precision']}; inference backend "
+        f"{report['tasks']['multiclass']['rows'][0]['eval_timing']['backend']}.",
+        "",
+        "| task (test rows) | model | params | size | best epoch | test metric | train time "
+        "| eval time (test split) "
+        f"| eval: distilbench vs pipeline, median of {report['settings']['repeats']} (min-max) "
+        "| speed-up vs pipeline |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for task, result in report["tasks"].items():
         metric = "accuracy" if task == "multiclass" else "hamming_score"
         for row in result["rows"]:
@@ -118,7 +138,9 @@ def markdown(report: dict) -> str:
                 f"| {row['size_mb']:.0f} MB | {row['best_epoch']} | {metric} {row['test'][metric]:.4f} "
                 f"| {row['train_time_s']:.0f} s | {row['eval_time_s']:.1f} s "
                 f"| {t['texts']} texts: {ours['median']:.2f} s ({ours['min']:.2f}-{ours['max']:.2f}) vs "
-                f"{theirs['median']:.2f} s ({theirs['min']:.2f}-{theirs['max']:.2f}) | {t['speedup_vs_pipeline']:.1f}x |")
+                f"{theirs['median']:.2f} s ({theirs['min']:.2f}-{theirs['max']:.2f}) "
+                f"| {t['speedup_vs_pipeline']:.1f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

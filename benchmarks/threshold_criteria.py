@@ -37,7 +37,7 @@ def read_predictions(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarr
 
 def measure(run: Path) -> dict:
     """{model: {criterion: {seed: test metrics}}} for one run directory."""
-    from distilbench.metrics import compute_metrics, tune_thresholds
+    from distilbench.evaluation.metrics import compute_metrics, tune_thresholds
 
     names = json.loads((run / "data" / "summary.json").read_text())["label_names"]
     found = {}
@@ -54,17 +54,23 @@ def measure(run: Path) -> dict:
 
 def markdown(report: dict) -> str:
     machine = report["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores; saved predictions of benchmarks/verdicts.py "
-             f"(toxic comments, validation 501 / test 1,251 comments, seeds 42-44); {report['wall_s']:.0f} s.", "",
-             "Test metrics, mean over seeds (min-max), at thresholds tuned on validation by each criterion:", "",
-             "| run (settings) | model | thresholds | " + " | ".join(METRICS) + " |",
-             "|" + " --- |" * (3 + len(METRICS))]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores; saved predictions of benchmarks/verdicts.py "
+        f"(toxic comments, validation 501 / test 1,251 comments, seeds 42-44); {report['wall_s']:.0f} s.",
+        "",
+        "Test metrics, mean over seeds (min-max), at thresholds tuned on validation by each criterion:",
+        "",
+        "| run (settings) | model | thresholds | " + " | ".join(METRICS) + " |",
+        "|" + " --- |" * (3 + len(METRICS)),
+    ]
     for run, models in report["runs"].items():
         for model, criteria in models.items():
             for criterion, seeds in criteria.items():
-                cells = [f"{statistics.fmean(s[m] for s in seeds.values()):.4f} "
-                         f"({min(s[m] for s in seeds.values()):.4f}-{max(s[m] for s in seeds.values()):.4f})"
-                         for m in METRICS]
+                cells = [
+                    f"{statistics.fmean(s[m] for s in seeds.values()):.4f} "
+                    f"({min(s[m] for s in seeds.values()):.4f}-{max(s[m] for s in seeds.values()):.4f})"
+                    for m in METRICS
+                ]
                 lines.append(f"| {run} | {model} | {criterion} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -79,7 +85,7 @@ def main() -> int:
         path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
         return 0
 
-    from distilbench.machine import machine_info
+    from distilbench.runtime.machine import machine_info
 
     started = time.perf_counter()
     runs = sorted(p for p in Path(args.runs).glob("verdicts-multilabel*") if (p / "data" / "summary.json").is_file())

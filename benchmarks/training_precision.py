@@ -44,9 +44,9 @@ def main() -> None:
     import pandas as pd
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from distilbench import machine
-    from distilbench.inference import pick_precision
-    from distilbench.models import packaged_minilm_path
+    from distilbench.models.registry import packaged_minilm_path
+    from distilbench.runtime import machine
+    from distilbench.runtime.inference import pick_precision
 
     if not DATA.is_file():
         raise SystemExit(f"shared data not found at {DATA}")
@@ -64,7 +64,7 @@ def main() -> None:
     codes = {name: i for i, name in enumerate(sorted(frame["category"].unique()))}
     batches = []
     for i in range(0, len(frame), BATCH):
-        part = frame.iloc[i:i + BATCH]
+        part = frame.iloc[i : i + BATCH]
         batch = dict(tokenizer(part["text"].tolist(), padding=True, truncation=True, return_tensors="pt"))
         batch["labels"] = torch.tensor([codes[c] for c in part["category"]])
         batches.append(batch)
@@ -77,12 +77,21 @@ def main() -> None:
         for name in times:
             times[name].append(train_step(model, batches, name == "bf16", optimizer))
 
-    row = {"cpu": info["cpu"], "cpu_flags": info["cpu_flags"], "cpu_native_bf16": info["cpu_native_bf16"],
-           "torch_threads": info["torch_threads"], "torch": info["torch"],
-           "probe_speedups": speedups, "auto_chooses": chosen,
-           "step_ms": {name: {"median": 1e3 * statistics.median(values), "min": 1e3 * min(values),
-                              "max": 1e3 * max(values)} for name, values in times.items()},
-           "tokens_per_batch": [int(b["input_ids"].numel()) for b in batches], "wall_s": time.perf_counter() - started}
+    row = {
+        "cpu": info["cpu"],
+        "cpu_flags": info["cpu_flags"],
+        "cpu_native_bf16": info["cpu_native_bf16"],
+        "torch_threads": info["torch_threads"],
+        "torch": info["torch"],
+        "probe_speedups": speedups,
+        "auto_chooses": chosen,
+        "step_ms": {
+            name: {"median": 1e3 * statistics.median(values), "min": 1e3 * min(values), "max": 1e3 * max(values)}
+            for name, values in times.items()
+        },
+        "tokens_per_batch": [int(b["input_ids"].numel()) for b in batches],
+        "wall_s": time.perf_counter() - started,
+    }
     row["bf16_over_fp32"] = row["step_ms"]["bf16"]["median"] / row["step_ms"]["fp32"]["median"]
     key = f"{info['cpu']} [{' '.join(f for f in info['cpu_flags'] if 'bf16' in f) or 'no bf16 flags'}]"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -95,17 +104,23 @@ def main() -> None:
 
 
 def markdown(rows: dict) -> str:
-    lines = ["Training step of the packaged minilm-l6 (batch 32 real headlines, AdamW), fp32 against bf16 autocast, "
-             f"median of {ROUNDS} alternating rounds (min-max); the probe's bf16/fp32 peak ratio, 3 measurements; "
-             "what `--precision auto` chose. One row per CPU kind, each from its own machine.", "",
-             "| CPU [bf16 flags] | threads | probe: bf16 peak / fp32 peak | auto chooses | fp32 ms/step | "
-             "bf16 autocast ms/step | bf16 / fp32 |", "|" + " --- |" * 7]
+    lines = [
+        "Training step of the packaged minilm-l6 (batch 32 real headlines, AdamW), fp32 against bf16 autocast, "
+        f"median of {ROUNDS} alternating rounds (min-max); the probe's bf16/fp32 peak ratio, 3 measurements; "
+        "what `--precision auto` chose. One row per CPU kind, each from its own machine.",
+        "",
+        "| CPU [bf16 flags] | threads | probe: bf16 peak / fp32 peak | auto chooses | fp32 ms/step | "
+        "bf16 autocast ms/step | bf16 / fp32 |",
+        "|" + " --- |" * 7,
+    ]
     for key, row in rows.items():
         ms = row["step_ms"]
         cell = {name: f"{ms[name]['median']:.0f} ({ms[name]['min']:.0f}-{ms[name]['max']:.0f})" for name in ms}
-        lines.append(f"| {key} | {row['torch_threads']} | "
-                     + ", ".join(f"{s:.2f}" for s in row["probe_speedups"])
-                     + f" | {row['auto_chooses']} | {cell['fp32']} | {cell['bf16']} | {row['bf16_over_fp32']:.2f}x |")
+        lines.append(
+            f"| {key} | {row['torch_threads']} | "
+            + ", ".join(f"{s:.2f}" for s in row["probe_speedups"])
+            + f" | {row['auto_chooses']} | {cell['fp32']} | {cell['bf16']} | {row['bf16_over_fp32']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -42,21 +42,41 @@ TASKS = {
 }
 MODELS = ["minilm-l6", "student:minilm-l6"]
 # settings a run of the defaults can change (written with --suffix): name, type, example for the help
-OVERRIDES = [("head", str, " (e.g. standard)"), ("select_metric", str, ""), ("pos_weight", str, " (e.g. auto)"),
-             ("learning_rate", float, ""), ("epochs", int, ""), ("train_batch_size", int, ""),
-             ("weight_decay", float, ""), ("lr_schedule", str, " (e.g. constant)"),
-             ("layer_lr_decay", float, " (e.g. 0.8)"), ("precision", str, " (e.g. fp32)"),
-             ("label_smoothing", float, " (multiclass, e.g. 0.1)"), ("head_init", str, " (e.g. probe)"),
-             ("average_checkpoints", int, " (0: the best epoch only)")]
+OVERRIDES = [
+    ("head", str, " (e.g. standard)"),
+    ("select_metric", str, ""),
+    ("pos_weight", str, " (e.g. auto)"),
+    ("learning_rate", float, ""),
+    ("epochs", int, ""),
+    ("train_batch_size", int, ""),
+    ("weight_decay", float, ""),
+    ("lr_schedule", str, " (e.g. constant)"),
+    ("layer_lr_decay", float, " (e.g. 0.8)"),
+    ("precision", str, " (e.g. fp32)"),
+    ("label_smoothing", float, " (multiclass, e.g. 0.1)"),
+    ("head_init", str, " (e.g. probe)"),
+    ("average_checkpoints", int, " (0: the best epoch only)"),
+]
 
 
-def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_samples: int | None,
-                resume: bool = False, **settings) -> dict:
-    from distilbench.compare import compare
+def run_compare(
+    task: str, out: Path, seeds: list[int], models: list[str], max_samples: int | None, resume: bool = False, **settings
+) -> dict:
     from distilbench.config import load_config
+    from distilbench.experiments.compare import compare
 
-    values = dict(task=task, models=models, seeds=seeds, out=str(out), backend="torch-fp32", measure_speed=False,
-                  keep_checkpoints="all", max_samples=max_samples, **TASKS[task], **settings)
+    values = dict(
+        task=task,
+        models=models,
+        seeds=seeds,
+        out=str(out),
+        backend="torch-fp32",
+        measure_speed=False,
+        keep_checkpoints="all",
+        max_samples=max_samples,
+        **TASKS[task],
+        **settings,
+    )
     config = load_config(None, values)
     start = time.perf_counter()
     compare(config, overwrite=not resume, progress=False, resume=resume)
@@ -64,25 +84,46 @@ def run_compare(task: str, out: Path, seeds: list[int], models: list[str], max_s
     saved = json.loads((out / "comparison.json").read_text())
     shown = {k: v for k, v in config.to_dict().items() if k in SHOWN_SETTINGS}
     # the effective values, where they are the task's defaults
-    shown.update(average_checkpoints=config.averaged_checkpoints(), head_init=config.initial_head(),
-                 select_metric=config.best_epoch_metric())
+    shown.update(
+        average_checkpoints=config.averaged_checkpoints(),
+        head_init=config.initial_head(),
+        select_metric=config.best_epoch_metric(),
+    )
     return {"settings": shown, "wall_s": wall, "comparison": saved}
 
 
-SHOWN_SETTINGS = ("epochs", "train_batch_size", "learning_rate", "lr_schedule", "layer_lr_decay", "label_smoothing",
-                  "head_init", "warmup_ratio", "weight_decay", "head", "pos_weight", "rare_positives", "class_weight",
-                  "patience", "max_length", "precision", "preset", "select_metric", "average_checkpoints")
+SHOWN_SETTINGS = (
+    "epochs",
+    "train_batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "layer_lr_decay",
+    "label_smoothing",
+    "head_init",
+    "warmup_ratio",
+    "weight_decay",
+    "head",
+    "pos_weight",
+    "rare_positives",
+    "class_weight",
+    "patience",
+    "max_length",
+    "precision",
+    "preset",
+    "select_metric",
+    "average_checkpoints",
+)
 
 
 def epoch_choices(out: Path, model: str, seeds: list[int]) -> list[dict]:
     """Test metrics of every epoch checkpoint of each seed, and the epoch each validation metric picks."""
     import pandas as pd
 
-    from distilbench.compare import test_model
     from distilbench.config import load_config
-    from distilbench.metrics import summary_metrics
+    from distilbench.evaluation.metrics import summary_metrics
+    from distilbench.experiments.compare import test_model
     from distilbench.runs import RunDir, model_slug
-    from distilbench.training import choose_best_epoch
+    from distilbench.training.finetune import choose_best_epoch
 
     run = RunDir(out)
     config = load_config(run.config)
@@ -93,12 +134,19 @@ def epoch_choices(out: Path, model: str, seeds: list[int]) -> list[dict]:
         stats = json.loads((run.results(slug) / "training_stats.json").read_text())["epochs"]
         tested = {}
         for row in stats:
-            metrics, _, _ = test_model(run.epoch_dir(slug, row["epoch"]), test, config, progress=False,
-                                       check_fp32=False)
+            metrics, _, _ = test_model(
+                run.epoch_dir(slug, row["epoch"]), test, config, progress=False, check_fp32=False
+            )
             tested[row["epoch"]] = summary_metrics(metrics)
         picks = {metric: choose_best_epoch(stats, metric) for metric in ("hamming_score", "f1_macro", "loss")}
-        found.append({"seed": seed, "val": stats, "test_by_epoch": tested,
-                      "picks": {m: {"epoch": e, "test": tested[e]} for m, e in picks.items()}})
+        found.append(
+            {
+                "seed": seed,
+                "val": stats,
+                "test_by_epoch": tested,
+                "picks": {m: {"epoch": e, "test": tested[e]} for m, e in picks.items()},
+            }
+        )
     return found
 
 
@@ -111,13 +159,19 @@ def main() -> int:
     parser.add_argument("--max-samples", type=int, help="subsample each data set (a quick check of the script)")
     parser.add_argument("--markdown", metavar="JSON", help="only write the tables of a results JSON again")
     for setting, kind, example in OVERRIDES:
-        parser.add_argument(f"--{setting.replace('_', '-')}", type=kind,
-                            help=f"the defaults' runs with this --{setting.replace('_', '-')} instead{example}")
+        parser.add_argument(
+            f"--{setting.replace('_', '-')}",
+            type=kind,
+            help=f"the defaults' runs with this --{setting.replace('_', '-')} instead{example}",
+        )
     parser.add_argument("--teacher-only", action="store_true", help="the defaults' runs without the student")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in its directory (compare --resume): models finished there are kept, "
-                             "e.g. a --teacher-only run's teacher when the student is added; fixed seeds, so the "
-                             "numbers are those of a run from scratch")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in its directory (compare --resume): models finished there are kept, "
+        "e.g. a --teacher-only run's teacher when the student is added; fixed seeds, so the "
+        "numbers are those of a run from scratch",
+    )
     parser.add_argument("--suffix", default="", help="results as verdicts-<task>-<suffix>.{json,md} (other settings)")
     args = parser.parse_args()
     if args.markdown:
@@ -126,8 +180,8 @@ def main() -> int:
         print(markdown(report))
         return 0
 
-    from distilbench.console import quiet_libraries
-    from distilbench.machine import machine_info
+    from distilbench.core.console import quiet_libraries
+    from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
     seeds = [42 + i for i in range(args.seeds)]
@@ -137,22 +191,30 @@ def main() -> int:
         entry = {}
         name = f"verdicts-{task}" + (f"-{args.suffix}" if args.suffix else "")
         out = Path(args.runs) / name
-        overrides = {setting: getattr(args, setting) for setting, _, _ in OVERRIDES
-                     if getattr(args, setting) is not None}
+        overrides = {
+            setting: getattr(args, setting) for setting, _, _ in OVERRIDES if getattr(args, setting) is not None
+        }
         models = MODELS[:1] if args.teacher_only else MODELS
         entry["defaults"] = run_compare(task, out, seeds, models, args.max_samples, args.resume, **overrides)
         if args.thesis_seeds:
             thesis_seeds = [42 + i for i in range(args.thesis_seeds)]
-            entry["thesis"] = run_compare(task, Path(args.runs) / f"verdicts-{task}-thesis", thesis_seeds,
-                                          MODELS[:1], args.max_samples, preset="thesis")
+            entry["thesis"] = run_compare(
+                task,
+                Path(args.runs) / f"verdicts-{task}-thesis",
+                thesis_seeds,
+                MODELS[:1],
+                args.max_samples,
+                preset="thesis",
+            )
         report["tasks"][task] = entry
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))  # kept if what follows fails
         if task == "multilabel":
             entry["epoch_choices"] = {"defaults": epoch_choices(out, MODELS[0], seeds)}
             if args.thesis_seeds:
-                entry["epoch_choices"]["thesis"] = epoch_choices(Path(args.runs) / f"verdicts-{task}-thesis",
-                                                                 MODELS[0], thesis_seeds)
+                entry["epoch_choices"]["thesis"] = epoch_choices(
+                    Path(args.runs) / f"verdicts-{task}-thesis", MODELS[0], thesis_seeds
+                )
         report["total_wall_s"] = time.perf_counter() - started
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
         (RESULTS / f"{name}.md").write_text(markdown(report))
@@ -175,9 +237,12 @@ def _spread(row: dict, metric: str) -> str:
 
 def markdown(report: dict) -> str:
     machine = report["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
-             f"transformers {machine['transformers']}; seeds {report['seeds']} (training; splits: seed 42); "
-             f"total {report['total_wall_s'] / 60:.0f} min.", ""]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+        f"transformers {machine['transformers']}; seeds {report['seeds']} (training; splits: seed 42); "
+        f"total {report['total_wall_s'] / 60:.0f} min.",
+        "",
+    ]
     for task, entry in report["tasks"].items():
         comparison = entry["defaults"]["comparison"]
         metric = comparison["primary_metric"]
@@ -185,13 +250,16 @@ def markdown(report: dict) -> str:
         # multilabel: also the primary metric at the thresholds tuned on validation, which the saved model predicts with
         rows = [row for result in entry.values() if "comparison" in result for row in result["comparison"]["rows"]]
         tuned = [f" | {metric} at tuned thresholds [95% CI]"] if any("test_tuned_ci" in r for r in rows) else []
-        lines += [f"**{task}** ({comparison['data'].split('/')[-1]}, test {comparison['rows_per_split']['test']} "
-                  f"rows)", "",
-                  f"| settings | model | {metric} mean [95% CI] | sd over seeds (min-max) | "
-                  + " | ".join(f"{m} mean [95% CI]" for m in extra) + "".join(tuned)
-                  + " | vs minilm-l6, points [95% CI] | verdict (margin 1) | beats baseline | train time per seed | "
-                    "wall |",
-                  "|" + " --- |" * (9 + len(extra) + len(tuned))]
+        lines += [
+            f"**{task}** ({comparison['data'].split('/')[-1]}, test {comparison['rows_per_split']['test']} rows)",
+            "",
+            f"| settings | model | {metric} mean [95% CI] | sd over seeds (min-max) | "
+            + " | ".join(f"{m} mean [95% CI]" for m in extra)
+            + "".join(tuned)
+            + " | vs minilm-l6, points [95% CI] | verdict (margin 1) | beats baseline | train time per seed | "
+            "wall |",
+            "|" + " --- |" * (9 + len(extra) + len(tuned)),
+        ]
         for name in ("defaults", "thesis"):
             if name not in entry:
                 continue
@@ -200,39 +268,50 @@ def markdown(report: dict) -> str:
             for row in result["comparison"]["rows"]:
                 diff = row.get("vs_reference")
                 verdict = diff["verdict"] if diff else "reference"
-                shown_diff = (f"{diff['difference_points']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
-                              if diff else "")
+                shown_diff = (
+                    f"{diff['difference_points']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]" if diff else ""
+                )
                 flags = "NO" if row["learned_nothing"]["flag"] else "yes"
                 lines.append(
                     f"| {label} | {row['model']} | {_ci(row['test_ci'][metric])} | {_spread(row, metric)} | "
                     + " | ".join(_ci(row["test_ci"].get(m)) for m in extra)
                     + (f" | {_ci((row.get('test_tuned_ci') or {}).get(metric))}" if tuned else "")
                     + f" | {shown_diff} | {verdict} | {flags} | {row['train_time_s']:.0f} s "
-                      f"({row['train_time_spread']['min']:.0f}-{row['train_time_spread']['max']:.0f}) | "
-                      f"{result['wall_s'] / 60:.0f} min |")
+                    f"({row['train_time_spread']['min']:.0f}-{row['train_time_spread']['max']:.0f}) | "
+                    f"{result['wall_s'] / 60:.0f} min |"
+                )
         baselines = comparison["baselines"]["baselines"]
         for name, base in baselines.items():
-            lines.append(f"| trivial baseline | {base['description']} | {_ci(base['metrics'][metric])} | | "
-                         + " | ".join(_ci(base["metrics"].get(m)) for m in extra) + " |" * len(tuned)
-                         + " | | | | | |")
+            lines.append(
+                f"| trivial baseline | {base['description']} | {_ci(base['metrics'][metric])} | | "
+                + " | ".join(_ci(base["metrics"].get(m)) for m in extra)
+                + " |" * len(tuned)
+                + " | | | | | |"
+            )
         settings = entry["defaults"]["settings"]
-        lines += ["", "Settings (defaults): " + ", ".join(f"{k} {v}" for k, v in settings.items()
-                                                          if v is not None)]
+        lines += ["", "Settings (defaults): " + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None)]
         if "thesis" in entry:
-            lines.append("Settings (--preset thesis): " + ", ".join(
-                f"{k} {v}" for k, v in entry["thesis"]["settings"].items() if v is not None))
+            lines.append(
+                "Settings (--preset thesis): "
+                + ", ".join(f"{k} {v}" for k, v in entry["thesis"]["settings"].items() if v is not None)
+            )
         lines.append("")
         for name, choices in (entry.get("epoch_choices") or {}).items():
-            lines += [f"Best epoch of minilm-l6 ({'distilbench defaults' if name == 'defaults' else '--preset thesis'})"
-                      f" chosen on validation by each metric, and its test metrics (mean over seeds):", "",
-                      "| chosen by | epochs chosen | test hamming score | test macro F1 | test macro ROC-AUC |",
-                      "| --- | --- | --- | --- | --- |"]
+            lines += [
+                f"Best epoch of minilm-l6 ({'distilbench defaults' if name == 'defaults' else '--preset thesis'})"
+                f" chosen on validation by each metric, and its test metrics (mean over seeds):",
+                "",
+                "| chosen by | epochs chosen | test hamming score | test macro F1 | test macro ROC-AUC |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for pick in ("hamming_score", "f1_macro", "loss"):
                 tests = [c["picks"][pick]["test"] for c in choices]
-                lines.append(f"| validation {pick} | {', '.join(str(c['picks'][pick]['epoch']) for c in choices)} | "
-                             f"{statistics.fmean(t['hamming_score'] for t in tests):.4f} | "
-                             f"{statistics.fmean(t['f1_macro'] for t in tests):.4f} | "
-                             f"{statistics.fmean(t['roc_auc_macro'] for t in tests):.4f} |")
+                lines.append(
+                    f"| validation {pick} | {', '.join(str(c['picks'][pick]['epoch']) for c in choices)} | "
+                    f"{statistics.fmean(t['hamming_score'] for t in tests):.4f} | "
+                    f"{statistics.fmean(t['f1_macro'] for t in tests):.4f} | "
+                    f"{statistics.fmean(t['roc_auc_macro'] for t in tests):.4f} |"
+                )
             lines.append("")
     return "\n".join(lines) + "\n"
 

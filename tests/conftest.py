@@ -14,13 +14,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the networ
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # pytest-xdist (pyproject's addopts: a worker per CPU, at most 4): each worker's torch gets its share of the CPUs
-# this process may run on, set before anything imports torch (distilbench.predict does not). Every worker on every
-# core would oversubscribe them (spinning OpenMP threads).
+# this process may run on, set before anything imports torch (distilbench.runtime.predict does not). Every worker
+# on every core would oversubscribe them (spinning OpenMP threads).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    from distilbench.predict import available_cpus
+    from distilbench.runtime.predict import available_cpus
 
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, available_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, available_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 # the cache (ONNX graphs, backend choices) of the whole session, never the user's own. Processes the tests
 # start inherit it (a spawned worker that imports this file again must not make, and leave behind, a cache of
 # its own).
@@ -62,7 +63,7 @@ def shared_data():
 def minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from distilbench.models import packaged_minilm_path
+    from distilbench.models.registry import packaged_minilm_path
 
     return AutoTokenizer.from_pretrained(packaged_minilm_path())
 
@@ -74,8 +75,14 @@ def tiny_bert_dir(tmp_path_factory, minilm_tokenizer) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     model = BertModel(config)
     with torch.no_grad():  # a non-zero token-type embedding, so folding it into positions is tested
         model.embeddings.token_type_embeddings.weight.normal_(0, 0.5)
@@ -92,8 +99,14 @@ def tiny_distilbert_dir(tmp_path_factory, minilm_tokenizer) -> Path:
     from transformers import DistilBertConfig, DistilBertModel
 
     torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=minilm_tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2,
-                              hidden_dim=64, max_position_embeddings=128)
+    config = DistilBertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=128,
+    )
     path = tmp_path_factory.mktemp("tiny-distilbert")
     DistilBertModel(config).save_pretrained(path)
     minilm_tokenizer.save_pretrained(path)
@@ -108,8 +121,14 @@ def learnable_bert_dir(tmp_path_factory, minilm_tokenizer):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     path = tmp_path_factory.mktemp("learnable-bert")
     BertModel(config).save_pretrained(path)
     minilm_tokenizer.save_pretrained(path)

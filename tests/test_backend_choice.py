@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from distilbench import backend_choice, machine
-from distilbench.backend_choice import (
+from distilbench.core.console import DistilbenchError
+from distilbench.runtime import auto as backend_choice
+from distilbench.runtime import machine
+from distilbench.runtime.auto import (
     ChoiceSettings,
     build_backend,
     calibrate,
     candidate_backends,
     resolve_backend,
 )
-from distilbench.console import DistilbenchError
 
 LABELS = ["a", "b", "c"]
 WORDS = "market health film science stock virus actor planet bank vaccine music rocket".split()
@@ -31,7 +32,7 @@ def _texts(n: int, seed: int = 0) -> list[str]:
 @pytest.fixture(scope="module")
 def run_checkpoint(tmp_path_factory, tiny_bert_dir):
     """A tiny 'fine-tuned' multiclass checkpoint inside a run directory, with a labelled validation split."""
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     torch.manual_seed(3)
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", LABELS)
@@ -70,7 +71,7 @@ class _Fake:
 
 
 def _with_fake(monkeypatch, fake_name: str, flip: bool) -> None:
-    from distilbench import backends
+    from distilbench.runtime import backends
 
     real = backends.load_backend
 
@@ -87,8 +88,13 @@ def test_candidates_follow_the_machine(monkeypatch):
     cpu = candidate_backends(torch.device("cpu"))
     assert cpu == ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"]  # no emulated bf16
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32", "bf16"])
-    assert candidate_backends(torch.device("cpu")) == ["torch-fp32", "torch-bf16", "torch-int8", "onnx-fp32",
-                                                         "onnx-int8"]
+    assert candidate_backends(torch.device("cpu")) == [
+        "torch-fp32",
+        "torch-bf16",
+        "torch-int8",
+        "onnx-fp32",
+        "onnx-int8",
+    ]
     assert candidate_backends(torch.device("cuda")) == ["torch-fp32", "torch-bf16"]  # nothing CPU-only on a GPU
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32", "fp16"])
     assert candidate_backends(torch.device("cuda")) == ["torch-fp32"]
@@ -102,8 +108,16 @@ def test_flags_env_removes_bf16_from_the_candidates(monkeypatch):
 def test_a_fast_backend_that_agrees_is_chosen(run_checkpoint, monkeypatch, tmp_path):
     best, model, tokenizer = run_checkpoint
     _with_fake(monkeypatch, "onnx-int8", flip=False)
-    backend, record = calibrate(model, tokenizer, task="multiclass", label_names=LABELS, texts=_texts(80),
-                                device="cpu", batch_size=16, show=False)
+    backend, record = calibrate(
+        model,
+        tokenizer,
+        task="multiclass",
+        label_names=LABELS,
+        texts=_texts(80),
+        device="cpu",
+        batch_size=16,
+        show=False,
+    )
     assert record["chosen"] == "onnx-int8" and backend.name == "onnx-int8"
     assert record["candidates"]["onnx-int8"]["agreement_with_fp32"] == 1.0
     assert record["candidates"]["onnx-int8"]["samples_per_s"] > record["candidates"]["torch-fp32"]["samples_per_s"]
@@ -112,8 +126,16 @@ def test_a_fast_backend_that_agrees_is_chosen(run_checkpoint, monkeypatch, tmp_p
 def test_a_backend_that_flips_predictions_is_refused(run_checkpoint, monkeypatch):
     best, model, tokenizer = run_checkpoint
     _with_fake(monkeypatch, "onnx-int8", flip=True)
-    backend, record = calibrate(model, tokenizer, task="multiclass", label_names=LABELS, texts=_texts(80),
-                                device="cpu", batch_size=16, show=False)
+    backend, record = calibrate(
+        model,
+        tokenizer,
+        task="multiclass",
+        label_names=LABELS,
+        texts=_texts(80),
+        device="cpu",
+        batch_size=16,
+        show=False,
+    )
     assert record["chosen"] == "torch-fp32" and backend.name == "torch-fp32"
     refused = record["candidates"]["onnx-int8"]
     assert not refused["valid"] and "agrees with fp32 on 0.0% of texts" in refused["refused"]
@@ -125,9 +147,19 @@ def test_the_metric_guard_uses_labels(run_checkpoint, monkeypatch):
     _with_fake(monkeypatch, "onnx-int8", flip=True)
     texts, labels, source = backend_choice.validation_texts(best)
     assert source == "validation split" and len(texts) == 120
-    _, record = calibrate(model, tokenizer, task="multiclass", label_names=LABELS, texts=texts, labels=labels,
-                          guard_source=source, device="cpu", batch_size=16, show=False,
-                          settings=ChoiceSettings(min_agreement=0.0))  # agreement alone would let it pass
+    _, record = calibrate(
+        model,
+        tokenizer,
+        task="multiclass",
+        label_names=LABELS,
+        texts=texts,
+        labels=labels,
+        guard_source=source,
+        device="cpu",
+        batch_size=16,
+        show=False,
+        settings=ChoiceSettings(min_agreement=0.0),
+    )  # agreement alone would let it pass
     entry = record["candidates"]["onnx-int8"]
     assert entry["accuracy_delta_points"] == pytest.approx(-100.0)
     assert "accuracy 100.00 points below fp32's" in entry["refused"] and record["chosen"] == "torch-fp32"
@@ -149,8 +181,9 @@ def test_choice_is_cached_per_checkpoint_and_machine(run_checkpoint, monkeypatch
     backend, record = build_backend(model, tokenizer, best, "auto", device="cpu", batch_size=16, show=False)
     assert backend.name == "onnx-int8" and record["cached"]
     with pytest.raises(AssertionError, match="calibrated again"):  # --recalibrate
-        resolve_backend(best, "auto", device="cpu", batch_size=16, show=False,
-                        settings=ChoiceSettings(recalibrate=True))
+        resolve_backend(
+            best, "auto", device="cpu", batch_size=16, show=False, settings=ChoiceSettings(recalibrate=True)
+        )
     monkeypatch.setattr(backend_choice, "machine_fingerprint", lambda: "another-machine")
     with pytest.raises(AssertionError, match="calibrated again"):  # another machine
         resolve_backend(best, "auto", device="cpu", batch_size=16, show=False)
@@ -176,8 +209,13 @@ def test_checkpoint_outside_a_run_calibrates_on_held_texts(run_checkpoint, tmp_p
         return _texts(40)
 
     name, record = resolve_backend(alone, "auto", device="cpu", batch_size=8, held_texts=held, show=False)
-    assert asked and record["guard"] == {"texts": 40, "source": "held sample (input)", "labels": False,
-                                         "min_agreement": 0.99, "max_metric_drop": 0.5}
+    assert asked and record["guard"] == {
+        "texts": 40,
+        "source": "held sample (input)",
+        "labels": False,
+        "min_agreement": 0.99,
+        "max_metric_drop": 0.5,
+    }
     assert json.loads(json.dumps(record)) == record  # JSON-ready for the results files
 
 

@@ -8,13 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from distilbench.backends import (
-    BACKENDS,
-    load_backend,
-    model_input_names,
-)
-from distilbench.console import DistilbenchError
-from distilbench.inference import backend_logits
+from distilbench.core.console import DistilbenchError
+from distilbench.models.inputs import model_input_names
+from distilbench.runtime.backends import BACKENDS, load_backend
+from distilbench.runtime.inference import backend_logits
 
 LABELS = ["a", "b", "c"]
 TEXTS = [
@@ -39,10 +36,14 @@ def _sharpen_head(model) -> None:
 def models(tiny_bert_dir):
     """kind -> (model, tokenizer, a copy of its state) for a BERT, a DistilBERT student, a thesis-head BERT and a
     mean-pooling student."""
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
-    specs = {"bert": (str(tiny_bert_dir), "standard"), "student": (f"student:{tiny_bert_dir}", "standard"),
-             "thesis": (str(tiny_bert_dir), "thesis"), "mean": (f"student:{tiny_bert_dir}", "mean")}
+    specs = {
+        "bert": (str(tiny_bert_dir), "standard"),
+        "student": (f"student:{tiny_bert_dir}", "standard"),
+        "thesis": (str(tiny_bert_dir), "thesis"),
+        "mean": (f"student:{tiny_bert_dir}", "mean"),
+    }
     out = {}
     for kind, (spec, head) in specs.items():
         torch.manual_seed(1)
@@ -170,10 +171,11 @@ def test_texts_longer_than_the_encoder_takes_are_cut_at_its_positions(models, bu
     assert len(tokenizer(long_text)["input_ids"]) > 128 >= backend.max_positions == 128
     logits, _ = backend_logits(backend, tokenizer, [long_text, "short"], batch_size=2)
     cut = tokenizer([long_text], truncation=True, max_length=128, return_tensors="np")
-    expected = _reference(model, {k: np.asarray(cut[k], dtype=np.int64) for k in backend.input_names},
-                          backend.input_names)
+    expected = _reference(
+        model, {k: np.asarray(cut[k], dtype=np.int64) for k in backend.input_names}, backend.input_names
+    )
     np.testing.assert_allclose(logits[0], expected[0], atol=1e-4)
-    from distilbench import inference
+    from distilbench.runtime import inference
 
     inference._warned_cap.clear()  # warned once per process
     backend_logits(backend, tokenizer, [long_text], max_length=1000)  # asked for more than the model takes
@@ -183,7 +185,7 @@ def test_texts_longer_than_the_encoder_takes_are_cut_at_its_positions(models, bu
 def test_max_positions_of_each_family():
     from transformers import BertConfig, DistilBertConfig, RobertaConfig
 
-    from distilbench.inference import max_positions, token_limit
+    from distilbench.runtime.inference import max_positions, token_limit
 
     assert max_positions(BertConfig(max_position_embeddings=128)) == 128
     assert max_positions(DistilBertConfig()) == 512

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from distilbench import machine
-from distilbench.backend_choice import candidate_backends
-from distilbench.bench import run_bench
+from distilbench.bench.bench import run_bench
+from distilbench.runtime import machine
+from distilbench.runtime.auto import candidate_backends
 
 # An AVX2-only CPU, simulated on any x86 CPU (as `make test-avx2` does): the probe reports AVX2 alone, and
 # oneDNN and MKL use their AVX2 kernels, so a bf16 product is emulated as there (about 1 GFLOP/s).
@@ -21,9 +21,19 @@ AVX2_ONLY = {machine.FLAGS_ENV: "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABL
 
 def test_default_backends_and_peaks_come_from_the_machine(tiny_bert_dir, monkeypatch):
     monkeypatch.setenv(machine.FLAGS_ENV, "avx2")
-    report = run_bench([str(tiny_bert_dir)], None, texts=["a short text", "another text, longer than that"],
-                       samples=8, repeats=1, warmup=1, latency_samples=1, batch_size=4, memory=False,
-                       show=False, progress=False)
+    report = run_bench(
+        [str(tiny_bert_dir)],
+        None,
+        texts=["a short text", "another text, longer than that"],
+        samples=8,
+        repeats=1,
+        warmup=1,
+        latency_samples=1,
+        batch_size=4,
+        memory=False,
+        show=False,
+        progress=False,
+    )
     measured = [row["backend"] for row in report["results"]]
     assert measured == candidate_backends("cpu") and "torch-bf16" not in measured
     assert list(report["peaks_flops"]) == ["fp32"]  # no bf16 product where bf16 is emulated
@@ -36,11 +46,30 @@ def test_bench_ends_within_seconds_of_sigterm_where_bf16_is_emulated(tiny_bert_d
     if not os.path.isdir("/proc/self"):
         pytest.fail("this test reads /proc (Linux)")
     process = subprocess.Popen(
-        [sys.executable, "-m", "distilbench.cli", "bench", str(tiny_bert_dir), "--backends", "torch-bf16",
-         "--repeats", "1000", "--samples", "8", "--batch-size", "4", "--no-memory", "--no-progress",
-         "--latency-samples", "0"],
-        env={**os.environ, **AVX2_ONLY, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "distilbench",
+            "bench",
+            str(tiny_bert_dir),
+            "--backends",
+            "torch-bf16",
+            "--repeats",
+            "1000",
+            "--samples",
+            "8",
+            "--batch-size",
+            "4",
+            "--no-memory",
+            "--no-progress",
+            "--latency-samples",
+            "0",
+        ],
+        env={**os.environ, **AVX2_ONLY, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         line = ""
@@ -64,10 +93,13 @@ def test_bench_ends_within_seconds_of_sigterm_where_bf16_is_emulated(tiny_bert_d
 
 def test_peak_product_is_short_where_bf16_is_emulated():
     """The bf16 peak on a simulated AVX2-only CPU: a product small enough for well under a second."""
-    code = ("import time, torch; from distilbench.machine import matmul_peak_flops; t = time.perf_counter(); "
-            "rate, size = matmul_peak_flops(torch.bfloat16, seconds=0.1); print(size, rate, time.perf_counter() - t)")
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_ONLY}, capture_output=True,
-                            text=True, timeout=300)
+    code = (
+        "import time, torch; from distilbench.runtime.machine import matmul_peak_flops; t = time.perf_counter(); "
+        "rate, size = matmul_peak_flops(torch.bfloat16, seconds=0.1); print(size, rate, time.perf_counter() - t)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **AVX2_ONLY}, capture_output=True, text=True, timeout=300
+    )
     size, rate, seconds = result.stdout.split()
     assert int(size) <= 1024 and float(rate) > 0
     assert float(seconds) < 3, f"the emulated bf16 peak took {float(seconds):.1f} s"

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import shared_file
-from distilbench.backend_choice import ChoiceSettings
-from distilbench.cli import main
+from distilbench.cli.commands import main
+from distilbench.runtime.auto import ChoiceSettings
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -22,12 +22,23 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
-VERBS = ["compare", "train", "distill", "distill-general", "evaluate", "predict", "serve", "report", "bench",
-         "export", "tune"]
+VERBS = [
+    "compare",
+    "train",
+    "distill",
+    "distill-general",
+    "evaluate",
+    "predict",
+    "serve",
+    "report",
+    "bench",
+    "export",
+    "tune",
+]
 
 
 def test_the_verbs_are_the_documented_eleven():
-    from distilbench.cli import build_parser
+    from distilbench.cli.commands import build_parser
 
     parser = build_parser()
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -44,7 +55,7 @@ def test_every_verb_has_help(capsys, verb):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "distilbench.cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "distilbench", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.startswith("distilbench ")
 
@@ -52,12 +63,26 @@ def test_console_script_is_installed():
 def test_python_dash_m_distilbench(tmp_path):
     """`python -m distilbench` is the command itself: output, and the exit code of an error, as the script."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    version = subprocess.run([sys.executable, "-m", "distilbench", "--version"], capture_output=True, text=True,
-                             env=env, cwd=tmp_path)
+    version = subprocess.run(
+        [sys.executable, "-m", "distilbench", "--version"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert version.returncode == 0 and version.stdout.startswith("distilbench ")
-    failed = subprocess.run([sys.executable, "-m", "distilbench", "evaluate", "--model", str(tmp_path / "none"),
-                             "--data", str(tmp_path / "none.csv")], capture_output=True, text=True, env=env,
-                            cwd=tmp_path)
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distilbench",
+            "evaluate",
+            "--model",
+            str(tmp_path / "none"),
+            "--data",
+            str(tmp_path / "none.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("distilbench: error: ")
     usage = subprocess.run([sys.executable, "-m", "distilbench", "evaluate"], capture_output=True, text=True, env=env)
@@ -87,48 +112,118 @@ TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identit
 
 @pytest.mark.parametrize("verb", ["compare", "train"])
 def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, verb):
-    calls = _capture(monkeypatch, "distilbench.compare", "compare")
+    calls = _capture(monkeypatch, "distilbench.experiments.compare", "compare")
     model_flag = ["--models", "minilm-l6, student:minilm-l6"] if verb == "compare" else ["--model", "minilm-l6"]
-    code, _, err = run_cli(capsys, verb, *model_flag, "--task", "multilabel", "--data", "d.csv",
-                           "--label-columns", ",".join(TOXIC_LABELS), "--val-data", "v.csv", "--test-data", "t.csv",
-                           "--max-samples", "9", "--max-chars", "99", "--epochs", "3", "--head", "thesis",
-                           "--head-init", "random", "--learning-rate", "1e-4", "--threshold-metric", "f1",
-                           "--no-distill", "--no-speed", "--keep-checkpoints", "best", "--max-length", "16",
-                           "--seed", "7", "--out", "o", "--overwrite", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        verb,
+        *model_flag,
+        "--task",
+        "multilabel",
+        "--data",
+        "d.csv",
+        "--label-columns",
+        ",".join(TOXIC_LABELS),
+        "--val-data",
+        "v.csv",
+        "--test-data",
+        "t.csv",
+        "--max-samples",
+        "9",
+        "--max-chars",
+        "99",
+        "--epochs",
+        "3",
+        "--head",
+        "thesis",
+        "--head-init",
+        "random",
+        "--learning-rate",
+        "1e-4",
+        "--threshold-metric",
+        "f1",
+        "--no-distill",
+        "--no-speed",
+        "--keep-checkpoints",
+        "best",
+        "--max-length",
+        "16",
+        "--seed",
+        "7",
+        "--out",
+        "o",
+        "--overwrite",
+        "--no-progress",
+    )
     assert code == 0, err
     (config,), kwargs = calls[0]
     assert config.label_columns == TOXIC_LABELS
     assert config.models == (["minilm-l6", "student:minilm-l6"] if verb == "compare" else ["minilm-l6"])
     assert (config.task, config.data, config.val_data, config.test_data) == ("multilabel", "d.csv", "v.csv", "t.csv")
-    assert (config.max_samples, config.max_chars, config.epochs, config.head, config.learning_rate) == \
-        (9, 99, 3, "thesis", 1e-4)
+    assert (config.max_samples, config.max_chars, config.epochs, config.head, config.learning_rate) == (
+        9,
+        99,
+        3,
+        "thesis",
+        1e-4,
+    )
     assert config.head_init == "random"  # the multilabel default is the probe
-    assert (config.threshold_metric, config.distill, config.measure_speed, config.keep_checkpoints) == \
-        ("f1", False, False, "best")
+    assert (config.threshold_metric, config.distill, config.measure_speed, config.keep_checkpoints) == (
+        "f1",
+        False,
+        False,
+        "best",
+    )
     assert (config.max_length, config.seed, config.out) == (16, 7, "o")
     assert kwargs == {"overwrite": True, "progress": False, "resume": False}
 
 
 def test_distill_passes_its_flags(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.compare", "distill")
-    code, _, err = run_cli(capsys, "distill", "--teacher", "T", "--student", "student:T", "--data", "d.csv",
-                           "--label-columns", "a,b", "--alpha", "0.3", "--temperature", "4", "--out", "o")
+    calls = _capture(monkeypatch, "distilbench.experiments.compare", "distill")
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "T",
+        "--student",
+        "student:T",
+        "--data",
+        "d.csv",
+        "--label-columns",
+        "a,b",
+        "--alpha",
+        "0.3",
+        "--temperature",
+        "4",
+        "--out",
+        "o",
+    )
     assert code == 0, err
     (config, teacher, student), kwargs = calls[0]
-    assert (teacher, student, config.label_columns, config.alpha, config.temperature) == \
-        ("T", "student:T", ["a", "b"], 0.3, 4.0)
+    assert (teacher, student, config.label_columns, config.alpha, config.temperature) == (
+        "T",
+        "student:T",
+        ["a", "b"],
+        0.3,
+        4.0,
+    )
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--label-columns", ",".join(TOXIC_LABELS)], {"label_columns": TOXIC_LABELS}),
-    (["--label-columns", " toxic , insult ,"], {"label_columns": ["toxic", "insult"]}),
-    (["--label-column", "tags", "--label-separator", "|"], {"label_column": "tags", "label_separator": "|"}),
-    (["--text-column", "body", "--max-chars", "50", "--eval-batch-size", "8", "--backend", "torch-fp32"],
-     {"text_column": "body", "max_chars": 50, "eval_batch_size": 8, "backend": "torch-fp32"}),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--label-columns", ",".join(TOXIC_LABELS)], {"label_columns": TOXIC_LABELS}),
+        (["--label-columns", " toxic , insult ,"], {"label_columns": ["toxic", "insult"]}),
+        (["--label-column", "tags", "--label-separator", "|"], {"label_column": "tags", "label_separator": "|"}),
+        (
+            ["--text-column", "body", "--max-chars", "50", "--eval-batch-size", "8", "--backend", "torch-fp32"],
+            {"text_column": "body", "max_chars": 50, "eval_batch_size": 8, "backend": "torch-fp32"},
+        ),
+    ],
+)
 def test_evaluate_passes_its_flags(capsys, monkeypatch, flags, expected):
     """evaluate took --label-columns as a string, then as a list of its characters."""
-    calls = _capture(monkeypatch, "distilbench.compare", "evaluate")
+    calls = _capture(monkeypatch, "distilbench.experiments.compare", "evaluate")
     code, _, err = run_cli(capsys, "evaluate", "--model", "M", "--data", "d.csv", "--out", "m.json", *flags)
     assert code == 0, err
     (model, source, config, out), _ = calls[0]
@@ -137,37 +232,112 @@ def test_evaluate_passes_its_flags(capsys, monkeypatch, flags, expected):
 
 
 def test_distill_general_passes_its_flags(capsys, monkeypatch, tmp_path):
-    calls = _capture(monkeypatch, "distilbench.distillation", "distill_general")
+    calls = _capture(monkeypatch, "distilbench.training.distillation", "distill_general")
     texts = tmp_path / "t.csv"
     pd.DataFrame({"body": ["one  text", "", "two"]}).to_csv(texts, index=False)
-    code, _, err = run_cli(capsys, "distill-general", "--teacher", "T", "--student", "student:T", "--texts",
-                           str(texts), "--text-column", "body", "--out", "o", "--epochs", "2", "--batch-size", "4",
-                           "--alpha-mse", "0.5", "--seed", "3", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "distill-general",
+        "--teacher",
+        "T",
+        "--student",
+        "student:T",
+        "--texts",
+        str(texts),
+        "--text-column",
+        "body",
+        "--out",
+        "o",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--alpha-mse",
+        "0.5",
+        "--seed",
+        "3",
+        "--no-progress",
+    )
     assert code == 0, err
     (teacher, student, read, out), kwargs = calls[0]
     assert (teacher, student, read, out) == ("T", "student:T", ["one text", "two"], "o")
-    assert (kwargs["epochs"], kwargs["batch_size"], kwargs["alpha_mse"], kwargs["seed"], kwargs["progress"]) == \
-        (2, 4, 0.5, 3, False)
+    assert (kwargs["epochs"], kwargs["batch_size"], kwargs["alpha_mse"], kwargs["seed"], kwargs["progress"]) == (
+        2,
+        4,
+        0.5,
+        3,
+        False,
+    )
 
 
 def test_predict_passes_its_flags(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.predict", "predict")
-    code, _, err = run_cli(capsys, "predict", "--model", "M", "--input", "i.csv", "--output", "o.jsonl",
-                           "--text-column", "body", "--backend", "onnx-int8", "--batch-size", "8", "--max-length",
-                           "64", "--chunk-rows", "100", "--workers", "2", "--resume", "--no-progress",
-                           "--min-agreement", "0.95", "--max-metric-drop", "1", "--recalibrate")
+    calls = _capture(monkeypatch, "distilbench.runtime.predict", "predict")
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        "--model",
+        "M",
+        "--input",
+        "i.csv",
+        "--output",
+        "o.jsonl",
+        "--text-column",
+        "body",
+        "--backend",
+        "onnx-int8",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "64",
+        "--chunk-rows",
+        "100",
+        "--workers",
+        "2",
+        "--resume",
+        "--no-progress",
+        "--min-agreement",
+        "0.95",
+        "--max-metric-drop",
+        "1",
+        "--recalibrate",
+    )
     assert code == 0, err
     (model, source, output), kwargs = calls[0]
     assert (model, source, output) == ("M", "i.csv", "o.jsonl")
-    assert kwargs == {"text_column": "body", "backend": "onnx-int8", "batch_size": 8, "max_length": 64,
-                      "device": "auto", "progress": False, "chunk_rows": 100, "workers": 2, "resume": True,
-                      "choice": ChoiceSettings(min_agreement=0.95, max_metric_drop=1.0, recalibrate=True)}
+    assert kwargs == {
+        "text_column": "body",
+        "backend": "onnx-int8",
+        "batch_size": 8,
+        "max_length": 64,
+        "device": "auto",
+        "progress": False,
+        "chunk_rows": 100,
+        "workers": 2,
+        "resume": True,
+        "choice": ChoiceSettings(min_agreement=0.95, max_metric_drop=1.0, recalibrate=True),
+    }
 
 
 def test_serve_passes_its_flags(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.serving", "serve")
-    code, _, err = run_cli(capsys, "serve", "--model", "M", "--port", "0", "--max-batch-size", "8",
-                           "--max-texts", "4", "--on-long-text", "reject", "--max-pending", "9", "--threads", "1")
+    calls = _capture(monkeypatch, "distilbench.serving.app", "serve")
+    code, _, err = run_cli(
+        capsys,
+        "serve",
+        "--model",
+        "M",
+        "--port",
+        "0",
+        "--max-batch-size",
+        "8",
+        "--max-texts",
+        "4",
+        "--on-long-text",
+        "reject",
+        "--max-pending",
+        "9",
+        "--threads",
+        "1",
+    )
     assert code == 0, err
     (model,), kwargs = calls[0]
     limits = kwargs["limits"]
@@ -177,16 +347,31 @@ def test_serve_passes_its_flags(capsys, monkeypatch):
 
 
 def test_report_passes_its_run_directory(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.report", "write_report")
+    calls = _capture(monkeypatch, "distilbench.report.report", "write_report")
     code, out, err = run_cli(capsys, "report", "runs/x")
     assert code == 0, err
     assert calls[0][0] == ("runs/x",) and "r.html" in out
 
 
 def test_bench_passes_its_flags(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.bench", "run_bench")
-    code, _, err = run_cli(capsys, "bench", "A", "B", "--backends", "torch-fp32, onnx-int8", "--data", "d.csv",
-                           "--label-columns", "toxic,insult", "--samples", "16", "--repeats", "2", "--no-memory")
+    calls = _capture(monkeypatch, "distilbench.bench.bench", "run_bench")
+    code, _, err = run_cli(
+        capsys,
+        "bench",
+        "A",
+        "B",
+        "--backends",
+        "torch-fp32, onnx-int8",
+        "--data",
+        "d.csv",
+        "--label-columns",
+        "toxic,insult",
+        "--samples",
+        "16",
+        "--repeats",
+        "2",
+        "--no-memory",
+    )
     assert code == 0, err
     (models, backends), kwargs = calls[0]
     assert (models, backends) == (["A", "B"], ["torch-fp32", "onnx-int8"])
@@ -204,7 +389,7 @@ def test_bench_passes_its_flags(capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def multilabel_checkpoint(tmp_path_factory, tiny_bert_dir):
     """An (untrained) multilabel classifier over the toxic labels, saved as distilbench saves its checkpoints."""
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multilabel", TOXIC_LABELS)
     path = tmp_path_factory.mktemp("ml-checkpoint")
@@ -218,24 +403,63 @@ def test_evaluate_scores_multilabel_data_from_the_cli(capsys, tmp_path, multilab
     data = tmp_path / "toxic.csv"
     toxic.to_csv(data, index=False)
     out = tmp_path / "metrics.json"
-    code, stdout, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(data),
-                                "--label-columns", ",".join(TOXIC_LABELS), "--backend", "torch-fp32",
-                                "--max-length", "16", "--out", str(out), "--no-progress")
+    code, stdout, err = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        str(multilabel_checkpoint),
+        "--data",
+        str(data),
+        "--label-columns",
+        ",".join(TOXIC_LABELS),
+        "--backend",
+        "torch-fp32",
+        "--max-length",
+        "16",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert code == 0, err
     metrics = json.loads(out.read_text())
     assert metrics["task"] == "multilabel" and metrics["samples"] == 60 and 0 <= metrics["hamming_score"] <= 1
     assert "hamming_score" in stdout
     # the labels found by name, without the flag; and a list column of label names, the same scores
-    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(data),
-                           "--backend", "torch-fp32", "--max-length", "16", "--out", str(tmp_path / "by-name.json"),
-                           "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        str(multilabel_checkpoint),
+        "--data",
+        str(data),
+        "--backend",
+        "torch-fp32",
+        "--max-length",
+        "16",
+        "--out",
+        str(tmp_path / "by-name.json"),
+        "--no-progress",
+    )
     assert code == 0, err
     lists = tmp_path / "lists.jsonl"
-    pd.DataFrame({"text": toxic["text"], "labels": [[n for n in TOXIC_LABELS if row[n]] for _, row in
-                                                    toxic.iterrows()]}).to_json(lists, orient="records", lines=True)
-    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(lists),
-                           "--backend", "torch-fp32", "--max-length", "16", "--out", str(tmp_path / "lists.json"),
-                           "--no-progress")
+    pd.DataFrame(
+        {"text": toxic["text"], "labels": [[n for n in TOXIC_LABELS if row[n]] for _, row in toxic.iterrows()]}
+    ).to_json(lists, orient="records", lines=True)
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        str(multilabel_checkpoint),
+        "--data",
+        str(lists),
+        "--backend",
+        "torch-fp32",
+        "--max-length",
+        "16",
+        "--out",
+        str(tmp_path / "lists.json"),
+        "--no-progress",
+    )
     assert code == 0, err
     for other in ("by-name.json", "lists.json"):
         assert json.loads((tmp_path / other).read_text())["hamming_score"] == metrics["hamming_score"]
@@ -244,21 +468,38 @@ def test_evaluate_scores_multilabel_data_from_the_cli(capsys, tmp_path, multilab
 def test_evaluate_refuses_labels_the_model_does_not_know(capsys, tmp_path, multilabel_checkpoint):
     lists = tmp_path / "lists.jsonl"
     lists.write_text('{"text": "a", "labels": ["toxic", "spam"]}\n{"text": "b", "labels": []}\n')
-    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(lists),
-                           "--out", str(tmp_path / "m.json"), "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        str(multilabel_checkpoint),
+        "--data",
+        str(lists),
+        "--out",
+        str(tmp_path / "m.json"),
+        "--no-progress",
+    )
     assert code == 2 and err.count("\n") == 1 and "labels not in the training data: 'spam'" in err
     assert not (tmp_path / "m.json").exists()
     columns = tmp_path / "two.csv"
     columns.write_text("text,toxic,insult\na,1,0\n")
-    code, _, err = run_cli(capsys, "evaluate", "--model", str(multilabel_checkpoint), "--data", str(columns),
-                           "--label-columns", "toxic,insult", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        str(multilabel_checkpoint),
+        "--data",
+        str(columns),
+        "--label-columns",
+        "toxic,insult",
+        "--no-progress",
+    )
     assert code == 2 and "not the training labels (missing 'severe_toxic'" in err
 
 
 @pytest.fixture
 def headlines_csv(tmp_path):
-    frame = pd.DataFrame({"text": [f"headline number {i}" for i in range(40)],
-                          "category": ["business", "health"] * 20})
+    frame = pd.DataFrame({"text": [f"headline number {i}" for i in range(40)], "category": ["business", "health"] * 20})
     path = tmp_path / "headlines.csv"
     frame.to_csv(path, index=False)
     return path
@@ -302,30 +543,52 @@ def test_empty_after_cleaning(capsys, tmp_path):
 def test_multilabel_values_must_be_binary(capsys, tmp_path):
     path = tmp_path / "ml.csv"
     pd.DataFrame({"text": ["a", "b", "c"], "toxic": [0, 1, 2], "insult": [1, 0, 0]}).to_csv(path, index=False)
-    message = error_case(capsys, tmp_path, "compare", "--task", "multilabel", "--data", str(path),
-                         "--label-columns", "toxic,insult", "--models", "minilm-l6")
+    message = error_case(
+        capsys,
+        tmp_path,
+        "compare",
+        "--task",
+        "multilabel",
+        "--data",
+        str(path),
+        "--label-columns",
+        "toxic,insult",
+        "--models",
+        "minilm-l6",
+    )
     assert "toxic" in message and "0/1" in message
 
 
 def test_unknown_model_without_network(capsys, tmp_path, headlines_csv, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    message = error_case(capsys, tmp_path, "compare", "--data", str(headlines_csv), "--label-column", "category",
-                         "--models", "no-such-org/no-such-model", "--epochs", "1")
+    message = error_case(
+        capsys,
+        tmp_path,
+        "compare",
+        "--data",
+        str(headlines_csv),
+        "--label-column",
+        "category",
+        "--models",
+        "no-such-org/no-such-model",
+        "--epochs",
+        "1",
+    )
     assert "no-such-org/no-such-model" in message and "Hub" in message
 
 
 def test_existing_run_directory_is_not_overwritten_silently(capsys, tmp_path, headlines_csv):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
-    message = error_case(capsys, tmp_path, "compare", "--data", str(headlines_csv), "--label-column", "category",
-                         "--models", "minilm-l6")
+    message = error_case(
+        capsys, tmp_path, "compare", "--data", str(headlines_csv), "--label-column", "category", "--models", "minilm-l6"
+    )
     assert "--overwrite" in message
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
-def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_path, headlines_csv, monkeypatch,
-                                                                   flag):
+def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_path, headlines_csv, monkeypatch, flag):
     """`compare --out . --overwrite` in a repository holding a config.yaml used to delete the repository."""
     from test_runs import a_project, snapshot
 
@@ -333,8 +596,20 @@ def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_
     project.mkdir()
     before = a_project(project)
     monkeypatch.chdir(project)
-    code, _, err = run_cli(capsys, "compare", "--data", str(headlines_csv), "--label-column", "category",
-                           "--models", "minilm-l6", "--out", ".", flag, "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "compare",
+        "--data",
+        str(headlines_csv),
+        "--label-column",
+        "category",
+        "--models",
+        "minilm-l6",
+        "--out",
+        ".",
+        flag,
+        "--no-progress",
+    )
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert "not a distilbench run" in err or "holds no distilbench run" in err
     assert ".git" in err and "config.yaml" in err
@@ -343,38 +618,66 @@ def test_a_project_with_a_config_yaml_survives_overwrite_and_resume(capsys, tmp_
 
 def test_split_warnings_reach_the_user(capsys, tmp_path, monkeypatch):
     """Notes about stratification used to be logged at INFO, below what the CLI shows."""
-    import distilbench.compare as compare_module
-    from distilbench.console import DistilbenchError
+    import distilbench.experiments.compare as compare_module
+    from distilbench.core.console import DistilbenchError
 
     def stop(*args, **kwargs):
         raise DistilbenchError("stopped after the data (test)")
 
     monkeypatch.setattr(compare_module, "run_model", stop)
     path = tmp_path / "tiny-class.csv"
-    pd.DataFrame({"text": [f"headline {i}" for i in range(41)],
-                  "label": ["business", "health"] * 20 + ["science"]}).to_csv(path, index=False)
-    code, _, err = run_cli(capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(tmp_path / "r"),
-                           "--no-progress")
+    pd.DataFrame(
+        {"text": [f"headline {i}" for i in range(41)], "label": ["business", "health"] * 20 + ["science"]}
+    ).to_csv(path, index=False)
+    code, _, err = run_cli(
+        capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(tmp_path / "r"), "--no-progress"
+    )
     assert code == 2 and "stopped after the data" in err
     assert "warning: 1 of 3 classes are too small to stratify the test split ('science')" in err
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"  # 'threat' only in the separate test file
-    pd.DataFrame({"text": [f"comment {i}" for i in range(40)], "toxic": [i % 2 for i in range(40)],
-                  "threat": [0] * 40}).to_csv(train, index=False)
+    pd.DataFrame(
+        {"text": [f"comment {i}" for i in range(40)], "toxic": [i % 2 for i in range(40)], "threat": [0] * 40}
+    ).to_csv(train, index=False)
     pd.DataFrame({"text": ["a threat", "fine"], "toxic": [1, 0], "threat": [1, 0]}).to_csv(test, index=False)
-    code, _, err = run_cli(capsys, "train", "--task", "multilabel", "--label-columns", "toxic,threat", "--model",
-                           "minilm-l6", "--data", str(train), "--test-data", str(test), "--out", str(tmp_path / "m"),
-                           "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--task",
+        "multilabel",
+        "--label-columns",
+        "toxic,threat",
+        "--model",
+        "minilm-l6",
+        "--data",
+        str(train),
+        "--test-data",
+        str(test),
+        "--out",
+        str(tmp_path / "m"),
+        "--no-progress",
+    )
     assert code == 2 and "stopped after the data" in err
     assert "warning: 1 label with no positive example in the training split: 'threat'" in err
 
 
 def test_average_checkpoints_flag_reaches_the_settings_and_a_bad_count_is_one_line(capsys, tmp_path):
-    from distilbench.cli import _overrides, build_parser
+    from distilbench.cli.commands import _overrides, build_parser
 
     args = build_parser().parse_args(["compare", "--average-checkpoints", "3", "--threshold-metric", "calibrated"])
     assert _overrides(args) == {"average_checkpoints": 3, "threshold_metric": "calibrated"}
-    message = error_case(capsys, tmp_path, "compare", "--data", str(shared_file("news-headlines.csv")),
-                         "--label-column", "category", "--models", "minilm-l6", "--average-checkpoints", "1")
+    message = error_case(
+        capsys,
+        tmp_path,
+        "compare",
+        "--data",
+        str(shared_file("news-headlines.csv")),
+        "--label-column",
+        "category",
+        "--models",
+        "minilm-l6",
+        "--average-checkpoints",
+        "1",
+    )
     assert "--average-checkpoints" in message and "0 (off) or 2 or more" in message
 
 
@@ -388,13 +691,36 @@ def test_bad_config_file(capsys, tmp_path):
 def test_config_file_and_flags_combine_and_flags_win(capsys, tmp_path, tiny_bert_dir):
     data = shared_file("news-headlines.csv")
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "task": "multiclass", "data": str(data), "label_column": "category", "max_samples": 200,
-        "epochs": 5, "models": [str(tiny_bert_dir)], "max_length": 24, "precision": "fp32"}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "multiclass",
+                "data": str(data),
+                "label_column": "category",
+                "max_samples": 200,
+                "epochs": 5,
+                "models": [str(tiny_bert_dir)],
+                "max_length": 24,
+                "precision": "fp32",
+            }
+        )
+    )
     out = tmp_path / "run"
-    code, stdout, err = run_cli(capsys, "train", "--config", str(config), "--epochs", "1",
-                                "--model", f"student:{tiny_bert_dir}", "--head", "thesis", "--out", str(out),
-                                "--no-progress")
+    code, stdout, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        str(config),
+        "--epochs",
+        "1",
+        "--model",
+        f"student:{tiny_bert_dir}",
+        "--head",
+        "thesis",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert code == 0, err
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["max_samples"] == 200
@@ -410,11 +736,12 @@ def test_evaluate_needs_a_model_directory(capsys, tmp_path, headlines_csv):
     assert code == 2 and "Traceback" not in err and "no config.json" in err
 
 
-def test_distill_reads_list_labelled_data_with_the_teachers_labels(capsys, tmp_path, monkeypatch,
-                                                                   multilabel_checkpoint):
+def test_distill_reads_list_labelled_data_with_the_teachers_labels(
+    capsys, tmp_path, monkeypatch, multilabel_checkpoint
+):
     """distill forced --label-columns to the teacher's labels, so data with a list column could not be used."""
-    import distilbench.compare as compare_module
-    from distilbench.console import DistilbenchError
+    import distilbench.experiments.compare as compare_module
+    from distilbench.core.console import DistilbenchError
 
     seen = {}
 
@@ -424,16 +751,40 @@ def test_distill_reads_list_labelled_data_with_the_teachers_labels(capsys, tmp_p
 
     monkeypatch.setattr(compare_module, "run_model", stop)
     lists = tmp_path / "lists.jsonl"
-    lists.write_text("".join(json.dumps({"text": f"comment {i}", "labels": [["toxic"], ["insult", "toxic"], []][i % 3]})
-                             + "\n" for i in range(30)))
-    code, _, err = run_cli(capsys, "distill", "--teacher", str(multilabel_checkpoint), "--student",
-                           f"student:{multilabel_checkpoint}", "--data", str(lists), "--out", str(tmp_path / "run"),
-                           "--no-progress")
+    lists.write_text(
+        "".join(
+            json.dumps({"text": f"comment {i}", "labels": [["toxic"], ["insult", "toxic"], []][i % 3]}) + "\n"
+            for i in range(30)
+        )
+    )
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        str(multilabel_checkpoint),
+        "--student",
+        f"student:{multilabel_checkpoint}",
+        "--data",
+        str(lists),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert code == 2 and "stopped after the data" in err, err
     assert seen["label_names"] == TOXIC_LABELS
     assert list(seen["splits"]["train"].columns) == ["text", *TOXIC_LABELS]
     lists.write_text('{"text": "a", "labels": ["spam"]}\n' * 10)
-    code, _, err = run_cli(capsys, "distill", "--teacher", str(multilabel_checkpoint), "--student",
-                           f"student:{multilabel_checkpoint}", "--data", str(lists), "--out", str(tmp_path / "run2"),
-                           "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        str(multilabel_checkpoint),
+        "--student",
+        f"student:{multilabel_checkpoint}",
+        "--data",
+        str(lists),
+        "--out",
+        str(tmp_path / "run2"),
+        "--no-progress",
+    )
     assert code == 2 and "labels not in the training data: 'spam'" in err

@@ -9,18 +9,27 @@ import pytest
 import torch
 from transformers import pipeline
 
-from distilbench.compare import compare, evaluate, printed_table
 from distilbench.config import ExperimentConfig
-from distilbench.metrics import tune_thresholds
+from distilbench.evaluation.metrics import tune_thresholds
+from distilbench.evaluation.verdicts import interval_text
+from distilbench.experiments.compare import compare, evaluate, printed_table
 from distilbench.runs import model_slug
-from distilbench.verdicts import interval_text
 
 ROW_KEYS = {"model", "params", "size_mb", "best_epoch", "test", "train_time_s", "eval_time_s", "eval_speedup"}
 
 
 def small_config(tmp_path, models, **overrides) -> ExperimentConfig:
-    values = dict(epochs=2, train_batch_size=16, eval_batch_size=32, learning_rate=5e-4, max_length=32,
-                  precision="fp32", backend="torch-fp32", out=str(tmp_path / "run"), models=models)
+    values = dict(
+        epochs=2,
+        train_batch_size=16,
+        eval_batch_size=32,
+        learning_rate=5e-4,
+        max_length=32,
+        precision="fp32",
+        backend="torch-fp32",
+        out=str(tmp_path / "run"),
+        models=models,
+    )
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
@@ -31,10 +40,17 @@ def multiclass_run(tmp_path_factory, learnable_bert_dir, shared_data):
     # enough steps (3 epochs of 864 headlines at a high rate) for a tiny random model to learn words, not only
     # the class balance: with 2 epochs of 288 at 5e-4 both models answered the majority class for every text
     tiny_bert_dir = learnable_bert_dir
-    config = small_config(tmp, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass", epochs=3,
-                          learning_rate=3e-3, data=str(shared_data("news-headlines.csv")), label_column="category",
-                          max_samples=1200,
-                          backend="auto")  # the default: each model's backend chosen by measurement
+    config = small_config(
+        tmp,
+        [str(tiny_bert_dir), f"student:{tiny_bert_dir}"],
+        task="multiclass",
+        epochs=3,
+        learning_rate=3e-3,
+        data=str(shared_data("news-headlines.csv")),
+        label_column="category",
+        max_samples=1200,
+        backend="auto",
+    )  # the default: each model's backend chosen by measurement
     rows = compare(config, progress=False)
     return config, rows, tmp / "run"
 
@@ -56,10 +72,13 @@ def test_multiclass_run_directory_holds_every_artefact(multiclass_run):
         stats = json.loads((run / "results" / slug / "training_stats.json").read_text())
         assert [e["epoch"] for e in stats["epochs"]] == [1, 2, 3]
         # multiclass default: the averages of the last 2 and 3 epochs compete with the epochs on validation
-        assert [(a["checkpoint"], a["epochs"]) for a in stats["averages"]] == [("average-2-3", [2, 3]),
-                                                                               ("average-1-3", [1, 2, 3])]
+        assert [(a["checkpoint"], a["epochs"]) for a in stats["averages"]] == [
+            ("average-2-3", [2, 3]),
+            ("average-1-3", [1, 2, 3]),
+        ]
         assert {k for k in stats["averages"][0] if k.startswith("val_")} == {
-            k for k in stats["epochs"][0] if k.startswith("val_")}
+            k for k in stats["epochs"][0] if k.startswith("val_")
+        }
         candidates = stats["epochs"] + stats["averages"]
         best_accuracy = max(c["val_accuracy"] for c in candidates)
         kept = next(c for c in candidates if c.get("checkpoint", f"epoch-{c.get('epoch')}") == row["kept"])
@@ -99,7 +118,8 @@ def test_comparison_files_have_the_promised_columns(multiclass_run):
         assert 0 < spread["min"] <= spread["median"] <= spread["max"]
         assert row["latency_ms"]["p50"] > 0
     assert saved["rows"][1]["eval_speedup"] == pytest.approx(
-        saved["rows"][1]["throughput"]["median"] / saved["rows"][0]["throughput"]["median"])
+        saved["rows"][1]["throughput"]["median"] / saved["rows"][0]["throughput"]["median"]
+    )
     assert (run / "speed.json").is_file()
     assert (run / "report.html").is_file() and (run / "report.md").is_file()  # compare ends with its report
     table = pd.read_csv(run / "comparison.csv")
@@ -128,9 +148,9 @@ def test_tiny_models_learn_something(multiclass_run):
 def test_saved_checkpoint_gives_the_same_probabilities_in_transformers_pipeline(multiclass_run):
     """The pipeline's probabilities equal distilbench's torch-fp32 ones; the saved test predictions are those of the
     backend auto chose, equal to fp32's within that backend's rounding."""
-    from distilbench.backends import load_backend
-    from distilbench.inference import backend_logits, logits_to_probs
-    from distilbench.models import load_trained
+    from distilbench.models.registry import load_trained
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.inference import backend_logits, logits_to_probs
 
     _, rows, run = multiclass_run
     for row in rows:
@@ -138,8 +158,9 @@ def test_saved_checkpoint_gives_the_same_probabilities_in_transformers_pipeline(
         best = run / "models" / slug / "best"
         predictions = pd.read_csv(run / "results" / slug / "test_predictions.csv").head(8)
         model, tokenizer, task, label_names = load_trained(best)
-        logits, _ = backend_logits(load_backend(model, "torch-fp32"), tokenizer, predictions["text"].tolist(),
-                                   max_length=32)
+        logits, _ = backend_logits(
+            load_backend(model, "torch-fp32"), tokenizer, predictions["text"].tolist(), max_length=32
+        )
         fp32 = logits_to_probs(task, logits)
         classifier = pipeline("text-classification", model=str(best), top_k=None, truncation=True, max_length=32)
         rounding = 1e-4 if row["backend"].endswith("fp32") else 0.05
@@ -153,9 +174,9 @@ def test_saved_checkpoint_gives_the_same_probabilities_in_transformers_pipeline(
 def test_saved_probabilities_keep_the_ranking_of_tiny_scores(tmp_path):
     # a confident multilabel model's negatives score 1e-7 and less: rounded to 6 decimals they tied at 0, and the
     # ROC-AUC of the verdicts (computed from this file) fell below the run's own (0.9793 against 0.9834, seed 42)
-    from distilbench.compare import predictions_frame
-    from distilbench.metrics import compute_metrics
-    from distilbench.verdicts import saved_probabilities
+    from distilbench.evaluation.metrics import compute_metrics
+    from distilbench.evaluation.verdicts import saved_probabilities
+    from distilbench.experiments.compare import predictions_frame
 
     rng = np.random.default_rng(0)
     labels = np.zeros((200, 2), dtype=int)
@@ -163,8 +184,7 @@ def test_saved_probabilities_keep_the_ranking_of_tiny_scores(tmp_path):
     logits = np.where(labels == 1, -14.0, -17.0) + rng.normal(0, 1.5, size=labels.shape)
     probs = (1 / (1 + np.exp(-logits))).astype(np.float32)
     names = ["a", "b"]
-    frame = predictions_frame(pd.DataFrame({"text": [f"t{i}" for i in range(200)]}), "multilabel", names, labels,
-                              probs)
+    frame = predictions_frame(pd.DataFrame({"text": [f"t{i}" for i in range(200)]}), "multilabel", names, labels, probs)
     frame.to_csv(tmp_path / "test_predictions.csv", index=False)
     saved = saved_probabilities(tmp_path, names)
     assert np.array_equal(saved.astype(np.float32), probs)  # float32 written in full, read back exactly
@@ -177,8 +197,9 @@ def test_evaluate_reproduces_the_test_metrics(multiclass_run, tmp_path):
     slug = model_slug(rows[1]["model"])
     out = tmp_path / "eval.json"
     eval_config = ExperimentConfig(backend="torch-fp32", max_length=32)
-    stats = evaluate(str(run / "models" / slug / "best"), str(run / "data" / "test.csv"), eval_config, str(out),
-                     progress=False)
+    stats = evaluate(
+        str(run / "models" / slug / "best"), str(run / "data" / "test.csv"), eval_config, str(out), progress=False
+    )
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(rows[1]["test"]["accuracy"])
     assert stats["samples"] == 240
 
@@ -187,9 +208,16 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir, shared_data):
     labels = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
     # the random head: the tiny BERT's features hardly vary between texts, so a probed head rightly predicts
     # each label's prior for every text, and there would be no thresholds to tell validation from test
-    config = small_config(tmp_path, [f"student:{tiny_bert_dir}"], task="multilabel", epochs=1,
-                          data=str(shared_data("toxic-comments.csv")), label_columns=labels, max_samples=300,
-                          head_init="random")
+    config = small_config(
+        tmp_path,
+        [f"student:{tiny_bert_dir}"],
+        task="multilabel",
+        epochs=1,
+        data=str(shared_data("toxic-comments.csv")),
+        label_columns=labels,
+        max_samples=300,
+        head_init="random",
+    )
     rows = compare(config, progress=False)
     run = tmp_path / "run"
     test = rows[0]["test"]
@@ -229,8 +257,9 @@ def test_multilabel_compare_end_to_end(tmp_path, tiny_bert_dir, shared_data):
     predicted = np.array([[name in str(row).split("|") for name in labels] for row in predictions["predicted"]])
     clear = np.abs(probs - stored) > 2e-6  # the CSV's probabilities and the thresholds are rounded to 6 decimals
     assert clear.any() and np.array_equal(predicted[clear], (probs >= stored)[clear])
-    classifier = pipeline("text-classification", model=str(run / "models" / slug / "best"), top_k=None,
-                          truncation=True, max_length=32)
+    classifier = pipeline(
+        "text-classification", model=str(run / "models" / slug / "best"), top_k=None, truncation=True, max_length=32
+    )
     scores = {s["label"]: s["score"] for s in classifier([predictions["text"][0]])[0]}
     for label in labels:  # the pipeline applies a sigmoid per label for multi_label_classification
         assert scores[label] == pytest.approx(predictions[f"prob_{label}"][0], abs=1e-4)
@@ -260,21 +289,32 @@ def test_auto_backend_is_chosen_and_recorded(multiclass_run):
     assert choice["candidates"]["torch-fp32"]["valid"] and choice["candidates"][choice["chosen"]]["valid"]
     assert choice["guard"]["source"] == "validation split" and choice["guard"]["labels"]
     assert set(choice["candidates"]) >= {"torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
-    stats = evaluate(str(run / "models" / slug / "best"), str(run / "data" / "test.csv"),
-                     ExperimentConfig(max_length=32), None, progress=False)
+    stats = evaluate(
+        str(run / "models" / slug / "best"),
+        str(run / "data" / "test.csv"),
+        ExperimentConfig(max_length=32),
+        None,
+        progress=False,
+    )
     assert stats["backend_choice"]["cached"] and stats["backend"] == choice["chosen"]
     assert "fp32_check" not in stats
 
 
 def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir, monkeypatch, shared_data):
     """compare fine-tunes the teacher, caches its outputs on the training texts once, distils the student."""
-    import distilbench.distillation as distillation
+    import distilbench.training.distillation as distillation
 
     calls = []
     original = distillation.distillation_loss
     monkeypatch.setattr(distillation, "distillation_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
-    config = small_config(tmp_path, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass",
-                          data=str(shared_data("news-headlines.csv")), label_column="category", max_samples=200)
+    config = small_config(
+        tmp_path,
+        [str(tiny_bert_dir), f"student:{tiny_bert_dir}"],
+        task="multiclass",
+        data=str(shared_data("news-headlines.csv")),
+        label_column="category",
+        max_samples=200,
+    )
     rows = compare(config, progress=False)
     assert "fine-tuned on labels" == rows[0]["method"]
     assert "distilled from the fine-tuned" in rows[1]["method"]
@@ -285,9 +325,16 @@ def test_student_after_its_teacher_is_distilled_from_it(tmp_path, tiny_bert_dir,
 
 
 def test_no_distill_trains_the_student_on_labels(tmp_path, tiny_bert_dir, shared_data):
-    config = small_config(tmp_path, [str(tiny_bert_dir), f"student:{tiny_bert_dir}"], task="multiclass", epochs=1,
-                          data=str(shared_data("news-headlines.csv")), label_column="category", max_samples=200,
-                          distill=False)
+    config = small_config(
+        tmp_path,
+        [str(tiny_bert_dir), f"student:{tiny_bert_dir}"],
+        task="multiclass",
+        epochs=1,
+        data=str(shared_data("news-headlines.csv")),
+        label_column="category",
+        max_samples=200,
+        distill=False,
+    )
     rows = compare(config, progress=False)
     assert rows[1]["method"].endswith("fine-tuned on labels")
     assert not (tmp_path / "run" / "cache").exists()

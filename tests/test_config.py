@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from distilbench.config import ExperimentConfig, load_config, save_config
-from distilbench.console import DistilbenchError
+from distilbench.core.console import DistilbenchError
 
 
 def test_defaults_and_the_thesis_preset():
@@ -23,7 +23,7 @@ def test_defaults_and_the_thesis_preset():
 
 def test_thresholds_default_to_calibrated_and_the_thesis_preset_keeps_gmean():
     from distilbench.config import THRESHOLD_CHOICES
-    from distilbench.metrics import THRESHOLD_CRITERIA
+    from distilbench.evaluation.metrics import THRESHOLD_CRITERIA
 
     assert THRESHOLD_CHOICES == THRESHOLD_CRITERIA  # the flag's choices are the criteria tune_thresholds knows
     assert load_config(None, {"task": "multilabel"}).threshold_metric == "calibrated"
@@ -56,16 +56,19 @@ def test_saved_config_loads_back(tmp_path):
     assert load_config(tmp_path / "config.yaml") == config
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"task": "regression"}, "--task"),
-    ({"epochs": 0}, "--epochs"),
-    ({"models": ["a", "a"]}, "twice"),
-    ({"test_size": 1.5}, "--test-size"),
-    ({"max_length": 2}, "--max-length"),
-    ({"precision": "int4"}, "--precision"),
-    ({"average_checkpoints": 1}, "--average-checkpoints"),
-    ({"average_checkpoints": -2}, "--average-checkpoints"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"task": "regression"}, "--task"),
+        ({"epochs": 0}, "--epochs"),
+        ({"models": ["a", "a"]}, "twice"),
+        ({"test_size": 1.5}, "--test-size"),
+        ({"max_length": 2}, "--max-length"),
+        ({"precision": "int4"}, "--precision"),
+        ({"average_checkpoints": 1}, "--average-checkpoints"),
+        ({"average_checkpoints": -2}, "--average-checkpoints"),
+    ],
+)
 def test_bad_values_name_the_flag(overrides, message):
     with pytest.raises(DistilbenchError, match=message):
         load_config(None, overrides)

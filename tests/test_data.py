@@ -1,4 +1,4 @@
-"""Tests for distilbench.data: reading sources, task frames, cleaning, splitting and split files."""
+"""Tests for distilbench.data.datasets: reading sources, task frames, cleaning, splitting and split files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED_DATA, shared_file
-from distilbench import data, readers
-from distilbench.console import DistilbenchError
+from distilbench.core.console import DistilbenchError
+from distilbench.data import datasets as data
+from distilbench.data import readers
 
 HEADLINES = SHARED_DATA / "news-headlines.csv"
 TOXIC = SHARED_DATA / "toxic-comments.csv"
@@ -304,8 +305,11 @@ def test_list_labels_of_a_test_file_use_the_training_label_set(tmp_path: Path) -
 
 def test_a_label_never_seen_in_training_is_a_clear_error(tmp_path: Path) -> None:
     source = _list_labelled(tmp_path, "test.jsonl", [("a", ["sport", "weather"]), ("b", ["weather"]), ("c", [])])
-    with pytest.raises(DistilbenchError, match=r"2 rows in test.jsonl have labels not in the training data: "
-                                               r"'weather'") as info:
+    with pytest.raises(
+        DistilbenchError,
+        match=r"2 rows in test.jsonl have labels not in the training data: "
+        r"'weather'",
+    ) as info:
         data.to_task_frame(data.read_source(source), "multilabel", label_names=["news", "sport"])
     assert "\n" not in str(info.value)
     multiclass = pd.DataFrame({"text": ["a", "b"], "label": ["x", "z"]})
@@ -317,8 +321,9 @@ def test_label_columns_must_be_the_training_labels() -> None:
     raw = pd.DataFrame({"text": ["a", "b"], "toxic": [1, 0], "insult": [0, 1], "threat": [0, 0]})
     frame, names = data.to_task_frame(raw, "multilabel", label_names=["insult", "toxic"])  # found by name
     assert names == ["insult", "toxic"] and frame[names].to_numpy().tolist() == [[0, 1], [1, 0]]
-    frame, names = data.to_task_frame(raw, "multilabel", label_columns=["toxic", "insult"],
-                                      label_names=["insult", "toxic"])  # reordered to the training order
+    frame, names = data.to_task_frame(
+        raw, "multilabel", label_columns=["toxic", "insult"], label_names=["insult", "toxic"]
+    )  # reordered to the training order
     assert names == ["insult", "toxic"] and frame[names].to_numpy().tolist() == [[0, 1], [1, 0]]
     with pytest.raises(DistilbenchError, match="missing 'obscene'; not in the training data 'threat'"):
         data.to_task_frame(raw, "multilabel", label_columns=["toxic", "threat"], label_names=["toxic", "obscene"])
@@ -328,19 +333,21 @@ def test_label_columns_must_be_the_training_labels() -> None:
 
 def test_separate_val_and_test_files_with_list_labels(tmp_path: Path) -> None:
     """--val-data/--test-data with a list column: the training label set everywhere, no KeyError."""
-    from distilbench.compare import prepare_data
     from distilbench.config import ExperimentConfig
+    from distilbench.experiments.compare import prepare_data
     from distilbench.runs import RunDir
 
-    train = _list_labelled(tmp_path, "train.jsonl", [(f"text {i}", [["news"], ["sport"], ["art", "news"]][i % 3])
-                                                     for i in range(30)])
+    train = _list_labelled(
+        tmp_path, "train.jsonl", [(f"text {i}", [["news"], ["sport"], ["art", "news"]][i % 3]) for i in range(30)]
+    )
     val = _list_labelled(tmp_path, "val.jsonl", [("v1", ["news"]), ("v2", [])])  # no 'sport', no 'art'
     test = _list_labelled(tmp_path, "test.jsonl", [("t1", ["art"]), ("t2", ["sport", "news"])])
     config = ExperimentConfig(task="multilabel", data=train, val_data=val, test_data=test, label_column="labels")
     splits, names = prepare_data(config, RunDir(tmp_path / "run"))
     assert names == ["art", "news", "sport"]
     assert {name: list(split.columns) for name, split in splits.items()} == {
-        name: ["text", "art", "news", "sport"] for name in ("train", "val", "test")}
+        name: ["text", "art", "news", "sport"] for name in ("train", "val", "test")
+    }
     assert splits["val"][names].to_numpy().tolist() == [[0, 1, 0], [0, 0, 0]]
     config.test_data = _list_labelled(tmp_path, "bad.jsonl", [("t1", ["weather"])])
     with pytest.raises(DistilbenchError, match="labels not in the training data: 'weather'"):
@@ -404,8 +411,7 @@ def test_split_falls_back_when_a_class_is_tiny() -> None:
 def test_one_tiny_class_leaves_the_others_stratified_and_the_user_is_told(capsys) -> None:
     """A single-row class used to turn stratification off for every class, with a note at INFO level that the
     CLI never shows; now only the tiny classes are placed at random, and a warning says so."""
-    frame = pd.DataFrame({"text": [f"t{i}" for i in range(202)],
-                          "label": ["a"] * 150 + ["b"] * 50 + ["rare", "odd"]})
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(202)], "label": ["a"] * 150 + ["b"] * 50 + ["rare", "odd"]})
     for seed in range(5):
         rest, held = data.holdout(frame, "multiclass", ["a", "b", "odd", "rare"], 0.2, seed, what="test")
         counts = held["label"].value_counts()
@@ -416,8 +422,9 @@ def test_one_tiny_class_leaves_the_others_stratified_and_the_user_is_told(capsys
 
 
 def test_labels_without_a_positive_in_train_are_shown_to_the_user(capsys) -> None:
-    frame = pd.DataFrame({"text": [f"t{i}" for i in range(40)], "common": [i % 2 for i in range(40)],
-                          "once": [1] + [0] * 39})
+    frame = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(40)], "common": [i % 2 for i in range(40)], "once": [1] + [0] * 39}
+    )
     for seed in range(4):
         splits = data.split_data(frame, "multilabel", ["common", "once"], seed=seed)
         warned = "warning: 1 label with no positive example in the training split: 'once'" in capsys.readouterr().err

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from distilbench.console import DistilbenchError
-from distilbench.distillation import distillation_loss, teacher_logits_for
+from distilbench.core.console import DistilbenchError
 from distilbench.runs import model_slug
+from distilbench.training.distillation import distillation_loss, teacher_logits_for
 
 
 def test_multiclass_loss_against_hand_computed_values():
@@ -16,10 +16,12 @@ def test_multiclass_loss_against_hand_computed_values():
     label = torch.tensor([0])
     hard = -math.log(0.75)
     kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
-    assert float(distillation_loss(student, teacher, label, "multiclass", alpha=1.0, temperature=1.0)) == \
-        pytest.approx(hard, rel=1e-6)
-    assert float(distillation_loss(student, teacher, label, "multiclass", alpha=0.0, temperature=1.0)) == \
-        pytest.approx(kl, rel=1e-6)
+    assert float(distillation_loss(student, teacher, label, "multiclass", alpha=1.0, temperature=1.0)) == pytest.approx(
+        hard, rel=1e-6
+    )
+    assert float(distillation_loss(student, teacher, label, "multiclass", alpha=0.0, temperature=1.0)) == pytest.approx(
+        kl, rel=1e-6
+    )
     mixed = distillation_loss(student, teacher, label, "multiclass", alpha=0.3, temperature=1.0)
     assert float(mixed) == pytest.approx(0.3 * hard + 0.7 * kl, rel=1e-6)
     # label smoothing e = 0.2 on the hard loss alone: targets [0.9, 0.1]; the soft loss is unchanged
@@ -60,8 +62,8 @@ def test_bad_settings(alpha, temperature):
 
 
 def test_teacher_outputs_are_cached_and_reused(tmp_path, tiny_bert_dir, monkeypatch):
-    from distilbench import models
-    from distilbench.models import load_classifier
+    from distilbench.models import registry as models
+    from distilbench.models.registry import load_classifier
 
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b"])
     model.save_pretrained(tmp_path / "teacher")
@@ -83,17 +85,34 @@ def test_teacher_outputs_are_cached_and_reused(tmp_path, tiny_bert_dir, monkeypa
 def test_general_distillation_with_an_mlm_teacher_uses_all_three_terms_and_learns(tmp_path, minilm_tokenizer):
     from transformers import BertConfig, BertForMaskedLM
 
-    from distilbench.distillation import distill_general
+    from distilbench.training.distillation import distill_general
 
     torch.manual_seed(0)
-    teacher = BertForMaskedLM(BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    teacher = BertForMaskedLM(
+        BertConfig(
+            vocab_size=minilm_tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
     teacher.save_pretrained(tmp_path / "teacher")
     minilm_tokenizer.save_pretrained(tmp_path / "teacher")
     texts = [f"the market rose {i} points while the team won the match" for i in range(48)]
-    result = distill_general(str(tmp_path / "teacher"), f"student:{tmp_path / 'teacher'}", texts, tmp_path / "out",
-                             epochs=4, batch_size=16, learning_rate=3e-3, max_length=24, precision="fp32",
-                             progress=False)
+    result = distill_general(
+        str(tmp_path / "teacher"),
+        f"student:{tmp_path / 'teacher'}",
+        texts,
+        tmp_path / "out",
+        epochs=4,
+        batch_size=16,
+        learning_rate=3e-3,
+        max_length=24,
+        precision="fp32",
+        progress=False,
+    )
     assert result["teacher_mlm_head"] is True
     first, last = result["epochs"][0], result["epochs"][-1]
     assert all(first[k] > 0 for k in ("ce", "mlm", "cos"))
@@ -106,12 +125,22 @@ def test_general_distillation_with_an_mlm_teacher_uses_all_three_terms_and_learn
 
 
 def test_general_distillation_without_mlm_head_uses_hidden_states_only(tmp_path, tiny_bert_dir, capsys):
-    from distilbench.distillation import distill_general
+    from distilbench.training.distillation import distill_general
 
     texts = [f"a sentence about topic {i}" for i in range(32)]
-    result = distill_general(str(tiny_bert_dir), f"student:{tiny_bert_dir}", texts, tmp_path / "out", epochs=3,
-                             batch_size=16, learning_rate=3e-3, max_length=16, alpha_mse=1.0, precision="fp32",
-                             progress=False)
+    result = distill_general(
+        str(tiny_bert_dir),
+        f"student:{tiny_bert_dir}",
+        texts,
+        tmp_path / "out",
+        epochs=3,
+        batch_size=16,
+        learning_rate=3e-3,
+        max_length=16,
+        alpha_mse=1.0,
+        precision="fp32",
+        progress=False,
+    )
     assert result["teacher_mlm_head"] is False
     assert result["weights"]["ce"] == 0 and result["weights"]["mlm"] == 0
     assert "hidden-state terms only" in capsys.readouterr().out
@@ -123,17 +152,44 @@ def test_distill_command_end_to_end(tmp_path, tiny_bert_dir, capsys):
     import json
 
     from conftest import shared_file
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     teacher_run = tmp_path / "teacher"
-    args = ["--data", str(shared_file("news-headlines.csv")), "--label-column", "category", "--max-samples", "200",
-            "--epochs", "1", "--max-length", "24", "--no-progress", "--backend", "torch-fp32"]
+    args = [
+        "--data",
+        str(shared_file("news-headlines.csv")),
+        "--label-column",
+        "category",
+        "--max-samples",
+        "200",
+        "--epochs",
+        "1",
+        "--max-length",
+        "24",
+        "--no-progress",
+        "--backend",
+        "torch-fp32",
+    ]
     with pytest.raises(SystemExit) as code:
         main(["train", "--model", str(tiny_bert_dir), "--out", str(teacher_run), *args])
     assert code.value.code == 0
     with pytest.raises(SystemExit) as code:
-        main(["distill", "--teacher", str(teacher_run), "--student", f"student:{tiny_bert_dir}:first-1",
-              "--out", str(tmp_path / "student"), "--alpha", "0.3", "--temperature", "3", *args])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher_run),
+                "--student",
+                f"student:{tiny_bert_dir}:first-1",
+                "--out",
+                str(tmp_path / "student"),
+                "--alpha",
+                "0.3",
+                "--temperature",
+                "3",
+                *args,
+            ]
+        )
     assert code.value.code == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "student" / "comparison.json").read_text())["rows"]
     assert "distilled from the fine-tuned" in rows[0]["method"] and "alpha 0.3" in rows[0]["method"]
@@ -148,17 +204,43 @@ def test_distill_into_a_pretrained_model_by_name_with_seeds(tmp_path, tiny_bert_
     import json
 
     from conftest import shared_file
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     teacher_run = tmp_path / "teacher"
-    args = ["--data", str(shared_file("news-headlines.csv")), "--label-column", "category", "--max-samples", "120",
-            "--epochs", "1", "--max-length", "16", "--no-progress", "--backend", "torch-fp32", "--no-speed"]
+    args = [
+        "--data",
+        str(shared_file("news-headlines.csv")),
+        "--label-column",
+        "category",
+        "--max-samples",
+        "120",
+        "--epochs",
+        "1",
+        "--max-length",
+        "16",
+        "--no-progress",
+        "--backend",
+        "torch-fp32",
+        "--no-speed",
+    ]
     with pytest.raises(SystemExit) as code:
         main(["train", "--model", str(tiny_bert_dir), "--out", str(teacher_run), *args])
     assert code.value.code == 0
     with pytest.raises(SystemExit) as code:
-        main(["distill", "--teacher", str(teacher_run), "--student", "minilm-l6", "--seeds", "2",
-              "--out", str(tmp_path / "student"), *args])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher_run),
+                "--student",
+                "minilm-l6",
+                "--seeds",
+                "2",
+                "--out",
+                str(tmp_path / "student"),
+                *args,
+            ]
+        )
     assert code.value.code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "mean of 2 seeds" in out and "accuracy [95% CI]" in out and "trivial baselines" in out
@@ -175,8 +257,18 @@ def test_distill_into_a_pretrained_model_by_name_with_seeds(tmp_path, tiny_bert_
     assert set(row["test_spread"]["accuracy"]) == {"mean", "std", "min", "max"}
     assert len(list((tmp_path / "student" / "cache").glob("*.npy"))) == 1  # the teacher's outputs, once
     with pytest.raises(SystemExit) as code:
-        main(["distill", "--teacher", str(teacher_run), "--student", "no-such-model-anywhere",
-              "--out", str(tmp_path / "unknown"), *args])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher_run),
+                "--student",
+                "no-such-model-anywhere",
+                "--out",
+                str(tmp_path / "unknown"),
+                *args,
+            ]
+        )
     assert code.value.code != 0
     err = capsys.readouterr().err
     assert "could not load model 'no-such-model-anywhere'" in err and "Traceback" not in err

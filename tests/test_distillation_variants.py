@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from distilbench.console import DistilbenchError
-from distilbench.distillation import (
+from distilbench.core.console import DistilbenchError
+from distilbench.training.distillation import (
     attention_loss,
     distillation_loss,
     distillation_variant,
@@ -27,17 +27,22 @@ def _outputs(model, tokenizer, texts):
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     model.eval()
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
-                    output_attentions=True)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     return out, batch["attention_mask"]
 
 
 @pytest.mark.parametrize("kind", ["student", "student-bert"])
-def test_intermediate_losses_are_zero_for_a_student_with_every_teacher_layer(tmp_path, tiny_bert_dir,
-                                                                             minilm_tokenizer, kind):
+def test_intermediate_losses_are_zero_for_a_student_with_every_teacher_layer(
+    tmp_path, tiny_bert_dir, minilm_tokenizer, kind
+):
     from transformers import AutoModelForSequenceClassification, BertModel
 
-    from distilbench.models import build_student
+    from distilbench.models.registry import build_student
 
     sharp = BertModel.from_pretrained(tiny_bert_dir)  # random attention at init is nearly uniform: sharpen it
     with torch.no_grad():
@@ -58,8 +63,10 @@ def test_intermediate_losses_are_zero_for_a_student_with_every_teacher_layer(tmp
         assert mapping == [int(i) for i in layers.split(",")]
         use_eager_attention(student)
         s_out, _ = _outputs(student, minilm_tokenizer, texts)
-        losses[layers] = (float(hidden_state_loss(s_out.hidden_states, t_out.hidden_states, mask, mapping)),
-                          float(attention_loss(s_out.attentions, t_out.attentions, mask, mapping)))
+        losses[layers] = (
+            float(hidden_state_loss(s_out.hidden_states, t_out.hidden_states, mask, mapping)),
+            float(attention_loss(s_out.attentions, t_out.attentions, mask, mapping)),
+        )
     assert losses["0,1,2,3"][0] < 1e-9 and losses["0,1,2,3"][1] < 1e-9
     assert losses["0,2"][0] > 1e-6 and losses["0,2"][1] > 1e-6  # layer 2 now reads layer 0's output (1e9 x above)
 
@@ -93,26 +100,31 @@ def test_unlabelled_rows_get_no_hard_loss():
     labelled = torch.tensor([True, True, False, False])
     loss = distillation_loss(student, teacher, labels, "multiclass", 0.5, 2.0, labelled=labelled)
     other_labels = torch.tensor([0, 1, 1, 2])  # the placeholders of unlabelled rows do not count
-    assert torch.allclose(loss, distillation_loss(student, teacher, other_labels, "multiclass", 0.5, 2.0,
-                                                  labelled=labelled))
+    assert torch.allclose(
+        loss, distillation_loss(student, teacher, other_labels, "multiclass", 0.5, 2.0, labelled=labelled)
+    )
     soft_only = distillation_loss(student, teacher, labels, "multiclass", 0.0, 2.0)
     hard_on_two = distillation_loss(student[:2], teacher[:2], labels[:2], "multiclass", 1.0, 2.0)
     assert torch.allclose(loss, 0.5 * hard_on_two + 0.5 * soft_only)
     none = torch.zeros(4, dtype=torch.bool)
-    assert torch.allclose(distillation_loss(student, teacher, labels, "multiclass", 0.5, 2.0, labelled=none),
-                          0.5 * soft_only)
+    assert torch.allclose(
+        distillation_loss(student, teacher, labels, "multiclass", 0.5, 2.0, labelled=none), 0.5 * soft_only
+    )
 
 
 def _splits():
-    return {"train": pd.DataFrame({"text": ["train one", "train two"]}),
-            "val": pd.DataFrame({"text": ["val one"]}),
-            "test": pd.DataFrame({"text": ["Test  One", "test two"]})}
+    return {
+        "train": pd.DataFrame({"text": ["train one", "train two"]}),
+        "val": pd.DataFrame({"text": ["val one"]}),
+        "test": pd.DataFrame({"text": ["Test  One", "test two"]}),
+    }
 
 
 def test_unlabeled_texts_drop_held_out_and_training_texts(tmp_path, capsys):
     source = tmp_path / "more.csv"
     pd.DataFrame({"body": ["test one", "VAL ONE", "train one", "new text", "new  text", "another"]}).to_csv(
-        source, index=False)
+        source, index=False
+    )
     assert unlabeled_texts(str(source), "body", _splits(), 0) == ["new text", "another"]
     out = capsys.readouterr().out
     assert "removed 2 texts that are in the validation or test split" in out
@@ -142,7 +154,7 @@ def test_masked_copies_are_seeded_and_keep_the_words_and_order():
 def test_soft_rows_keep_the_labelled_rows_and_have_no_labels(minilm_tokenizer):
     from transformers import DataCollatorWithPadding
 
-    from distilbench.training import EncodedDataset
+    from distilbench.training.finetune import EncodedDataset
 
     labelled = EncodedDataset(minilm_tokenizer(["a b", "c"]), np.array([1, 0]), np.ones((2, 2), dtype=np.float32))
     merged = labelled.with_soft_rows(minilm_tokenizer(["x y z"]), np.zeros((1, 2), dtype=np.float32))
@@ -154,8 +166,8 @@ def test_soft_rows_keep_the_labelled_rows_and_have_no_labels(minilm_tokenizer):
 
 
 def test_the_teacher_outputs_on_unlabelled_texts_are_cached(tmp_path, tiny_bert_dir, monkeypatch):
-    from distilbench import models
-    from distilbench.models import load_classifier
+    from distilbench.models import registry as models
+    from distilbench.models.registry import load_classifier
 
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b"])
     model.save_pretrained(tmp_path / "teacher")
@@ -183,7 +195,7 @@ def test_config_checks_the_new_settings():
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, tiny_bert_dir):
     from conftest import shared_file
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     data = shared_file("news-headlines.csv")
     out = tmp_path_factory.mktemp("kd") / "teacher"
@@ -194,12 +206,25 @@ def teacher_run(tmp_path_factory, tiny_bert_dir):
 
 
 def _common(data) -> list[str]:
-    return ["--data", str(data), "--label-column", "category", "--max-samples", "200", "--epochs", "1",
-            "--max-length", "24", "--no-progress", "--backend", "torch-fp32"]
+    return [
+        "--data",
+        str(data),
+        "--label-column",
+        "category",
+        "--max-samples",
+        "200",
+        "--epochs",
+        "1",
+        "--max-length",
+        "24",
+        "--no-progress",
+        "--backend",
+        "torch-fp32",
+    ]
 
 
 def test_distill_with_every_variant_end_to_end(tmp_path, teacher_run, tiny_bert_dir, capsys):
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     data, teacher = teacher_run
     frame = pd.read_csv(data).sample(60, random_state=1)
@@ -207,10 +232,30 @@ def test_distill_with_every_variant_end_to_end(tmp_path, teacher_run, tiny_bert_
     more = tmp_path / "more.jsonl"
     pd.DataFrame({"headline": frame["text"].tolist() + test_texts}).to_json(more, orient="records", lines=True)
     with pytest.raises(SystemExit) as code:
-        main(["distill", "--teacher", str(teacher), "--student", f"student:{tiny_bert_dir}", "--out",
-              str(tmp_path / "student"), "--distill-hidden", "1", "--distill-attention", "1", "--unlabeled",
-              str(more), "--unlabeled-column", "headline", "--augment", "mask", "--augment-copies", "1",
-              *_common(data)])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher),
+                "--student",
+                f"student:{tiny_bert_dir}",
+                "--out",
+                str(tmp_path / "student"),
+                "--distill-hidden",
+                "1",
+                "--distill-attention",
+                "1",
+                "--unlabeled",
+                str(more),
+                "--unlabeled-column",
+                "headline",
+                "--augment",
+                "mask",
+                "--augment-copies",
+                "1",
+                *_common(data),
+            ]
+        )
     out, err = capsys.readouterr()
     assert code.value.code == 0, err
     assert "that are in the validation or test split" in out
@@ -224,13 +269,16 @@ def test_distill_with_every_variant_end_to_end(tmp_path, teacher_run, tiny_bert_
     assert len(list((tmp_path / "student" / "cache").glob("*.npy"))) == 3  # train, unlabeled, augment
 
 
-@pytest.mark.parametrize("make, flag, message", [
-    (None, "--unlabeled", "not found"),
-    ("empty", "--unlabeled", "empty"),
-    ("column", "--unlabeled-column", "body"),
-])
+@pytest.mark.parametrize(
+    "make, flag, message",
+    [
+        (None, "--unlabeled", "not found"),
+        ("empty", "--unlabeled", "empty"),
+        ("column", "--unlabeled-column", "body"),
+    ],
+)
 def test_unlabeled_errors_are_one_line(tmp_path, teacher_run, tiny_bert_dir, capsys, make, flag, message):
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     data, teacher = teacher_run
     source = tmp_path / "more.csv"
@@ -240,8 +288,19 @@ def test_unlabeled_errors_are_one_line(tmp_path, teacher_run, tiny_bert_dir, cap
         source.write_text("text\nsome headline\n")
     extra = ["--unlabeled", str(source)] + (["--unlabeled-column", "body"] if make == "column" else [])
     with pytest.raises(SystemExit) as code:
-        main(["distill", "--teacher", str(teacher), "--student", f"student:{tiny_bert_dir}:first-1", "--out",
-              str(tmp_path / "student"), *extra, *_common(data)])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher),
+                "--student",
+                f"student:{tiny_bert_dir}:first-1",
+                "--out",
+                str(tmp_path / "student"),
+                *extra,
+                *_common(data),
+            ]
+        )
     err = capsys.readouterr().err
     assert code.value.code == 2
     assert err.startswith("distilbench: error:") and len(err.strip().splitlines()) == 1
@@ -250,19 +309,46 @@ def test_unlabeled_errors_are_one_line(tmp_path, teacher_run, tiny_bert_dir, cap
 
 @pytest.mark.parametrize("verb", ["distill", "compare"])
 def test_the_variant_flags_reach_the_config(capsys, monkeypatch, verb):
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     calls = []
-    monkeypatch.setattr(f"distilbench.compare.{verb}", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(f"distilbench.experiments.compare.{verb}", lambda *a, **k: calls.append(a) or {})
     extra = ["--teacher", "T", "--student", "student:T"] if verb == "distill" else []
     with pytest.raises(SystemExit) as code:
-        main([verb, *extra, "--data", "d.csv", "--label-column", "c", "--out", "o", "--distill-hidden", "2",
-              "--distill-attention", "0.5", "--unlabeled", "more.txt", "--unlabeled-column", "body", "--augment",
-              "mask", "--augment-copies", "3"])
+        main(
+            [
+                verb,
+                *extra,
+                "--data",
+                "d.csv",
+                "--label-column",
+                "c",
+                "--out",
+                "o",
+                "--distill-hidden",
+                "2",
+                "--distill-attention",
+                "0.5",
+                "--unlabeled",
+                "more.txt",
+                "--unlabeled-column",
+                "body",
+                "--augment",
+                "mask",
+                "--augment-copies",
+                "3",
+            ]
+        )
     assert code.value.code == 0, capsys.readouterr().err
     config = calls[0][0]
-    assert (config.distill_hidden, config.distill_attention, config.unlabeled, config.unlabeled_column,
-            config.augment, config.augment_copies) == (2.0, 0.5, "more.txt", "body", "mask", 3)
+    assert (
+        config.distill_hidden,
+        config.distill_attention,
+        config.unlabeled,
+        config.unlabeled_column,
+        config.augment,
+        config.augment_copies,
+    ) == (2.0, 0.5, "more.txt", "body", "mask", 3)
 
 
 def test_the_method_line_counts_masked_copies_in_words():

@@ -17,9 +17,16 @@ def dropout_free_bert(tmp_path_factory, minilm_tokenizer):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     path = tmp_path_factory.mktemp("dropout-free-bert")
     BertModel(config).save_pretrained(path)
     minilm_tokenizer.save_pretrained(path)
@@ -28,14 +35,38 @@ def dropout_free_bert(tmp_path_factory, minilm_tokenizer):
 
 def train(model_dir, out, processes: int) -> dict:
     """400 rows: 288 for training, 18 global batches of 16 (no short last batch that DDP would pad)."""
-    args = ["train", "--model", str(model_dir), "--data", str(shared_file("news-headlines.csv")),
-            "--label-column", "category", "--max-samples", "400", "--epochs", "2", "--train-batch-size", "16",
-            "--learning-rate", "1e-3", "--max-length", "24", "--precision", "fp32", "--backend", "torch-fp32",
-            "--no-speed", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(shared_file("news-headlines.csv")),
+        "--label-column",
+        "category",
+        "--max-samples",
+        "400",
+        "--epochs",
+        "2",
+        "--train-batch-size",
+        "16",
+        "--learning-rate",
+        "1e-3",
+        "--max-length",
+        "24",
+        "--precision",
+        "fp32",
+        "--backend",
+        "torch-fp32",
+        "--no-speed",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, *launcher, "-m", "distilbench.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, *launcher, "-m", "distilbench", *args], env=env, text=True, capture_output=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     stdout = done.stdout
     comparison = json.loads((out / "comparison.json").read_text())
@@ -64,13 +95,48 @@ def test_two_gloo_processes_match_one_process(tmp_path, dropout_free_bert):
 
 
 def test_two_processes_distil_a_student_with_teacher_outputs_computed_once(tmp_path, dropout_free_bert):
-    args = ["compare", "--models", f"{dropout_free_bert},student:{dropout_free_bert}",
-            "--data", str(shared_file("news-headlines.csv")), "--label-column", "category", "--max-samples", "400",
-            "--epochs", "1", "--train-batch-size", "16", "--max-length", "24", "--precision", "fp32",
-            "--backend", "torch-fp32", "--no-speed", "--no-progress", "--out", str(tmp_path / "run")]
+    args = [
+        "compare",
+        "--models",
+        f"{dropout_free_bert},student:{dropout_free_bert}",
+        "--data",
+        str(shared_file("news-headlines.csv")),
+        "--label-column",
+        "category",
+        "--max-samples",
+        "400",
+        "--epochs",
+        "1",
+        "--train-batch-size",
+        "16",
+        "--max-length",
+        "24",
+        "--precision",
+        "fp32",
+        "--backend",
+        "torch-fp32",
+        "--no-speed",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "distilbench.cli", *args], env=env, text=True, capture_output=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "distilbench",
+            *args,
+        ],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("computing the teacher's outputs once") == 1
     rows = json.loads((tmp_path / "run" / "comparison.json").read_text())["rows"]

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-from distilbench.speed import flops_per_sample
+from distilbench.bench.speed import flops_per_sample
 
 
 def counted_flops(run) -> int:
@@ -18,14 +18,28 @@ def counted_flops(run) -> int:
 
 
 def bert(hidden=48, layers=3, heads=4, intermediate=80) -> BertModel:
-    config = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=intermediate, max_position_embeddings=64, attn_implementation="eager")
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     return BertModel(config, add_pooling_layer=False).eval()  # the encoder alone: the formula leaves heads out
 
 
 def distilbert(dim=48, layers=3, heads=4, hidden_dim=80) -> DistilBertModel:
-    config = DistilBertConfig(vocab_size=100, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=hidden_dim,
-                              max_position_embeddings=64, attn_implementation="eager")
+    config = DistilBertConfig(
+        vocab_size=100,
+        dim=dim,
+        n_layers=layers,
+        n_heads=heads,
+        hidden_dim=hidden_dim,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     return DistilBertModel(config).eval()
 
 
@@ -52,13 +66,20 @@ def test_flops_of_a_model_counted_by_hand():
     attention, one head of size 2: scores (2x2 by 2x2) = 16, weighted sum (2x2 by 2x2) = 16. Total 144."""
     config = BertConfig(hidden_size=2, num_hidden_layers=1, num_attention_heads=1, intermediate_size=3)
     assert flops_per_sample(config, 2) == 144
-    assert flops_per_sample(BertConfig(hidden_size=2, num_hidden_layers=3, num_attention_heads=1,
-                                       intermediate_size=3), 2) == 3 * 144
+    assert (
+        flops_per_sample(BertConfig(hidden_size=2, num_hidden_layers=3, num_attention_heads=1, intermediate_size=3), 2)
+        == 3 * 144
+    )
 
 
-@pytest.mark.parametrize("build", [lambda: BertModel(BertConfig(attn_implementation="eager"), add_pooling_layer=False),
-                                   lambda: DistilBertModel(DistilBertConfig(attn_implementation="eager"))],
-                         ids=["bert-base", "distilbert-base"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: BertModel(BertConfig(attn_implementation="eager"), add_pooling_layer=False),
+        lambda: DistilBertModel(DistilBertConfig(attn_implementation="eager")),
+    ],
+    ids=["bert-base", "distilbert-base"],
+)
 def test_flops_of_the_full_size_architectures_at_128_tokens(build):
     torch.manual_seed(0)
     model = build().eval()
@@ -93,10 +114,12 @@ def test_first_token_only_flops_match_a_last_layer_that_computes_only_the_first_
     for tokens in (1, 9, 40):
         ids = torch.randint(1, 100, (1, tokens))
         with torch.no_grad():  # the rebuilt forward gives the full model's first-token output
-            torch.testing.assert_close(first_token_only_forward(model, ids), model(input_ids=ids)[0][:, :1],
-                                       atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                first_token_only_forward(model, ids), model(input_ids=ids)[0][:, :1], atol=1e-5, rtol=1e-4
+            )
         assert flops_per_sample(model.config, tokens, first_token_only=True) == counted_flops(
-            lambda: first_token_only_forward(model, ids))
+            lambda: first_token_only_forward(model, ids)
+        )
     # one token: nothing to leave out
     assert flops_per_sample(model.config, 1, first_token_only=True) == flops_per_sample(model.config, 1)
 
@@ -105,10 +128,21 @@ def tiny_encoder(family: str):
     """A random encoder of `family` without its pooler (the formula leaves heads out), eager attention."""
     from transformers import AutoModel, ElectraConfig, MPNetConfig, RobertaConfig, XLMRobertaConfig
 
-    common = dict(vocab_size=100, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=80,
-                  max_position_embeddings=80, attn_implementation="eager")
-    config = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "mpnet": MPNetConfig,
-              "electra": lambda **c: ElectraConfig(**c, embedding_size=24)}[family](**common)
+    common = dict(
+        vocab_size=100,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=80,
+        max_position_embeddings=80,
+        attn_implementation="eager",
+    )
+    config = {
+        "roberta": RobertaConfig,
+        "xlm-roberta": XLMRobertaConfig,
+        "mpnet": MPNetConfig,
+        "electra": lambda **c: ElectraConfig(**c, embedding_size=24),
+    }[family](**common)
     try:
         return AutoModel.from_config(config, add_pooling_layer=False).eval()
     except TypeError:  # ELECTRA has no pooler
@@ -130,8 +164,8 @@ def test_encoders_the_formula_does_not_cover_have_no_flops_and_say_why():
     number rather than a wrong one."""
     from transformers import DebertaV2Config
 
-    from distilbench.heads import ThesisClassifierConfig
-    from distilbench.speed import flops_note
+    from distilbench.bench.speed import flops_note
+    from distilbench.models.heads import ThesisClassifierConfig
 
     config = DebertaV2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=80)
     assert flops_per_sample(config, 10) is None and "deberta-v2" in flops_note(config)

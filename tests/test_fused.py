@@ -15,28 +15,45 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from distilbench import fused
-from distilbench.fused import FusedEncoder, can_fuse, first_token_only, fuse_encoder_layers
+from distilbench.runtime import fused
+from distilbench.runtime.fused import FusedEncoder, can_fuse, first_token_only, fuse_encoder_layers
 
-pytestmark = pytest.mark.skipif(not can_fuse(torch.nn.Linear(2, 2).to(torch.bfloat16)),
-                                reason="no oneDNN bf16 kernels on this CPU")
+pytestmark = pytest.mark.skipif(
+    not can_fuse(torch.nn.Linear(2, 2).to(torch.bfloat16)), reason="no oneDNN bf16 kernels on this CPU"
+)
 
 
 def _bert(act: str = "gelu", layers: int = 3):
-    config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=128, num_labels=3, hidden_act=act)
+    config = BertConfig(
+        vocab_size=500,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        num_labels=3,
+        hidden_act=act,
+    )
     return BertForSequenceClassification(config)
 
 
 def _distilbert():
-    config = DistilBertConfig(vocab_size=500, dim=64, n_layers=3, n_heads=4, hidden_dim=128,
-                              max_position_embeddings=128, num_labels=3)
+    config = DistilBertConfig(
+        vocab_size=500, dim=64, n_layers=3, n_heads=4, hidden_dim=128, max_position_embeddings=128, num_labels=3
+    )
     return DistilBertForSequenceClassification(config)
 
 
 def _roberta():
-    config = RobertaConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=128, max_position_embeddings=130, num_labels=3)
+    config = RobertaConfig(
+        vocab_size=500,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=130,
+        num_labels=3,
+    )
     return RobertaForSequenceClassification(config)
 
 
@@ -57,7 +74,7 @@ def _batch(lengths: list[int], width: int, left: bool = False) -> dict[str, torc
     mask = torch.zeros(len(lengths), width, dtype=torch.long)
     for row, length in enumerate(lengths):
         if left:
-            mask[row, width - length:] = 1
+            mask[row, width - length :] = 1
         else:
             mask[row, :length] = 1
     return {"input_ids": ids * mask, "attention_mask": mask}
@@ -105,7 +122,7 @@ def test_padding_does_not_change_a_texts_logits():
     lengths = [3, 7, 12, 5]
     together = _logits(model, _batch(lengths, 12))  # 44 % padding: the unpadded path
     for row, length in enumerate(lengths):
-        alone = _logits(model, {k: v[row:row + 1, :length] for k, v in _batch(lengths, 12).items()})
+        alone = _logits(model, {k: v[row : row + 1, :length] for k, v in _batch(lengths, 12).items()})
         torch.testing.assert_close(alone[0], together[row], atol=0.03, rtol=0.02)
 
 
@@ -167,11 +184,14 @@ def test_activations(act):
 
 
 def test_thesis_head_and_unknown_layers():
-    from distilbench.heads import ThesisClassifier, ThesisClassifierConfig
+    from distilbench.models.heads import ThesisClassifier, ThesisClassifierConfig
 
-    config = ThesisClassifierConfig(encoder=BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2,
-                                                       num_attention_heads=4, intermediate_size=128).to_dict(),
-                                    num_labels=3)
+    config = ThesisClassifierConfig(
+        encoder=BertConfig(
+            vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+        ).to_dict(),
+        num_labels=3,
+    )
     reference = _sharpened(ThesisClassifier(config))
     model = copy.deepcopy(reference).to(torch.bfloat16)
     assert fuse_encoder_layers(model) == 2 and first_token_only(model)
@@ -187,11 +207,16 @@ def test_thesis_head_and_unknown_layers():
 
 def test_mean_pooling_head_keeps_every_token_of_the_last_layer():
     """A head that averages all token states must not get the first-token-only last layer."""
-    from distilbench.heads import ThesisClassifier, ThesisClassifierConfig
+    from distilbench.models.heads import ThesisClassifier, ThesisClassifierConfig
 
-    config = ThesisClassifierConfig(encoder=BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2,
-                                                       num_attention_heads=4, intermediate_size=128).to_dict(),
-                                    num_labels=3, pooling="mean", head_hidden=0)
+    config = ThesisClassifierConfig(
+        encoder=BertConfig(
+            vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+        ).to_dict(),
+        num_labels=3,
+        pooling="mean",
+        head_hidden=0,
+    )
     reference = _sharpened(ThesisClassifier(config))
     model = copy.deepcopy(reference).to(torch.bfloat16)
     assert fuse_encoder_layers(model) == 2 and not first_token_only(model)
@@ -203,18 +228,36 @@ def test_mean_pooling_head_keeps_every_token_of_the_last_layer():
 def _mpnet():
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
-    config = MPNetConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=128, max_position_embeddings=130, num_labels=3)
+    config = MPNetConfig(
+        vocab_size=500,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=130,
+        num_labels=3,
+    )
     return MPNetForSequenceClassification(config)
 
 
 def _deberta_v2():
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-    config = DebertaV2Config(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=128, max_position_embeddings=130, num_labels=3, relative_attention=True,
-                             pos_att_type=["p2c", "c2p"], position_buckets=16, norm_rel_ebd="layer_norm",
-                             share_att_key=True, type_vocab_size=0)
+    config = DebertaV2Config(
+        vocab_size=500,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=130,
+        num_labels=3,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        position_buckets=16,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        type_vocab_size=0,
+    )
     return DebertaV2ForSequenceClassification(config)
 
 
@@ -222,7 +265,7 @@ def _deberta_v2():
 def test_layers_fused_py_does_not_know_run_as_the_plain_bf16_model_with_a_note(make):
     """MPNet's attention adds a relative-position bias, DeBERTa's is disentangled: neither is a BERT-style
     layer, so torch-bf16 runs the plain bf16 copy (same logits as it) and says so."""
-    from distilbench.backends import load_backend
+    from distilbench.runtime.backends import load_backend
 
     reference = _sharpened(make())
     model = copy.deepcopy(reference).to(torch.bfloat16)

@@ -22,12 +22,16 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from distilbench import data, readers
-from distilbench.console import DistilbenchError
+from distilbench.core.console import DistilbenchError
+from distilbench.data import datasets as data
+from distilbench.data import readers
 
 # 120 examples per property keep the file at a few seconds; DISTILBENCH_FUZZ_EXAMPLES=5000 digs deeper.
-FUZZ = settings(max_examples=int(os.environ.get("DISTILBENCH_FUZZ_EXAMPLES", "120")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("DISTILBENCH_FUZZ_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 MAX_MESSAGE = 1000  # an error is one readable line, not a dump of the file
 
@@ -58,7 +62,7 @@ def _load(path: Path, task: str, **columns: Any) -> tuple[pd.DataFrame, list[str
 
 
 def _check_valid(frame: pd.DataFrame, names: list[str], task: str) -> None:
-    """A task frame as the module docstring of distilbench.data defines it, cleaned."""
+    """A task frame as the module docstring of distilbench.data.datasets defines it, cleaned."""
     assert len(frame) > 0
     texts = frame["text"].tolist()
     assert all(isinstance(t, str) and t and t == " ".join(t.split()) for t in texts)
@@ -99,8 +103,35 @@ def loads_or_fails_clearly(path: Path, task: str, **columns: Any) -> tuple[pd.Da
 # --------------------------------------------------------------------------- strategies
 
 # Characters that break naive CSV/JSON handling: quotes, delimiters, line breaks, BOM, NUL-free controls.
-_NASTY = st.sampled_from(['"', "'", ",", ";", "\t", "\n", "\r", "\r\n", " ", "\\", "\ufeff", "\x0b", "\x85",
-                          "\u2028", "é", "ß", "€", "😀", "NA", "null", "[", "]", "{", "}", "#"])
+_NASTY = st.sampled_from(
+    [
+        '"',
+        "'",
+        ",",
+        ";",
+        "\t",
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        "\\",
+        "\ufeff",
+        "\x0b",
+        "\x85",
+        "\u2028",
+        "é",
+        "ß",
+        "€",
+        "😀",
+        "NA",
+        "null",
+        "[",
+        "]",
+        "{",
+        "}",
+        "#",
+    ]
+)
 _CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 cell_text = st.lists(st.one_of(_NASTY, st.text(_CHARS, max_size=8)), max_size=6).map("".join)
 long_text = st.integers(600, 6000).map(lambda n: "lorem ipsum " * n)
@@ -108,26 +139,56 @@ any_text = st.one_of(cell_text, cell_text, cell_text, long_text)
 
 # Label values a user's file may hold where 0/1 or class names are expected.
 odd_label = st.one_of(
-    st.sampled_from([0, 1, 2, -1, 0.5, 1.0, 0.0, float("nan"), None, True, False,
-                     "0", "1", "yes", "no", "", " ", " 1 ", "1.0", "true", "FALSE", "0.5", "-1", "NaN", "null"]),
+    st.sampled_from(
+        [
+            0,
+            1,
+            2,
+            -1,
+            0.5,
+            1.0,
+            0.0,
+            float("nan"),
+            None,
+            True,
+            False,
+            "0",
+            "1",
+            "yes",
+            "no",
+            "",
+            " ",
+            " 1 ",
+            "1.0",
+            "true",
+            "FALSE",
+            "0.5",
+            "-1",
+            "NaN",
+            "null",
+        ]
+    ),
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     cell_text,
 )
 binary_label = st.sampled_from([0, 1, 0, 1, "0", "1", True, False, 1.0, 0.0])
 
-column_name = st.one_of(st.sampled_from(["text", "label", "labels", "toxic", "insult", "", " text", "Text",
-                                         "text.1", "label.1"]), cell_text)
+column_name = st.one_of(
+    st.sampled_from(["text", "label", "labels", "toxic", "insult", "", " text", "Text", "text.1", "label.1"]), cell_text
+)
 
 # The ways a user can ask for labels: (task, keyword arguments of to_task_frame).
-label_requests = st.sampled_from([
-    ("multiclass", {}),
-    ("multiclass", {"label_column": "labels"}),
-    ("multilabel", {}),
-    ("multilabel", {"label_column": "label", "label_separator": "|"}),
-    ("multilabel", {"label_columns": ["toxic", "insult"]}),
-    ("multilabel", {"label_columns": ["label"]}),
-])
+label_requests = st.sampled_from(
+    [
+        ("multiclass", {}),
+        ("multiclass", {"label_column": "labels"}),
+        ("multilabel", {}),
+        ("multilabel", {"label_column": "label", "label_separator": "|"}),
+        ("multilabel", {"label_columns": ["toxic", "insult"]}),
+        ("multilabel", {"label_columns": ["label"]}),
+    ]
+)
 
 
 def _quote(cell: str, style: str, sep: str) -> str:
@@ -175,8 +236,11 @@ def _json_scalar() -> st.SearchStrategy:
     return st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), any_text)
 
 
-json_value = st.recursive(_json_scalar(), lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(column_name, inner, max_size=3)), max_leaves=8)
+json_value = st.recursive(
+    _json_scalar(),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(column_name, inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -186,8 +250,13 @@ def json_lines_text(draw) -> str:
     for _ in range(draw(st.integers(1, 8))):
         kind = draw(st.sampled_from(["record", "record", "record", "value", "garbage", "blank"]))
         if kind == "record":
-            record = {"text": draw(any_text), "label": draw(odd_label), "labels": draw(json_value),
-                      "toxic": draw(odd_label), "insult": draw(binary_label)}
+            record = {
+                "text": draw(any_text),
+                "label": draw(odd_label),
+                "labels": draw(json_value),
+                "toxic": draw(odd_label),
+                "insult": draw(binary_label),
+            }
             keys = draw(st.lists(st.sampled_from(list(record)), unique=True, max_size=5))
             extra = draw(st.dictionaries(column_name, json_value, max_size=2))
             obj = {**extra, **{k: record[k] for k in keys}}
@@ -215,8 +284,11 @@ def table_rows(draw) -> list[dict[str, Any]]:
         if labels == "binary":
             row.update(label=draw(binary_label), toxic=draw(binary_label), insult=draw(binary_label))
         elif labels == "classes":
-            row.update(label=draw(st.sampled_from(["sport", "tech", "sport|tech", "", None])),
-                       toxic=draw(binary_label), insult=draw(binary_label))
+            row.update(
+                label=draw(st.sampled_from(["sport", "tech", "sport|tech", "", None])),
+                toxic=draw(binary_label),
+                insult=draw(binary_label),
+            )
         else:
             row.update(label=draw(odd_label), toxic=draw(odd_label), insult=draw(binary_label))
         rows.append(row)
@@ -246,11 +318,16 @@ def _write_table(frame: pd.DataFrame, path: Path) -> bool:
 
 
 @FUZZ
-@given(content=st.binary(max_size=600), suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
-       request=label_requests, header=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b'{"text": ']))
+@given(
+    content=st.binary(max_size=600),
+    suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
+    request=label_requests,
+    header=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b'{"text": ']),
+)
 @example(content=bytes(range(256)), suffix=".csv", request=("multiclass", {}), header=b"")
-@example(content=b"\xff\xfe" + "text,label\na,b\n".encode("utf-16-le"), suffix=".csv",
-         request=("multiclass", {}), header=b"")
+@example(
+    content=b"\xff\xfe" + "text,label\na,b\n".encode("utf-16-le"), suffix=".csv", request=("multiclass", {}), header=b""
+)
 def test_byte_soup_loads_or_fails_clearly(content: bytes, suffix: str, request: tuple, header: bytes) -> None:
     path = _path(suffix)
     path.write_bytes(header + content)
@@ -259,8 +336,11 @@ def test_byte_soup_loads_or_fails_clearly(content: bytes, suffix: str, request: 
 
 
 @FUZZ
-@given(text=st.one_of(delimited_text(","), delimited_text(";")), encoding=st.sampled_from(ENCODINGS),
-       request=label_requests)
+@given(
+    text=st.one_of(delimited_text(","), delimited_text(";")),
+    encoding=st.sampled_from(ENCODINGS),
+    request=label_requests,
+)
 def test_odd_csv_loads_or_fails_clearly(text: str, encoding: str, request: tuple) -> None:
     path = _path(".csv")
     path.write_bytes(_encode(text, encoding))
@@ -278,8 +358,12 @@ def test_odd_tsv_loads_or_fails_clearly(text: str, encoding: str, request: tuple
 
 
 @FUZZ
-@given(text=json_lines_text(), suffix=st.sampled_from([".jsonl", ".json"]),
-       encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]), request=label_requests)
+@given(
+    text=json_lines_text(),
+    suffix=st.sampled_from([".jsonl", ".json"]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]),
+    request=label_requests,
+)
 def test_odd_json_lines_load_or_fail_clearly(text: str, suffix: str, encoding: str, request: tuple) -> None:
     path = _path(suffix)
     path.write_bytes(_encode(text, encoding))
@@ -310,12 +394,16 @@ def test_tables_with_odd_values_load_or_fail_clearly(rows: list[dict], suffix: s
 
 
 @FUZZ
-@given(names=st.lists(st.sampled_from(["text", "label", "toxic", "insult", "other"]), min_size=2, max_size=5),
-       suffix=st.sampled_from([".csv", ".tsv", ".parquet"]), request=label_requests)
+@given(
+    names=st.lists(st.sampled_from(["text", "label", "toxic", "insult", "other"]), min_size=2, max_size=5),
+    suffix=st.sampled_from([".csv", ".tsv", ".parquet"]),
+    request=label_requests,
+)
 def test_duplicate_column_names_load_or_fail_clearly(names: list[str], suffix: str, request: tuple) -> None:
     path = _path(suffix)
-    rows = [[f"row {i} col {j}" if name == "text" else str((i + j) % 2) for j, name in enumerate(names)]
-            for i in range(4)]
+    rows = [
+        [f"row {i} col {j}" if name == "text" else str((i + j) % 2) for j, name in enumerate(names)] for i in range(4)
+    ]
     if suffix == ".parquet":
         pq.write_table(pa.table([pa.array([row[j] for row in rows]) for j in range(len(names))], names=names), path)
     else:
@@ -366,21 +454,31 @@ chunk_sizes = st.integers(1, 5)
 
 
 @FUZZ
-@given(content=st.binary(max_size=600), suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
-       header=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b'{"text": ']), chunk_rows=chunk_sizes)
-def test_predict_input_byte_soup_streams_or_fails_clearly(content: bytes, suffix: str, header: bytes,
-                                                          chunk_rows: int) -> None:
+@given(
+    content=st.binary(max_size=600),
+    suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
+    header=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b'{"text": ']),
+    chunk_rows=chunk_sizes,
+)
+def test_predict_input_byte_soup_streams_or_fails_clearly(
+    content: bytes, suffix: str, header: bytes, chunk_rows: int
+) -> None:
     path = _path(suffix)
     path.write_bytes(header + content)
     streams_like_the_whole_reader(path, chunk_rows)
 
 
 @FUZZ
-@given(file=st.one_of(delimited_text(",").map(lambda text: (text, ".csv")),
-                     delimited_text("\t").map(lambda text: (text, ".tsv"))),
-       encoding=st.sampled_from(ENCODINGS), chunk_rows=chunk_sizes)
-def test_predict_input_odd_delimited_files_stream_like_training_reads_them(file: tuple, encoding: str,
-                                                                          chunk_rows: int) -> None:
+@given(
+    file=st.one_of(
+        delimited_text(",").map(lambda text: (text, ".csv")), delimited_text("\t").map(lambda text: (text, ".tsv"))
+    ),
+    encoding=st.sampled_from(ENCODINGS),
+    chunk_rows=chunk_sizes,
+)
+def test_predict_input_odd_delimited_files_stream_like_training_reads_them(
+    file: tuple, encoding: str, chunk_rows: int
+) -> None:
     text, suffix = file
     path = _path(suffix)
     path.write_bytes(_encode(text, encoding))
@@ -398,20 +496,30 @@ def test_a_number_in_json_lines_reads_the_same_whole_and_in_chunks(tmp_path):
 
 
 @FUZZ
-@given(text=json_lines_text(), suffix=st.sampled_from([".jsonl", ".json"]),
-       encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]), chunk_rows=chunk_sizes)
-def test_predict_input_odd_json_lines_stream_like_training_reads_them(text: str, suffix: str, encoding: str,
-                                                                     chunk_rows: int) -> None:
+@given(
+    text=json_lines_text(),
+    suffix=st.sampled_from([".jsonl", ".json"]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"]),
+    chunk_rows=chunk_sizes,
+)
+def test_predict_input_odd_json_lines_stream_like_training_reads_them(
+    text: str, suffix: str, encoding: str, chunk_rows: int
+) -> None:
     path = _path(suffix)
     path.write_bytes(_encode(text, encoding))
     streams_like_the_whole_reader(path, chunk_rows)
 
 
 @FUZZ
-@given(rows=table_rows(), suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)), chunk_rows=chunk_sizes,
-       row_group=st.integers(1, 4))
-def test_predict_input_tables_stream_every_row_in_order(rows: list[dict], suffix: str, chunk_rows: int,
-                                                        row_group: int) -> None:
+@given(
+    rows=table_rows(),
+    suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
+    chunk_rows=chunk_sizes,
+    row_group=st.integers(1, 4),
+)
+def test_predict_input_tables_stream_every_row_in_order(
+    rows: list[dict], suffix: str, chunk_rows: int, row_group: int
+) -> None:
     frame = _frame_from_rows(rows)
     path = _path(suffix)
     if suffix == ".parquet":  # row groups of another size than the chunks: chunks are still cut exactly
@@ -427,12 +535,17 @@ def test_predict_input_tables_stream_every_row_in_order(rows: list[dict], suffix
 
 
 @FUZZ
-@given(lines=st.lists(st.one_of(cell_text, st.sampled_from(["", " ", "\t"])), min_size=1, max_size=8),
-       newline=st.sampled_from(["\n", "\r\n"]), chunk_rows=chunk_sizes)
+@given(
+    lines=st.lists(st.one_of(cell_text, st.sampled_from(["", " ", "\t"])), min_size=1, max_size=8),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    chunk_rows=chunk_sizes,
+)
 def test_predict_text_files_are_one_text_per_line(lines: list[str], newline: str, chunk_rows: int) -> None:
     """.txt input: one text per line (LF or CRLF); a CR or another line separator inside a text stays in it."""
-    lines = [line.replace("\n", " ").replace("\r", "\x0b") if newline == "\r\n" else line.replace("\n", " ")
-             for line in lines]
+    lines = [
+        line.replace("\n", " ").replace("\r", "\x0b") if newline == "\r\n" else line.replace("\n", " ")
+        for line in lines
+    ]
     assume(not (newline == "\n" and any(line.endswith("\r") for line in lines)))  # that is a CRLF line end
     assume(not lines[0].startswith("\ufeff"))  # a byte-order mark at the start is not text
     path = _path(".txt")
@@ -441,14 +554,16 @@ def test_predict_text_files_are_one_text_per_line(lines: list[str], newline: str
     assert [text for chunk in chunks for text in chunk] == lines
 
 
-class_name = st.sampled_from(["sport", " sport ", "tech", "world news", "NA", "null", "nan", "None", "#1",
-                              "naïve", "", " ", None])
+class_name = st.sampled_from(
+    ["sport", " sport ", "tech", "world news", "NA", "null", "nan", "None", "#1", "naïve", "", " ", None]
+)
 plain_text = st.one_of(cell_text, long_text)
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(plain_text, class_name), max_size=10),
-       suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)))
+@given(
+    rows=st.lists(st.tuples(plain_text, class_name), max_size=10), suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",))
+)
 def test_well_formed_multiclass_files_load_exactly(rows: list[tuple], suffix: str) -> None:
     """What a user's tool writes correctly comes back exactly: cleaned texts, stripped class names,
     rows without a label or text dropped; no 'NA'/'null' read as missing."""
@@ -469,9 +584,18 @@ def test_well_formed_multiclass_files_load_exactly(rows: list[tuple], suffix: st
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(plain_text, st.lists(st.sampled_from(["sport", "tech", "world news", "NA", "a b"]),
-                                                    max_size=3), binary_label), max_size=10),
-       suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)), flag_type=st.sampled_from([int, float, bool, str]))
+@given(
+    rows=st.lists(
+        st.tuples(
+            plain_text,
+            st.lists(st.sampled_from(["sport", "tech", "world news", "NA", "a b"]), max_size=3),
+            binary_label,
+        ),
+        max_size=10,
+    ),
+    suffix=st.sampled_from(TEXT_SUFFIXES + (".parquet",)),
+    flag_type=st.sampled_from([int, float, bool, str]),
+)
 def test_well_formed_multilabel_files_load_exactly(rows: list[tuple], suffix: str, flag_type: type) -> None:
     """0/1 columns (ints, floats, bools or strings) and delimited label lists come back as the same 0/1 matrix."""
     rows = [("plain words", ["sport"], 1), *rows]
@@ -589,7 +713,7 @@ def test_very_long_texts_load_whole() -> None:  # truncation is the tokenizer's 
 
 
 def test_tokenize_texts_warns_once_about_truncation(minilm_tokenizer, capsys, monkeypatch) -> None:
-    from distilbench import inference
+    from distilbench.runtime import inference
 
     monkeypatch.setattr(inference, "_warned_truncation", set())
     texts = ["short text", "word " * 50, "a b c d e f", "word " * 60]
@@ -605,7 +729,7 @@ def test_tokenize_texts_warns_once_about_truncation(minilm_tokenizer, capsys, mo
 
 
 def test_tokenize_texts_names_the_model_limit(minilm_tokenizer, capsys, monkeypatch) -> None:
-    from distilbench import inference
+    from distilbench.runtime import inference
 
     monkeypatch.setattr(inference, "_warned_truncation", set())
     inference.tokenize_texts(minilm_tokenizer, ["word " * 600, "short"], None)
@@ -634,12 +758,24 @@ def _nasty_files(tmp_path: Path) -> list[tuple[Path, str]]:
 
 
 def test_cli_reports_nasty_files_in_one_line(capsys, tmp_path) -> None:
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     for path, name in _nasty_files(tmp_path):
         with pytest.raises(SystemExit) as info:
-            main(["train", "--task", "multiclass", "--model", "minilm-l6", "--data", str(path),
-                  "--out", str(tmp_path / f"run-{name}"), "--no-progress"])
+            main(
+                [
+                    "train",
+                    "--task",
+                    "multiclass",
+                    "--model",
+                    "minilm-l6",
+                    "--data",
+                    str(path),
+                    "--out",
+                    str(tmp_path / f"run-{name}"),
+                    "--no-progress",
+                ]
+            )
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
         assert info.value.code == 2, (name, err)
@@ -649,13 +785,27 @@ def test_cli_reports_nasty_files_in_one_line(capsys, tmp_path) -> None:
 
 
 def test_multilabel_cli_names_bad_label_value(capsys, tmp_path) -> None:
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     path = tmp_path / "labels.csv"
     path.write_text("text,toxic,insult\na,1,0\nb,yes,1\nc,0,0\n", encoding="utf-8")
     with pytest.raises(SystemExit) as info:
-        main(["train", "--task", "multilabel", "--label-columns", "toxic,insult", "--model", "minilm-l6",
-              "--data", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+        main(
+            [
+                "train",
+                "--task",
+                "multilabel",
+                "--label-columns",
+                "toxic,insult",
+                "--model",
+                "minilm-l6",
+                "--data",
+                str(path),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
     assert err.count("\n") == 1 and "'toxic'" in err and "'yes'" in err
@@ -676,7 +826,7 @@ def test_property_helper_rejects_other_exceptions(monkeypatch) -> None:
 
 def test_count_truncated_without_fast_encodings(minilm_tokenizer) -> None:
     """A slow tokenizer keeps no overflow: the texts at the limit are tokenized again to tell."""
-    from distilbench import inference
+    from distilbench.runtime import inference
 
     texts = ["short text", "word " * 50, "a b c d e f", "word " * 60]
     encoded = minilm_tokenizer(texts, truncation=True, max_length=8, padding=False)
@@ -688,10 +838,16 @@ def test_parquet_binary_and_decimal_cells_read_as_text_and_numbers() -> None:
     import decimal
 
     path = _path(".parquet")
-    pq.write_table(pa.table({"text": pa.array([b"caf\xc3\xa9", b"tea", b"milk"]),
-                             "label": pa.array([b"drink", b"drink", b"food"]),
-                             "toxic": pa.array([decimal.Decimal("1.0"), decimal.Decimal("0"), decimal.Decimal("1")])}),
-                   path)
+    pq.write_table(
+        pa.table(
+            {
+                "text": pa.array([b"caf\xc3\xa9", b"tea", b"milk"]),
+                "label": pa.array([b"drink", b"drink", b"food"]),
+                "toxic": pa.array([decimal.Decimal("1.0"), decimal.Decimal("0"), decimal.Decimal("1")]),
+            }
+        ),
+        path,
+    )
     frame, names = _load(path, "multiclass")
     assert frame["text"].tolist() == ["café", "tea", "milk"] and names == ["drink", "food"]
     frame, names = _load(path, "multilabel", label_columns=["toxic"])
@@ -724,7 +880,7 @@ def test_label_names_with_line_breaks_become_one_line() -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_bert_dir) -> Path:
     """An untrained two-class classifier saved like a distilbench checkpoint: enough to run predict."""
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["business", "sport"])
     path = tmp_path_factory.mktemp("adversarial-checkpoint")
@@ -734,7 +890,7 @@ def checkpoint(tmp_path_factory, tiny_bert_dir) -> Path:
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     with pytest.raises(SystemExit) as info:
         main(list(argv))
@@ -754,42 +910,74 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     nul = tmp_path / "nul.csv"
     nul.write_bytes(b"text,label\nstock\x00market,business\nsports,sport\n")
     mixed = tmp_path / "mixed.csv"  # UTF-8 rows, then one row saved by a Latin-1 tool, far down the file
-    mixed.write_bytes("text,label\n".encode() + "café fell,business\n".encode() * 3000
-                      + "thé,sport\n".encode("latin-1"))
+    mixed.write_bytes(
+        "text,label\n".encode() + "café fell,business\n".encode() * 3000 + "thé,sport\n".encode("latin-1")
+    )
     folder = tmp_path / "folder.csv"
     folder.mkdir()
     parquet = tmp_path / "really-parquet.csv"
     pd.DataFrame({"text": ["a", "b"], "label": ["business", "sport"]}).to_parquet(parquet)
-    return {"nul": (nul, "NUL"), "mixed": (mixed, "line 3002"), "folder": (folder, "folder"),
-            "parquet": (parquet, "Parquet file")}
+    return {
+        "nul": (nul, "NUL"),
+        "mixed": (mixed, "line 3002"),
+        "folder": (folder, "folder"),
+        "parquet": (parquet, "Parquet file"),
+    }
 
 
 @pytest.mark.parametrize("case", ["nul", "mixed", "folder", "parquet"])
 def test_bad_files_end_in_one_line_for_train_and_predict(capsys, tmp_path, checkpoint, case) -> None:
     path, word = _bad_files(tmp_path)[case]
     out = tmp_path / "run"
-    code, _, err = _cli(capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(out),
-                        "--no-progress")
+    code, _, err = _cli(
+        capsys, "train", "--model", "minilm-l6", "--data", str(path), "--out", str(out), "--no-progress"
+    )
     assert word in _refused_in_one_line(code, err, path.name)
     assert not (out / "comparison.json").exists() and not list(out.glob("results/*/row.json"))
     output = tmp_path / "p.jsonl"
-    code, _, err = _cli(capsys, "predict", "--model", str(checkpoint), "--input", str(path), "--output",
-                        str(output), "--backend", "torch-fp32", "--no-progress")
+    code, _, err = _cli(
+        capsys,
+        "predict",
+        "--model",
+        str(checkpoint),
+        "--input",
+        str(path),
+        "--output",
+        str(output),
+        "--backend",
+        "torch-fp32",
+        "--no-progress",
+    )
     assert word in _refused_in_one_line(code, err, path.name)
     (tmp_path / "again").mkdir()
     written = {p.name for p in tmp_path.iterdir()} - {p.name for p, _ in _bad_files(tmp_path / "again").values()}
     assert written == {"run", "again"}, f"something was written: {written}"
 
 
-@pytest.mark.parametrize("task, flags, word", [
-    ("multiclass", [], "no labels at all"),
-    ("multilabel", ["--label-columns", "label"], "(empty)"),
-])
+@pytest.mark.parametrize(
+    "task, flags, word",
+    [
+        ("multiclass", [], "no labels at all"),
+        ("multilabel", ["--label-columns", "label"], "(empty)"),
+    ],
+)
 def test_a_label_column_that_is_all_empty_is_one_line(capsys, tmp_path, task, flags, word) -> None:
     path = tmp_path / "no-labels.csv"
     pd.DataFrame({"text": ["a", "b", "c"], "label": [np.nan] * 3}).to_csv(path, index=False)
-    code, _, err = _cli(capsys, "train", "--task", task, *flags, "--model", "minilm-l6", "--data", str(path),
-                        "--out", str(tmp_path / "run"), "--no-progress")
+    code, _, err = _cli(
+        capsys,
+        "train",
+        "--task",
+        task,
+        *flags,
+        "--model",
+        "minilm-l6",
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert word in _refused_in_one_line(code, err, "no-labels.csv")
     assert not (tmp_path / "run" / "comparison.json").exists()
 
@@ -797,40 +985,70 @@ def test_a_label_column_that_is_all_empty_is_one_line(capsys, tmp_path, task, fl
 def test_awkward_but_valid_files_give_correct_results(capsys, tmp_path, checkpoint) -> None:
     """Blank lines, texts of only whitespace and a 5 MB text: training data is read right (blank lines
     skipped, blank texts dropped and counted) and predict answers every input row, in order."""
-    from distilbench.compare import load_task_data
     from distilbench.config import ExperimentConfig
+    from distilbench.experiments.compare import load_task_data
 
     huge = "stock market " * 400_000  # 5.2 MB
     path = tmp_path / "awkward.csv"
-    path.write_text("text,label\n\nstock fell,business\n\n   \n\" \t \",sport\n\n" + huge + ",business\n"
-                    "sports won,sport\n\n", encoding="utf-8")
+    path.write_text(
+        'text,label\n\nstock fell,business\n\n   \n" \t ",sport\n\n' + huge + ",business\nsports won,sport\n\n",
+        encoding="utf-8",
+    )
     frame, names, dropped = load_task_data(str(path), ExperimentConfig(data=str(path)))
     assert frame["text"].tolist() == ["stock fell", huge.strip(), "sports won"] and names == ["business", "sport"]
     assert dropped == {"empty text": 1}
     output = tmp_path / "p.jsonl"
-    code, _, err = _cli(capsys, "predict", "--model", str(checkpoint), "--input", str(path), "--output",
-                        str(output), "--backend", "torch-fp32", "--max-length", "32", "--chunk-rows", "2",
-                        "--no-progress")
+    code, _, err = _cli(
+        capsys,
+        "predict",
+        "--model",
+        str(checkpoint),
+        "--input",
+        str(path),
+        "--output",
+        str(output),
+        "--backend",
+        "torch-fp32",
+        "--max-length",
+        "32",
+        "--chunk-rows",
+        "2",
+        "--no-progress",
+    )
     assert code == 0, err
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["row"] for r in records] == [0, 1, 2, 3]  # the blank-text row is predicted too: rows stay aligned
     lines = tmp_path / "lines.txt"
     lines.write_text("stock fell\n\n   \n" + huge[:10_000] + "\nsports\rwon\n", encoding="utf-8")
-    code, _, err = _cli(capsys, "predict", "--model", str(checkpoint), "--input", str(lines), "--output",
-                        str(tmp_path / "l.jsonl"), "--backend", "torch-fp32", "--max-length", "32", "--no-progress")
+    code, _, err = _cli(
+        capsys,
+        "predict",
+        "--model",
+        str(checkpoint),
+        "--input",
+        str(lines),
+        "--output",
+        str(tmp_path / "l.jsonl"),
+        "--backend",
+        "torch-fp32",
+        "--max-length",
+        "32",
+        "--no-progress",
+    )
     assert code == 0, err
     assert [json.loads(line)["row"] for line in (tmp_path / "l.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
 
 
 def test_a_hundred_thousand_distinct_labels(capsys, tmp_path) -> None:
     """Every class a single row: the data is read and split (at random, and the user is told so)."""
-    from distilbench.compare import prepare_data
     from distilbench.config import ExperimentConfig
+    from distilbench.experiments.compare import prepare_data
     from distilbench.runs import RunDir
 
     path = tmp_path / "many.csv"
-    pd.DataFrame({"text": [f"text {i}" for i in range(100_000)],
-                  "label": [f"class-{i}" for i in range(100_000)]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"text": [f"text {i}" for i in range(100_000)], "label": [f"class-{i}" for i in range(100_000)]}
+    ).to_csv(path, index=False)
     splits, names = prepare_data(ExperimentConfig(data=str(path)), RunDir(tmp_path / "run"))
     assert len(names) == 100_000 and [len(splits[n]) for n in ("train", "val", "test")] == [72_000, 8_000, 20_000]
     err = capsys.readouterr().err

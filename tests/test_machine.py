@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from distilbench import machine
-from distilbench.predict import available_cpus
+from distilbench.runtime import machine
+from distilbench.runtime.predict import available_cpus
 
 
 def _fake_cpu(monkeypatch, flags: set[str]) -> None:
@@ -55,7 +55,7 @@ def test_flags_env_reports_fewer_capabilities(monkeypatch):
 def test_bf16_is_chosen_only_where_it_is_measured_faster(monkeypatch, tmp_path):
     """The flags allow bf16, the measurement decides: a CPU with AVX512-BF16 whose bf16 products are slower than
     fp32's trains and infers in fp32; the probe runs once per machine, its answer read from the cache after."""
-    from distilbench.inference import pick_precision
+    from distilbench.runtime.inference import pick_precision
 
     monkeypatch.delenv(machine.FLAGS_ENV, raising=False)
     monkeypatch.setenv("DISTILBENCH_CACHE", str(tmp_path))

@@ -13,8 +13,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from distilbench.console import DistilbenchError
-from distilbench.metrics import (
+from distilbench.core.console import DistilbenchError
+from distilbench.evaluation.metrics import (
     compute_metrics,
     hamming_score,
     multiclass_metrics,

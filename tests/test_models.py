@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from distilbench.console import DistilbenchError
-from distilbench.models import (
+from distilbench.core.console import DistilbenchError
+from distilbench.models.registry import (
     build_student,
     count_parameters,
     describe,
@@ -34,8 +34,9 @@ def test_student_takes_every_other_layer_and_keeps_hidden_size(tiny_bert_dir):
 def test_student_embeddings_equal_the_teachers(tiny_bert_dir, minilm_tokenizer):
     teacher = AutoModel.from_pretrained(tiny_bert_dir).eval()
     student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"]).eval()
-    ids = minilm_tokenizer(["a short sentence", "another one, a bit longer than that"], padding=True,
-                           return_tensors="pt")["input_ids"]
+    ids = minilm_tokenizer(
+        ["a short sentence", "another one, a bit longer than that"], padding=True, return_tensors="pt"
+    )["input_ids"]
     with torch.no_grad():
         expected = teacher.embeddings(input_ids=ids)  # token type 0 everywhere, as in classification
         got = student.distilbert.embeddings(ids)
@@ -99,11 +100,14 @@ def test_parameter_counts_add_up(tiny_bert_dir):
     assert counts["encoder"] > 0
 
 
-@pytest.mark.parametrize("name, message", [
-    ("no-such-org/no-such-model-xyz", "Hugging Face Hub"),
-    ("./missing/model/dir", "not found"),
-    ("student:", "needs a teacher"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("no-such-org/no-such-model-xyz", "Hugging Face Hub"),
+        ("./missing/model/dir", "not found"),
+        ("student:", "needs a teacher"),
+    ],
+)
 def test_unknown_models_fail_with_a_clear_message(name, message):
     with pytest.raises(DistilbenchError, match=message):
         load_classifier(name, "multiclass", ["a", "b"])
@@ -119,8 +123,9 @@ def test_thesis_head_round_trips_and_opens_in_pipeline(tmp_path, tiny_bert_dir, 
     assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert head[0].out_features == 50 and head[2].p == 0.2 and head[3].out_features == 3
     teacher_like = AutoModel.from_pretrained(tiny_bert_dir)
-    torch.testing.assert_close(model.encoder.embeddings.word_embeddings.weight,
-                               teacher_like.embeddings.word_embeddings.weight)
+    torch.testing.assert_close(
+        model.encoder.embeddings.word_embeddings.weight, teacher_like.embeddings.word_embeddings.weight
+    )
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
@@ -159,37 +164,41 @@ def test_mean_head_pools_over_real_tokens_and_opens_in_pipeline(tmp_path, tiny_b
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**padded).logits, batch_logits)
-    classifier = pipeline("text-classification", model=str(tmp_path), trust_remote_code=True, top_k=None,
-                          function_to_apply="sigmoid")
+    classifier = pipeline(
+        "text-classification", model=str(tmp_path), trust_remote_code=True, top_k=None, function_to_apply="sigmoid"
+    )
     by_label = {s["label"]: s["score"] for s in classifier(texts[:1])[0]}
     probs = torch.sigmoid(batch_logits[0])
     assert by_label == pytest.approx({"a": float(probs[0]), "b": float(probs[1])}, abs=1e-5)
 
 
-@pytest.mark.parametrize("strategy, n_layers, expected", [
-    ("every-other", 6, [0, 2, 4]),
-    ("every-other", 12, [0, 2, 4, 6, 8, 10]),
-    ("distilbert", 12, [0, 2, 4, 7, 9, 11]),
-    ("first-3", 6, [0, 1, 2]),
-    ("last-2", 6, [4, 5]),
-    ("0,3,5", 6, [0, 3, 5]),
-])
+@pytest.mark.parametrize(
+    "strategy, n_layers, expected",
+    [
+        ("every-other", 6, [0, 2, 4]),
+        ("every-other", 12, [0, 2, 4, 6, 8, 10]),
+        ("distilbert", 12, [0, 2, 4, 7, 9, 11]),
+        ("first-3", 6, [0, 1, 2]),
+        ("last-2", 6, [4, 5]),
+        ("0,3,5", 6, [0, 3, 5]),
+    ],
+)
 def test_layer_strategies(strategy, n_layers, expected):
-    from distilbench.models import student_layers
+    from distilbench.models.registry import student_layers
 
     assert student_layers(strategy, n_layers) == expected
 
 
 @pytest.mark.parametrize("strategy, n_layers", [("first-7", 6), ("0,9", 6), ("distilbert", 6), ("1,1", 6)])
 def test_layer_strategies_that_do_not_fit(strategy, n_layers):
-    from distilbench.models import student_layers
+    from distilbench.models.registry import student_layers
 
     with pytest.raises(DistilbenchError):
         student_layers(strategy, n_layers)
 
 
 def test_student_specs_parse():
-    from distilbench.models import parse_student_spec
+    from distilbench.models.registry import parse_student_spec
 
     assert parse_student_spec("minilm-l6") is None
     assert parse_student_spec("hf-org/model") is None
@@ -205,8 +214,9 @@ def test_same_architecture_student_copies_chosen_layers(tiny_bert_dir):
     student = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"], "last-2", kind="student-bert").eval()
     assert student.config.model_type == "bert" and student.config.num_hidden_layers == 2
     for i, t in enumerate([2, 3]):
-        for (name, got), (_, want) in zip(student.bert.encoder.layer[i].named_parameters(),
-                                          teacher.encoder.layer[t].named_parameters()):
+        for (name, got), (_, want) in zip(
+            student.bert.encoder.layer[i].named_parameters(), teacher.encoder.layer[t].named_parameters()
+        ):
             torch.testing.assert_close(got, want, msg=name)
     torch.testing.assert_close(student.bert.pooler.dense.weight, teacher.pooler.dense.weight)
 
@@ -215,8 +225,9 @@ def test_scratch_student_has_the_shape_but_not_the_weights(tiny_bert_dir):
     copied = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"])
     scratch = build_student(str(tiny_bert_dir), "multiclass", ["a", "b"], kind="scratch")
     assert scratch.config.n_layers == copied.config.n_layers and scratch.config.dim == copied.config.dim
-    assert not torch.allclose(scratch.distilbert.embeddings.word_embeddings.weight,
-                              copied.distilbert.embeddings.word_embeddings.weight)
+    assert not torch.allclose(
+        scratch.distilbert.embeddings.word_embeddings.weight, copied.distilbert.embeddings.word_embeddings.weight
+    )
 
 
 def _with_pooling(source, target, modes: dict) -> str:
@@ -225,27 +236,38 @@ def _with_pooling(source, target, modes: dict) -> str:
     import shutil
 
     shutil.copytree(source, target)
-    (target / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (target / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (target / "1_Pooling").mkdir()
     (target / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **modes}))
     return str(target)
 
 
 def test_auto_head_follows_the_pooling_a_checkpoint_was_pretrained_with(tmp_path, tiny_bert_dir):
-    from distilbench.models import pretrained_pooling, resolve_head
+    from distilbench.models.registry import pretrained_pooling, resolve_head
 
-    mean = _with_pooling(tiny_bert_dir, tmp_path / "mean", {"pooling_mode_mean_tokens": True,
-                                                            "pooling_mode_cls_token": False})
-    cls = _with_pooling(tiny_bert_dir, tmp_path / "cls", {"pooling_mode_cls_token": True,
-                                                          "pooling_mode_mean_tokens": False})
+    mean = _with_pooling(
+        tiny_bert_dir, tmp_path / "mean", {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}
+    )
+    cls = _with_pooling(
+        tiny_bert_dir, tmp_path / "cls", {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    )
     assert pretrained_pooling(str(tiny_bert_dir)) is None  # a plain transformers checkpoint
     assert (pretrained_pooling(mean), pretrained_pooling(cls)) == ("mean", "cls")
     assert pretrained_pooling(f"student:{mean}:first-1") == "mean"  # a student answers for its teacher
     assert pretrained_pooling("minilm-l6") == "mean"  # the packaged all-MiniLM-L6-v2
-    assert [resolve_head(s) for s in (mean, cls, str(tiny_bert_dir), f"student:{mean}")] == \
-        ["mean", "standard", "standard", "mean"]
+    assert [resolve_head(s) for s in (mean, cls, str(tiny_bert_dir), f"student:{mean}")] == [
+        "mean",
+        "standard",
+        "standard",
+        "mean",
+    ]
     assert resolve_head(mean, "standard") == "standard"  # an explicit head wins
     model, _ = load_classifier(mean, "multiclass", ["a", "b"])  # the default head is auto
     assert model.config.pooling == "mean"

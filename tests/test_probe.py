@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from distilbench.console import DistilbenchError
-from distilbench.inference import logits_to_probs, loss_from_logits
-from distilbench.models import load_classifier
-from distilbench.probe import fit_output_layer, fit_probe, output_layer, output_layer_inputs, set_output_layer
+from distilbench.core.console import DistilbenchError
+from distilbench.models.registry import load_classifier
+from distilbench.runtime.inference import logits_to_probs, loss_from_logits
+from distilbench.training.probe import fit_output_layer, fit_probe, output_layer, output_layer_inputs, set_output_layer
 
 
 def blobs(n_per_class: int, centres: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +36,9 @@ def test_multiclass_probe_is_a_fitted_logistic_regression_on_the_raw_features():
     from sklearn.linear_model import LogisticRegressionCV
 
     scaled = x[two] - x[two].mean(0)  # centred
-    reference = LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], cv=3, scoring="neg_log_loss",
-                                     max_iter=1000)
+    reference = LogisticRegressionCV(
+        Cs=[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], cv=3, scoring="neg_log_loss", max_iter=1000
+    )
     expected = reference.fit(scaled, y[two]).predict_proba(scaled)
     np.testing.assert_allclose(logits_to_probs("multiclass", x[two] @ weight.T + bias), expected, atol=1e-6)
 
@@ -142,7 +143,7 @@ def test_training_with_head_init_probe_starts_from_the_fitted_head(tmp_path, lea
     from transformers import TrainerCallback
 
     from distilbench.config import load_config
-    from distilbench.training import encode_split, train_model
+    from distilbench.training.finetune import encode_split, train_model
 
     texts, labels = word_task()
     frame = pd.DataFrame({"text": texts, "label": np.array(["good", "bad"])[labels]})
@@ -157,19 +158,51 @@ def test_training_with_head_init_probe_starts_from_the_fitted_head(tmp_path, lea
 
         model, tokenizer = load_classifier(str(learnable_bert_dir), "multiclass", names, head="mean")
         untouched = copy.deepcopy(model)
-        config = load_config(None, {"task": "multiclass", "epochs": 1, "train_batch_size": 8, "device": "cpu",
-                                    "precision": "fp32", "average_checkpoints": 0, "head_init": head_init})
+        config = load_config(
+            None,
+            {
+                "task": "multiclass",
+                "epochs": 1,
+                "train_batch_size": 8,
+                "device": "cpu",
+                "precision": "fp32",
+                "average_checkpoints": 0,
+                "head_init": head_init,
+            },
+        )
         data = encode_split(tokenizer, frame, "multiclass", names, 32)
-        train_model(model, tokenizer, data, data, "multiclass", names, config, tmp_path / head_init, "m",
-                    progress=False, callbacks=[First()])
-        moved = [name for name, value in model.encoder.state_dict().items()
-                 if value.is_floating_point() and not torch.equal(value, untouched.encoder.state_dict()[name])]
+        train_model(
+            model,
+            tokenizer,
+            data,
+            data,
+            "multiclass",
+            names,
+            config,
+            tmp_path / head_init,
+            "m",
+            progress=False,
+            callbacks=[First()],
+        )
+        moved = [
+            name
+            for name, value in model.encoder.state_dict().items()
+            if value.is_floating_point() and not torch.equal(value, untouched.encoder.state_dict()[name])
+        ]
         assert len(moved) > 10  # fine-tuning goes on from the probed head
         return seen[0], untouched, tokenizer
 
     probed, untouched, tokenizer = head_at_start("probe")
-    weight, _, _ = fit_probe(untouched, tokenizer, frame["text"].tolist(),
-                             np.array([names.index(v) for v in frame["label"]]), "multiclass", False, 32, None)
+    weight, _, _ = fit_probe(
+        untouched,
+        tokenizer,
+        frame["text"].tolist(),
+        np.array([names.index(v) for v in frame["label"]]),
+        "multiclass",
+        False,
+        32,
+        None,
+    )
     torch.testing.assert_close(probed, torch.as_tensor(weight, dtype=torch.float32), atol=1e-5, rtol=1e-4)
     random, untouched, _ = head_at_start("random")
     torch.testing.assert_close(random, output_layer(untouched).weight)

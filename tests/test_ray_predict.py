@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 
 from conftest import missing
-from distilbench.backend_choice import candidate_backends
-from distilbench.cli import main
-from distilbench.predict import predict
+from distilbench.cli.commands import main
+from distilbench.runtime.auto import candidate_backends
+from distilbench.runtime.predict import predict
 
-WORDS = ("stocks rally as inflation cools central bank rates striker scores late winner league title chip maker "
-         "unveils faster phone battery election polls minister resigns film festival award actor").split()
+WORDS = (
+    "stocks rally as inflation cools central bank rates striker scores late winner league title chip maker "
+    "unveils faster phone battery election polls minister resigns film festival award actor"
+).split()
 
 
 def have_ray() -> None:
@@ -38,8 +40,8 @@ def models(tmp_path_factory, tiny_bert_dir):
     are far from ties: the comparisons test records, not rounding at 0.5); multilabel with stored thresholds."""
     import torch
 
-    from distilbench.compare import store_thresholds
-    from distilbench.models import load_classifier
+    from distilbench.experiments.compare import store_thresholds
+    from distilbench.models.registry import load_classifier
 
     root = tmp_path_factory.mktemp("ray-models")
     paths = {}
@@ -86,10 +88,21 @@ def ray_cluster():
 
 
 def run_ray(address: str, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "distilbench.cli", "predict", "--engine", "ray", "--address", address,
-               "--no-progress", *args]
-    return subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "distilbench",
+        "predict",
+        "--engine",
+        "ray",
+        "--address",
+        address,
+        "--no-progress",
+        *args,
+    ]
+    return subprocess.Popen(
+        command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def local_records(model: Path, source: Path, tmp_path: Path, backend: str = "torch-fp32") -> pd.DataFrame:
@@ -128,13 +141,28 @@ def test_ray_equals_local_predict_on_two_nodes(ray_cluster, models, tmp_path):
     pd.DataFrame({"text": headlines(1000, 1)}).to_parquet(inputs / "b.parquet", row_group_size=300)
     pd.DataFrame({"text": headlines(800, 2)}).to_json(inputs / "c.jsonl", orient="records", lines=True)
     out = tmp_path / "out"
-    process = run_ray(ray_cluster.address, "--model", str(models["multilabel"]), "--input", str(inputs),
-                      "--output", str(out), "--chunk-rows", "256", "--actors", "2")
+    process = run_ray(
+        ray_cluster.address,
+        "--model",
+        str(models["multilabel"]),
+        "--input",
+        str(inputs),
+        "--output",
+        str(out),
+        "--chunk-rows",
+        "256",
+        "--actors",
+        "2",
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     # both actors normally; on a loaded machine the second may still be loading when the input runs out
-    chosen = re.search(r"^3000 predictions \((\S+), 2 actors( \(1 started before the input ran out\))? on a "
-                       r"cluster of 2 nodes, ", stdout, re.MULTILINE)
+    chosen = re.search(
+        r"^3000 predictions \((\S+), 2 actors( \(1 started before the input ran out\))? on a "
+        r"cluster of 2 nodes, ",
+        stdout,
+        re.MULTILINE,
+    )
     assert "died" not in stdout, stdout
     assert chosen and chosen.group(1) in candidate_backends("cpu"), stdout
     assert not (tmp_path / "out.partial").exists()
@@ -174,9 +202,25 @@ def test_a_killed_actor_is_restarted_and_every_row_is_written_once(ray_cluster, 
     # the title of their last method: killing one of them would change nothing in this run
     earlier = frozenset(p.pid for p in actor_processes())
     # one text per forward pass and 100 rows per batch: 30 batches, long enough to kill an actor in the middle
-    process = run_ray(ray_cluster.address, "--model", str(models["multiclass"]), "--input", str(source),
-                      "--output", str(out), "--output-format", "jsonl", "--backend", "torch-fp32",
-                      "--batch-size", "1", "--chunk-rows", "100", "--actors", "2")
+    process = run_ray(
+        ray_cluster.address,
+        "--model",
+        str(models["multiclass"]),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--output-format",
+        "jsonl",
+        "--backend",
+        "torch-fp32",
+        "--batch-size",
+        "1",
+        "--chunk-rows",
+        "100",
+        "--actors",
+        "2",
+    )
     partial = tmp_path / "out.partial"
     killed = None
     deadline = time.monotonic() + 300
@@ -207,12 +251,23 @@ def test_a_file_the_reader_refuses_ends_the_run_in_one_line_with_nothing_written
     inputs.mkdir()
     pd.DataFrame({"text": headlines(50, 4)}).to_csv(inputs / "a.csv", index=False)
     pd.DataFrame({"title": headlines(50, 5)}).to_csv(inputs / "b.csv", index=False)
-    process = run_ray(ray_cluster.address, "--model", str(models["multiclass"]), "--input", str(inputs),
-                      "--output", str(tmp_path / "out"), "--backend", "torch-fp32")
+    process = run_ray(
+        ray_cluster.address,
+        "--model",
+        str(models["multiclass"]),
+        "--input",
+        str(inputs),
+        "--output",
+        str(tmp_path / "out"),
+        "--backend",
+        "torch-fp32",
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 2, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1] == ("distilbench: error: text column 'text' not found in b.csv; "
-                                               "available columns: title. Use --text-column to pick one.")
+    assert stderr.strip().splitlines()[-1] == (
+        "distilbench: error: text column 'text' not found in b.csv; "
+        "available columns: title. Use --text-column to pick one."
+    )
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
@@ -220,7 +275,7 @@ def test_inputs_are_listed_as_ray_lists_them(tmp_path):
     """A directory: every readable file below it, sorted, skipping names that start with '.' or '_' (Ray's
     rule); a glob: its matches; one file: itself, without a `file` column; a URI is left to Ray."""
     have_ray()
-    from distilbench.ray_predict import input_paths
+    from distilbench.runtime.ray_predict import input_paths
 
     for name in ("b.csv", "a/c.jsonl", "a/d.parquet", "_SUCCESS", ".hidden.csv", "_tmp/e.csv", "notes.md"):
         path = tmp_path / "in" / name
@@ -231,7 +286,9 @@ def test_inputs_are_listed_as_ray_lists_them(tmp_path):
             path.write_text('{"text": "x"}\n' if name.endswith(".jsonl") else "text\nx\n")
     root = (tmp_path / "in").resolve()
     assert input_paths(str(tmp_path / "in"), "text") == (
-        [str(root / "a" / "c.jsonl"), str(root / "a" / "d.parquet"), str(root / "b.csv")], True)
+        [str(root / "a" / "c.jsonl"), str(root / "a" / "d.parquet"), str(root / "b.csv")],
+        True,
+    )
     assert input_paths(str(tmp_path / "in" / "*.csv"), "text") == ([str(root / "b.csv")], True)
     assert input_paths(str(tmp_path / "in" / "b.csv"), "text") == (str(root / "b.csv"), False)
     assert input_paths((tmp_path / "in").as_uri(), "text") == ((tmp_path / "in").as_uri(), True)
@@ -240,27 +297,42 @@ def test_inputs_are_listed_as_ray_lists_them(tmp_path):
 def test_without_ray_installed_the_error_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(SystemExit) as code:
-        main(["predict", "--engine", "ray", "--model", str(tmp_path), "--input", str(tmp_path),
-              "--output", str(tmp_path / "out")])
+        main(
+            [
+                "predict",
+                "--engine",
+                "ray",
+                "--model",
+                str(tmp_path),
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
     assert code.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["distilbench: error: --engine ray needs Ray Data, which is not installed: "
-                   "pip install 'distilbench[ray]'"]
+    assert err == [
+        "distilbench: error: --engine ray needs Ray Data, which is not installed: pip install 'distilbench[ray]'"
+    ]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--input", "-"], "reads files, not stdin"),
-    (["--input", "{dir}/nothing-*.csv"], "no input files"),
-    (["--input", "{dir}/texts.xlsx"], "unsupported file type '.xlsx'"),
-    (["--input", "{dir}/missing.csv"], "input not found"),
-    (["--input", "{dir}/empty"], "no input files"),
-    (["--text-column", "title"], "text column 'title' not found in texts.csv"),
-    (["--output", "{dir}/taken"], "already exists"),
-    (["--workers", "2"], "--workers and --resume are for --engine local"),
-    (["--cpus-per-actor", "0"], "--cpus-per-actor must be more than 0"),
-    (["--device", "cuda:1"], "auto, cpu or cuda"),
-    (["--address", "127.0.0.1:9"], "cannot reach the Ray cluster at 127.0.0.1:9"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--input", "-"], "reads files, not stdin"),
+        (["--input", "{dir}/nothing-*.csv"], "no input files"),
+        (["--input", "{dir}/texts.xlsx"], "unsupported file type '.xlsx'"),
+        (["--input", "{dir}/missing.csv"], "input not found"),
+        (["--input", "{dir}/empty"], "no input files"),
+        (["--text-column", "title"], "text column 'title' not found in texts.csv"),
+        (["--output", "{dir}/taken"], "already exists"),
+        (["--workers", "2"], "--workers and --resume are for --engine local"),
+        (["--cpus-per-actor", "0"], "--cpus-per-actor must be more than 0"),
+        (["--device", "cuda:1"], "auto, cpu or cuda"),
+        (["--address", "127.0.0.1:9"], "cannot reach the Ray cluster at 127.0.0.1:9"),
+    ],
+)
 def test_ray_flags_and_inputs_are_checked_before_work(models, tmp_path, capsys, flags, message):
     """Each mistake ends in one line, before Ray starts, with nothing written."""
     have_ray()
@@ -270,8 +342,12 @@ def test_ray_flags_and_inputs_are_checked_before_work(models, tmp_path, capsys, 
     (tmp_path / "empty" / "notes.md").write_text("x")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "part.parquet").write_text("x")
-    args = {"--model": str(models["multiclass"]), "--input": str(tmp_path / "texts.csv"),
-            "--output": str(tmp_path / "out"), "--backend": "torch-fp32"}
+    args = {
+        "--model": str(models["multiclass"]),
+        "--input": str(tmp_path / "texts.csv"),
+        "--output": str(tmp_path / "out"),
+        "--backend": "torch-fp32",
+    }
     extra = []
     for flag, value in zip(flags[::2], flags[1::2]):
         if flag in args:
@@ -296,8 +372,8 @@ def test_ray_only_flags_are_refused_by_the_local_engine(models, tmp_path, capsys
 def test_a_restart_counts_as_soon_as_the_new_actor_process_begins():
     """An actor killed between batches leaves no batch cut short; its restart must count even when the run ends
     while the new process still loads its model (the race a cluster test met)."""
-    from distilbench.ray_predict import actor_deaths
-    from distilbench.ray_workers import RunTally
+    from distilbench.runtime.ray_predict import actor_deaths
+    from distilbench.runtime.ray_workers import RunTally
 
     tally = RunTally()
     for pid in (11, 12):
@@ -318,8 +394,8 @@ def test_a_restart_counts_as_soon_as_the_new_actor_process_begins():
 def test_an_actor_killed_while_idle_counts_by_rays_own_restart_count():
     """An actor killed between batches, whose restart Ray had not begun when the run ended, leaves no trace in
     the tally (the flaky cluster test's case): Ray's count of restarts shows it; unknown (None) changes nothing."""
-    from distilbench.ray_predict import actor_deaths
-    from distilbench.ray_workers import RunTally
+    from distilbench.runtime.ray_predict import actor_deaths
+    from distilbench.runtime.ray_workers import RunTally
 
     tally = RunTally()
     for pid in (11, 12):
@@ -335,7 +411,7 @@ def test_an_actor_killed_while_idle_counts_by_rays_own_restart_count():
 IDLE_KILL = """
 import os, signal, sys, time
 import ray
-from distilbench.ray_workers import restarts_counted_by_ray
+from distilbench.runtime.ray_workers import restarts_counted_by_ray
 
 ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False)
 
@@ -358,8 +434,10 @@ print("restarts", before, restarts_counted_by_ray())
 def test_rays_restart_count_sees_an_actor_killed_while_idle(ray_cluster):
     """On a real cluster: an idle actor of this job is SIGKILLed; Ray's count of this job's restarts goes from
     0 to 1 (read without the dashboard, which distilbench's Ray runs without), and is never None."""
-    result = subprocess.run([sys.executable, "-c", IDLE_KILL, ray_cluster.address], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", IDLE_KILL, ray_cluster.address], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.findall(r"^restarts (\S+) (\S+)$", result.stdout, re.MULTILINE) == [("0", "1")], (
-        result.stdout + result.stderr[-2000:])
+        result.stdout + result.stderr[-2000:]
+    )

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from conftest import missing
-from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
-from distilbench.console import DistilbenchError
-from distilbench.report import make_plots, write_report
+from distilbench.core.console import DistilbenchError
+from distilbench.experiments.compare import compare
+from distilbench.report.report import make_plots, write_report
 from distilbench.runs import describe_checkpoint, model_slug, read_json
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -31,17 +31,33 @@ TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identit
 def tiny_run(tmp_path_factory, tiny_bert_dir, name: str, **settings) -> Path:
     """A finished two-model run (a tiny BERT and its DistilBERT-style student) in a fresh directory."""
     out = tmp_path_factory.mktemp(name) / "run"
-    config = ExperimentConfig(models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"], epochs=2,
-                              train_batch_size=16, eval_batch_size=32, learning_rate=5e-4, max_length=32,
-                              precision="fp32", backend="torch-fp32", out=str(out), **settings).validate()
+    config = ExperimentConfig(
+        models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"],
+        epochs=2,
+        train_batch_size=16,
+        eval_batch_size=32,
+        learning_rate=5e-4,
+        max_length=32,
+        precision="fp32",
+        backend="torch-fp32",
+        out=str(out),
+        **settings,
+    ).validate()
     compare(config, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def multiclass_run(tmp_path_factory, tiny_bert_dir, shared_data) -> Path:
-    return tiny_run(tmp_path_factory, tiny_bert_dir, "report-mc", task="multiclass", max_samples=200,
-                    data=str(shared_data("news-headlines.csv")), label_column="category")
+    return tiny_run(
+        tmp_path_factory,
+        tiny_bert_dir,
+        "report-mc",
+        task="multiclass",
+        max_samples=200,
+        data=str(shared_data("news-headlines.csv")),
+        label_column="category",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +65,28 @@ def multilabel_run(tmp_path_factory, tiny_bert_dir, shared_data) -> Path:
     """A multilabel run with a bench.json, as `distilbench bench RUN --out RUN/bench.json` leaves it."""
     # head_init random: a probe on the tiny random encoder's features fits the label priors, whose calibrated
     # thresholds stay 0.5, and the report's tuned-threshold columns (checked below) would have nothing to show
-    run = tiny_run(tmp_path_factory, tiny_bert_dir, "report-ml", task="multilabel", max_samples=300,
-                   data=str(shared_data("toxic-comments.csv")), label_columns=TOXIC_LABELS, head_init="random")
+    run = tiny_run(
+        tmp_path_factory,
+        tiny_bert_dir,
+        "report-ml",
+        task="multilabel",
+        max_samples=300,
+        data=str(shared_data("toxic-comments.csv")),
+        label_columns=TOXIC_LABELS,
+        head_init="random",
+    )
     rows = read_json(run / "comparison.json")["rows"]
-    results = [{"model": model_slug(row["model"]), "backend": backend, "size_mb": row["size_mb"],
-                "samples_per_s": {"median": rate, "min": rate * 0.9, "max": rate * 1.1},
-                **({"test": {"hamming_score": 0.5 - i / 10}} if backend == "torch-fp32" else {})}
-               for i, row in enumerate(rows)
-               for backend, rate in (("torch-fp32", 1000 * (i + 1)), ("onnx-fp32", 1500 * (i + 1)))]
+    results = [
+        {
+            "model": model_slug(row["model"]),
+            "backend": backend,
+            "size_mb": row["size_mb"],
+            "samples_per_s": {"median": rate, "min": rate * 0.9, "max": rate * 1.1},
+            **({"test": {"hamming_score": 0.5 - i / 10}} if backend == "torch-fp32" else {}),
+        }
+        for i, row in enumerate(rows)
+        for backend, rate in (("torch-fp32", 1000 * (i + 1)), ("onnx-fp32", 1500 * (i + 1)))
+    ]
     (run / "bench.json").write_text(json.dumps({"results": results}))
     return run
 
@@ -66,8 +96,11 @@ def expected_plots(run: Path) -> set[str]:
     slugs = [model_slug(row["model"]) for row in comparison["rows"]]
     per_model = ["training", "confusion"] if comparison["task"] == "multiclass" else ["training", "roc", "per-label"]
     forest = {"forest.png"} if len(slugs) > 1 else set()  # each model against the first: needs two
-    return ({"label-counts.png", "loss-all.png", "metric-all.png", "metric-vs-throughput.png", "metric-vs-size.png"}
-            | forest | {f"{kind}-{slug}.png" for kind in per_model for slug in slugs})
+    return (
+        {"label-counts.png", "loss-all.png", "metric-all.png", "metric-vs-throughput.png", "metric-vs-size.png"}
+        | forest
+        | {f"{kind}-{slug}.png" for kind in per_model for slug in slugs}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +136,13 @@ def test_html_report_is_self_contained(task, request, reports):
         assert row["model"] in page
         assert f"<td>{describe_checkpoint(row['kept'])}</td>" in page  # the checkpoint that was tested
     assert "<th>tested checkpoint</th>" in page
-    for heading in ("What was run", "Comparison on the test split", "Parameters", "Sample test predictions",
-                    "Most confident errors"):
+    for heading in (
+        "What was run",
+        "Comparison on the test split",
+        "Parameters",
+        "Sample test predictions",
+        "Most confident errors",
+    ):
         assert f"<h2>{heading}</h2>" in page
     assert "layer 3" in page and "embeddings" in page  # the 4-layer teacher's parameters by layer
     assert "samples/s" in page and "eval speed-up" in page
@@ -125,7 +163,7 @@ def test_markdown_report_references_existing_plots(task, request, reports):
 
 
 def test_parameters_by_layer_add_up_to_the_model_size(multiclass_run, reports):
-    from distilbench.report import layer_counts
+    from distilbench.report.report import layer_counts
 
     for row in read_json(multiclass_run / "comparison.json")["rows"]:
         counts = layer_counts(multiclass_run / "models" / model_slug(row["model"]) / "best")
@@ -137,7 +175,7 @@ def test_parameters_by_layer_add_up_to_the_model_size(multiclass_run, reports):
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
-    from distilbench.report import _pareto
+    from distilbench.report.report import _pareto
 
     points = [(100, 0.9), (200, 0.8), (150, 0.7), (300, 0.8), (50, 0.95), (300, 0.8)]
     assert _pareto(points) == [4, 0, 3, 5]  # (150, .7) and (200, .8) are beaten; ties both stay
@@ -150,10 +188,10 @@ def test_report_is_deterministic(multiclass_run, reports):
 
 
 def test_texts_are_escaped(tmp_path, multiclass_run, reports):
-    from distilbench.report import render_html, render_markdown
+    from distilbench.report.report import render_html, render_markdown
 
     page = render_html([("p", '<img src="http://x/y.png"> & co'), ("table", ["a|b"], [["<b>x</b>"]])], "t<")
-    assert "<img src=\"http" not in page and "&lt;img src=&quot;http://x/y.png&quot;&gt; &amp; co" in page
+    assert '<img src="http' not in page and "&lt;img src=&quot;http://x/y.png&quot;&gt; &amp; co" in page
     assert "<td>&lt;b&gt;x&lt;/b&gt;</td>" in page and "<title>t&lt;</title>" in page
     assert "a\\|b" in render_markdown([("table", ["a|b"], [["1"]])], tmp_path)
 
@@ -179,8 +217,10 @@ def find_chromium() -> str:
     installs system packages. Missing, the browser test is skipped with the reason, and failed under CI=true."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        missing("Chromium is not installed; `make test` installs it (as root, with apt-get), "
-                "or run `apt-get install chromium`")
+        missing(
+            "Chromium is not installed; `make test` installs it (as root, with apt-get), "
+            "or run `apt-get install chromium`"
+        )
     return path
 
 
@@ -219,11 +259,27 @@ class DevTools:
             os.dup2(write, 4)
 
         self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "--window-size=1200,900", "about:blank"],
-            preexec_fn=wire_fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                "--window-size=1200,900",
+                "about:blank",
+            ],
+            preexec_fn=wire_fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self.events: list[dict] = []
@@ -289,23 +345,40 @@ def render(binary: str, page: Path, profile: Path, screenshot: Path | None = Non
         browser.events.clear()
         browser.call("Page.navigate", session, url=page.resolve().as_uri())
         browser.wait(lambda m: m.get("method") == "Page.loadEventFired", timeout=60)
-        images = browser.call("Runtime.evaluate", session, returnByValue=True, expression=(
-            "Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth}))"))
+        images = browser.call(
+            "Runtime.evaluate",
+            session,
+            returnByValue=True,
+            expression=("Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth}))"),
+        )
         title = browser.call("Runtime.evaluate", session, expression="document.title", returnByValue=True)
         if screenshot is not None:
             size = browser.call("Page.getLayoutMetrics", session)["cssContentSize"]
-            shot = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-                                clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+            shot = browser.call(
+                "Page.captureScreenshot",
+                session,
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            )
             screenshot.write_bytes(base64.b64decode(shot["data"]))
         events = list(browser.events)
     finally:
         browser.close()
-    errors = [e["params"] for e in events if e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    errors = [
+        e["params"]
+        for e in events
+        if e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+        or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+    ]
     requests = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
-    return {"images": images["result"]["value"], "title": title["result"]["value"], "errors": errors,
-            "requests": requests}
+    return {
+        "images": images["result"]["value"],
+        "title": title["result"]["value"],
+        "errors": errors,
+        "requests": requests,
+    }
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])

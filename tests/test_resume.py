@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
-from distilbench.console import DistilbenchError
+from distilbench.core.console import DistilbenchError
+from distilbench.experiments.compare import compare
 from distilbench.runs import lock_run_dir, write_json_atomic
 
 Usage = namedtuple("Usage", "total used free")
@@ -29,16 +29,45 @@ def headlines(shared_data) -> Path:
 
 def train_args(model_dir: Path, out: Path, data: Path) -> list[str]:
     """A run long enough to be killed in the middle of an epoch: 54 steps per epoch, 2 epochs."""
-    return ["train", "--model", str(model_dir), "--data", str(data),
-            "--label-column", "category", "--max-samples", "600", "--epochs", "2", "--train-batch-size", "8",
-            "--learning-rate", "5e-4", "--max-length", "24", "--precision", "fp32", "--backend", "torch-fp32",
-            "--no-speed", "--no-progress", "--out", str(out)]
+    return [
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--label-column",
+        "category",
+        "--max-samples",
+        "600",
+        "--epochs",
+        "2",
+        "--train-batch-size",
+        "8",
+        "--learning-rate",
+        "5e-4",
+        "--max-length",
+        "24",
+        "--precision",
+        "fp32",
+        "--backend",
+        "torch-fp32",
+        "--no-speed",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
 
 
 def distilbench(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "distilbench.cli", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "distilbench", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -62,8 +91,10 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, t
 
     def read_bar():
         for chunk in iter(lambda: os.read(process.stderr.fileno(), 1 << 16), b""):
-            seen.extend((int(e), int(n), int(total)) for e, n, total in
-                        re.findall(rb"epoch (\d+)/2: +\d+%\|[^|]*\| *(\d+)/(\d+)", chunk))
+            seen.extend(
+                (int(e), int(n), int(total))
+                for e, n, total in re.findall(rb"epoch (\d+)/2: +\d+%\|[^|]*\| *(\d+)/(\d+)", chunk)
+            )
 
     reader = threading.Thread(target=read_bar, daemon=True)
     reader.start()
@@ -96,29 +127,43 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path, t
     a, b = (json.loads((run / "comparison.json").read_text())["rows"][0] for run in (killed_run, full_run))
     assert a["best_epoch"] == b["best_epoch"]
     assert a["test"]["accuracy"] == b["test"]["accuracy"]
-    stats = [json.loads(next((run / "results").glob("*/training_stats.json")).read_text())["epochs"]
-             for run in (killed_run, full_run)]
+    stats = [
+        json.loads(next((run / "results").glob("*/training_stats.json")).read_text())["epochs"]
+        for run in (killed_run, full_run)
+    ]
     assert [row["epoch"] for row in stats[0]] == [1, 2]
     for resumed_row, full_row in zip(*stats):
         assert resumed_row["val_loss"] == pytest.approx(full_row["val_loss"], abs=1e-5)
         assert resumed_row["val_accuracy"] == full_row["val_accuracy"]
-    test_a, test_b = (json.loads(next((run / "results").glob("*/test_stats.json")).read_text())
-                      for run in (killed_run, full_run))
+    test_a, test_b = (
+        json.loads(next((run / "results").glob("*/test_stats.json")).read_text()) for run in (killed_run, full_run)
+    )
     assert test_a["loss"] == pytest.approx(test_b["loss"], abs=1e-5)
     assert not list(killed_run.glob("models/*/.trainer"))  # the resume state is removed once training ends
 
 
 def small_config(tmp_path, model_dir, data: Path, **overrides) -> ExperimentConfig:
-    values = dict(task="multiclass", data=str(data), label_column="category",
-                  max_samples=200, epochs=1, train_batch_size=16, max_length=24, precision="fp32",
-                  backend="torch-fp32", measure_speed=False, models=[str(model_dir)], out=str(tmp_path / "run"))
+    values = dict(
+        task="multiclass",
+        data=str(data),
+        label_column="category",
+        max_samples=200,
+        epochs=1,
+        train_batch_size=16,
+        max_length=24,
+        precision="fp32",
+        backend="torch-fp32",
+        measure_speed=False,
+        models=[str(model_dir)],
+        out=str(tmp_path / "run"),
+    )
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
 
 def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_bert_dir, headlines, monkeypatch):
     config = small_config(tmp_path, tiny_bert_dir, headlines, models=[str(tiny_bert_dir), f"student:{tiny_bert_dir}"])
-    import distilbench.training as training_module
+    import distilbench.training.finetune as training_module
 
     real = training_module.train_model
     trained = []
@@ -143,7 +188,7 @@ def test_resume_keeps_finished_models_and_trains_only_the_rest(tmp_path, tiny_be
 
 
 def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, tiny_bert_dir, headlines, capsys):
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--resume", "--out", str(tmp_path / "nothing")])
@@ -184,7 +229,7 @@ def test_a_full_disk_is_reported_before_training_starts(tmp_path, tiny_bert_dir,
 def test_the_space_check_counts_the_averaged_checkpoints(tmp_path, tiny_bert_dir, headlines, monkeypatch):
     """With 3 epochs, --average-checkpoints 4 saves two averages (epochs 2-3 and 1-3) beside the three epochs:
     the check asks for their room too, before training starts."""
-    import distilbench.compare as compare_module
+    import distilbench.experiments.compare as compare_module
 
     asked = []
 
@@ -201,8 +246,8 @@ def test_the_space_check_counts_the_averaged_checkpoints(tmp_path, tiny_bert_dir
 
 
 def test_disk_errors_end_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    import distilbench.compare as compare_module
-    from distilbench.cli import main
+    import distilbench.experiments.compare as compare_module
+    from distilbench.cli.commands import main
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "data" / "train.csv"))
@@ -230,7 +275,7 @@ def test_an_atomic_write_that_fails_leaves_the_earlier_file_intact(tmp_path, mon
 
 
 def test_an_unwritable_output_directory_fails_before_any_work(tmp_path, capsys):
-    from distilbench.cli import main
+    from distilbench.cli.commands import main
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

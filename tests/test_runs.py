@@ -5,16 +5,19 @@ from pathlib import Path
 import pytest
 
 from distilbench import runs
-from distilbench.console import DistilbenchError
+from distilbench.core.console import DistilbenchError
 from distilbench.runs import model_slug, write_json_atomic, write_text_atomic
 
 
-@pytest.mark.parametrize("spec, slug", [
-    ("minilm-l6", "minilm-l6"),
-    ("student:minilm-l6", "student-minilm-l6"),
-    ("google-bert/bert-base-uncased", "google-bert-bert-base-uncased"),
-    ("./runs/x/models/m/best/", "runs-x-models-m-best"),
-])
+@pytest.mark.parametrize(
+    "spec, slug",
+    [
+        ("minilm-l6", "minilm-l6"),
+        ("student:minilm-l6", "student-minilm-l6"),
+        ("google-bert/bert-base-uncased", "google-bert-bert-base-uncased"),
+        ("./runs/x/models/m/best/", "runs-x-models-m-best"),
+    ],
+)
 def test_model_slug(spec, slug):
     assert model_slug(spec) == slug
 
@@ -127,7 +130,7 @@ def synced_before_rename(events: list[tuple], target: Path) -> tuple[list[str], 
     at = next(i for i, event in enumerate(events) if event[0] == "rename" and event[2] == target)
     flushed = [event[1] for event in events if event[0] == "fsync"]
     before = [event[1] for event in events[:at] if event[0] == "fsync"]
-    return before, flushed[len(before):]
+    return before, flushed[len(before) :]
 
 
 def test_atomic_write_flushes_the_file_then_its_folder(tmp_path, monkeypatch):
@@ -155,7 +158,7 @@ def test_a_checkpoint_is_on_disk_before_its_rename(tmp_path, monkeypatch, tiny_b
 
 
 def test_a_trainer_state_is_on_disk_before_its_completion_mark(tmp_path, monkeypatch):
-    from distilbench.training import COMPLETE_MARK, mark_complete
+    from distilbench.training.finetune import COMPLETE_MARK, mark_complete
 
     state = tmp_path / "checkpoint-9"
     (state / "sub").mkdir(parents=True)

@@ -14,24 +14,31 @@ import httpx
 import numpy as np
 import pytest
 
-from distilbench.cli import main
-from distilbench.serving import MicroBatcher, ServeLimits, bind_socket, create_app
+from distilbench.cli.commands import main
+from distilbench.serving.app import MicroBatcher, ServeLimits, bind_socket, create_app
 
-TEXTS = ["stock market fell", "the team won the cup final", "", "new vaccine trial results",
-         "ünïcödé 日本語 emoji 😀", "a much longer headline about the economy " * 20]
+TEXTS = [
+    "stock market fell",
+    "the team won the cup final",
+    "",
+    "new vaccine trial results",
+    "ünïcödé 日本語 emoji 😀",
+    "a much longer headline about the economy " * 20,
+]
 
 
 def save_checkpoint(tiny_bert_dir, out, task: str, labels: list[str], thresholds: dict | None = None):
     """A tiny random classifier saved the way training saves its checkpoints."""
     import torch
 
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     torch.manual_seed(0)
     model, tokenizer = load_classifier(str(tiny_bert_dir), task, labels)
     if thresholds:  # where compare stores the thresholds tuned on validation
-        model.config.update({"distilbench": {**(model.config.to_dict().get("distilbench") or {}),
-                                             "thresholds": thresholds}})
+        model.config.update(
+            {"distilbench": {**(model.config.to_dict().get("distilbench") or {}), "thresholds": thresholds}}
+        )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -78,8 +85,7 @@ def multiclass(multiclass_dir):
 @pytest.fixture(scope="module")
 def multilabel(tmp_path_factory, tiny_bert_dir):
     thresholds = {"toxic": 0.2, "insult": 0.9}
-    path = save_checkpoint(tiny_bert_dir, tmp_path_factory.mktemp("ml"), "multilabel", ["toxic", "insult"],
-                           thresholds)
+    path = save_checkpoint(tiny_bert_dir, tmp_path_factory.mktemp("ml"), "multilabel", ["toxic", "insult"], thresholds)
     limits = ServeLimits(max_text_chars=50)  # truncate
     with ServerThread(create_app(path, backend="torch-fp32", limits=limits)) as server:
         yield server, thresholds
@@ -91,8 +97,22 @@ def expected_records(model_dir, texts, tmp_path) -> list[dict]:
     source.write_text("\n".join(texts) + "\n", encoding="utf-8")
     out = tmp_path / "predictions.jsonl"
     with pytest.raises(SystemExit) as code:
-        main(["predict", "--model", str(model_dir), "--input", str(source), "--output", str(out),
-              "--backend", "torch-fp32", "--max-length", "128", "--no-progress"])  # the server's own limit here
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--backend",
+                "torch-fp32",
+                "--max-length",
+                "128",
+                "--no-progress",
+            ]
+        )  # the server's own limit here
     assert code.value.code == 0
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
@@ -138,9 +158,11 @@ def test_health_and_metadata(multiclass, multiclass_dir):
 
 def test_concurrent_requests_share_forward_passes(multiclass):
     texts = [f"headline number {i} about {'markets' if i % 2 else 'football'}" for i in range(20)]
-    alone = [record for i in range(0, len(texts), 5)  # max_texts is 8
-             for record in httpx.post(f"{multiclass.url}/predict",
-                                      json={"texts": texts[i:i + 5]}).json()["predictions"]]
+    alone = [
+        record
+        for i in range(0, len(texts), 5)  # max_texts is 8
+        for record in httpx.post(f"{multiclass.url}/predict", json={"texts": texts[i : i + 5]}).json()["predictions"]
+    ]
     before = httpx.get(f"{multiclass.url}/metadata").json()["stats"]
     start = threading.Barrier(len(texts))
 
@@ -159,43 +181,62 @@ def test_concurrent_requests_share_forward_passes(multiclass):
     assert_same_records([a[0] for a in answers], alone)  # each request got its own text's answer
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"texts": []}, 422),  # empty list
-    ({"texts": ["a"] * 9}, 422),  # more than max_texts
-    ({"texts": "a text"}, 422),  # not a list
-    ({"texts": ["a", 3]}, 422),  # not strings
-    ({"texts": [None]}, 422),
-    ({"text": ["a"]}, 422),  # misspelt field
-    ({"texts": ["a"], "extra": 1}, 422),
-    ([], 422),
-    ({"texts": ["a" * 1001]}, 413),  # longer than max_text_chars, and this server refuses
-    ({"texts": ["a" * 1000, "\ud800 lone surrogate", "\x00"]}, 200),
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"texts": []}, 422),  # empty list
+        ({"texts": ["a"] * 9}, 422),  # more than max_texts
+        ({"texts": "a text"}, 422),  # not a list
+        ({"texts": ["a", 3]}, 422),  # not strings
+        ({"texts": [None]}, 422),
+        ({"text": ["a"]}, 422),  # misspelt field
+        ({"texts": ["a"], "extra": 1}, 422),
+        ([], 422),
+        ({"texts": ["a" * 1001]}, 413),  # longer than max_text_chars, and this server refuses
+        ({"texts": ["a" * 1000, "\ud800 lone surrogate", "\x00"]}, 200),
+    ],
+)
 def test_bad_input_gets_a_clear_4xx(multiclass, body, status):
-    response = httpx.post(f"{multiclass.url}/predict", content=json.dumps(body),  # ASCII, lone surrogates escaped
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{multiclass.url}/predict",
+        content=json.dumps(body),  # ASCII, lone surrogates escaped
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == status, response.text
     if status == 413:
         assert "texts[0] has 1001 characters" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("raw", [b'{"texts": ["a"', b"", b"null", b'{"\\ud800": 1}',
-                                 b'{"texts": ["a"], "x": "\\udc00"}', b'{"texts": ["a"]} trailing', b"\xef\xbb\xbf["])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"texts": ["a"',
+        b"",
+        b"null",
+        b'{"\\ud800": 1}',
+        b'{"texts": ["a"], "x": "\\udc00"}',
+        b'{"texts": ["a"]} trailing',
+        b"\xef\xbb\xbf[",
+    ],
+)
 def test_malformed_json_is_422(multiclass, raw):
     response = httpx.post(f"{multiclass.url}/predict", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["detail"]
 
 
-@pytest.mark.parametrize(("raw", "why"), [
-    (b"\xff\xfe", "byte 0xff at offset 0"),
-    ('{"texts": ["caf\u00e9"]}'.encode("latin-1"), "byte 0xe9 at offset 15"),
-    ('{"texts": ["a"]}'.encode("utf-16"), "byte 0xff at offset 0"),  # valid JSON in UTF-16 (FastAPI takes it)
-    (b'{"texts": ["\xed\xa0\x80"]}', "byte 0xed at offset 12"),  # an encoded surrogate: not UTF-8 either
-    # UTF-16/32 of ASCII without a BOM: valid UTF-8 bytes (with NULs) that FastAPI would decode as UTF-16/32
-    ('{"texts": ["a"]}'.encode("utf-16-le"), "it looks like UTF-16-LE"),
-    ('{"texts": ["a"]}'.encode("utf-32-be"), "it looks like UTF-32-BE"),
-])
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"\xff\xfe", "byte 0xff at offset 0"),
+        ('{"texts": ["caf\u00e9"]}'.encode("latin-1"), "byte 0xe9 at offset 15"),
+        ('{"texts": ["a"]}'.encode("utf-16"), "byte 0xff at offset 0"),  # valid JSON in UTF-16 (FastAPI takes it)
+        (b'{"texts": ["\xed\xa0\x80"]}', "byte 0xed at offset 12"),  # an encoded surrogate: not UTF-8 either
+        # UTF-16/32 of ASCII without a BOM: valid UTF-8 bytes (with NULs) that FastAPI would decode as UTF-16/32
+        ('{"texts": ["a"]}'.encode("utf-16-le"), "it looks like UTF-16-LE"),
+        ('{"texts": ["a"]}'.encode("utf-32-be"), "it looks like UTF-32-BE"),
+    ],
+)
 def test_a_body_that_is_not_utf8_gets_a_400_that_says_so(multiclass, raw, why):
     response = httpx.post(f"{multiclass.url}/predict", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
@@ -305,10 +346,28 @@ def _memory_kb(pid: int, field: str) -> int:
 @pytest.fixture()
 def served_process(multiclass_dir):
     """`distilbench serve` in its own process (so its memory is its own) on a free loopback port."""
-    process = subprocess.Popen([sys.executable, "-m", "distilbench.cli", "serve", "--model", str(multiclass_dir),
-                                "--port", "0", "--backend", "torch-fp32", "--threads", "1", "--max-body-mb", "4"],
-                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distilbench",
+            "serve",
+            "--model",
+            str(multiclass_dir),
+            "--port",
+            "0",
+            "--backend",
+            "torch-fp32",
+            "--threads",
+            "1",
+            "--max-body-mb",
+            "4",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = process.stdout.readline()  # "serving ... at http://127.0.0.1:PORT (loaded in ...)"
         match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
@@ -412,21 +471,44 @@ def _raw_json():
     # escaped (a lone surrogate as \\udXXX: valid JSON) or raw (a lone surrogate: bytes that are not UTF-8)
     string = st.tuples(odd_text, st.booleans()).map(lambda t: json.dumps(t[0], ensure_ascii=t[1]))
     numbers = st.one_of(
-        st.integers().map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),
-        st.sampled_from(["1e999999", "-1e-999999", "NaN", "Infinity", "-Infinity", "-0", "1" * 5000,
-                         "-" + "9" * 4301, "0." + "1" * 5000, "1E+400", "12345678901234567890123"]))
+        st.integers().map(str),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.sampled_from(
+            [
+                "1e999999",
+                "-1e-999999",
+                "NaN",
+                "Infinity",
+                "-Infinity",
+                "-0",
+                "1" * 5000,
+                "-" + "9" * 4301,
+                "0." + "1" * 5000,
+                "1E+400",
+                "12345678901234567890123",
+            ]
+        ),
+    )
     scalars = st.one_of(numbers, string, st.sampled_from(["true", "false", "null"]))
-    values = st.recursive(scalars, lambda inner: st.one_of(
-        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
-        st.dictionaries(string, inner, max_size=3).map(
-            lambda d: "{" + ",".join(f"{k}:{v}" for k, v in d.items()) + "}")), max_leaves=12)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+            st.dictionaries(string, inner, max_size=3).map(
+                lambda d: "{" + ",".join(f"{k}:{v}" for k, v in d.items()) + "}"
+            ),
+        ),
+        max_leaves=12,
+    )
     junk = st.one_of(values, values, values, st.integers(1, 100_000).map(lambda n: "[" * n + "]" * n))
     texts = st.lists(string, min_size=1, max_size=8).map(lambda items: "[" + ",".join(items) + "]")
     body = st.one_of(
         texts.map(lambda t: '{"texts":' + t + "}"),  # well-formed: odd unicode in the texts
         junk.map(lambda v: '{"texts":' + v + "}"),  # wrong types, huge numbers, nesting
         st.tuples(texts, string, values).map(lambda t: '{"texts":' + t[0] + "," + t[1] + ":" + t[2] + "}"),
-        junk, st.text(max_size=30))  # anything at all
+        junk,
+        st.text(max_size=30),
+    )  # anything at all
     return body.map(lambda text: text.encode("utf-8", "surrogatepass"))
 
 

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from conftest import shared_file
-from distilbench.compare import compare
 from distilbench.config import ExperimentConfig
+from distilbench.experiments.compare import compare
 
 pytestmark = pytest.mark.slow
 
@@ -16,10 +16,17 @@ def test_minilm_learns_headlines(tmp_path):
     shuffled = headlines.sample(frac=1.0, random_state=0)
     shuffled.iloc[:3000].to_csv(tmp_path / "train.csv", index=False)
     shuffled.iloc[3000:4000].to_csv(tmp_path / "test.csv", index=False)
-    config = ExperimentConfig(task="multiclass", data=str(tmp_path / "train.csv"),
-                              test_data=str(tmp_path / "test.csv"), label_column="category",
-                              models=["minilm-l6"], epochs=3, train_batch_size=16, out=str(tmp_path / "run"),
-                              measure_speed=False)
+    config = ExperimentConfig(
+        task="multiclass",
+        data=str(tmp_path / "train.csv"),
+        test_data=str(tmp_path / "test.csv"),
+        label_column="category",
+        models=["minilm-l6"],
+        epochs=3,
+        train_batch_size=16,
+        out=str(tmp_path / "run"),
+        measure_speed=False,
+    )
     rows = compare(config.validate(), progress=False)
     assert rows[0]["test"]["samples"] == 1000
     assert rows[0]["test"]["accuracy"] >= 0.85
@@ -35,9 +42,9 @@ def test_mpnet_base_assembles_offline_and_its_student_takes_the_distilbert_layer
     from transformers import AutoModel, AutoTokenizer
 
     from conftest import missing
-    from distilbench.console import DistilbenchError
-    from distilbench.models import build_student
-    from distilbench.packaged import MPNET_BASE, assembled_path, file_sha256, piece_paths
+    from distilbench.core.console import DistilbenchError
+    from distilbench.models.packaged import MPNET_BASE, assembled_path, file_sha256, piece_paths
+    from distilbench.models.registry import build_student
 
     try:
         piece_paths(MPNET_BASE)
@@ -56,22 +63,39 @@ def test_mpnet_base_assembles_offline_and_its_student_takes_the_distilbert_layer
     student = build_student("mpnet-base", "multiclass", ["a", "b"], "distilbert").eval()
     assert student.config.num_hidden_layers == 6 and student.config.distilbench["teacher_layers"] == [0, 2, 4, 7, 9, 11]
     for i, t in enumerate([0, 2, 4, 7, 9, 11]):
-        torch.testing.assert_close(student.mpnet.encoder.layer[i].attention.attn.q.weight,
-                                   teacher.encoder.layer[t].attention.attn.q.weight, rtol=0, atol=0)
-    torch.testing.assert_close(student.mpnet.encoder.relative_attention_bias.weight,
-                               teacher.encoder.relative_attention_bias.weight, rtol=0, atol=0)
+        torch.testing.assert_close(
+            student.mpnet.encoder.layer[i].attention.attn.q.weight,
+            teacher.encoder.layer[t].attention.attn.q.weight,
+            rtol=0,
+            atol=0,
+        )
+    torch.testing.assert_close(
+        student.mpnet.encoder.relative_attention_bias.weight,
+        teacher.encoder.relative_attention_bias.weight,
+        rtol=0,
+        atol=0,
+    )
     whole = build_student("mpnet-base", "multiclass", ["a", "b"], ",".join(map(str, range(12)))).eval()
-    batch = AutoTokenizer.from_pretrained(path)(["Stocks rally as inflation cools", "ok"], padding=True,
-                                                return_tensors="pt")
+    batch = AutoTokenizer.from_pretrained(path)(
+        ["Stocks rally as inflation cools", "ok"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
-        torch.testing.assert_close(whole.mpnet(**batch).last_hidden_state, teacher(**batch).last_hidden_state,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            whole.mpnet(**batch).last_hidden_state, teacher(**batch).last_hidden_state, rtol=0, atol=0
+        )
 
     headlines = pd.read_csv(shared_file("news-headlines.csv")).sample(n=300, random_state=0)
     headlines.to_csv(tmp_path / "headlines.csv", index=False)
-    config = ExperimentConfig(task="multiclass", data=str(tmp_path / "headlines.csv"), label_column="category",
-                              models=["mpnet-base", "student:mpnet-base"], epochs=1, max_length=32,
-                              out=str(tmp_path / "run"), measure_speed=False)
+    config = ExperimentConfig(
+        task="multiclass",
+        data=str(tmp_path / "headlines.csv"),
+        label_column="category",
+        models=["mpnet-base", "student:mpnet-base"],
+        epochs=1,
+        max_length=32,
+        out=str(tmp_path / "run"),
+        measure_speed=False,
+    )
     rows = compare(config.validate(), progress=False)
     assert rows[1]["architecture"] == {"model_type": "mpnet", "layers": 6, "hidden_size": 768}
     assert "distilled from the fine-tuned" in rows[1]["method"] and rows[1]["params"] < 0.8 * rows[0]["params"]

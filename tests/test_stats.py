@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from distilbench.console import DistilbenchError
-from distilbench.metrics import compute_metrics
-from distilbench.stats import (
+from distilbench.core.console import DistilbenchError
+from distilbench.evaluation.metrics import compute_metrics
+from distilbench.evaluation.stats import (
     INTERVAL_METRICS,
     _metric_function,
     bootstrap_ci,
@@ -25,7 +25,7 @@ from distilbench.stats import (
     trivial_baselines,
     verdict,
 )
-from distilbench.training import choose_best_epoch
+from distilbench.training.finetune import choose_best_epoch
 
 NAMES3 = ["neg", "neu", "pos"]
 
@@ -109,8 +109,15 @@ def test_accuracy_interval_covers_the_true_value_about_95_percent_of_the_time():
     covered = 0
     for i in range(simulations):
         labels = rng.integers(0, 3, n)
-        ci = bootstrap_ci("multiclass", labels, _probs_from_correct(labels, rng.random(n) < p), NAMES3, "accuracy",
-                          resamples=1000, seed=i)
+        ci = bootstrap_ci(
+            "multiclass",
+            labels,
+            _probs_from_correct(labels, rng.random(n) < p),
+            NAMES3,
+            "accuracy",
+            resamples=1000,
+            seed=i,
+        )
         covered += ci["low"] <= p <= ci["high"]
     assert 0.90 <= covered / simulations <= 0.99
 
@@ -269,7 +276,8 @@ def test_inconclusive_verdict_says_how_many_examples_settle_it_and_that_many_do(
         for i in range(draws):
             data = _draw_paired(n, cells, rng)
             hits += verdict(paired_difference("multiclass", *data, NAMES3, resamples=400, seed=i), 2.0)["verdict"] != (
-                "inconclusive")
+                "inconclusive"
+            )
         return hits / draws
 
     assert decisive_share(needed) >= 0.6  # planned for 80 %
@@ -304,8 +312,10 @@ def test_trivial_baselines_multilabel_equal_a_hand_computation():
     assert priors["f1_micro"]["value"] == pytest.approx(2 * 2 / (4 + 5))  # tp 2, true 4, predicted 5
     assert priors["f1_macro"]["value"] == pytest.approx((2 * 2 / (2 + 5) + 0) / 2)
     assert result["best"]["hamming_score"] == "no_label" and result["best"]["f1_macro"] == "label_priors"
-    np.testing.assert_allclose(trivial_baseline_probs("multilabel", train, 2, ["toxic", "insult"])["label_priors"],
-                               [[0.75, 0.25], [0.75, 0.25]])
+    np.testing.assert_allclose(
+        trivial_baseline_probs("multilabel", train, 2, ["toxic", "insult"])["label_priors"],
+        [[0.75, 0.25], [0.75, 0.25]],
+    )
 
 
 def test_learned_nothing_flags_a_majority_predictor_and_passes_a_good_model():
@@ -313,8 +323,15 @@ def test_learned_nothing_flags_a_majority_predictor_and_passes_a_good_model():
     n = 600
     labels = rng.choice(3, n, p=[0.35, 0.35, 0.30])
     baseline = trivial_baseline_probs("multiclass", labels, n, NAMES3)["majority_class"]
-    copycat = learned_nothing("multiclass", labels, baseline.copy(), baseline, NAMES3, model_name="minilm-l6",
-                              baseline_name="predicting the majority class")
+    copycat = learned_nothing(
+        "multiclass",
+        labels,
+        baseline.copy(),
+        baseline,
+        NAMES3,
+        model_name="minilm-l6",
+        baseline_name="predicting the majority class",
+    )
     assert copycat["learned_nothing"]
     assert copycat["message"].startswith("minilm-l6 does not beat predicting the majority class (0.35) significantly")
     majority_right = np.flatnonzero(baseline.argmax(axis=1) == labels)
@@ -371,8 +388,10 @@ def test_default_selection_metric_ranks_predicting_nothing_below_a_useful_model(
     calibrated = torch.where(high, target[high].mean(), target[~high].mean())
     assert float(bce(calibrated, target)) < float(bce(priors, target))
     # and choose_best_epoch minimises it
-    epochs = [{"epoch": 1, "val_loss": 0.129, "val_hamming_score": 0.887}, {"epoch": 2, "val_loss": 0.062,
-                                                                         "val_hamming_score": 0.871}]
+    epochs = [
+        {"epoch": 1, "val_loss": 0.129, "val_hamming_score": 0.887},
+        {"epoch": 2, "val_loss": 0.062, "val_hamming_score": 0.871},
+    ]
     assert choose_best_epoch(epochs, select_metric_default("multilabel")) == 2
     # the hamming score (the default from a probed head) would keep the empty epoch 1, unless it is told apart:
     # an epoch that finds no positive on validation never wins over one that does, whatever the metric

@@ -10,11 +10,15 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from distilbench.console import DistilbenchError
-from distilbench.models import LAYER_STACKS, build_student, load_classifier
+from distilbench.core.console import DistilbenchError
+from distilbench.models.registry import LAYER_STACKS, build_student, load_classifier
 
-TEXTS = ["stock market fell sharply today", "the home team won the match", "ok",
-         "a longer text about new phones, batteries and screens, so that the batch is padded"]
+TEXTS = [
+    "stock market fell sharply today",
+    "the home team won the match",
+    "ok",
+    "a longer text about new phones, batteries and screens, so that the batch is padded",
+]
 
 
 def tiny_config(family: str, layers: int = 4, vocab_size: int = 30522):
@@ -31,21 +35,36 @@ def tiny_config(family: str, layers: int = 4, vocab_size: int = 30522):
         XLMRobertaConfig,
     )
 
-    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=130, pad_token_id=0)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=0,
+    )
     relative = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=64)
     return {
         "bert": lambda: BertConfig(**common),
-        "distilbert": lambda: DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=layers, n_heads=2,
-                                               hidden_dim=64, max_position_embeddings=130, pad_token_id=0),
+        "distilbert": lambda: DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=layers,
+            n_heads=2,
+            hidden_dim=64,
+            max_position_embeddings=130,
+            pad_token_id=0,
+        ),
         "roberta": lambda: RobertaConfig(**common),
         "xlm-roberta": lambda: XLMRobertaConfig(**common),
         "electra": lambda: ElectraConfig(**common, embedding_size=16),  # narrower embeddings: their projection
         "mpnet": lambda: MPNetConfig(**common),  # 32 relative-position buckets (the only count transformers runs)
         "deberta": lambda: DebertaConfig(**common, **relative),
         # DeBERTa-v3's layout: relative embeddings with their LayerNorm, shared keys, no token types
-        "deberta-v2": lambda: DebertaV2Config(**common, **relative, position_buckets=16, norm_rel_ebd="layer_norm",
-                                              share_att_key=True, type_vocab_size=0),
+        "deberta-v2": lambda: DebertaV2Config(
+            **common, **relative, position_buckets=16, norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0
+        ),
         "albert": lambda: AlbertConfig(**common, embedding_size=16),
     }[family]()
 
@@ -103,8 +122,11 @@ def test_student_copies_the_chosen_layers_and_everything_outside_the_stack(famil
         assert got.keys() == want.keys()
         for name in want:
             torch.testing.assert_close(got[name], want[name], msg=name, rtol=0, atol=0)
-    outside = {k: v for k, v in teacher.state_dict().items()
-               if not k.startswith(LAYER_STACKS[family] + ".") and k in base.state_dict()}
+    outside = {
+        k: v
+        for k, v in teacher.state_dict().items()
+        if not k.startswith(LAYER_STACKS[family] + ".") and k in base.state_dict()
+    }
     assert any("embeddings" in k for k in outside)
     for name, want in outside.items():
         torch.testing.assert_close(base.state_dict()[name], want, msg=name, rtol=0, atol=0)
@@ -113,9 +135,10 @@ def test_student_copies_the_chosen_layers_and_everything_outside_the_stack(famil
 def test_shared_relative_position_tables_are_copied(teachers):
     """MPNet's relative attention bias and DeBERTa-v2's relative embeddings and their LayerNorm live in the
     encoder, outside the layers, and are shared by all of them."""
-    for family, names in (("mpnet", ["encoder.relative_attention_bias.weight"]),
-                          ("deberta-v2", ["encoder.rel_embeddings.weight", "encoder.LayerNorm.weight",
-                                          "encoder.LayerNorm.bias"])):
+    for family, names in (
+        ("mpnet", ["encoder.relative_attention_bias.weight"]),
+        ("deberta-v2", ["encoder.rel_embeddings.weight", "encoder.LayerNorm.weight", "encoder.LayerNorm.bias"]),
+    ):
         teacher = AutoModel.from_pretrained(teachers(family))
         student = build_student(str(teachers(family)), "multiclass", ["a", "b"], "last-1")
         state = getattr(student, student.base_model_prefix).state_dict()
@@ -170,8 +193,12 @@ def test_an_encoder_that_cannot_be_cut_gets_one_clear_error(teachers):
 
 def test_student_tokenizers_give_what_the_student_takes(teachers):
     """Only a DistilBERT student (of a BERT teacher) drops the token types."""
-    for spec, token_types in ((f"student:{teachers('bert')}", False), (f"student-bert:{teachers('bert')}", True),
-                              (f"student:{teachers('mpnet')}", False), (f"student:{teachers('electra')}", True)):
+    for spec, token_types in (
+        (f"student:{teachers('bert')}", False),
+        (f"student-bert:{teachers('bert')}", True),
+        (f"student:{teachers('mpnet')}", False),
+        (f"student:{teachers('electra')}", True),
+    ):
         model, tokenizer = load_classifier(spec, "multiclass", ["a", "b"])
         assert ("token_type_ids" in tokenizer("hello")) is token_types, spec
         model(**tokenizer(TEXTS, padding=True, return_tensors="pt"))  # what the tokenizer gives, the model takes
@@ -196,7 +223,7 @@ def test_mlm_heads_are_found_for_general_distillation(family, tmp_path):
     """A masked-LM teacher's head, copied, turns hidden states into the teacher's own logits."""
     from transformers import AutoModelForMaskedLM
 
-    from distilbench.distillation import mlm_head
+    from distilbench.training.distillation import mlm_head
 
     torch.manual_seed(0)
     mlm = AutoModelForMaskedLM.from_config(tiny_config(family, 2, vocab_size=200)).eval()
@@ -217,15 +244,25 @@ def test_general_distillation_of_an_mpnet_student(tmp_path, minilm_tokenizer):
     student is an MPNet with the teacher's layers recorded, loadable as a classifier."""
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-    from distilbench.distillation import distill_general
+    from distilbench.training.distillation import distill_general
 
     torch.manual_seed(0)
     teacher_dir = tmp_path / "teacher"
     AutoModelForMaskedLM.from_config(tiny_config("mpnet")).save_pretrained(teacher_dir)
     minilm_tokenizer.save_pretrained(teacher_dir)
     texts = [f"{t} number {i}" for i in range(12) for t in TEXTS[:3]]
-    result = distill_general(str(teacher_dir), f"student:{teacher_dir}:first-2", texts, tmp_path / "out",
-                             epochs=1, batch_size=8, max_length=16, precision="fp32", device="cpu", progress=False)
+    result = distill_general(
+        str(teacher_dir),
+        f"student:{teacher_dir}:first-2",
+        texts,
+        tmp_path / "out",
+        epochs=1,
+        batch_size=8,
+        max_length=16,
+        precision="fp32",
+        device="cpu",
+        progress=False,
+    )
     assert result["teacher_mlm_head"] and all(result["epochs"][0][k] > 0 for k in ("ce", "mlm", "cos"))
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["model_type"] == "mpnet" and config["distilbench"]["teacher_layers"] == [0, 1]
@@ -233,22 +270,32 @@ def test_general_distillation_of_an_mpnet_student(tmp_path, minilm_tokenizer):
     assert classifier.config.num_hidden_layers == 2
 
 
-def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tmp_path, teachers, shared_data,
-                                                                            capsys):
+def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tmp_path, teachers, shared_data, capsys):
     """compare fine-tunes a tiny MPNet, distils its MPNet student, and the student's checkpoint runs in
     predict, serve, bench (every backend, with FLOPs) and export (ONNX equal to PyTorch)."""
-    from distilbench.bench import run_bench
-    from distilbench.cli import main
-    from distilbench.compare import compare
+    from distilbench.bench.bench import run_bench
+    from distilbench.cli.commands import main
     from distilbench.config import ExperimentConfig
-    from distilbench.onnx_export import export_model
-    from distilbench.serving import Classifier
+    from distilbench.experiments.compare import compare
+    from distilbench.runtime.export import export_model
+    from distilbench.serving.app import Classifier
 
     teacher = str(teachers("mpnet"))
-    config = ExperimentConfig(task="multiclass", data=str(shared_data("news-headlines.csv")), label_column="category",
-                              max_samples=160, epochs=1, train_batch_size=16, eval_batch_size=32, max_length=24,
-                              precision="fp32", backend="torch-fp32", out=str(tmp_path / "run"),
-                              models=[teacher, f"student:{teacher}"], measure_speed=False).validate()
+    config = ExperimentConfig(
+        task="multiclass",
+        data=str(shared_data("news-headlines.csv")),
+        label_column="category",
+        max_samples=160,
+        epochs=1,
+        train_batch_size=16,
+        eval_batch_size=32,
+        max_length=24,
+        precision="fp32",
+        backend="torch-fp32",
+        out=str(tmp_path / "run"),
+        models=[teacher, f"student:{teacher}"],
+        measure_speed=False,
+    ).validate()
     rows = compare(config, progress=False)
     assert "2-layer mpnet copy of" in rows[1]["method"] and "distilled from the fine-tuned" in rows[1]["method"]
     assert rows[1]["architecture"]["model_type"] == "mpnet" and rows[1]["architecture"]["layers"] == 2
@@ -257,16 +304,39 @@ def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tm
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS) + "\n")
     with pytest.raises(SystemExit) as code:
-        main(["predict", "--model", best, "--input", str(source), "--output", str(tmp_path / "p.jsonl"),
-              "--backend", "torch-fp32", "--no-progress"])
+        main(
+            [
+                "predict",
+                "--model",
+                best,
+                "--input",
+                str(source),
+                "--output",
+                str(tmp_path / "p.jsonl"),
+                "--backend",
+                "torch-fp32",
+                "--no-progress",
+            ]
+        )
     assert code.value.code == 0, capsys.readouterr().err
     predicted = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     served = Classifier(best, backend="torch-fp32").predict(TEXTS)
     assert [r["label"] for r in served] == [r["label"] for r in predicted] and len(predicted) == 4
 
-    report = run_bench([best], ["torch-fp32", "torch-bf16", "onnx-fp32"], texts=TEXTS, samples=8, repeats=1,
-                       warmup=0, latency_samples=1, memory=False, metric=False, choose=False, progress=False,
-                       show=False)
+    report = run_bench(
+        [best],
+        ["torch-fp32", "torch-bf16", "onnx-fp32"],
+        texts=TEXTS,
+        samples=8,
+        repeats=1,
+        warmup=0,
+        latency_samples=1,
+        memory=False,
+        metric=False,
+        choose=False,
+        progress=False,
+        show=False,
+    )
     for row in report["results"]:
         assert row["flops_per_sample"] > 0 and row["samples_per_s"]["median"] > 0
         if row["backend"] == "torch-bf16" and row.get("notes"):  # on a CPU with the fused path: it says why not
@@ -278,7 +348,7 @@ def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tm
 
 @pytest.mark.parametrize("family", ["mpnet", "roberta", "deberta-v2", "electra"])
 def test_onnx_export_of_a_student_equals_pytorch(family, teachers, tmp_path):
-    from distilbench.onnx_export import export_model
+    from distilbench.runtime.export import export_model
 
     model, tokenizer = load_classifier(f"student:{teachers(family)}", "multiclass", ["a", "b", "c"])
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -292,8 +362,8 @@ def test_onnx_export_of_a_student_equals_pytorch(family, teachers, tmp_path):
 
 
 def test_a_graph_that_does_not_match_its_model_is_refused(teachers, tmp_path):
-    from distilbench.inference import model_input_names
-    from distilbench.onnx_export import check_graph, export_onnx
+    from distilbench.models.inputs import model_input_names
+    from distilbench.runtime.export import check_graph, export_onnx
 
     model, _ = load_classifier(f"student:{teachers('mpnet')}", "multiclass", ["a", "b"])
     model.eval()

@@ -3,13 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from distilbench.backends import load_backend
-from distilbench.console import DistilbenchError
-from distilbench.inference import backend_logits, logits_to_probs, loss_from_logits
-from distilbench.metrics import label_array
-from distilbench.models import load_classifier
+from distilbench.core.console import DistilbenchError
+from distilbench.evaluation.metrics import label_array
+from distilbench.models.registry import load_classifier
 from distilbench.runs import save_checkpoint
-from distilbench.training import average_weights, choose_best, choose_best_epoch
+from distilbench.runtime.backends import load_backend
+from distilbench.runtime.inference import backend_logits, logits_to_probs, loss_from_logits
+from distilbench.training.finetune import average_weights, choose_best, choose_best_epoch
 
 
 def stats(*rows):
@@ -91,7 +91,7 @@ def test_the_learning_rate_follows_the_schedule_after_the_warm_up(tmp_path, tiny
     from transformers import TrainerCallback
 
     from distilbench.config import load_config
-    from distilbench.training import encode_split, train_model
+    from distilbench.training.finetune import encode_split, train_model
 
     rates = []
 
@@ -102,18 +102,42 @@ def test_the_learning_rate_follows_the_schedule_after_the_warm_up(tmp_path, tiny
     names = ["a", "b"]
     frame = pd.DataFrame({"text": [f"text number {i}" for i in range(20)], "label": ["a", "b"] * 10})
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", names)
-    config = load_config(None, {"task": "multiclass", "epochs": 2, "train_batch_size": 4, "learning_rate": 1e-3,
-                                "warmup_ratio": 0.2, "lr_schedule": schedule, "device": "cpu",
-                                "precision": "fp32", "average_checkpoints": 0})
+    config = load_config(
+        None,
+        {
+            "task": "multiclass",
+            "epochs": 2,
+            "train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.2,
+            "lr_schedule": schedule,
+            "device": "cpu",
+            "precision": "fp32",
+            "average_checkpoints": 0,
+        },
+    )
     data = encode_split(tokenizer, frame, "multiclass", names, 16)
-    train_model(model, tokenizer, data, data, "multiclass", names, config, tmp_path / "m", "m", progress=False,
-                callbacks=[Rates()])
+    train_model(
+        model,
+        tokenizer,
+        data,
+        data,
+        "multiclass",
+        names,
+        config,
+        tmp_path / "m",
+        "m",
+        progress=False,
+        callbacks=[Rates()],
+    )
     # after step k (1-based) the scheduler holds the rate of step k + 1 of 10; warm-up: 2 steps
     assert len(rates) == 10
     assert rates[0] == pytest.approx(1e-3 / 2) and rates[1] == pytest.approx(1e-3)
-    expected = {"linear": [1e-3 * (10 - k) / 8 for k in range(2, 10)],
-                "cosine": [1e-3 * 0.5 * (1 + np.cos(np.pi * (k - 2) / 8)) for k in range(2, 10)],
-                "constant": [1e-3] * 8}[schedule]
+    expected = {
+        "linear": [1e-3 * (10 - k) / 8 for k in range(2, 10)],
+        "cosine": [1e-3 * 0.5 * (1 + np.cos(np.pi * (k - 2) / 8)) for k in range(2, 10)],
+        "constant": [1e-3] * 8,
+    }[schedule]
     np.testing.assert_allclose(rates[1:9], expected, rtol=1e-6)
 
 
@@ -123,18 +147,26 @@ def test_layer_rate_scales_decay_from_the_top_layer_down_to_the_embeddings(famil
     one above, the embeddings below the lowest layer; for each family's parameter names."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from distilbench.trainer import layer_rate_scales
+    from distilbench.training.trainer import layer_rate_scales
 
     sizes = {"distilbert": dict(dim=16, n_layers=3, n_heads=2, hidden_dim=32)}.get(
-        family, dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32))
+        family, dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+    )
     model = AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model(family, vocab_size=100, max_position_embeddings=64, num_labels=3, **sizes))
+        AutoConfig.for_model(family, vocab_size=100, max_position_embeddings=64, num_labels=3, **sizes)
+    )
     scales = layer_rate_scales(model, 0.5)
     assert set(scales) == {name for name, _ in model.named_parameters()}
     by_depth = {}
     for name, scale in scales.items():
-        layer = next((int(part) for prev, part in zip(name.split("."), name.split(".")[1:])
-                      if prev == "layer" and part.isdigit()), None)
+        layer = next(
+            (
+                int(part)
+                for prev, part in zip(name.split("."), name.split(".")[1:])
+                if prev == "layer" and part.isdigit()
+            ),
+            None,
+        )
         kind = layer if layer is not None else "embeddings" if "embeddings." in name else "other"
         by_depth.setdefault(kind, set()).add(scale)
     assert by_depth[2] == {1.0} and by_depth[1] == {0.5} and by_depth[0] == {0.25}
@@ -152,7 +184,7 @@ def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_b
     from transformers import TrainerCallback
 
     from distilbench.config import load_config
-    from distilbench.training import encode_split, train_model
+    from distilbench.training.finetune import encode_split, train_model
 
     names = ["a", "b"]
     frame = pd.DataFrame({"text": [f"text number {i}" for i in range(8)], "label": ["a", "b"] * 4})
@@ -169,12 +201,35 @@ def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_b
                         seen[index[id(parameter)]] = (group["lr"], group["weight_decay"])
 
         model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", names)
-        config = load_config(None, {"task": "multiclass", "epochs": 1, "train_batch_size": 4, "learning_rate": 1e-3,
-                                    "weight_decay": 0.01, "warmup_ratio": 0.0, "device": "cpu", "precision": "fp32",
-                                    "average_checkpoints": 0, **settings})
+        config = load_config(
+            None,
+            {
+                "task": "multiclass",
+                "epochs": 1,
+                "train_batch_size": 4,
+                "learning_rate": 1e-3,
+                "weight_decay": 0.01,
+                "warmup_ratio": 0.0,
+                "device": "cpu",
+                "precision": "fp32",
+                "average_checkpoints": 0,
+                **settings,
+            },
+        )
         data = encode_split(tokenizer, frame, "multiclass", names, 16)
-        train_model(model, tokenizer, data, data, "multiclass", names, config, tmp_path / str(settings), "m",
-                    progress=False, callbacks=[Groups()])
+        train_model(
+            model,
+            tokenizer,
+            data,
+            data,
+            "multiclass",
+            names,
+            config,
+            tmp_path / str(settings),
+            "m",
+            progress=False,
+            callbacks=[Groups()],
+        )
         assert set(seen) == {n for n, p in model.named_parameters() if p.requires_grad}
         return seen
 
@@ -195,30 +250,39 @@ def test_label_smoothing_trains_against_smoothed_targets_and_validates_plainly(t
     model in eval mode (validation, test) stays the plain cross-entropy, so validation losses stay comparable."""
     from transformers import TrainingArguments
 
-    from distilbench.trainer import DistilbenchTrainer, label_loss
+    from distilbench.training.trainer import DistilbenchTrainer, label_loss
 
     logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]), torch.tensor([0, 1])
     log_probs = torch.log_softmax(logits, dim=-1)
     targets = 0.7 * torch.nn.functional.one_hot(labels, 3) + 0.3 / 3
-    assert float(label_loss(logits, labels, "multiclass", smoothing=0.3)) == \
-        pytest.approx(float(-(targets * log_probs).sum(-1).mean()), rel=1e-6)
-    assert float(label_loss(logits, labels, "multiclass")) == \
-        pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-6)
+    assert float(label_loss(logits, labels, "multiclass", smoothing=0.3)) == pytest.approx(
+        float(-(targets * log_probs).sum(-1).mean()), rel=1e-6
+    )
+    assert float(label_loss(logits, labels, "multiclass")) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, labels)), rel=1e-6
+    )
 
     model, tokenizer = load_classifier(str(tiny_bert_dir), "multiclass", ["a", "b", "c"])
     with torch.no_grad():  # confident logits, where smoothing changes the loss clearly
         model.classifier.bias.copy_(torch.tensor([4.0, 0.0, -4.0]))
-    trainer = DistilbenchTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
-                                                                     report_to=[]))
+    trainer = DistilbenchTrainer(
+        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    )
     trainer.task, trainer.label_smoothing = "multiclass", 0.3
-    inputs = dict(tokenizer(["one text", "another text here"], padding=True, return_tensors="pt"),
-                  labels=torch.tensor([0, 0]))  # the confident class: smoothing raises the loss
+    inputs = dict(
+        tokenizer(["one text", "another text here"], padding=True, return_tensors="pt"), labels=torch.tensor([0, 0])
+    )  # the confident class: smoothing raises the loss
     model.eval()
     with torch.no_grad():
-        plain = torch.nn.functional.cross_entropy(model(**{k: v for k, v in inputs.items() if k != "labels"}).logits,
-                                                  inputs["labels"])
-        smoothed = label_loss(model(**{k: v for k, v in inputs.items() if k != "labels"}).logits,
-                              inputs["labels"], "multiclass", smoothing=0.3)
+        plain = torch.nn.functional.cross_entropy(
+            model(**{k: v for k, v in inputs.items() if k != "labels"}).logits, inputs["labels"]
+        )
+        smoothed = label_loss(
+            model(**{k: v for k, v in inputs.items() if k != "labels"}).logits,
+            inputs["labels"],
+            "multiclass",
+            smoothing=0.3,
+        )
         assert float(trainer.compute_loss(model, dict(inputs))) == pytest.approx(float(plain), rel=1e-5)
         model.train()
         for module in model.modules():  # no dropout: the same logits in train mode

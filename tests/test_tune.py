@@ -10,21 +10,26 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from distilbench.cli import main
-from distilbench.compare import compare
+from distilbench.cli.commands import main
 from distilbench.config import ExperimentConfig, load_config
-from distilbench.tune import DB_NAME, SEARCH_SPACE, STUDY_NAME, search_space, tune
+from distilbench.experiments.compare import compare
+from distilbench.experiments.tune import DB_NAME, SEARCH_SPACE, STUDY_NAME, search_space, tune
 
-WORDS = {"sport": "match goal team score league coach", "money": "bank market price stock trade loan",
-         "music": "song album band guitar concert drum"}
+WORDS = {
+    "sport": "match goal team score league coach",
+    "money": "bank market price stock trade loan",
+    "music": "song album band guitar concert drum",
+}
 
 
 @pytest.fixture(scope="module")
 def words_csv(tmp_path_factory):
     """120 unique texts of three classes, each class with its own words."""
     rng = random.Random(0)
-    rows = [{"text": " ".join(rng.choice(WORDS[label].split()) for _ in range(5)) + f" number {i}",
-             "label": label} for i, label in enumerate(list(WORDS) * 40)]
+    rows = [
+        {"text": " ".join(rng.choice(WORDS[label].split()) for _ in range(5)) + f" number {i}", "label": label}
+        for i, label in enumerate(list(WORDS) * 40)
+    ]
     path = tmp_path_factory.mktemp("tune-data") / "words.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -37,8 +42,14 @@ def learnable_dir(tmp_path_factory, minilm_tokenizer):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     path = tmp_path_factory.mktemp("tune-bert")
     BertModel(config).save_pretrained(path)
     minilm_tokenizer.save_pretrained(path)
@@ -46,8 +57,17 @@ def learnable_dir(tmp_path_factory, minilm_tokenizer):
 
 
 def base_config(data, out, **overrides) -> ExperimentConfig:
-    values = dict(data=str(data), epochs=2, train_batch_size=16, max_length=16, val_size=0.25, precision="fp32",
-                  backend="torch-fp32", measure_speed=False, out=str(out))
+    values = dict(
+        data=str(data),
+        epochs=2,
+        train_batch_size=16,
+        max_length=16,
+        val_size=0.25,
+        precision="fp32",
+        backend="torch-fp32",
+        measure_speed=False,
+        out=str(out),
+    )
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
@@ -55,19 +75,19 @@ def base_config(data, out, **overrides) -> ExperimentConfig:
 @contextlib.contextmanager
 def texts_seen():
     """Every text tokenized while the block runs (training, validation, the teacher's outputs, testing)."""
-    import distilbench.inference
-    import distilbench.training
+    import distilbench.runtime.inference
+    import distilbench.training.finetune
 
     seen = set()
-    original = distilbench.inference.tokenize_texts
+    original = distilbench.runtime.inference.tokenize_texts
 
     def recording(tokenizer, texts, *args, **kwargs):
         seen.update(texts)
         return original(tokenizer, texts, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(distilbench.training, "tokenize_texts", recording)
-        patch.setattr(distilbench.inference, "tokenize_texts", recording)
+        patch.setattr(distilbench.training.finetune, "tokenize_texts", recording)
+        patch.setattr(distilbench.runtime.inference, "tokenize_texts", recording)
         yield seen
 
 
@@ -88,8 +108,14 @@ def search(tmp_path_factory, words_csv, learnable_dir):
     out = tmp_path_factory.mktemp("search") / "tune"
     config = base_config(words_csv, out)
     with texts_seen() as seen:
-        result = tune(config, str(learnable_dir), trials=3, search=["learning_rate=1e-3:1e-2", "train_batch_size=8:16"],
-                      pruner=PruneTrialOne(), progress=False)
+        result = tune(
+            config,
+            str(learnable_dir),
+            trials=3,
+            search=["learning_rate=1e-3:1e-2", "train_batch_size=8:16"],
+            pruner=PruneTrialOne(),
+            progress=False,
+        )
     return result, out, seen
 
 
@@ -119,8 +145,13 @@ def test_search_writes_every_trial_and_the_best_settings(search, learnable_dir):
     settings = load_config(out / "best.yaml")  # as compare --config reads it
     assert settings.learning_rate == best["params"]["learning_rate"]
     assert settings.train_batch_size == best["params"]["train_batch_size"]
-    assert (settings.epochs, settings.max_length, settings.val_size, settings.models, settings.out) == \
-        (2, 16, 0.25, [str(learnable_dir)], None)
+    assert (settings.epochs, settings.max_length, settings.val_size, settings.models, settings.out) == (
+        2,
+        16,
+        0.25,
+        [str(learnable_dir)],
+        None,
+    )
 
 
 def test_search_never_reads_the_test_split(search):
@@ -140,13 +171,14 @@ def test_best_yaml_in_compare_reproduces_the_best_trial(search, tmp_path):
     assert rows[0]["val"]["accuracy"] == pytest.approx(result["best"]["score"], abs=1e-9)
 
 
-def test_resume_keeps_finished_trials_and_runs_interrupted_ones_again(words_csv, learnable_dir, tmp_path,
-                                                                      monkeypatch, capsys):
-    import distilbench.tune
+def test_resume_keeps_finished_trials_and_runs_interrupted_ones_again(
+    words_csv, learnable_dir, tmp_path, monkeypatch, capsys
+):
+    import distilbench.experiments.tune
 
     out = tmp_path / "tune"
     calls = []
-    real_train = distilbench.tune.train_model
+    real_train = distilbench.experiments.tune.train_model
 
     def interrupted_second(*args, **kwargs):  # Ctrl-C in the middle of trial 1
         calls.append(1)
@@ -154,10 +186,16 @@ def test_resume_keeps_finished_trials_and_runs_interrupted_ones_again(words_csv,
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(distilbench.tune, "train_model", interrupted_second)
+    monkeypatch.setattr(distilbench.experiments.tune, "train_model", interrupted_second)
     with pytest.raises(KeyboardInterrupt):
-        tune(base_config(words_csv, out, epochs=1), str(learnable_dir), trials=3,
-             search=["learning_rate=1e-3:1e-2"], prune=False, progress=False)
+        tune(
+            base_config(words_csv, out, epochs=1),
+            str(learnable_dir),
+            trials=3,
+            search=["learning_rate=1e-3:1e-2"],
+            prune=False,
+            progress=False,
+        )
     monkeypatch.undo()
     storage = f"sqlite:///{out / DB_NAME}"
     study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
@@ -177,15 +215,22 @@ def test_resume_keeps_finished_trials_and_runs_interrupted_ones_again(words_csv,
     assert code == 0, printed.err
     assert "interrupted trial(s) 1, 2: their settings run again" in printed.out
     trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL,
-                                         TrialState.COMPLETE, TrialState.COMPLETE]  # 3 finished, as asked
-    assert (trials[0].params, trials[0].value, trials[0].datetime_start) == \
-        (first.params, first.value, first.datetime_start)  # kept, not run again
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]  # 3 finished, as asked
+    assert (trials[0].params, trials[0].value, trials[0].datetime_start) == (
+        first.params,
+        first.value,
+        first.datetime_start,
+    )  # kept, not run again
     assert [t.user_attrs.get("retry_of") for t in trials[3:]] == [1, 2]
     assert trials[3].params == trials[1].params and trials[4].params == {"learning_rate": 0.004}
     assert not (out / "trials").exists()
-    assert pd.read_csv(out / "trials.csv")["state"].tolist() == ["finished", "failed", "failed", "finished",
-                                                                 "finished"]
+    assert pd.read_csv(out / "trials.csv")["state"].tolist() == ["finished", "failed", "failed", "finished", "finished"]
 
     with pytest.raises(SystemExit) as exit_info:  # asked again for 3: nothing more to run
         main(["tune", "--out", str(out), "--resume", "--trials", "3", "--no-progress"])
@@ -195,7 +240,7 @@ def test_resume_keeps_finished_trials_and_runs_interrupted_ones_again(words_csv,
 
 
 def test_distillation_search_tunes_alpha_and_temperature(words_csv, learnable_dir, tmp_path):
-    from distilbench.models import load_classifier
+    from distilbench.models.registry import load_classifier
 
     teacher = tmp_path / "teacher"
     model, tokenizer = load_classifier(str(learnable_dir), "multiclass", sorted(WORDS))
@@ -203,8 +248,15 @@ def test_distillation_search_tunes_alpha_and_temperature(words_csv, learnable_di
     tokenizer.save_pretrained(teacher)
     out = tmp_path / "tune"
     with texts_seen() as seen:
-        result = tune(base_config(words_csv, out, epochs=1), f"student:{learnable_dir}", teacher=str(teacher),
-                      trials=2, search=["alpha", "temperature=1:4"], prune=False, progress=False)
+        result = tune(
+            base_config(words_csv, out, epochs=1),
+            f"student:{learnable_dir}",
+            teacher=str(teacher),
+            trials=2,
+            search=["alpha", "temperature=1:4"],
+            prune=False,
+            progress=False,
+        )
     assert not split_texts(out, "test") & seen  # the teacher's outputs are computed for training texts only
     assert list((out / "cache").glob("*.train-logits.npy"))
     records = result["trials"]
@@ -213,15 +265,22 @@ def test_distillation_search_tunes_alpha_and_temperature(words_csv, learnable_di
     # same seed, data and rate: the settings reach the loss
     assert records[0]["epochs"][0]["train_loss"] != records[1]["epochs"][0]["train_loss"]
     settings = load_config(out / "best.yaml")
-    assert (settings.alpha, settings.temperature) == (result["best"]["params"]["alpha"],
-                                                       result["best"]["params"]["temperature"])
+    assert (settings.alpha, settings.temperature) == (
+        result["best"]["params"]["alpha"],
+        result["best"]["params"]["temperature"],
+    )
     assert settings.models == [f"student:{learnable_dir}"]
     assert f"distill --teacher {teacher}" in (out / "best.yaml").read_text()
 
 
 def test_the_default_space_and_ranges():
-    assert list(search_space(None, distillation=False)) == ["learning_rate", "epochs", "train_batch_size",
-                                                            "warmup_ratio", "weight_decay"]
+    assert list(search_space(None, distillation=False)) == [
+        "learning_rate",
+        "epochs",
+        "train_batch_size",
+        "warmup_ratio",
+        "weight_decay",
+    ]
     assert set(search_space(None, distillation=True)) == set(SEARCH_SPACE) - {"layer_lr_decay", "label_smoothing"}
     assert search_space(["layer_lr_decay"], False) == {"layer_lr_decay": {"type": "float", "low": 0.6, "high": 1.0}}
     assert search_space(["label_smoothing"], False) == {"label_smoothing": {"type": "float", "low": 0.0, "high": 0.2}}
@@ -232,18 +291,21 @@ def test_the_default_space_and_ranges():
     assert space["train_batch_size"] == {"type": "choice", "choices": [8, 32]}
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--trials", "0"], "--trials must be at least 1"),
-    (["--search", "dropout"], "unknown parameter 'dropout'"),
-    (["--search", "alpha"], "alpha is searched only when distilling (--teacher)"),
-    (["--search", "learning_rate", "--learning-rate", "1e-4"], "searched or fixed, not both"),
-    (["--search", "epochs=4:2"], "LOW:HIGH with LOW < HIGH"),
-    (["--search", "learning_rate=-1:1"], "--learning-rate must be positive"),
-    (["--search", "epochs=two:4"], "give integers"),
-    (["--search", "layer_lr_decay=0:1"], "--layer-lr-decay is a factor in (0, 1]"),
-    (["--search", "label_smoothing=0:1"], "--label-smoothing is a share of the target in [0, 1)"),
-    (["--timeout", "-5"], "--timeout must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--search", "dropout"], "unknown parameter 'dropout'"),
+        (["--search", "alpha"], "alpha is searched only when distilling (--teacher)"),
+        (["--search", "learning_rate", "--learning-rate", "1e-4"], "searched or fixed, not both"),
+        (["--search", "epochs=4:2"], "LOW:HIGH with LOW < HIGH"),
+        (["--search", "learning_rate=-1:1"], "--learning-rate must be positive"),
+        (["--search", "epochs=two:4"], "give integers"),
+        (["--search", "layer_lr_decay=0:1"], "--layer-lr-decay is a factor in (0, 1]"),
+        (["--search", "label_smoothing=0:1"], "--label-smoothing is a share of the target in [0, 1)"),
+        (["--timeout", "-5"], "--timeout must be a positive number"),
+    ],
+)
 def test_bad_input_is_one_clear_line(capsys, tmp_path, words_csv, flags, message):
     out = tmp_path / "tune"
     with pytest.raises(SystemExit) as exit_info:
@@ -262,17 +324,52 @@ def test_tune_needs_a_model(capsys, tmp_path, words_csv):
 
 def test_the_cli_passes_its_flags(capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr("distilbench.tune.tune", lambda *args, **kwargs: calls.append((args, kwargs)) or {})
+    monkeypatch.setattr("distilbench.experiments.tune.tune", lambda *args, **kwargs: calls.append((args, kwargs)) or {})
     with pytest.raises(SystemExit) as exit_info:
-        main(["tune", "--model", "student:M", "--teacher", "T", "--data", "d.csv", "--trials", "7", "--timeout", "60",
-              "--search", "alpha, temperature=1:4", "--no-prune", "--learning-rate", "1e-4", "--max-length", "64",
-              "--out", "o", "--no-progress"])
+        main(
+            [
+                "tune",
+                "--model",
+                "student:M",
+                "--teacher",
+                "T",
+                "--data",
+                "d.csv",
+                "--trials",
+                "7",
+                "--timeout",
+                "60",
+                "--search",
+                "alpha, temperature=1:4",
+                "--no-prune",
+                "--learning-rate",
+                "1e-4",
+                "--max-length",
+                "64",
+                "--out",
+                "o",
+                "--no-progress",
+            ]
+        )
     assert exit_info.value.code == 0, capsys.readouterr().err
     (config, model), kwargs = calls[0]
-    assert (model, config.data, config.learning_rate, config.max_length, config.out) == \
-        ("student:M", "d.csv", 1e-4, 64, "o")
-    assert {k: kwargs[k] for k in ("teacher", "trials", "timeout", "search", "prune", "overwrite", "resume",
-                                   "progress")} == {"teacher": "T", "trials": 7, "timeout": 60.0,
-                                                    "search": ["alpha", "temperature=1:4"], "prune": False,
-                                                    "overwrite": False, "resume": False, "progress": False}
+    assert (model, config.data, config.learning_rate, config.max_length, config.out) == (
+        "student:M",
+        "d.csv",
+        1e-4,
+        64,
+        "o",
+    )
+    assert {
+        k: kwargs[k] for k in ("teacher", "trials", "timeout", "search", "prune", "overwrite", "resume", "progress")
+    } == {
+        "teacher": "T",
+        "trials": 7,
+        "timeout": 60.0,
+        "search": ["alpha", "temperature=1:4"],
+        "prune": False,
+        "overwrite": False,
+        "resume": False,
+        "progress": False,
+    }
     assert {"learning_rate", "max_length"} <= kwargs["fixed"]  # given as flags: fixed, not searched

@@ -8,21 +8,35 @@ import pandas as pd
 import pytest
 import torch
 
-from distilbench import compare as compare_module
-from distilbench import trainer, training
-from distilbench.cli import main
-from distilbench.compare import compare
+from distilbench.cli.commands import main
 from distilbench.config import PRESETS, ExperimentConfig, load_config
-from distilbench.console import DistilbenchError
+from distilbench.core.console import DistilbenchError
+from distilbench.experiments import compare as compare_module
+from distilbench.experiments.compare import compare
 from distilbench.runs import model_slug
-from distilbench.trainer import label_loss, loss_weights
+from distilbench.training import finetune as training
+from distilbench.training import trainer
+from distilbench.training.trainer import label_loss, loss_weights
 
 
 def config_for(tmp_path, models, data, **overrides) -> ExperimentConfig:
-    values = dict(task="multiclass", data=str(data), label_column="category", max_samples=600, epochs=2,
-                  train_batch_size=16, eval_batch_size=64, learning_rate=3e-3, max_length=24, precision="fp32",
-                  backend="torch-fp32", measure_speed=False, out=str(tmp_path / "run"), models=models,
-                  resamples=300)
+    values = dict(
+        task="multiclass",
+        data=str(data),
+        label_column="category",
+        max_samples=600,
+        epochs=2,
+        train_batch_size=16,
+        eval_batch_size=64,
+        learning_rate=3e-3,
+        max_length=24,
+        precision="fp32",
+        backend="torch-fp32",
+        measure_speed=False,
+        out=str(tmp_path / "run"),
+        models=models,
+        resamples=300,
+    )
     values.update(overrides)
     return ExperimentConfig(**values).validate()
 
@@ -52,10 +66,14 @@ def test_a_count_of_seeds_that_looks_like_a_seed_is_told_apart(capsys):
 
 
 def test_flags_are_checked_with_messages_that_name_them():
-    cases = {"--warmup-ratio": dict(warmup_ratio=1.0), "--class-weight": dict(class_weight="balanced",
-                                                                            task="multilabel"),
-             "--pos-weight": dict(pos_weight="auto"), "--patience": dict(patience=0),
-             "--margin": dict(margin=-1.0), "--reference": dict(reference="bert-base-uncased")}
+    cases = {
+        "--warmup-ratio": dict(warmup_ratio=1.0),
+        "--class-weight": dict(class_weight="balanced", task="multilabel"),
+        "--pos-weight": dict(pos_weight="auto"),
+        "--patience": dict(patience=0),
+        "--margin": dict(margin=-1.0),
+        "--reference": dict(reference="bert-base-uncased"),
+    }
     for flag, values in cases.items():
         with pytest.raises(DistilbenchError, match=flag):
             load_config(None, values)
@@ -116,8 +134,10 @@ def test_weighted_label_losses_weigh_what_they_claim():
     targets = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
     pos = torch.tensor([5.0, 1.0])
     shifted = logits + torch.log(pos)  # the prior correction: see the next test
-    manual = -(pos * targets * torch.nn.functional.logsigmoid(shifted)
-               + (1 - targets) * torch.nn.functional.logsigmoid(-shifted)).mean()
+    manual = -(
+        pos * targets * torch.nn.functional.logsigmoid(shifted)
+        + (1 - targets) * torch.nn.functional.logsigmoid(-shifted)
+    ).mean()
     assert label_loss(logits, targets, "multilabel", pos).item() == pytest.approx(manual.item(), rel=1e-6)
     unweighted = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
     assert label_loss(logits, targets, "multilabel").item() == pytest.approx(unweighted.item())
@@ -153,8 +173,9 @@ def test_class_weights_reach_the_training_loss(tmp_path, learnable_bert_dir, sha
         return real(logits, labels, task, weights, smoothing)
 
     monkeypatch.setattr(trainer, "label_loss", spy)
-    config = config_for(tmp_path, [str(learnable_bert_dir)], shared_data("news-headlines.csv"), epochs=1,
-                        class_weight="balanced")
+    config = config_for(
+        tmp_path, [str(learnable_bert_dir)], shared_data("news-headlines.csv"), epochs=1, class_weight="balanced"
+    )
     compare(config, progress=False)
     train = pd.read_csv(tmp_path / "run" / "data" / "train.csv")
     names = sorted(train["label"].unique())
@@ -166,8 +187,15 @@ def test_class_weights_reach_the_training_loss(tmp_path, learnable_bert_dir, sha
 def test_patience_stops_when_the_select_metric_stops_improving(tmp_path, learnable_bert_dir, shared_data):
     """A learning rate too small to move any fp32 weight: every epoch scores the same, so epoch 1 stays best and
     --patience 1 stops after epoch 2 of 5, keeping the best epoch's checkpoint."""
-    config = config_for(tmp_path, [str(learnable_bert_dir)], shared_data("news-headlines.csv"), epochs=5,
-                        learning_rate=1e-30, patience=1, max_samples=300)
+    config = config_for(
+        tmp_path,
+        [str(learnable_bert_dir)],
+        shared_data("news-headlines.csv"),
+        epochs=5,
+        learning_rate=1e-30,
+        patience=1,
+        max_samples=300,
+    )
     row = compare(config, progress=False)[0]
     stats = json.loads((tmp_path / "run" / "results" / model_slug(row["model"]) / "training_stats.json").read_text())
     assert [e["epoch"] for e in stats["epochs"]] == [1, 2]
@@ -181,8 +209,16 @@ def test_patience_stops_when_the_select_metric_stops_improving(tmp_path, learnab
 def seeded_run(tmp_path_factory, learnable_bert_dir, shared_data):
     tmp = tmp_path_factory.mktemp("seeds")
     models = [str(learnable_bert_dir), f"student:{learnable_bert_dir}"]
-    config = config_for(tmp, models, shared_data("news-headlines.csv"), seeds=[5, 6], epochs=3, max_samples=1200,
-                        max_length=32, margin=50.0)
+    config = config_for(
+        tmp,
+        models,
+        shared_data("news-headlines.csv"),
+        seeds=[5, 6],
+        epochs=3,
+        max_samples=1200,
+        max_length=32,
+        margin=50.0,
+    )
     rows = compare(config, progress=False)
     return config, rows, tmp / "run"
 
@@ -209,10 +245,12 @@ def test_every_seed_is_kept_and_rows_report_mean_spread_and_intervals(seeded_run
         assert ci["value"] == pytest.approx(row["test"]["accuracy"])
         # the best validation seed is the model's checkpoint, and its files are the ones the report shows
         chosen = row["chosen_seed"]
-        assert (run / "models" / slug / "best").resolve() == (run / "models" / slug / f"seed-{chosen}" /
-                                                              row["kept"]).resolve()
+        assert (run / "models" / slug / "best").resolve() == (
+            run / "models" / slug / f"seed-{chosen}" / row["kept"]
+        ).resolve()
         assert (run / "results" / slug / "test_predictions.csv").read_bytes() == (
-            run / "results" / slug / f"seed-{chosen}" / "test_predictions.csv").read_bytes()
+            run / "results" / slug / f"seed-{chosen}" / "test_predictions.csv"
+        ).read_bytes()
 
 
 def test_each_student_seed_learns_from_the_same_seed_of_its_teacher(seeded_run):
@@ -241,7 +279,7 @@ def test_the_student_gets_a_paired_difference_mcnemar_and_a_verdict(seeded_run):
 
 
 def test_verdict_lines_name_the_reference_only_when_there_is_a_verdict(seeded_run):
-    from distilbench.verdicts import verdict_lines
+    from distilbench.evaluation.verdicts import verdict_lines
 
     _, rows, run = seeded_run
     assessment = json.loads((run / "comparison.json").read_text())
@@ -272,8 +310,14 @@ def test_the_report_shows_verdicts_baselines_and_the_forest_plot(seeded_run):
 
 
 def test_a_model_that_learned_nothing_is_flagged_loudly(tmp_path, learnable_bert_dir, shared_data, capsys):
-    config = config_for(tmp_path, [str(learnable_bert_dir)], shared_data("news-headlines.csv"), epochs=1,
-                        learning_rate=1e-30, max_samples=300)
+    config = config_for(
+        tmp_path,
+        [str(learnable_bert_dir)],
+        shared_data("news-headlines.csv"),
+        epochs=1,
+        learning_rate=1e-30,
+        max_samples=300,
+    )
     row = compare(config, progress=False)[0]
     assert row["learned_nothing"]["flag"] is True
     assert "LEARNED NOTHING" in capsys.readouterr().err
@@ -284,8 +328,7 @@ def test_a_model_that_learned_nothing_is_flagged_loudly(tmp_path, learnable_bert
 
 def test_resume_never_retrains_a_finished_seed(tmp_path, learnable_bert_dir, shared_data, monkeypatch):
     models = [str(learnable_bert_dir), f"student:{learnable_bert_dir}"]
-    config = config_for(tmp_path, models, shared_data("news-headlines.csv"), seeds=[1, 2], epochs=1,
-                        max_samples=300)
+    config = config_for(tmp_path, models, shared_data("news-headlines.csv"), seeds=[1, 2], epochs=1, max_samples=300)
     real = compare_module.run_model
     calls = []
 
@@ -314,8 +357,21 @@ def test_resume_never_retrains_a_finished_seed(tmp_path, learnable_bert_dir, sha
 
 def test_the_cli_takes_seeds_margin_and_reference(tmp_path, learnable_bert_dir, shared_data, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["compare", "--data", str(shared_data("news-headlines.csv")), "--label-column", "category",
-              "--models", str(learnable_bert_dir), "--reference", "minilm-l6", "--out", str(tmp_path / "r")])
+        main(
+            [
+                "compare",
+                "--data",
+                str(shared_data("news-headlines.csv")),
+                "--label-column",
+                "category",
+                "--models",
+                str(learnable_bert_dir),
+                "--reference",
+                "minilm-l6",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
     assert exit_info.value.code == 2
     assert "--reference minilm-l6 is not one of --models" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -324,9 +380,9 @@ def test_the_cli_takes_seeds_margin_and_reference(tmp_path, learnable_bert_dir, 
 def test_multilabel_rows_get_intervals_at_the_thresholds_the_model_predicts_with(tmp_path):
     # a model whose scores rank one label well but sit below 0.5: at 0.5 it predicts nothing; the thresholds
     # tuned on validation (saved in test_stats.json, as compare leaves them) recover the label
-    from distilbench.metrics import compute_metrics
+    from distilbench.evaluation.metrics import compute_metrics
+    from distilbench.evaluation.verdicts import assess
     from distilbench.runs import RunDir
-    from distilbench.verdicts import assess
 
     rng = np.random.default_rng(3)
     names = ["a", "b"]
@@ -340,7 +396,7 @@ def test_multilabel_rows_get_intervals_at_the_thresholds_the_model_predicts_with
     test = pd.DataFrame(labels, columns=names)
     config = ExperimentConfig(task="multilabel", models=["m"], label_columns=names, resamples=200)
     rows = [{"model": "m"}]
-    assess(rows, config, RunDir(tmp_path), {"train": test, "test": test}, names)
+    assess(rows, config.verdict_options(), RunDir(tmp_path), {"train": test, "test": test}, names)
     tuned = rows[0]["test_tuned_ci"]
     assert set(tuned) == {"hamming_score", "f1_micro", "f1_macro"}  # ROC-AUC does not depend on thresholds
     expected = compute_metrics("multilabel", labels, probs, names, np.array([0.2, 0.5]))

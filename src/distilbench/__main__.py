@@ -1,5 +1,5 @@
 """`python -m distilbench ...`: the same command as the `distilbench` console script."""
 
-from .cli import main
+from distilbench.cli import main
 
 main()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from .console import DistilbenchError, warn
+from distilbench.core.console import DistilbenchError, warn
+from distilbench.evaluation.verdicts import VerdictOptions
 
 TASKS = ("multiclass", "multilabel")
 HEAD_CHOICES = ("auto", "standard", "thesis", "mean")  # see models.HEADS and models.resolve_head
@@ -101,7 +102,7 @@ class ExperimentConfig:
             raise DistilbenchError(f"--head must be one of {', '.join(HEAD_CHOICES)}, not '{self.head}'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DistilbenchError(f"--precision must be auto, fp32, bf16 or fp16, not '{self.precision}'")
-        from .backends import BACKENDS
+        from distilbench.runtime.backends import BACKENDS
 
         if self.backend not in (*BACKENDS, "auto", "onnx"):
             raise DistilbenchError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not '{self.backend}'")
@@ -113,8 +114,7 @@ class ExperimentConfig:
             raise DistilbenchError(f"--alpha must be between 0 and 1, not {self.alpha}")
         if self.temperature <= 0:
             raise DistilbenchError(f"--temperature must be positive, not {self.temperature}")
-        for flag, value in (("--distill-hidden", self.distill_hidden),
-                            ("--distill-attention", self.distill_attention)):
+        for flag, value in (("--distill-hidden", self.distill_hidden), ("--distill-attention", self.distill_attention)):
             if value < 0:
                 raise DistilbenchError(f"{flag} is a loss weight, 0 (off) or more, not {value}")
         if self.augment not in ("none", "mask"):
@@ -122,11 +122,13 @@ class ExperimentConfig:
         if self.augment_copies < 1:
             raise DistilbenchError(f"--augment-copies must be at least 1, not {self.augment_copies}")
         if not self.distill and self.distillation_extras():
-            raise DistilbenchError(f"{', '.join(self.distillation_extras())} need a teacher to distil from; "
-                                   f"drop --no-distill")
+            raise DistilbenchError(
+                f"{', '.join(self.distillation_extras())} need a teacher to distil from; drop --no-distill"
+            )
         if self.threshold_metric not in THRESHOLD_CHOICES:
-            raise DistilbenchError(f"--threshold-metric must be one of {', '.join(THRESHOLD_CHOICES)}, "
-                                   f"not '{self.threshold_metric}'")
+            raise DistilbenchError(
+                f"--threshold-metric must be one of {', '.join(THRESHOLD_CHOICES)}, not '{self.threshold_metric}'"
+            )
         if self.keep_checkpoints not in ("all", "best"):
             raise DistilbenchError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
         if self.class_weight not in ("none", "balanced"):
@@ -142,37 +144,46 @@ class ExperimentConfig:
         if self.rare_positives < 1:
             raise DistilbenchError(f"--rare-positives must be at least 1, not {self.rare_positives}")
         if self.average_checkpoints is not None and (self.average_checkpoints < 0 or self.average_checkpoints == 1):
-            raise DistilbenchError(f"--average-checkpoints is a number of last epochs, 0 (off) or 2 or more, "
-                                   f"not {self.average_checkpoints}")
+            raise DistilbenchError(
+                f"--average-checkpoints is a number of last epochs, 0 (off) or 2 or more, "
+                f"not {self.average_checkpoints}"
+            )
         if self.patience is not None and self.patience < 1:
             raise DistilbenchError(f"--patience must be at least 1 epoch, not {self.patience}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise DistilbenchError(f"--warmup-ratio is a share of the training steps in [0, 1), "
-                                   f"not {self.warmup_ratio}")
+            raise DistilbenchError(
+                f"--warmup-ratio is a share of the training steps in [0, 1), not {self.warmup_ratio}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise DistilbenchError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule}")
         if not 0.0 < self.layer_lr_decay <= 1.0:
-            raise DistilbenchError(f"--layer-lr-decay is a factor in (0, 1] (1: every layer at the same rate), "
-                                   f"not {self.layer_lr_decay}")
+            raise DistilbenchError(
+                f"--layer-lr-decay is a factor in (0, 1] (1: every layer at the same rate), not {self.layer_lr_decay}"
+            )
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise DistilbenchError(f"--label-smoothing is a share of the target in [0, 1) (0: off), "
-                                   f"not {self.label_smoothing}")
+            raise DistilbenchError(
+                f"--label-smoothing is a share of the target in [0, 1) (0: off), not {self.label_smoothing}"
+            )
         if self.label_smoothing > 0 and self.task != "multiclass":
-            raise DistilbenchError("--label-smoothing is for multiclass tasks (a multilabel target is 0 or 1 per "
-                                   "label; its rare labels need --pos-weight instead)")
+            raise DistilbenchError(
+                "--label-smoothing is for multiclass tasks (a multilabel target is 0 or 1 per "
+                "label; its rare labels need --pos-weight instead)"
+            )
         if self.head_init is not None and self.head_init not in HEAD_INITS:
             raise DistilbenchError(f"--head-init must be one of {', '.join(HEAD_INITS)}, not '{self.head_init}'")
         if self.margin < 0:
             raise DistilbenchError(f"--margin is the loss in points a model may have, 0 or more, not {self.margin}")
         if self.resamples < 100:
-            raise DistilbenchError(f"--resamples must be at least 100 (1000 or more for a 95 % interval), "
-                                   f"not {self.resamples}")
+            raise DistilbenchError(
+                f"--resamples must be at least 100 (1000 or more for a 95 % interval), not {self.resamples}"
+            )
         if self.preset is not None and self.preset not in PRESETS:
             raise DistilbenchError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
         if self.seeds is not None:
             if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in self.seeds):
-                raise DistilbenchError(f"--seeds takes a count (3) or a list of integer seeds (1,2,3), "
-                                       f"not {self.seeds!r}")
+                raise DistilbenchError(
+                    f"--seeds takes a count (3) or a list of integer seeds (1,2,3), not {self.seeds!r}"
+                )
             if len(set(self.seeds)) != len(self.seeds):
                 raise DistilbenchError(f"--seeds lists a seed twice: {self.seeds}")
         if not self.models:
@@ -181,8 +192,11 @@ class ExperimentConfig:
             raise DistilbenchError(f"--models lists a model twice: {', '.join(self.models)}")
         if self.reference is not None and self.reference not in self.models:
             raise DistilbenchError(f"--reference {self.reference} is not one of --models ({', '.join(self.models)})")
-        for name, value in (("--epochs", self.epochs), ("--train-batch-size", self.train_batch_size),
-                            ("--eval-batch-size", self.eval_batch_size)):
+        for name, value in (
+            ("--epochs", self.epochs),
+            ("--train-batch-size", self.train_batch_size),
+            ("--eval-batch-size", self.eval_batch_size),
+        ):
             if value < 1:
                 raise DistilbenchError(f"{name} must be at least 1, not {value}")
         if not 0 < self.test_size < 1 or not 0 < self.val_size < 1:
@@ -195,12 +209,27 @@ class ExperimentConfig:
 
     def distillation_extras(self) -> list[str]:
         """The flags of the distillation variants that are on (beyond logits KD), for messages."""
-        on = [("--distill-hidden", self.distill_hidden > 0), ("--distill-attention", self.distill_attention > 0),
-              ("--unlabeled", bool(self.unlabeled)), ("--augment", self.augment != "none")]
+        on = [
+            ("--distill-hidden", self.distill_hidden > 0),
+            ("--distill-attention", self.distill_attention > 0),
+            ("--unlabeled", bool(self.unlabeled)),
+            ("--augment", self.augment != "none"),
+        ]
         return [flag for flag, value in on if value]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def verdict_options(self) -> VerdictOptions:
+        """What the verdicts need of these settings."""
+        return VerdictOptions(
+            task=self.task,
+            reference=self.reference or self.models[0],
+            margin=self.margin,
+            resamples=self.resamples,
+            seed=self.seed,
+            seeds=tuple(self.training_seeds()),
+        )
 
     def training_seeds(self) -> list[int]:
         """The seeds each model is trained with: --seeds, else just --seed."""
@@ -226,8 +255,8 @@ class ExperimentConfig:
     def best_epoch_metric(self) -> str:
         """The validation metric that picks the best epoch (and early stopping): --select-metric, else the
         thesis's primary metric under --preset thesis, else distilbench's default (stats.select_metric_default)."""
-        from .metrics import primary_metric
-        from .stats import select_metric_default
+        from distilbench.evaluation.metrics import primary_metric
+        from distilbench.evaluation.stats import select_metric_default
 
         if self.select_metric:
             return self.select_metric
@@ -253,10 +282,27 @@ LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_wi
 # G-mean thresholds, no loss weights, no label smoothing, no early stopping, no averaged checkpoints. --preset
 # thesis sets exactly these; a config file and flags still win.
 PRESETS = {
-    "thesis": dict(epochs=4, train_batch_size=64, eval_batch_size=32, learning_rate=5e-5, adam_epsilon=1e-8,
-                   weight_decay=0.0, warmup_ratio=0.0, lr_schedule="linear", layer_lr_decay=1.0, max_grad_norm=1.0,
-                   label_smoothing=0.0, head_init="random", head="thesis", select_metric=None, class_weight="none",
-                   pos_weight="none", patience=None, threshold_metric="gmean", average_checkpoints=0),
+    "thesis": dict(
+        epochs=4,
+        train_batch_size=64,
+        eval_batch_size=32,
+        learning_rate=5e-5,
+        adam_epsilon=1e-8,
+        weight_decay=0.0,
+        warmup_ratio=0.0,
+        lr_schedule="linear",
+        layer_lr_decay=1.0,
+        max_grad_norm=1.0,
+        label_smoothing=0.0,
+        head_init="random",
+        head="thesis",
+        select_metric=None,
+        class_weight="none",
+        pos_weight="none",
+        patience=None,
+        threshold_metric="gmean",
+        average_checkpoints=0,
+    ),
 }
 
 
@@ -275,8 +321,9 @@ def _read_settings(path: str | Path) -> dict:
         raise DistilbenchError(f"config file {path} must hold a mapping of settings")
     unknown = sorted(set(loaded) - FIELDS)
     if unknown:
-        raise DistilbenchError(f"unknown setting(s) in {path}: {', '.join(unknown)}; "
-                               f"known: {', '.join(sorted(FIELDS))}")
+        raise DistilbenchError(
+            f"unknown setting(s) in {path}: {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}"
+        )
     return loaded
 
 
@@ -294,9 +341,11 @@ def parse_seeds(value, seed: int) -> list[int] | None:
             if count < 1:
                 raise DistilbenchError(f"--seeds must be a count of at least 1 or a list of seeds, not {text}")
             if count > MANY_SEEDS:  # --seeds 42 meant as "seed 42" would train every model 42 times
-                warn(f"--seeds {count} is a count: every model is trained {count} times (seeds {seed}-"
-                     f"{seed + count - 1}); for one run with seed {count} use --seed {count} (or the list --seeds "
-                     f"{count},)")
+                warn(
+                    f"--seeds {count} is a count: every model is trained {count} times (seeds {seed}-"
+                    f"{seed + count - 1}); for one run with seed {count} use --seed {count} (or the list --seeds "
+                    f"{count},)"
+                )
             return [seed + i for i in range(count)]
         return [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
@@ -332,8 +381,9 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Exper
         raise DistilbenchError(f"bad settings: {exc}") from None
 
 
-def load_resumed_config(run_dir: str | Path, path: str | Path | None = None,
-                        overrides: dict | None = None) -> ExperimentConfig:
+def load_resumed_config(
+    run_dir: str | Path, path: str | Path | None = None, overrides: dict | None = None
+) -> ExperimentConfig:
     """The settings a stopped run was started with; settings given again must agree with them, so a
     resumed run ends as the uninterrupted one would."""
     saved_path = Path(run_dir) / "config.yaml"
@@ -342,17 +392,22 @@ def load_resumed_config(run_dir: str | Path, path: str | Path | None = None,
     saved = load_config(saved_path)
     given = _read_settings(path) if path is not None else {}
     given.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    changed = [f"{key} (run: {getattr(saved, key)!r}, given: {value!r})"
-               for key, value in _normalise(given, saved.seed).items() if key != "out" and getattr(saved, key) != value]
+    changed = [
+        f"{key} (run: {getattr(saved, key)!r}, given: {value!r})"
+        for key, value in _normalise(given, saved.seed).items()
+        if key != "out" and getattr(saved, key) != value
+    ]
     if changed:
-        raise DistilbenchError(f"--resume continues {run_dir} with the settings it started with; these differ: "
-                               f"{'; '.join(changed)}. Drop them, or start a new run with --out")
+        raise DistilbenchError(
+            f"--resume continues {run_dir} with the settings it started with; these differ: "
+            f"{'; '.join(changed)}. Drop them, or start a new run with --out"
+        )
     saved.out = str(run_dir)
     return saved
 
 
 def save_config(config: ExperimentConfig, path: Path) -> None:
     """Write the effective settings as YAML (atomically)."""
-    from .runs import write_text_atomic
+    from distilbench.runs import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

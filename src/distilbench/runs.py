@@ -12,15 +12,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from .console import DistilbenchError
+from distilbench.core.console import DistilbenchError
 
 LOCK_NAME = ".lock"
 RUN_MARKER = ".distilbench-run"  # written when a run directory is created: what --overwrite may replace
 # Everything distilbench writes at the top of a run directory; --overwrite deletes these and nothing else.
-RUN_ENTRIES = frozenset({
-    "config.yaml", "data", "models", "results", "cache", "comparison.json", "comparison.csv", "speed.json",
-    "bench.json", "plots", "report.html", "report.md", LOCK_NAME, RUN_MARKER, ".write-test",
-    "tune.db", "tune.db-journal", "trials", "trials.csv", "tune.json", "tune.png", "best.yaml"})  # tune's
+RUN_ENTRIES = frozenset(
+    {
+        "config.yaml",
+        "data",
+        "models",
+        "results",
+        "cache",
+        "comparison.json",
+        "comparison.csv",
+        "speed.json",
+        "bench.json",
+        "plots",
+        "report.html",
+        "report.md",
+        LOCK_NAME,
+        RUN_MARKER,
+        ".write-test",
+        "tune.db",
+        "tune.db-journal",
+        "trials",
+        "trials.csv",
+        "tune.json",
+        "tune.png",
+        "best.yaml",
+    }
+)  # tune's
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # an atomic write cut short by kill -9
 
 
@@ -124,8 +146,9 @@ def lock_run_dir(root: Path):
         handle.seek(0)
         owner = handle.read().strip() or "unknown process"
         handle.close()
-        raise DistilbenchError(f"{root} is in use by another distilbench run ({owner}); wait for it to end "
-                               f"or choose another --out") from None
+        raise DistilbenchError(
+            f"{root} is in use by another distilbench run ({owner}); wait for it to end or choose another --out"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}\n")
@@ -137,8 +160,10 @@ def check_free_space(directory: Path, needed_bytes: float, what: str) -> None:
     """Fail before long work starts when the disk cannot hold what it will write."""
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
-        raise DistilbenchError(f"{what} needs about {needed_bytes / 1e9:.2f} GB in {directory}, but only "
-                               f"{free / 1e9:.2f} GB are free; free some space or choose another --out")
+        raise DistilbenchError(
+            f"{what} needs about {needed_bytes / 1e9:.2f} GB in {directory}, but only "
+            f"{free / 1e9:.2f} GB are free; free some space or choose another --out"
+        )
 
 
 def _own_entry(name: str) -> bool:
@@ -187,14 +212,18 @@ def open_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunD
             raise DistilbenchError(
                 f"--out {out} is not empty and not a distilbench run (no {RUN_MARKER} marker): it holds "
                 f"{_shown(entries)}; distilbench writes runs only into a new or empty directory, and "
-                f"--overwrite replaces only its own runs. Choose another --out")
+                f"--overwrite replaces only its own runs. Choose another --out"
+            )
         if not overwrite:
-            raise DistilbenchError(f"--out {out} already holds files; pass --resume to continue the run there, "
-                                   f"--overwrite to replace it, or choose a new directory")
+            raise DistilbenchError(
+                f"--out {out} already holds files; pass --resume to continue the run there, "
+                f"--overwrite to replace it, or choose a new directory"
+            )
         if foreign:
             raise DistilbenchError(
                 f"--out {out} holds files distilbench did not write: {_shown(foreign)}; --overwrite replaces only "
-                f"a run's own files. Move those away, or choose another --out")
+                f"a run's own files. Move those away, or choose another --out"
+            )
     try:
         lock = lock_run_dir(root)
     except OSError as exc:
@@ -205,10 +234,15 @@ def open_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunD
                 if child.name not in (LOCK_NAME, RUN_MARKER) and _own_entry(child.name):
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         if not (root / RUN_MARKER).is_file():
-            from . import __version__
+            from distilbench import __version__
 
-            write_json_atomic(root / RUN_MARKER, {"distilbench": __version__, "what": "a distilbench run "
-                                                  "directory: --overwrite may delete what distilbench wrote here"})
+            write_json_atomic(
+                root / RUN_MARKER,
+                {
+                    "distilbench": __version__,
+                    "what": "a distilbench run directory: --overwrite may delete what distilbench wrote here",
+                },
+            )
         probe = root / ".write-test"
         probe.write_text("ok")
         probe.unlink()

@@ -1,0 +1,42 @@
+"""User-facing output and the one error type the CLI turns into a clear message."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def _quiet() -> bool:
+    """Processes other than the first of a distributed launch print nothing (rank 0 speaks for all)."""
+    return os.environ.get("RANK", "0") != "0"
+
+
+class DistilbenchError(Exception):
+    """A problem the user can act on; the CLI prints its message and exits non-zero."""
+
+
+def say(message: str = "") -> None:
+    """Print a line for the user (results, tables, what happens next)."""
+    if not _quiet():
+        print(message, file=sys.stdout, flush=True)
+
+
+def warn(message: str) -> None:
+    """Print a warning for the user on stderr."""
+    if not _quiet():
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Log at WARNING (DEBUG with -v) and silence the libraries' own progress bars and chatter."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+    disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()

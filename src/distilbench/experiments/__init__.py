@@ -1,0 +1,1 @@
+"""Orchestrators over the stages: compare (and train, distill, evaluate) and tune."""

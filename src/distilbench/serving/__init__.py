@@ -1,0 +1,1 @@
+"""`distilbench serve`: a classifier behind HTTP with micro-batching."""
