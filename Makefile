@@ -16,7 +16,7 @@ TORCH ?= torch==2.13.0
 # torch.compile generates for the real CPU, and torch-bf16-compiled returns NaN.
 AVX2_ONLY := DISTILBENCH_CPU_FLAGS=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
-.PHONY: demo test test-deps test-slow test-avx2 demo-avx2 install base clean
+.PHONY: demo test lint test-deps test-slow test-avx2 demo-avx2 install base clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,12 @@ test-deps:
 	    echo "note: chromium is not installed (not root, or no apt-get); the report's browser test will not run"; \
 	  fi; }
 
-test: install test-deps
+# ruff: the same rules for every file (pyproject's [tool.ruff]); `ruff format` fixes what format --check reports
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: install test-deps lint
 	$(PY) -m pytest -q
 
 test-avx2: install test-deps

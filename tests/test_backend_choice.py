@@ -86,18 +86,45 @@ def _with_fake(monkeypatch, fake_name: str, flip: bool) -> None:
 def test_candidates_follow_the_machine(monkeypatch):
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32"])
     cpu = candidate_backends(torch.device("cpu"))
-    assert cpu == ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"]  # no emulated bf16
+    assert cpu == ["torch-fp32", "onnx-fp32"]  # no emulated bf16, no batch-dependent dynamic int8
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32", "bf16"])
-    assert candidate_backends(torch.device("cpu")) == [
-        "torch-fp32",
-        "torch-bf16",
-        "torch-int8",
-        "onnx-fp32",
-        "onnx-int8",
-    ]
+    assert candidate_backends(torch.device("cpu")) == ["torch-fp32", "torch-bf16", "onnx-fp32"]
     assert candidate_backends(torch.device("cuda")) == ["torch-fp32", "torch-bf16"]  # nothing CPU-only on a GPU
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32", "fp16"])
     assert candidate_backends(torch.device("cuda")) == ["torch-fp32"]
+
+
+def test_every_candidate_gives_a_text_the_same_label_whatever_its_batch(run_checkpoint):
+    """A text's label must not depend on the other texts predicted with it: the same texts in another order and
+    other batch sizes get the same labels from every backend auto may choose on this machine."""
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.inference import backend_logits
+
+    _, model, tokenizer = run_checkpoint
+    texts = _texts(300, seed=7)
+    order = np.random.default_rng(0).permutation(len(texts))
+    for name in candidate_backends("cpu"):
+        backend = load_backend(model, name)
+        first, _ = backend_logits(backend, tokenizer, texts, batch_size=64)
+        shuffled, _ = backend_logits(backend, tokenizer, [texts[i] for i in order], batch_size=7)
+        alone, _ = backend_logits(backend, tokenizer, texts[:40], batch_size=1)
+        labels = first.argmax(axis=1)
+        assert (shuffled.argmax(axis=1) == labels[order]).all(), name
+        assert (alone.argmax(axis=1) == labels[:40]).all(), name
+        # the logits themselves, so that a batch-dependent backend fails here even where no label flips (dynamic
+        # int8 differs by ~1e-4 on this model; fp32 and bf16 by at most ~1e-8)
+        assert np.abs(shuffled - first[order]).max() < 1e-5, name
+        assert np.abs(alone - first[:40]).max() < 1e-5, name
+
+
+def test_a_dynamic_int8_backend_asked_for_by_name_warns_that_labels_depend_on_batch_mates(run_checkpoint, capsys):
+    from distilbench.runtime import backends
+
+    _, model, _ = run_checkpoint
+    backends._warn_batch_dependent.cache_clear()
+    backends.load_backend(model, "torch-int8")
+    assert "depend on the other texts in its batch" in capsys.readouterr().err
+    assert "torch-int8" in backends.BATCH_DEPENDENT and "onnx-int8" in backends.BATCH_DEPENDENT
 
 
 def test_flags_env_removes_bf16_from_the_candidates(monkeypatch):

@@ -288,7 +288,8 @@ def test_auto_backend_is_chosen_and_recorded(multiclass_run):
     assert saved["backend"] == choice["chosen"] == rows[0]["backend"] == rows[0]["backend_choice"]["chosen"]
     assert choice["candidates"]["torch-fp32"]["valid"] and choice["candidates"][choice["chosen"]]["valid"]
     assert choice["guard"]["source"] == "validation split" and choice["guard"]["labels"]
-    assert set(choice["candidates"]) >= {"torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
+    assert set(choice["candidates"]) >= {"torch-fp32", "onnx-fp32"}
+    assert not set(choice["candidates"]) & {"torch-int8", "onnx-int8"}  # batch-dependent: never auto's
     stats = evaluate(
         str(run / "models" / slug / "best"),
         str(run / "data" / "test.csv"),

@@ -2,7 +2,8 @@
 
 Which runtime is fastest depends on the CPU far more than on anything else: on a CPU with native bf16
 the fused torch-bf16 path wins by 3-4x, on an AVX2-only CPU bf16 is emulated (25x slower than fp32) and
-only int8 kernels beat fp32. So `auto` does not guess from flags alone:
+only int8 kernels beat fp32 (but dynamic int8 gives a text a label that depends on its batch mates, so `auto`
+leaves it out). So `auto` does not guess from flags alone:
 
 - candidates: the backends this machine runs well (`candidate_backends`);
 - calibration: each candidate predicts the same texts (the run's validation split, or a held sample of
@@ -57,20 +58,23 @@ def choice_settings(config) -> ChoiceSettings:
 
 
 def candidate_backends(device: torch.device | str = "auto") -> list[str]:
-    """The backends worth measuring on this device: never one that runs emulated kernels here.
+    """The backends worth measuring on this device: never one that runs emulated kernels here, and never one whose
+    labels depend on a text's batch mates.
 
-    CUDA: torch-fp32 and, where the GPU has it, torch-bf16. CPU: torch-fp32, torch-int8 and ONNX Runtime
-    fp32/int8, plus torch-bf16 where bf16 is measured fast (machine.cpu_fast_bf16). torch-bf16-compiled is left
-    out: its compilation takes tens of seconds, longer than a calibration may."""
+    CUDA: torch-fp32 and, where the GPU has it, torch-bf16. CPU: torch-fp32 and ONNX Runtime fp32, plus
+    torch-bf16 where bf16 is measured fast (machine.cpu_fast_bf16). The dynamically quantized int8 backends
+    (backends.BATCH_DEPENDENT) are left out: they scale activations per batch, so the same text could get another
+    label in another batch, order or worker. torch-bf16-compiled is left out: its compilation takes tens of
+    seconds, longer than a calibration may."""
     device = pick_device(device) if isinstance(device, str) else device
     bf16 = "bf16" in native_precisions(device)
     if device.type == "cuda":
         return ["torch-fp32"] + (["torch-bf16"] if bf16 else [])
-    names = ["torch-fp32"] + (["torch-bf16"] if bf16 else []) + ["torch-int8"]
+    names = ["torch-fp32"] + (["torch-bf16"] if bf16 else [])
     try:
         import onnxruntime  # noqa: F401
 
-        names += ["onnx-fp32", "onnx-int8"]
+        names += ["onnx-fp32"]
     except ImportError:
         log.info("onnxruntime not installed: ONNX backends are not candidates for auto")
     return names
