@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from distilbench.bench.bench import run_bench
+from distilbench.benchmarking.bench import run_bench
 from distilbench.runtime import machine
 from distilbench.runtime.auto import candidate_backends
 
@@ -51,6 +51,7 @@ def test_bench_ends_within_seconds_of_sigterm_where_bf16_is_emulated(tiny_bert_d
             "-m",
             "distilbench",
             "bench",
+            "--models",
             str(tiny_bert_dir),
             "--backends",
             "torch-bf16",

@@ -97,13 +97,21 @@ class Called(Exception):
 
 
 def _capture(monkeypatch, module: str, name: str) -> list:
-    calls = []
+    """Replace module.name (what distilbench.api hands the CLI's arguments to) by a stand-in with its signature
+    that records its calls; a run-writing verb's API then re-opens no run (api.open_run stands in too)."""
+    import functools
+    import importlib
 
+    calls = []
+    original = getattr(importlib.import_module(module), name)
+
+    @functools.wraps(original)
     def stand_in(*args, **kwargs):
         calls.append((args, kwargs))
-        return {} if name != "write_report" else ("r.html", "r.md")
+        return {} if name != "report" else ("r.html", "r.md")
 
     monkeypatch.setattr(f"{module}.{name}", stand_in)
+    monkeypatch.setattr("distilbench.api.open_run", lambda path: None)
     return calls
 
 
@@ -114,6 +122,8 @@ TOXIC_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identit
 def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, verb):
     calls = _capture(monkeypatch, "distilbench.experiments.compare", "compare")
     model_flag = ["--models", "minilm-l6, student:minilm-l6"] if verb == "compare" else ["--model", "minilm-l6"]
+    if verb == "compare":  # train has no teacher in its run to distil from
+        model_flag.append("--no-distill")
     code, _, err = run_cli(
         capsys,
         verb,
@@ -142,7 +152,6 @@ def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, v
         "1e-4",
         "--threshold-metric",
         "f1",
-        "--no-distill",
         "--no-speed",
         "--keep-checkpoints",
         "best",
@@ -170,7 +179,7 @@ def test_run_verbs_pass_every_flag_as_a_setting(capsys, monkeypatch, tmp_path, v
     assert config.head_init == "random"  # the multilabel default is the probe
     assert (config.threshold_metric, config.distill, config.measure_speed, config.keep_checkpoints) == (
         "f1",
-        False,
+        verb == "train",
         False,
         "best",
     )
@@ -216,7 +225,7 @@ def test_distill_passes_its_flags(capsys, monkeypatch):
         (["--label-columns", " toxic , insult ,"], {"label_columns": ["toxic", "insult"]}),
         (["--label-column", "tags", "--label-separator", "|"], {"label_column": "tags", "label_separator": "|"}),
         (
-            ["--text-column", "body", "--max-chars", "50", "--eval-batch-size", "8", "--backend", "torch-fp32"],
+            ["--text-column", "body", "--max-chars", "50", "--batch-size", "8", "--backend", "torch-fp32"],
             {"text_column": "body", "max_chars": 50, "eval_batch_size": 8, "backend": "torch-fp32"},
         ),
     ],
@@ -224,9 +233,9 @@ def test_distill_passes_its_flags(capsys, monkeypatch):
 def test_evaluate_passes_its_flags(capsys, monkeypatch, flags, expected):
     """evaluate took --label-columns as a string, then as a list of its characters."""
     calls = _capture(monkeypatch, "distilbench.experiments.compare", "evaluate")
-    code, _, err = run_cli(capsys, "evaluate", "--model", "M", "--data", "d.csv", "--out", "m.json", *flags)
+    code, _, err = run_cli(capsys, "evaluate", "--model", "M", "--data", "d.csv", "--output", "m.json", *flags)
     assert code == 0, err
-    (model, source, config, out), _ = calls[0]
+    (model, source, config, out, *_), _ = calls[0]
     assert (model, source, out) == ("M", "d.csv", "m.json")
     assert {key: getattr(config, key) for key in expected} == expected
 
@@ -242,7 +251,7 @@ def test_distill_general_passes_its_flags(capsys, monkeypatch, tmp_path):
         "T",
         "--student",
         "student:T",
-        "--texts",
+        "--data",
         str(texts),
         "--text-column",
         "body",
@@ -250,7 +259,7 @@ def test_distill_general_passes_its_flags(capsys, monkeypatch, tmp_path):
         "o",
         "--epochs",
         "2",
-        "--batch-size",
+        "--train-batch-size",
         "4",
         "--alpha-mse",
         "0.5",
@@ -309,7 +318,6 @@ def test_predict_passes_its_flags(capsys, monkeypatch):
         "backend": "onnx-int8",
         "batch_size": 8,
         "max_length": 64,
-        "device": "auto",
         "progress": False,
         "chunk_rows": 100,
         "workers": 2,
@@ -347,19 +355,19 @@ def test_serve_passes_its_flags(capsys, monkeypatch):
 
 
 def test_report_passes_its_run_directory(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.report.report", "write_report")
-    code, out, err = run_cli(capsys, "report", "runs/x")
+    calls = _capture(monkeypatch, "distilbench.api", "report")
+    code, out, err = run_cli(capsys, "report", "--run", "runs/x")
     assert code == 0, err
-    assert calls[0][0] == ("runs/x",) and "r.html" in out
+    assert calls[0] == ((), {"run": "runs/x"}) and "r.html" in out
 
 
 def test_bench_passes_its_flags(capsys, monkeypatch):
-    calls = _capture(monkeypatch, "distilbench.bench.bench", "run_bench")
+    calls = _capture(monkeypatch, "distilbench.benchmarking.bench", "run_bench")
     code, _, err = run_cli(
         capsys,
         "bench",
-        "A",
-        "B",
+        "--models",
+        "A,B",
         "--backends",
         "torch-fp32, onnx-int8",
         "--data",
@@ -376,10 +384,10 @@ def test_bench_passes_its_flags(capsys, monkeypatch):
     (models, backends), kwargs = calls[0]
     assert (models, backends) == (["A", "B"], ["torch-fp32", "onnx-int8"])
     assert kwargs["label_columns"] == ["toxic", "insult"] and kwargs["samples"] == 16 and kwargs["memory"] is False
-    code, _, err = run_cli(capsys, "bench", "A")
+    code, _, err = run_cli(capsys, "bench", "--models", "A")
     # no --backends: None, the candidates of auto on this machine (run_bench asks the machine probe)
-    assert code == 0 and calls[1][0][1] is None and calls[1][1]["label_columns"] is None
-    code, _, err = run_cli(capsys, "bench", "A", "--min-agreement", "1.5")
+    assert code == 0 and calls[1][0][1] is None and calls[1][1].get("label_columns") is None
+    code, _, err = run_cli(capsys, "bench", "--models", "A", "--min-agreement", "1.5")
     assert code == 2 and "--min-agreement must be between 0 and 1" in err
 
 
@@ -416,7 +424,7 @@ def test_evaluate_scores_multilabel_data_from_the_cli(capsys, tmp_path, multilab
         "torch-fp32",
         "--max-length",
         "16",
-        "--out",
+        "--output",
         str(out),
         "--no-progress",
     )
@@ -436,7 +444,7 @@ def test_evaluate_scores_multilabel_data_from_the_cli(capsys, tmp_path, multilab
         "torch-fp32",
         "--max-length",
         "16",
-        "--out",
+        "--output",
         str(tmp_path / "by-name.json"),
         "--no-progress",
     )
@@ -456,7 +464,7 @@ def test_evaluate_scores_multilabel_data_from_the_cli(capsys, tmp_path, multilab
         "torch-fp32",
         "--max-length",
         "16",
-        "--out",
+        "--output",
         str(tmp_path / "lists.json"),
         "--no-progress",
     )
@@ -475,7 +483,7 @@ def test_evaluate_refuses_labels_the_model_does_not_know(capsys, tmp_path, multi
         str(multilabel_checkpoint),
         "--data",
         str(lists),
-        "--out",
+        "--output",
         str(tmp_path / "m.json"),
         "--no-progress",
     )
@@ -661,10 +669,10 @@ def test_split_warnings_reach_the_user(capsys, tmp_path, monkeypatch):
 
 
 def test_average_checkpoints_flag_reaches_the_settings_and_a_bad_count_is_one_line(capsys, tmp_path):
-    from distilbench.cli.commands import _overrides, build_parser
+    from distilbench.cli.commands import build_parser
 
     args = build_parser().parse_args(["compare", "--average-checkpoints", "3", "--threshold-metric", "calibrated"])
-    assert _overrides(args) == {"average_checkpoints": 3, "threshold_metric": "calibrated"}
+    assert args.verb_spec.arguments(args) == {"average_checkpoints": 3, "threshold_metric": "calibrated"}
     message = error_case(
         capsys,
         tmp_path,

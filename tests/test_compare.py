@@ -356,3 +356,66 @@ def test_missing_shared_data_is_a_listed_skip_locally_and_a_failure_on_ci(monkey
     assert outcome.type is pytest.fail.Exception, f"skipped on CI: {outcome.value}"
     assert re.match(r"shared data not found at .*news-headlines.csv \(CI=true: ", str(outcome.value))
     assert "s" in pytestconfig.option.reportchars  # pyproject's addopts: skipped tests are listed, with reasons
+
+
+def test_a_misspelt_label_column_leaves_nothing_behind_and_the_corrected_command_runs(
+    tmp_path, tiny_bert_dir, shared_data
+):
+    """The data is checked before the run directory is created: the user's retry needs no --overwrite."""
+    from distilbench.core.console import DistilbenchError
+
+    data = str(shared_data("news-headlines.csv"))
+    settings = dict(task="multiclass", data=data, epochs=1, max_samples=100, measure_speed=False)
+    typo = "label column 'categroy' not found in news-headlines.csv.* Did you mean 'category'"
+    with pytest.raises(DistilbenchError, match=typo):
+        compare(small_config(tmp_path, [str(tiny_bert_dir)], label_column="categroy", **settings), progress=False)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()  # an empty directory the user made is kept, and stays empty
+    with pytest.raises(DistilbenchError, match="label column 'categroy' not found"):
+        compare(small_config(tmp_path, [str(tiny_bert_dir)], label_column="categroy", **settings), progress=False)
+    assert list((tmp_path / "run").iterdir()) == []
+    rows = compare(small_config(tmp_path, [str(tiny_bert_dir)], label_column="category", **settings), progress=False)
+    assert len(rows) == 1 and (tmp_path / "run" / "comparison.json").is_file()
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*"))
+    # --overwrite with a typo: refused before the finished run is deleted
+    config = small_config(tmp_path, [str(tiny_bert_dir)], label_column="categroy", **settings)
+    with pytest.raises(DistilbenchError, match="label column 'categroy' not found"):
+        compare(config, overwrite=True, progress=False)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*")) == before
+
+
+def test_a_misspelt_model_fails_before_any_training_or_writing(tmp_path, tiny_bert_dir, shared_data, monkeypatch):
+    from distilbench.core.console import DistilbenchError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = small_config(
+        tmp_path,
+        [str(tiny_bert_dir), "student:minlm-l6"],
+        data=str(shared_data("news-headlines.csv")),
+        label_column="category",
+        max_samples=100,
+    )
+    with pytest.raises(DistilbenchError, match="did you mean minilm-l6"):
+        compare(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_start_that_fails_on_its_data_removes_what_it_wrote(tmp_path, shared_data):
+    """The net under every verb that opens a run and then reads its data (tune does): the run directory it
+    created is removed again; a resumed run's is never touched."""
+    from distilbench.config import ExperimentConfig
+    from distilbench.core.console import DistilbenchError
+    from distilbench.experiments.compare import open_run, start_run
+
+    config = ExperimentConfig(data=str(shared_data("news-headlines.csv")), label_column="nope", out=str(tmp_path / "r"))
+    with pytest.raises(DistilbenchError, match="label column 'nope' not found"):
+        with open_run(config, overwrite=False, resume=False) as run:
+            assert (tmp_path / "r" / ".distilbench-run").is_file()
+            start_run(config, run, resume=False)
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("task: multiclass\n")  # a run from before the marker, resumed
+    with pytest.raises(DistilbenchError, match="label column 'nope' not found"):
+        with open_run(config, overwrite=False, resume=True) as run:
+            start_run(config, run, resume=True)
+    assert (tmp_path / "r" / "config.yaml").is_file()

@@ -212,6 +212,34 @@ def test_missing_label_column_names_flag() -> None:
         data.to_task_frame(raw, "multiclass")
 
 
+def test_a_misspelt_column_names_the_closest_one() -> None:
+    raw = pd.DataFrame({"text": ["a", "b"], "category": ["x", "y"]})
+    with pytest.raises(DistilbenchError, match="available columns: text, category. Did you mean 'category'?"):
+        data.to_task_frame(raw, "multiclass", label_column="categroy")
+    with pytest.raises(DistilbenchError, match=r"text column 'txet' not found; .* Did you mean 'text'\?"):
+        data.to_task_frame(raw, "multiclass", text_column="txet", label_column="category")
+    with pytest.raises(DistilbenchError) as error:  # nothing like it: no guess
+        data.to_task_frame(raw, "multiclass", label_column="sentiment")
+    assert "Did you mean" not in str(error.value)
+
+
+def test_a_comma_list_in_label_column_points_to_label_columns(tmp_path: Path) -> None:
+    """--label-column toxic,insult in a multiclass run meant several 0/1 columns: say which flags read them."""
+    path = tmp_path / "toxic.csv"
+    pd.DataFrame({"text": ["a", "b"], "toxic": [0, 1], "insult": [1, 0]}).to_csv(path, index=False)
+    expected = (
+        "--label-column takes one column, not the list 'toxic, insult'; for several 0/1 label columns use "
+        "--task multilabel --label-columns toxic,insult. Available columns in toxic.csv: text, toxic, insult."
+    )
+    with pytest.raises(DistilbenchError) as error:
+        data.to_task_frame(data.read_source(str(path)), "multiclass", label_column="toxic, insult")
+    assert str(error.value) == expected
+    with pytest.raises(DistilbenchError, match=r"use --task multilabel --label-columns toxic,nope \('nope' not found"):
+        data.to_task_frame(data.read_source(str(path)), "multiclass", label_column="toxic,nope")
+    raw = pd.DataFrame({"text": ["a", "b", "c"], "a,b": ["x", "y", "x"]})  # a column that is named so is used
+    assert data.to_task_frame(raw, "multiclass", label_column="a,b")[1] == ["x", "y"]
+
+
 def test_unknown_task() -> None:
     with pytest.raises(DistilbenchError, match="unknown task 'regression'"):
         data.to_task_frame(pd.DataFrame({"text": ["a"], "label": ["x"]}), "regression")

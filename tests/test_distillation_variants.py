@@ -313,6 +313,7 @@ def test_the_variant_flags_reach_the_config(capsys, monkeypatch, verb):
 
     calls = []
     monkeypatch.setattr(f"distilbench.experiments.compare.{verb}", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr("distilbench.api.open_run", lambda path: None)  # the stand-in wrote no run to re-open
     extra = ["--teacher", "T", "--student", "student:T"] if verb == "distill" else []
     with pytest.raises(SystemExit) as code:
         main(

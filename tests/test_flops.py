@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-from distilbench.bench.speed import flops_per_sample
+from distilbench.benchmarking.speed import flops_per_sample
 
 
 def counted_flops(run) -> int:
@@ -164,7 +164,7 @@ def test_encoders_the_formula_does_not_cover_have_no_flops_and_say_why():
     number rather than a wrong one."""
     from transformers import DebertaV2Config
 
-    from distilbench.bench.speed import flops_note
+    from distilbench.benchmarking.speed import flops_note
     from distilbench.models.heads import ThesisClassifierConfig
 
     config = DebertaV2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=80)

@@ -113,6 +113,49 @@ def test_unknown_models_fail_with_a_clear_message(name, message):
         load_classifier(name, "multiclass", ["a", "b"])
 
 
+@pytest.mark.parametrize(
+    "name, meant",
+    [
+        ("minlm-l6", "did you mean minilm-l6?"),
+        ("student:minlm-l6", "did you mean minilm-l6?"),  # the teacher of a student spec
+        ("studnet:minilm-l6", "did you mean student:minilm-l6?"),
+        ("mpnet_base", "did you mean mpnet-base?"),
+        ("MiniLM-L6", "did you mean minilm-l6?"),
+        ("bert-base-uncase", "did you mean bert-base-uncased, distilbert-base-uncased or roberta-base?"),
+    ],
+)
+def test_a_misspelt_alias_names_the_closest_known_ones(monkeypatch, name, meant):
+    from distilbench.models.registry import closest_model_names
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DistilbenchError) as error:
+        load_classifier(name, "multiclass", ["a", "b"])
+    assert meant in str(error.value) and "known aliases" not in str(error.value)
+    with pytest.raises(DistilbenchError) as error:  # a name like none of them: the whole list
+        load_classifier("no-such-org/no-such-model-xyz", "multiclass", ["a", "b"])
+    assert "known aliases: minilm-l6 (offline), mpnet-base" in str(error.value)
+    assert closest_model_names("roberta-base") == []  # a known hub model that did not load: no other one meant
+
+
+def test_a_run_directory_given_as_a_checkpoint_names_the_checkpoints_inside(tmp_path):
+    from distilbench.models.registry import read_task_labels
+
+    run = tmp_path / "run"
+    for slug in ("minilm-l6", "student-minilm-l6"):
+        (run / "models" / slug / "best").mkdir(parents=True)
+    (run / "config.yaml").write_text("task: multiclass\n")
+    with pytest.raises(DistilbenchError) as error:
+        read_task_labels(run)
+    assert str(error.value) == (
+        f"{run} is a run directory, not a checkpoint; pass the best checkpoint of one of its models: "
+        f"{run}/models/minilm-l6/best, {run}/models/student-minilm-l6/best"
+    )
+    with pytest.raises(DistilbenchError, match=f"is a model's folder in a run directory, not a checkpoint; pass {run}"):
+        read_task_labels(run / "models" / "minilm-l6")
+    with pytest.raises(DistilbenchError, match="not a saved model directory"):
+        read_task_labels(tmp_path)
+
+
 @pytest.mark.parametrize("spec", ["bert", "student"])
 def test_thesis_head_round_trips_and_opens_in_pipeline(tmp_path, tiny_bert_dir, spec):
     from transformers import AutoModelForSequenceClassification, pipeline
@@ -249,7 +292,7 @@ def _with_pooling(source, target, modes: dict) -> str:
     return str(target)
 
 
-def test_auto_head_follows_the_pooling_a_checkpoint_was_pretrained_with(tmp_path, tiny_bert_dir):
+def test_head_auto_follows_the_pooling_a_checkpoint_was_pretrained_with_the_default_does_not(tmp_path, tiny_bert_dir):
     from distilbench.models.registry import pretrained_pooling, resolve_head
 
     mean = _with_pooling(
@@ -262,15 +305,18 @@ def test_auto_head_follows_the_pooling_a_checkpoint_was_pretrained_with(tmp_path
     assert (pretrained_pooling(mean), pretrained_pooling(cls)) == ("mean", "cls")
     assert pretrained_pooling(f"student:{mean}:first-1") == "mean"  # a student answers for its teacher
     assert pretrained_pooling("minilm-l6") == "mean"  # the packaged all-MiniLM-L6-v2
-    assert [resolve_head(s) for s in (mean, cls, str(tiny_bert_dir), f"student:{mean}")] == [
+    assert [resolve_head(s, "auto") for s in (mean, cls, str(tiny_bert_dir), f"student:{mean}")] == [
         "mean",
         "standard",
         "standard",
         "mean",
     ]
     assert resolve_head(mean, "standard") == "standard"  # an explicit head wins
-    model, _ = load_classifier(mean, "multiclass", ["a", "b"])  # the default head is auto
+    assert resolve_head(mean) == "standard"  # the default: the architecture's own head, whatever the pretraining
+    model, _ = load_classifier(mean, "multiclass", ["a", "b"], head="auto")
     assert model.config.pooling == "mean"
+    model, _ = load_classifier(mean, "multiclass", ["a", "b"])  # opens in transformers.pipeline as it is
+    assert type(model).__name__ == "BertForSequenceClassification"
     model, _ = load_classifier(cls, "multiclass", ["a", "b"])
     assert type(model).__name__ == "BertForSequenceClassification"
     # a saved student (e.g. distill-general's output) names its teacher: it answers for it too

@@ -229,20 +229,59 @@ def test_exported_directory_keeps_labels_thresholds_and_task(distilbert_dir, tmp
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
 
 
+def test_the_bundle_lists_every_file_with_its_checksum(exported):
+    out, info = exported
+    assert info["bundle_format"] == onnx_export.BUNDLE_FORMAT and info["quantized_on"] is None
+    on_disk = {item.name for item in out.iterdir() if item.name != "export.json"}
+    assert set(info["files"]) == on_disk and {"model.onnx", "config.json"} <= on_disk
+    assert info["files"]["model.onnx"]["bytes"] == (out / "model.onnx").stat().st_size
+    assert json.loads((out / "export.json").read_text())["files"] == info["files"]
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:1000]), "truncated"),
+        (lambda d: (d / "tokenizer.json").unlink(), "is missing"),
+        (  # same size, other bytes
+            lambda d: (d / "tokenizer_config.json").write_bytes((d / "tokenizer_config.json").read_bytes().swapcase()),
+            "differs from the file exported",
+        ),
+    ],
+    ids=["truncated-graph", "missing-tokenizer", "changed-file"],
+)
+def test_a_damaged_bundle_is_refused_with_a_clear_message(exported, tmp_path, damage, problem):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(exported[0], copy)
+    onnx_export.read_exported(copy)  # intact: loads
+    damage(copy)
+    with pytest.raises(DistilbenchError, match=f"{problem}.*bundle is damaged"):
+        onnx_export.read_exported(copy)
+
+
+def test_an_int8_bundle_records_the_cpu_it_was_quantized_on(distilbert_dir, tmp_path):
+    from distilbench.runtime.machine import cpu_model
+
+    info = onnx_export.export_model(distilbert_dir, tmp_path / "int8", quantize="int8")
+    assert info["quantized_on"]["cpu"] == cpu_model() and isinstance(info["quantized_on"]["flags"], list)
+
+
 def test_a_failed_check_leaves_no_directory(bert_dir, tmp_path, capsys):
     out = tmp_path / "strict"
-    code, err = run_cli(["export", str(bert_dir), "--quantize", "int8", "--tolerance", "0", "--out", str(out)], capsys)
+    code, err = run_cli(
+        ["export", "--model", str(bert_dir), "--quantize", "int8", "--tolerance", "0", "--out", str(out)], capsys
+    )
     assert code == 2 and "does not match PyTorch" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_export_errors_are_one_clear_line(bert_dir, exported, tmp_path, capsys):
     cases = [
-        (["export", str(tmp_path), "--out", str(tmp_path / "x")], "not a saved model directory"),
-        (["export", str(bert_dir), "--format", "tflite", "--out", str(tmp_path / "x")], "unknown export format"),
-        (["export", str(bert_dir), "--quantize", "int4", "--out", str(tmp_path / "x")], "unknown quantization"),
-        (["export", str(bert_dir), "--out", str(exported[0])], "exists already"),
-        (["export", str(exported[0]), "--out", str(tmp_path / "x")], "exported ONNX model already"),
+        (["export", "--model", str(tmp_path), "--out", str(tmp_path / "x")], "not a saved model directory"),
+        (["export", "--model", str(bert_dir), "--out", str(exported[0])], "exists already"),
+        (["export", "--model", str(exported[0]), "--out", str(tmp_path / "x")], "exported ONNX model already"),
         (["predict", "--model", str(exported[0]), "--backend", "torch-fp32"], "exported ONNX model"),
         (["predict", "--model", str(exported[0]), "--backend", "onnx-int8"], "not onnx-int8"),
     ]
@@ -250,6 +289,9 @@ def test_export_errors_are_one_clear_line(bert_dir, exported, tmp_path, capsys):
         code, err = run_cli(argv, capsys)
         assert code == 2 and err.startswith("distilbench: error:") and message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1
+    for flag, value in (("--format", "tflite"), ("--quantize", "int4")):  # argparse knows the choices
+        code, err = run_cli(["export", "--model", str(bert_dir), flag, value, "--out", str(tmp_path / "x")], capsys)
+        assert code == 2 and f"argument {flag}: invalid choice: '{value}'" in err
     assert not (tmp_path / "x").exists()
 
 
@@ -291,7 +333,7 @@ def test_predict_on_exported_directory_equals_the_checkpoint(bert_dir, exported,
 
 
 def test_serve_and_bench_take_an_exported_directory(exported, bert_dir):
-    from distilbench.bench.bench import run_bench
+    from distilbench.benchmarking.bench import run_bench
     from distilbench.serving.app import Classifier
 
     out, info = exported

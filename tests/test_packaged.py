@@ -196,7 +196,7 @@ def test_mpnet_base_without_its_packages_is_one_line_saying_what_to_install(monk
     monkeypatch.setitem(packaged.PACKAGED, "mpnet-base", absent)
     monkeypatch.setenv("DISTILBENCH_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SystemExit) as code:
-        main(["bench", "mpnet-base", "--backends", "torch-fp32", "--no-progress"])
+        main(["bench", "--models", "mpnet-base", "--backends", "torch-fp32", "--no-progress"])
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code.value.code == 2 and len(lines) == 1 and lines[0].startswith("distilbench: error: model 'mpnet-base'")

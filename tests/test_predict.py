@@ -372,6 +372,7 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
         main(
             [
                 "bench",
+                "--models",
                 str(tmp / "run"),
                 "--backends",
                 "torch-fp32,torch-int8",
@@ -385,7 +386,7 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
                 "8",
                 "--max-length",
                 "16",
-                "--out",
+                "--output",
                 str(out),
                 "--no-progress",
             ]
@@ -421,14 +422,14 @@ def test_bench_on_a_run_directory(trained, tmp_path, capsys):
 
 def test_bench_rejects_unknown_inputs(capsys):
     with pytest.raises(SystemExit) as code:
-        main(["bench", "arch:gpt-17"])
+        main(["bench", "--models", "arch:gpt-17"])
     assert code.value.code == 2 and "arch:bert-base-uncased" in capsys.readouterr().err
     with pytest.raises(SystemExit) as code:
-        main(["bench", "arch:distilbert-base-uncased", "--backends", "tensorrt"])
+        main(["bench", "--models", "arch:distilbert-base-uncased", "--backends", "tensorrt"])
     assert code.value.code == 2 and "torch-fp32" in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as code:
-            main(["bench", "arch:distilbert-base-uncased", "--device", "cuda"])
+            main(["bench", "--models", "arch:distilbert-base-uncased", "--device", "cuda"])
         assert code.value.code == 2 and "no CUDA device here" in capsys.readouterr().err
 
 

@@ -21,7 +21,7 @@ from conftest import missing
 from distilbench.config import ExperimentConfig
 from distilbench.core.console import DistilbenchError
 from distilbench.experiments.compare import compare
-from distilbench.report.report import make_plots, write_report
+from distilbench.reporting.report import make_plots, write_report
 from distilbench.runs import describe_checkpoint, model_slug, read_json
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -163,7 +163,7 @@ def test_markdown_report_references_existing_plots(task, request, reports):
 
 
 def test_parameters_by_layer_add_up_to_the_model_size(multiclass_run, reports):
-    from distilbench.report.report import layer_counts
+    from distilbench.reporting.report import layer_counts
 
     for row in read_json(multiclass_run / "comparison.json")["rows"]:
         counts = layer_counts(multiclass_run / "models" / model_slug(row["model"]) / "best")
@@ -175,7 +175,7 @@ def test_parameters_by_layer_add_up_to_the_model_size(multiclass_run, reports):
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
-    from distilbench.report.report import _pareto
+    from distilbench.reporting.report import _pareto
 
     points = [(100, 0.9), (200, 0.8), (150, 0.7), (300, 0.8), (50, 0.95), (300, 0.8)]
     assert _pareto(points) == [4, 0, 3, 5]  # (150, .7) and (200, .8) are beaten; ties both stay
@@ -188,7 +188,7 @@ def test_report_is_deterministic(multiclass_run, reports):
 
 
 def test_texts_are_escaped(tmp_path, multiclass_run, reports):
-    from distilbench.report.report import render_html, render_markdown
+    from distilbench.reporting.report import render_html, render_markdown
 
     page = render_html([("p", '<img src="http://x/y.png"> & co'), ("table", ["a|b"], [["<b>x</b>"]])], "t<")
     assert '<img src="http' not in page and "&lt;img src=&quot;http://x/y.png&quot;&gt; &amp; co" in page

@@ -273,7 +273,7 @@ def test_general_distillation_of_an_mpnet_student(tmp_path, minilm_tokenizer):
 def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tmp_path, teachers, shared_data, capsys):
     """compare fine-tunes a tiny MPNet, distils its MPNet student, and the student's checkpoint runs in
     predict, serve, bench (every backend, with FLOPs) and export (ONNX equal to PyTorch)."""
-    from distilbench.bench.bench import run_bench
+    from distilbench.benchmarking.bench import run_bench
     from distilbench.cli.commands import main
     from distilbench.config import ExperimentConfig
     from distilbench.experiments.compare import compare

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from distilbench.core.console import DistilbenchError
+from distilbench.core.console import RunDirError
 
 LOCK_NAME = ".lock"
 RUN_MARKER = ".distilbench-run"  # written when a run directory is created: what --overwrite may replace
@@ -146,7 +146,7 @@ def lock_run_dir(root: Path):
         handle.seek(0)
         owner = handle.read().strip() or "unknown process"
         handle.close()
-        raise DistilbenchError(
+        raise RunDirError(
             f"{root} is in use by another distilbench run ({owner}); wait for it to end or choose another --out"
         ) from None
     handle.seek(0)
@@ -160,7 +160,7 @@ def check_free_space(directory: Path, needed_bytes: float, what: str) -> None:
     """Fail before long work starts when the disk cannot hold what it will write."""
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
-        raise DistilbenchError(
+        raise RunDirError(
             f"{what} needs about {needed_bytes / 1e9:.2f} GB in {directory}, but only "
             f"{free / 1e9:.2f} GB are free; free some space or choose another --out"
         )
@@ -192,42 +192,51 @@ def require_run(out: str) -> None:
     is_run, entries, foreign = inspect_run_dir(root)
     if not is_run:
         found = f"; it holds {_shown(entries)}" if entries else ""
-        raise DistilbenchError(f"nothing to resume: {out} holds no distilbench run (no {RUN_MARKER} marker){found}")
+        raise RunDirError(f"nothing to resume: {out} holds no distilbench run (no {RUN_MARKER} marker){found}")
 
 
-def open_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
-    """The run directory, locked and marked as distilbench's: new or empty, replaced (`overwrite`: only what
-    distilbench wrote there is deleted), or kept to continue (`resume`). A directory that holds anything else
-    is refused, with what it holds, and left untouched."""
+def check_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> None:
+    """Refuse an --out that open_run_dir would refuse, writing nothing (a run checks it, and its input, before it
+    creates anything there). A directory that holds anything but a distilbench run is refused, with what it
+    holds; a run is kept unless `overwrite` or `resume`."""
     if not out:
-        raise DistilbenchError("no output directory: pass --out RUN_DIR")
+        raise RunDirError("no output directory: pass --out RUN_DIR")
     root = Path(out)
     if root.exists() and not root.is_dir():
-        raise DistilbenchError(f"--out {out} exists and is not a directory")
+        raise RunDirError(f"--out {out} exists and is not a directory")
     is_run, entries, foreign = inspect_run_dir(root)
     if resume:
         require_run(out)
     elif entries:
         if not is_run:
-            raise DistilbenchError(
+            raise RunDirError(
                 f"--out {out} is not empty and not a distilbench run (no {RUN_MARKER} marker): it holds "
                 f"{_shown(entries)}; distilbench writes runs only into a new or empty directory, and "
                 f"--overwrite replaces only its own runs. Choose another --out"
             )
         if not overwrite:
-            raise DistilbenchError(
+            raise RunDirError(
                 f"--out {out} already holds files; pass --resume to continue the run there, "
                 f"--overwrite to replace it, or choose a new directory"
             )
         if foreign:
-            raise DistilbenchError(
+            raise RunDirError(
                 f"--out {out} holds files distilbench did not write: {_shown(foreign)}; --overwrite replaces only "
                 f"a run's own files. Move those away, or choose another --out"
             )
+
+
+def open_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunDir:
+    """The run directory, locked and marked as distilbench's: new or empty, replaced (`overwrite`: only what
+    distilbench wrote there is deleted), or kept to continue (`resume`). A directory that holds anything else
+    is refused, with what it holds, and left untouched (check_run_dir)."""
+    root = Path(out or "")
+    created = not root.exists()
+    check_run_dir(out, overwrite, resume)
     try:
         lock = lock_run_dir(root)
     except OSError as exc:
-        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        raise RunDirError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
     try:
         if overwrite and not resume:
             for child in root.iterdir():
@@ -248,17 +257,19 @@ def open_run_dir(out: str | None, overwrite: bool, resume: bool = False) -> RunD
         probe.unlink()
     except OSError as exc:
         lock.close()
-        raise DistilbenchError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    return RunDir(root, lock)
+        raise RunDirError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return RunDir(root, lock, started_anew=not resume, created=created)
 
 
 class RunDir:
     """Paths of one run directory (the layout is documented in the README); as a context manager it
     holds the directory's lock."""
 
-    def __init__(self, root: str | Path, lock=None):
+    def __init__(self, root: str | Path, lock=None, started_anew: bool = False, created: bool = False):
         self.root = Path(root)
         self.lock = lock
+        self.started_anew = started_anew  # opened new, empty or overwritten (not resumed): discard may empty it
+        self.created = created  # the directory did not exist before: discard removes it
 
     def __enter__(self) -> "RunDir":
         return self
@@ -267,6 +278,22 @@ class RunDir:
         if self.lock is not None:
             self.lock.close()  # closing the file releases the flock
             self.lock = None
+
+    def discard(self) -> None:
+        """Undo the start of a run that failed on its input before any result: delete what distilbench wrote here
+        (its own entries only) and the directory itself where the run created it, so the corrected command starts
+        without --overwrite. A resumed run, or a RunDir not opened by open_run_dir, is left as it is."""
+        if not self.started_anew:
+            return
+        self.__exit__()
+        for child in self.root.iterdir() if self.root.is_dir() else []:
+            if _own_entry(child.name):
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if self.created:
+            try:
+                self.root.rmdir()  # only when empty: nothing of anyone else's goes with it
+            except OSError:
+                pass
 
     @property
     def config(self) -> Path:

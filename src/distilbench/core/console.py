@@ -1,4 +1,4 @@
-"""User-facing output and the one error type the CLI turns into a clear message."""
+"""User-facing output, and the errors the CLI turns into a clear message (defined in core.errors)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import logging
 import os
 import sys
 
+from distilbench.core.errors import (  # noqa: F401 - re-exported: every module raises them from here
+    ConfigError,
+    DataError,
+    DistilbenchError,
+    ModelNotFoundError,
+    RunDirError,
+)
+
 
 def _quiet() -> bool:
     """Processes other than the first of a distributed launch print nothing (rank 0 speaks for all)."""
     return os.environ.get("RANK", "0") != "0"
-
-
-class DistilbenchError(Exception):
-    """A problem the user can act on; the CLI prints its message and exits non-zero."""
 
 
 def say(message: str = "") -> None:

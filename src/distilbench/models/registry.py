@@ -3,6 +3,7 @@ teachers, the teacher's own architecture with fewer layers from other encoders).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -22,11 +23,15 @@ from transformers import (
     PreTrainedModel,
 )
 
-from distilbench.core.console import DistilbenchError
+from distilbench.core.console import DistilbenchError, ModelNotFoundError
 from distilbench.core.hub import hub_reachable
 from distilbench.models.heads import ThesisClassifier, ThesisClassifierConfig
 from distilbench.models.inputs import model_input_names
-from distilbench.models.packaged import packaged_minilm_path, packaged_model_path  # noqa: F401 (the former: callers import it from here)
+from distilbench.models.packaged import (
+    PACKAGED,
+    packaged_minilm_path,  # noqa: F401 (callers import it from here)
+    packaged_model_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,9 @@ ALIASES_HELP = (
     "distilbert-base-uncased, roberta-base, student:<teacher>[:layers], student-bert:<teacher>[:layers], "
     "scratch:<teacher>[:layers]"
 )
+# the names ALIASES_HELP lists: the offline aliases, then the thesis's hub models (the nearest are suggested for a
+# name that does not load)
+KNOWN_MODELS = ("minilm-l6", *PACKAGED, "bert-base-uncased", "distilbert-base-uncased", "roberta-base")
 PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
 TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
 DISTILBENCH_KEY = "distilbench"  # our block inside the saved config.json
@@ -55,7 +63,7 @@ def resolve_model_path(name: str) -> str:
     if os.path.isdir(name):
         return name
     if os.path.exists(name) or name.startswith((".", "/", "~")):
-        raise DistilbenchError(f"model directory not found: {name}")
+        raise ModelNotFoundError(f"model directory not found: {name}")
     return name  # a hub name, e.g. the thesis's bert-base-uncased and distilbert-base-uncased
 
 
@@ -76,11 +84,35 @@ def _from_pretrained(loader, name: str, **kwargs):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if local:
             raise DistilbenchError(f"could not load model from directory {path}: {reason}") from None
-        raise DistilbenchError(
-            f"could not load model '{name}': it is not a local directory nor a known alias "
-            f"({ALIASES_HELP}), and loading '{path}' from the Hugging Face Hub failed ({reason}). "
+        closest = closest_model_names(name)
+        meant = ", ".join(closest[:-1]) + " or " + closest[-1] if len(closest) > 1 else "".join(closest)
+        known = f"did you mean {meant}?" if closest else f"known aliases: {ALIASES_HELP}"
+        raise ModelNotFoundError(
+            f"could not load model '{name}': it is not a local directory nor a known alias ({known}), and "
+            f"loading '{path}' from the Hugging Face Hub failed ({reason}). "
             "Hub models need network access or a copy in the local HF cache."
         ) from None
+
+
+def check_model_specs(specs: list[str]) -> None:
+    """Fail before a run starts on a model that cannot be loaded (a misspelt alias: with the closest names),
+    rather than after the models listed before it trained: each model's config (a student's teacher's) is read."""
+    for spec in specs:
+        student = parse_student_spec(spec)
+        _from_pretrained(AutoConfig, student.teacher if student is not None else spec)
+
+
+def closest_model_names(name: str) -> list[str]:
+    """The known names (KNOWN_MODELS, and the student kinds before a colon) closest to a name that did not load,
+    best first: what the user probably meant by 'minlm-l6' or 'studnet:minilm-l6'."""
+    kind, sep, rest = name.partition(":")
+    if sep and kind not in STUDENT_KINDS:
+        kinds = difflib.get_close_matches(kind.lower(), list(STUDENT_KINDS), n=1, cutoff=0.6)
+        if kinds:
+            return [f"{kinds[0]}:{rest}"]
+    if name in KNOWN_MODELS:  # a hub model that did not load (no network): no other name is meant
+        return []
+    return difflib.get_close_matches(name.lower(), KNOWN_MODELS, n=3, cutoff=0.6)
 
 
 def pretrained_pooling(name: str) -> str | None:
@@ -129,9 +161,15 @@ def _read_model_file(path: str, filename: str) -> str | None:
     return None
 
 
-def resolve_head(spec: str, head: str = "auto") -> str:
-    """--head auto: mean pooling for a checkpoint pretrained with it (sentence-transformers models such as
-    minilm-l6 and mpnet-base, and their students), else the architecture's own head ('standard')."""
+def resolve_head(spec: str, head: str = "standard") -> str:
+    """The head `load_classifier` puts on `spec`: `head` itself, except for 'auto'.
+
+    'auto' is mean pooling for a checkpoint pretrained with it (sentence-transformers models such as minilm-l6
+    and mpnet-base, and their students), else the architecture's own head ('standard'). It was the default
+    before the standard head became it (the default checkpoint must open in `transformers.pipeline` without
+    trust_remote_code, and the mean head saves custom code); it keeps that meaning so that a run those versions
+    started (config.yaml says head: auto) resumes, and reruns, with the heads it began with.
+    """
     if head != "auto":
         return head
     return "mean" if pretrained_pooling(spec) == "mean" else "standard"
@@ -356,16 +394,17 @@ def with_head(encoder: PreTrainedModel, task: str, label_names: list[str], head:
     return model
 
 
-def load_classifier(spec: str, task: str, label_names: list[str], head: str = "auto"):
+def load_classifier(spec: str, task: str, label_names: list[str], head: str = "standard"):
     """A fresh classifier for `spec` (alias, hub name, directory or student:<teacher>) and its tokenizer.
 
-    head 'standard' is the architecture's own AutoModelForSequenceClassification head; 'thesis' is the
-    thesis's small MLP on the first token, 'mean' a linear layer on the mean of the token states (both open in
-    `pipeline` with trust_remote_code=True); 'auto' is 'mean' for a checkpoint pretrained with mean pooling,
-    else 'standard' (resolve_head).
+    head 'standard' (the default) is the architecture's own AutoModelForSequenceClassification head: its saved
+    checkpoint opens in `transformers.pipeline` and the Auto classes as it is. 'thesis' is the thesis's small
+    MLP on the first token, 'mean' a linear layer on the mean of the token states: distilbench's own code, saved
+    beside the weights, so outside distilbench they open only with trust_remote_code=True. 'auto' is 'mean'
+    for a checkpoint pretrained with mean pooling, else 'standard' (resolve_head).
     """
     if head not in ("auto", "standard", *HEADS):
-        raise DistilbenchError(f"unknown head '{head}': choose auto, standard, {', '.join(HEADS)}")
+        raise DistilbenchError(f"unknown head '{head}': choose standard, {', '.join(HEADS)} or auto")
     head = resolve_head(spec, head)
     student = parse_student_spec(spec)
     if student is not None:
@@ -389,18 +428,32 @@ def load_classifier(spec: str, task: str, label_names: list[str], head: str = "a
     return model, tokenizer
 
 
+def not_a_checkpoint(directory: Path) -> str:
+    """What to say of a directory without config.json passed as a checkpoint, with the checkpoints it holds
+    where it is a run directory (RUN/models/<model>/best) or one model's folder inside one."""
+    models = directory / "models"
+    if models.is_dir():
+        bests = [str(models / p.name / "best") for p in sorted(models.iterdir()) if p.is_dir()]
+        listed = ", ".join(bests[:6]) + (f" and {len(bests) - 6} more" if len(bests) > 6 else "")
+        found = f": {listed}" if bests else " (it holds no trained model yet)"
+        return f"{directory} is a run directory, not a checkpoint; pass the best checkpoint of one of its models{found}"
+    if (directory / "best").is_dir():
+        return f"{directory} is a model's folder in a run directory, not a checkpoint; pass {directory / 'best'}"
+    return (
+        f"{directory} is not a saved model directory (no config.json); pass a checkpoint such as "
+        "RUN_DIR/models/<model>/best"
+    )
+
+
 def read_task_labels(directory: str | Path) -> tuple[str, list[str]]:
     """Task and label names of a fine-tuned checkpoint, from its config alone."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
-        raise DistilbenchError(
-            f"{directory} is not a saved model directory (no config.json); pass a "
-            "checkpoint such as RUN_DIR/models/<model>/best"
-        )
+        raise ModelNotFoundError(not_a_checkpoint(directory))
     config = _from_pretrained(AutoConfig, str(directory))
     task = TASK_OF_PROBLEM.get(config.problem_type)
     if task is None:
-        raise DistilbenchError(
+        raise ModelNotFoundError(
             f"{directory} holds no classifier fine-tuned by distilbench (problem_type is {config.problem_type!r})"
         )
     return task, [config.id2label[i] for i in range(config.num_labels)]

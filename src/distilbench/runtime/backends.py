@@ -51,10 +51,10 @@ from distilbench.runtime.export import (
 from distilbench.runtime.fused import can_fuse, first_token_only, fuse_encoder_layers
 from distilbench.runtime.inference import max_positions
 from distilbench.runtime.machine import pick_device
+from distilbench.runtime.names import BACKENDS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-int8", "onnx-fp32", "onnx-int8")
 # Dynamic quantization scales the activations by each batch's range, so a text's logits (and, near a tie, its
 # label) depend on the other texts in its batch: measured on 3,000 headlines, 0.8 % of labels changed with the
 # order of the input. `auto` never chooses these; asked for by name, they warn once.

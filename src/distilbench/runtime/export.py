@@ -38,6 +38,7 @@ tokens, several threads, AVX2-only CPUs; `export --fuse` and bench are there to 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import shutil
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 ONNX_OPSET = 18
 ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
 FORMATS = ("onnx",)
+BUNDLE_FORMAT = 1  # export.json's `bundle_format`; bumped when a bundle's layout changes meaning
 QUANTIZATIONS = ("int8",)
 BUILD_VERSION = 1  # part of every cache entry's name: raise it when the graphs built here change
 PER_CHANNEL = True  # per-channel int8 weights: closer to fp32 than per-tensor at the same speed (measured above)
@@ -454,8 +456,9 @@ def read_exported(path: str | Path) -> ExportedModel:
     path = Path(path)
     if not is_exported_model(path):
         raise DistilbenchError(f"{path} is not an exported ONNX model (model.onnx and config.json)")
-    task, label_names = read_task_labels(path)
     info = export_info(path)
+    verify_bundle(path, info)
+    task, label_names = read_task_labels(path)
     return ExportedModel(
         path,
         path / "model.onnx",
@@ -466,6 +469,24 @@ def read_exported(path: str | Path) -> ExportedModel:
         _from_pretrained(AutoConfig, str(path)),
         info,
     )
+
+
+def portable_config(source: Path) -> dict:
+    """The exported bundle's config.json: the checkpoint's, except that one of distilbench's own heads (--head mean
+    or thesis, saved as custom code: an auto_map to the heads.py beside it) becomes its encoder's plain config with
+    the labels, the problem type and distilbench's block (thresholds; `head` names the head). The graph holds the
+    head, so the bundle needs no code from the checkpoint: it opens in AutoConfig and optimum without
+    trust_remote_code."""
+    from distilbench.models.registry import DISTILBENCH_KEY
+
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    encoder = config.get("encoder")
+    if "auto_map" not in config or not isinstance(encoder, dict) or not encoder.get("model_type"):
+        return config
+    labels = {key: config[key] for key in ("id2label", "label2id", "problem_type") if key in config}
+    block = {**(config.get(DISTILBENCH_KEY) or {}), "head": "mean" if config.get("pooling") == "mean" else "thesis"}
+    plain = {key: value for key, value in encoder.items() if key not in ("architectures", "auto_map", DISTILBENCH_KEY)}
+    return {**plain, **labels, DISTILBENCH_KEY: block}
 
 
 def export_model(
@@ -510,8 +531,7 @@ def export_model(
         raise DistilbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         shutil.copyfile(graph, building / "model.onnx")
-        for extra in [source / "config.json", *source.glob("*.py")]:  # *.py: a custom head's code
-            shutil.copyfile(extra, building / extra.name)
+        _write_json(building / "config.json", portable_config(source))
         tokenizer.save_pretrained(building)
         check = check_against_torch(model, tokenizer, building / "model.onnx", quantize, tolerance)
         import onnxruntime
@@ -541,6 +561,7 @@ def export_model(
                 "onnxruntime": onnxruntime.__version__,
             },
         }
+        info.update(_bundle_fields(building, quantize))
         _write_json(building / "export.json", info)
         say(
             f"checked against PyTorch on {check['texts']} texts: max |logit diff| {check['max_abs_logit_diff']:.2e} "
@@ -560,6 +581,54 @@ def export_model(
         shutil.rmtree(building, ignore_errors=True)
     say(f"exported {source} ({'int8' if quantize else 'fp32'} ONNX) -> {out}")
     return info
+
+
+def _bundle_fields(directory: Path, quantize: str | None) -> dict:
+    """The manifest part of export.json: its format version, the CPU an int8 graph was quantized on, and the
+    size and SHA-256 of every other file, so that a missing, truncated or changed file is found on loading."""
+    from distilbench.runtime.machine import cpu_flags, cpu_model
+
+    files = {
+        item.name: {"bytes": item.stat().st_size, "sha256": _sha256(item)}
+        for item in sorted(directory.iterdir())
+        if item.is_file() and item.name != "export.json"
+    }
+    quantized_on = {"cpu": cpu_model(), "flags": cpu_flags()} if quantize else None
+    return {"bundle_format": BUNDLE_FORMAT, "quantized_on": quantized_on, "files": files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_bundle(path: str | Path, info: dict) -> None:
+    """Check every file export.json lists against its size and SHA-256 (bundles exported before the manifest
+    list none and pass); a missing, truncated or changed file ends with a message, never a wrong answer."""
+    path = Path(path)
+    if info.get("bundle_format", 0) > BUNDLE_FORMAT:
+        raise DistilbenchError(
+            f"{path} was exported by a newer distilbench (bundle format {info['bundle_format']}); upgrade "
+            f"distilbench to load it"
+        )
+    for name, expected in (info.get("files") or {}).items():
+        item = path / name
+        if not item.is_file():
+            problem = "is missing"
+        elif item.stat().st_size != expected["bytes"]:
+            problem = f"has {item.stat().st_size} bytes, not the {expected['bytes']} exported (truncated?)"
+        elif _sha256(item) != expected["sha256"]:
+            problem = "differs from the file exported (its SHA-256 changed)"
+        else:
+            continue
+        source = info.get("source")
+        raise DistilbenchError(
+            f"{item} {problem}: the exported bundle is damaged; copy it again, or export it again"
+            + (f" from {source}" if source else "")
+        )
 
 
 def check_against_torch(

@@ -75,18 +75,21 @@ def stored_thresholds(config, label_names: list[str]) -> np.ndarray:
     return np.array([float(saved.get(name, 0.5)) for name in label_names])
 
 
+def predicted_labels(task: str, label_names: list[str], probs: np.ndarray, thresholds: np.ndarray) -> list:
+    """The prediction per text: the most probable label (multiclass), or the labels whose probability reaches
+    their threshold (multilabel, a list per text). predict, serve and the Python API's Classifier decide here."""
+    if task == "multiclass":
+        return [label_names[int(row.argmax())] for row in probs]
+    return [[n for n, p, t in zip(label_names, row, thresholds) if p >= t] for row in probs]
+
+
 def prediction_records(task: str, label_names: list[str], probs: np.ndarray, thresholds: np.ndarray) -> list[dict]:
     """One dict per text: the predicted label (multiclass) or labels (multilabel) and every probability."""
-    records = []
-    for row in probs:
-        scores = {name: round(float(p), 6) for name, p in zip(label_names, row)}
-        if task == "multiclass":
-            records.append({"label": label_names[int(row.argmax())], "probabilities": scores})
-        else:
-            records.append(
-                {"labels": [n for n, p, t in zip(label_names, row, thresholds) if p >= t], "probabilities": scores}
-            )
-    return records
+    key = "label" if task == "multiclass" else "labels"
+    return [
+        {key: predicted, "probabilities": {name: round(float(p), 6) for name, p in zip(label_names, row)}}
+        for predicted, row in zip(predicted_labels(task, label_names, probs, thresholds), probs)
+    ]
 
 
 def records_schema(task: str, label_names: list[str]):
@@ -127,7 +130,13 @@ class ChunkPredictor:
     """A loaded model in one backend that turns a chunk of texts into prediction records."""
 
     def __init__(
-        self, model_dir: str, backend: str, device: str, batch_size: int, max_length: int | None, work_dir: str
+        self,
+        model_dir: str,
+        backend: str,
+        device: str,
+        batch_size: int,
+        max_length: int | None,
+        work_dir: str | None = None,
     ):
         from distilbench.runtime.backends import load_model_dir
 
@@ -144,14 +153,18 @@ class ChunkPredictor:
         self.max_length = max_length
         self.schema = records_schema(self.task, self.label_names)
 
-    def predictions(self, texts: list[str]) -> list[dict]:
-        """One record per text: label(s) and every probability."""
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """Probabilities per text and label, through the one inference loop (inference.backend_logits)."""
         from distilbench.runtime.inference import backend_logits, logits_to_probs
 
         logits, _ = backend_logits(
             self.runtime, self.tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length
         )
-        return prediction_records(self.task, self.label_names, logits_to_probs(self.task, logits), self.thresholds)
+        return logits_to_probs(self.task, logits)
+
+    def predictions(self, texts: list[str]) -> list[dict]:
+        """One record per text: label(s) and every probability."""
+        return prediction_records(self.task, self.label_names, self.probabilities(texts), self.thresholds)
 
     def records(self, first_row: int, texts: list[str]) -> list[dict]:
         """The predictions of a chunk whose first text is input row `first_row`, with their row numbers."""

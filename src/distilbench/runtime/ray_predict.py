@@ -260,12 +260,15 @@ def pool_size(actors: int | None, cpus_per_actor: float, device: str) -> tuple[i
 def unwrap(exc: BaseException) -> DistilbenchError | None:
     """The DistilbenchError a Ray task or actor raised, out of the errors Ray wraps it in (or None). Its
     message is its first line: Ray appends notes about retries to the original exception's message."""
+    from ray.exceptions import RayError
+
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if type(exc) is DistilbenchError:
+        # Ray's RayTaskError(DataError) is a subclass of both: skip the wrapper, keep the user's error and its kind
+        if isinstance(exc, DistilbenchError) and not isinstance(exc, RayError):
             message = str(exc.args[0]) if exc.args else str(exc)
-            return DistilbenchError(message.strip().splitlines()[0] if message.strip() else message)
+            return type(exc)(message.strip().splitlines()[0] if message.strip() else message)
         cause = getattr(exc, "cause", None)
         exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
     return None

@@ -273,7 +273,7 @@ def peak_rss_of(
     command = [
         sys.executable,
         "-m",
-        "distilbench.bench.speed",
+        "distilbench.benchmarking.speed",
         spec,
         backend,
         texts_file,

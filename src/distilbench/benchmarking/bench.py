@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distilbench.bench.speed import (
+from distilbench.benchmarking.speed import (
     BenchModel,
     flops_note,
     flops_per_sample,
