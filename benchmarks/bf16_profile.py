@@ -15,14 +15,16 @@ Results: benchmarks/results/bf16_profile.{json,md}.
 from __future__ import annotations
 
 import copy
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import parser, results_dir, smoke_model, write_result  # noqa: E402
 
 
 def operator_profile(model, batch: dict, linear_flops: float, peak: float) -> dict:
@@ -43,10 +45,11 @@ def operator_profile(model, batch: dict, linear_flops: float, peak: float) -> di
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    smoke = parser(__doc__).parse_args(argv).smoke
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-    from distilbench.bench.speed import encoder_shape, flops_per_sample
+    from distilbench.benchmarking.speed import encoder_shape, flops_per_sample
     from distilbench.models.registry import packaged_minilm_path
     from distilbench.runtime.backends import load_backend
     from distilbench.runtime.machine import machine_info, matmul_peak_flops
@@ -54,9 +57,14 @@ def main() -> None:
     torch.manual_seed(0)
     peak = matmul_peak_flops(torch.bfloat16)[0]
     models = {
-        "arch:distilbert-base-uncased": DistilBertForSequenceClassification(DistilBertConfig(num_labels=4)),
-        "minilm-l6": AutoModelForSequenceClassification.from_pretrained(packaged_minilm_path(), num_labels=4),
+        "arch:distilbert-base-uncased": DistilBertForSequenceClassification(DistilBertConfig(num_labels=4))
+        if not smoke
+        else DistilBertForSequenceClassification.from_pretrained(smoke_model("distilbert"), num_labels=4),
+        "minilm-l6": AutoModelForSequenceClassification.from_pretrained(
+            packaged_minilm_path() if not smoke else smoke_model(), num_labels=4
+        ),
     }
+    lengths, rounds = ((15, 64, 128), 9) if not smoke else ((15,), 3)
     rows, variants_of = [], {}
     for name, model in models.items():
         model.eval()
@@ -66,14 +74,14 @@ def main() -> None:
             "torch-bf16 (fused)": (fused.model, fused.first_token_only),
         }
         variants_of[name] = variants
-        for seq in (15, 64, 128):
+        for seq in lengths:
             batch = {
                 "input_ids": torch.randint(1000, 20000, (64, seq)),
                 "attention_mask": torch.ones(64, seq, dtype=torch.long),
             }
             times = {variant: [] for variant in variants}
             with torch.inference_mode():
-                for i in range(9):
+                for i in range(rounds):
                     for variant, (module, _) in variants.items():  # alternating
                         start = time.perf_counter()
                         module(**batch)
@@ -102,8 +110,6 @@ def main() -> None:
         linear_flops = layers * per_layer if not first else (layers - 1) * per_layer + last_first
         profiles[variant] = operator_profile(module, batch, linear_flops, peak)
     report = {"machine": machine_info(), "bf16_peak_flops": peak, "rows": rows, "profiles": profiles}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bf16_profile.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"bf16 peak {peak / 1e9:.0f} GFLOP/s; batch 64, no padding",
         "",
@@ -111,7 +117,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in models:
-        for seq in (15, 64, 128):
+        for seq in lengths:
             plain, fast = (
                 next(r for r in rows if r["model"] == name and r["seq"] == seq and r["variant"] == v)
                 for v in ("plain bf16 copy", "torch-bf16 (fused)")
@@ -128,9 +134,10 @@ def main() -> None:
             + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["operators"][:5])
             + f"; its linear layers' products run at {100 * prof['linear_share_of_peak']:.0f} % of the peak.",
         ]
-    (RESULTS / "bf16_profile.md").write_text("\n".join(lines) + "\n")
+    write_result(results_dir(smoke) / "bf16_profile.json", report, "\n".join(lines))
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -26,30 +26,57 @@ earlier run) are shown.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results" / "minilm_from_mpnet"
-EARLIER = ROOT / "benchmarks" / "results" / "verdicts-multiclass.json"
-STUDENT = "minilm-l6"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, RESULTS, ROOT, results_dir, smoke_data, smoke_dir, smoke_model, write_result  # noqa: E402
+from common import parser as common_parser
+
+EARLIER = RESULTS / "verdicts-multiclass.json"
+RESULTS = RESULTS / "minilm_from_mpnet"
+# what --smoke changes: the data, the student (the smoke DistilBERT) and the settings of every step
+SETUP = {"data": str(HEADLINES), "student": "minilm-l6", "settings": {}}
 STEPS = ("distilled", "augmented", "label-only")
 DISTILLED = ("distilled", "augmented")
 AUGMENTED = dict(augment="mask", augment_copies=1, epochs=3)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", required=True, help="the fine-tuned teacher's run directory (one model)")
+def smoke_teacher() -> Path:
+    """A teacher run for the smoke mode: the smoke BERT fine-tuned for one epoch on the smoke headlines."""
+    from distilbench.config import load_config
+    from distilbench.experiments.compare import compare
+
+    folder = smoke_dir() / "bigger-teacher" / "teacher"
+    if not (folder / "comparison.json").is_file():
+        values = dict(SETUP["settings"], models=[str(smoke_model())], out=str(folder), label_column="category")
+        compare(load_config(None, dict(values, task="multiclass", data=SETUP["data"])), overwrite=True)
+    return folder
+
+
+def use_smoke_settings(args) -> None:
+    """The smoke headlines, the smoke DistilBERT taught by the smoke BERT, 2 seeds of one epoch, every step."""
+    SETUP.update(data=str(smoke_data("multiclass")), student=str(smoke_model("distilbert")))
+    SETUP["settings"] = dict(epochs=1, measure_speed=False, backend="torch-fp32")
+    args.teacher, args.seeds, args.steps = str(smoke_teacher()), 2, ",".join(STEPS)
+    args.out, args.results = str(smoke_dir() / "bigger-teacher"), str(results_dir(True) / "minilm_from_mpnet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common_parser(__doc__)
+    parser.add_argument("--teacher", help="the fine-tuned teacher's run directory (one model; required)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", default="distilled,label-only", help=f"any of {', '.join(STEPS)}")
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "minilm-from-mpnet"))
     parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        use_smoke_settings(args)
+    elif not args.teacher:
+        parser.error("--teacher is required")
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     if any(s not in STEPS for s in steps):
         raise SystemExit(f"unknown step in {steps}; steps: {', '.join(STEPS)}")
@@ -64,9 +91,7 @@ def main() -> int:
         report = results(Path(args.out), Path(args.teacher), seeds)
     except DistilbenchError as exc:
         raise SystemExit(f"error: {exc}") from None
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).with_suffix(".json").write_text(json.dumps(report, indent=2))
-    Path(args.results).with_suffix(".md").write_text(markdown(report))
+    write_result(Path(args.results), report, markdown(report))
     print(markdown(report))
     return 0
 
@@ -84,21 +109,22 @@ def run_step(step: str, out: Path, teacher: Path, seeds: list[int]) -> None:
         None,
         dict(
             task="multiclass",
-            data=str(DATA / "news-headlines.csv"),
+            data=SETUP["data"],
             label_column="category",
-            models=[STUDENT],
+            models=[SETUP["student"]],
             seeds=seeds,
             out=str(folder),
             backend="torch-fp32",
             measure_speed=False,
             keep_checkpoints="best",
-            **(AUGMENTED if step == "augmented" else {}),
-        ),
+        )
+        | (AUGMENTED if step == "augmented" else {})
+        | SETUP["settings"],
     )
-    print(f"== {step}: {STUDENT}, seeds {seeds}", flush=True)
+    print(f"== {step}: {SETUP['student']}, seeds {seeds}", flush=True)
     began = time.perf_counter()
     if step in DISTILLED:
-        distill(config, str(teacher), STUDENT, overwrite=True, progress=True)
+        distill(config, str(teacher), SETUP["student"], overwrite=True, progress=True)
     else:
         compare(config, overwrite=True, progress=True)
     (folder / "wall_s.txt").write_text(f"{time.perf_counter() - began:.1f}\n")

@@ -18,7 +18,6 @@ rows/s with N workers over rows/s with 1 worker on the same rows. Results: bench
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -29,19 +28,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, RESULTS, ROOT, results_dir, smoke_checkpoint, smoke_data, smoke_dir, write_result  # noqa: E402
+from common import parser as common_parser
+
 WORK = ROOT / "runs" / "benchmarks" / "bulk"
 ROW_GROUP_ROWS = 100_000
 
 
+_SMOKE = []
+
+
+def work_dir() -> Path:
+    """Where the inputs, the model and the predictions go: runs/benchmarks/bulk, or the smoke folder."""
+    return smoke_dir() / "bulk" if _SMOKE else WORK
+
+
 def synthetic_input(rows: int, fmt: str, headlines: list[str]) -> Path:
     """`rows` headlines sampled with replacement, written once (in slices, so this script stays small too)."""
-    path = WORK / f"headlines-{rows}.{fmt}"
+    path = work_dir() / f"headlines-{rows}.{fmt}"
     if path.exists():
         return path
-    WORK.mkdir(parents=True, exist_ok=True)
+    work_dir().mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     pool = np.array(headlines, dtype=object)
     tmp = path.with_name(path.name + ".tmp")
@@ -68,7 +77,7 @@ def synthetic_input(rows: int, fmt: str, headlines: list[str]) -> Path:
 
 def packaged_model(labels: list[str]) -> Path:
     """The packaged MiniLM-L6 with a fresh classification head over `labels`, saved once."""
-    path = WORK / "minilm-l6-random-head"
+    path = work_dir() / "minilm-l6-random-head"
     if (path / "config.json").exists():
         return path
     from distilbench.models.registry import load_classifier
@@ -95,7 +104,7 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
     """One `distilbench predict` in a fresh process: wall time, its own rows/s, peak memory of its processes."""
     import psutil
 
-    output = WORK / f"predictions-{rows}-{workers}w.parquet"
+    output = work_dir() / f"predictions-{rows}-{workers}w.parquet"
     output.unlink(missing_ok=True)
     command = [
         sys.executable,
@@ -201,8 +210,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = common_parser(__doc__)
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated input sizes")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--backend", default="auto", help="predict's --backend (auto: torch-bf16 where fast)")
@@ -212,12 +221,15 @@ def main() -> int:
     parser.add_argument("--input-format", choices=["parquet", "csv", "jsonl"], default="parquet")
     parser.add_argument("--results", default=str(RESULTS), help="directory for bulk_predict.json/.md")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-    from distilbench.runs import write_json_atomic, write_text_atomic
+    args = parser.parse_args(argv)
     from distilbench.runtime.machine import machine_info
 
-    headlines = pd.read_csv(HEADLINES)
+    source = HEADLINES
+    if args.smoke:  # 64 rows of the smoke headlines, the smoke checkpoint, one worker, torch-fp32
+        _SMOKE.append(True)
+        source, args.model, args.rows, args.workers = smoke_data("multiclass"), str(smoke_checkpoint()), "64", "1"
+        args.backend, args.no_progress, args.results = "torch-fp32", True, str(results_dir(True))
+    headlines = pd.read_csv(source)
     sizes = [int(n) for n in args.rows.split(",")]
     worker_counts = [int(n) for n in args.workers.split(",")]
     model = Path(args.model) if args.model else packaged_model(sorted(headlines["category"].unique()))
@@ -256,9 +268,7 @@ def main() -> int:
         "memory_growth": growth,
         "machine": machine_info(),
     }
-    results = Path(args.results)
-    write_json_atomic(results / "bulk_predict.json", report)
-    write_text_atomic(results / "bulk_predict.md", markdown(report))
+    write_result(Path(args.results) / "bulk_predict.json", report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -22,17 +22,20 @@ Results: benchmarks/results/checkpoint_averaging[-<suffix>].{json,md}, with the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, results_dir, smoke_model, write_result  # noqa: E402
+from common import parser as common_parser
+
 MODEL = "minilm-l6"
 
 
@@ -148,16 +151,33 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.smoke:  # the checkpoints of verdicts.py's smoke run: the smoke model, 2 seeds of 2 epochs
+        global MODEL
+        from verdicts import smoke_runs
+
+        from distilbench.runs import model_slug
+
+        args.runs, args.tasks, args.seeds, args.windows = str(smoke_runs()), "multilabel", "42,43", "1-2"
+        MODEL = model_slug(str(smoke_model()))
+    return run(args)
+
+
+def make_parser():
+    parser = common_parser(__doc__)
     parser.add_argument("--tasks", default="multiclass,multilabel")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--windows", default="2-5,3-5,4-5", help="epochs whose weights are averaged, FIRST-LAST")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
     parser.add_argument("--suffix", default="", help="the runs of verdicts.py --suffix SUFFIX")
     parser.add_argument("--markdown", action="store_true", help="only write the table again from the JSON")
-    args = parser.parse_args()
-    path = RESULTS / ("checkpoint_averaging" + (f"-{args.suffix}" if args.suffix else "") + ".json")
+    return parser
+
+
+def run(args) -> int:
+    """Scores every epoch and every window's average for each task and seed; writes the result."""
+    path = results_dir(args.smoke) / ("checkpoint_averaging" + (f"-{args.suffix}" if args.suffix else "") + ".json")
     if args.markdown:
         path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
         return 0
@@ -175,9 +195,7 @@ def main() -> int:
         report["tasks"][task] = {str(seed): run_seed(task, run, seed, windows) for seed in seeds}
         print(f"{task} done", flush=True)
     report["wall_s"] = time.perf_counter() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    path.with_suffix(".md").write_text(markdown(report))
+    write_result(path, report, markdown(report))
     print(markdown(report))
     return 0
 

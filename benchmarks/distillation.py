@@ -15,38 +15,46 @@ Results: benchmarks/results/distillation.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, parser, results_dir, smoke_model, write_result  # noqa: E402
+from common import TOXIC_LABELS as TOXIC  # noqa: E402
+
+TEACHER = ["minilm-l6"]  # thesis_tasks.py's teacher; --smoke puts the smoke model here
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=str(ROOT / "runs" / "benchmarks"), help="runs of thesis_tasks.py")
-    parser.add_argument("--general-epochs", type=int, default=1)
-    parser.add_argument("--backend", default="torch-bf16", help="backend for the throughput column")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--base", default=str(ROOT / "runs" / "benchmarks"), help="runs of thesis_tasks.py")
+    args_parser.add_argument("--general-epochs", type=int, default=1)
+    args_parser.add_argument("--backend", default="torch-bf16", help="backend for the throughput column")
+    args_parser.add_argument("--repeats", type=int, default=5)
+    args = args_parser.parse_args(argv)
+    if args.smoke:  # on thesis_tasks.py's smoke runs
+        from thesis_tasks import smoke_runs
+
+        args.base, args.repeats, TEACHER[0] = str(smoke_runs()), 1, str(smoke_model())
+    teacher_name, student_name = TEACHER[0], f"student:{TEACHER[0]}"
 
     import pandas as pd
     import yaml
 
-    from distilbench.bench.bench import run_bench
+    from distilbench.benchmarking.bench import run_bench
     from distilbench.config import ExperimentConfig
     from distilbench.core.console import quiet_libraries
     from distilbench.evaluation.metrics import primary_metric
     from distilbench.experiments.compare import compare, distill
+    from distilbench.runs import model_slug
     from distilbench.runtime.machine import machine_info
     from distilbench.training.distillation import distill_general
 
     quiet_libraries(False)
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
-    for task in ("multiclass", "multilabel"):
+    for task in ("multiclass", "multilabel") if not args.smoke else ("multiclass",):
         base = Path(args.base) / task
         if not (base / "comparison.json").is_file():
             raise SystemExit(f"run benchmarks/thesis_tasks.py first: {base}/comparison.json is missing")
@@ -63,31 +71,29 @@ def main() -> int:
         settings.update({"label_columns": TOXIC} if task == "multilabel" else {"label_column": "label"})
         common = {k: v for k, v in settings.items() if k not in ("models", "out", "distill")}
         thesis_rows = {row["model"]: row for row in json.loads((base / "comparison.json").read_text())["rows"]}
-        teacher = base / "models" / "minilm-l6" / "best"
+        teacher = base / "models" / model_slug(teacher_name) / "best"
         rows = [
-            {"step": "teacher minilm-l6 (6 layers), fine-tuned", **thesis_rows["minilm-l6"]},
+            {"step": "teacher minilm-l6 (6 layers), fine-tuned", **thesis_rows[teacher_name]},
         ]
         scratch = compare(
             ExperimentConfig(
-                **common, models=["scratch:minilm-l6"], distill=False, out=str(out / "scratch")
+                **common, models=[f"scratch:{teacher_name}"], distill=False, out=str(out / "scratch")
             ).validate(),
             overwrite=True,
         )[0]
         rows.append({"step": "student (3 layers) from scratch, fine-tuned on labels", **scratch})
-        rows.append(
-            {"step": "student (teacher layers 0,2,4), fine-tuned on labels", **thesis_rows["student:minilm-l6"]}
-        )
+        rows.append({"step": "student (teacher layers 0,2,4), fine-tuned on labels", **thesis_rows[student_name]})
         task_distilled = distill(
             ExperimentConfig(**common, out=str(out / "task")).validate(),
             str(teacher),
-            "student:minilm-l6",
+            student_name,
             overwrite=True,
         )
         rows.append({"step": "+ task distillation from the fine-tuned teacher", **task_distilled})
         train_texts = pd.read_csv(base / "data" / "train.csv")["text"].astype(str).tolist()
         general = distill_general(
-            "minilm-l6",
-            "student:minilm-l6",
+            teacher_name,
+            student_name,
             train_texts,
             out / "general-student",
             epochs=args.general_epochs,
@@ -107,7 +113,7 @@ def main() -> int:
             checkpoints,
             [args.backend],
             batch_size=64,
-            samples=512,
+            samples=512 if not args.smoke else 8,
             repeats=args.repeats,
             latency_samples=0,
             memory=False,
@@ -118,9 +124,8 @@ def main() -> int:
         for row, measured in zip(rows, bench["results"]):
             row["throughput"] = measured["samples_per_s"]
         report["tasks"][task] = {"metric": primary_metric(task), "rows": rows, "general_distillation": general}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "distillation.json").write_text(json.dumps(report, indent=2, default=str))
-    (RESULTS / "distillation.md").write_text(markdown(report))
+    report = json.loads(json.dumps(report, default=str))
+    write_result(results_dir(args.smoke) / "distillation.json", report, markdown(report))
     print(markdown(report))
     return 0
 

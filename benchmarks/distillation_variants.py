@@ -25,17 +25,20 @@ benchmarks/results/distillation_variants.{json,md}).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "news-headlines.csv"
-RESULTS = ROOT / "benchmarks" / "results"
-STUDENT = "student:minilm-l6"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, RESULTS, results_dir, smoke_data, smoke_dir, smoke_model, write_result  # noqa: E402
+from common import parser as common_parser
+
+DATA = [HEADLINES]  # --smoke puts the smoke headlines here
+TEACHER = ["minilm-l6"]  # and the smoke model here
+STUDENT = ["student:minilm-l6"]
 VARIANTS = {  # name: (what it adds, config settings); run in this order, results written after each
     "logits KD": ("soft targets of the teacher on the labelled texts (alpha 0.5, T 2)", {}),
     "+ unlabeled": ("+ the held-out headlines without labels (soft loss only)", {"unlabeled": "UNLABELED"}),
@@ -58,10 +61,10 @@ def make_splits(out: Path, train: int, val: int, test: int, unlabeled: int) -> d
     """Disjoint parts of the headlines (shuffled with seed 0), written under `out` (not into the repository)."""
     import pandas as pd
 
-    frame = pd.read_csv(DATA).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    frame = pd.read_csv(DATA[0]).sample(frac=1.0, random_state=0).reset_index(drop=True)
     need = train + val + test + unlabeled
     if need > len(frame):
-        raise SystemExit(f"{need} rows asked for, {DATA} has {len(frame)}")
+        raise SystemExit(f"{need} rows asked for, {DATA[0]} has {len(frame)}")
     parts = {
         "test": frame[:test],
         "val": frame[test : test + val],
@@ -76,8 +79,18 @@ def make_splits(out: Path, train: int, val: int, test: int, unlabeled: int) -> d
     return paths
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def use_smoke_settings(args) -> None:
+    """The smoke model as the teacher, 96 smoke headlines cut 32 / 8 / 16 / 16 (train, val, test, unlabeled), one
+    epoch, the two variants that add data (the others differ only in the loss)."""
+    DATA[0], TEACHER[0] = smoke_data("multiclass", 96), str(smoke_model())
+    STUDENT[0] = f"student:{TEACHER[0]}"
+    args.epochs, args.train_rows, args.val_rows, args.test_rows, args.unlabeled_rows = 1, 32, 8, 16, 16
+    args.variants, args.out = "+ unlabeled,+ augment", str(smoke_dir() / "variants")
+    args.results = str(results_dir(True) / "distillation_variants")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common_parser(__doc__)
     parser.add_argument("--seeds", default="1", help="training seeds, comma-separated")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-rows", type=int, default=4000)
@@ -91,7 +104,9 @@ def main() -> int:
         default=str(RESULTS / "distillation_variants"),
         help="results path without suffix (.json and .md are written)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        use_smoke_settings(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v.strip() for v in args.variants.split(",")]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -134,24 +149,25 @@ def main() -> int:
         return rows
 
     models = {}  # name: {"rows": per-seed rows, "results": per-seed results folders}
-    teacher_rows = timed_compare(["minilm-l6"], "teacher")
+    teacher_name, student = TEACHER[0], STUDENT[0]
+    teacher_rows = timed_compare([teacher_name], "teacher")
     teacher_run = RunDir(out / "teacher")
-    models["teacher minilm-l6"] = per_seed(teacher_rows[0], teacher_run, "minilm-l6", seeds)
-    label_only = timed_compare([STUDENT], "label-only", distill=False)
-    models["label-only"] = per_seed(label_only[0], RunDir(out / "label-only"), STUDENT, seeds)
+    models["teacher minilm-l6"] = per_seed(teacher_rows[0], teacher_run, teacher_name, seeds)
+    label_only = timed_compare([student], "label-only", distill=False)
+    models["label-only"] = per_seed(label_only[0], RunDir(out / "label-only"), student, seeds)
 
     for name in variants:
         settings = {k: (paths["unlabeled"] if v == "UNLABELED" else v) for k, v in VARIANTS[name][1].items()}
         rows, folders = [], []
         for seed in seeds:
             teacher = teacher_run.best_dir(
-                model_slug("minilm-l6") if len(seeds) == 1 else f"{model_slug('minilm-l6')}/seed-{seed}"
+                model_slug(teacher_name) if len(seeds) == 1 else f"{model_slug(teacher_name)}/seed-{seed}"
             )
             target = out / slug_of(name) / f"seed-{seed}"
             config = load_config(None, dict(common, seed=seed, out=str(target), **settings))
             began = time.perf_counter()
-            rows.append(distill(config, str(teacher), STUDENT, overwrite=True, progress=False))
-            folders.append(RunDir(target).results(model_slug(STUDENT)))
+            rows.append(distill(config, str(teacher), student, overwrite=True, progress=False))
+            folders.append(RunDir(target).results(model_slug(student)))
             print(
                 f"[{name}, seed {seed}: {time.perf_counter() - began:.0f} s, test accuracy "
                 f"{rows[-1]['test']['accuracy']:.4f}]",
@@ -217,9 +233,9 @@ def write_results(models: dict, out: Path, args, seeds: list[int], machine: dict
             "seeds": seeds,
             "learning_rate": 1e-4,
             "train_batch_size": 32,
-            "data": str(DATA),
-            "student": STUDENT,
-            "teacher": "minilm-l6",
+            "data": str(DATA[0]),
+            "student": STUDENT[0],
+            "teacher": TEACHER[0],
         },
         "splits": {k: len(v) for k, v in splits.items()},
         "rows": report_rows,
@@ -230,10 +246,7 @@ def write_results(models: dict, out: Path, args, seeds: list[int], machine: dict
         "target_met": bool(by_val and by_val["vs_label_only"]["difference_points"] >= 0.5),
         "wall_s": wall_s,
     }
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
-    results.with_suffix(".md").write_text(markdown(report))
+    write_result(Path(args.results), json.loads(json.dumps(report, default=str)), markdown(report))
     print(markdown(report), flush=True)
 
 

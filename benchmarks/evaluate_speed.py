@@ -18,7 +18,6 @@ Writes benchmarks/results/evaluate_speed.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,9 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, ROOT, parser, results_dir, smoke_data, smoke_dir, smoke_model, write_result  # noqa: E402
+
+SMOKE = []  # set by --smoke: only torch-fp32 and auto's choice run explicitly
 AVX2_ONLY = {
     "DISTILBENCH_CPU_FLAGS": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -150,7 +151,7 @@ def measure(kind: str, best: Path, test: Path, repeats: int, cache: Path) -> dic
         accuracy["auto"] = stats["accuracy"]
         print(f"[{kind}] pipeline {pipeline_s[-1]:.1f} s, auto {auto_s[-1]:.1f} s", flush=True)
     explicit = {}
-    for name in choice["candidates"]:
+    for name in choice["candidates"] if not SMOKE else dict.fromkeys(["torch-fp32", choice["chosen"]]):
         seconds, stats = evaluate(best, test, name, env)
         explicit[name] = {"seconds": seconds, "accuracy": stats["accuracy"]}
         print(f"[{kind}] {name}: {seconds:.1f} s, accuracy {stats['accuracy']:.4f}", flush=True)
@@ -218,14 +219,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--machines", default="native,avx2")
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks" / "evaluate-speed"))
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--repeats", type=int, default=3)
+    args_parser.add_argument("--machines", default="native,avx2")
+    args_parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks" / "evaluate-speed"))
+    args = args_parser.parse_args(argv)
+    model, data = "minilm-l6", HEADLINES
+    if args.smoke:  # the smoke model trained for one epoch on the smoke headlines; one round, this CPU as it is
+        SMOKE.append(True)
+        model, data, args.repeats, args.machines = str(smoke_model()), smoke_data("multiclass"), 1, "native"
+        args.runs = str(smoke_dir() / "evaluate-speed")
+    from distilbench.runs import model_slug
+
     run = Path(args.runs)
-    best = run / "models" / "minilm-l6" / "best"
+    best = run / "models" / model_slug(model) / "best"
     started = time.perf_counter()
     if not best.exists():
         timed(
@@ -235,9 +243,9 @@ def main() -> None:
                 "distilbench",
                 "train",
                 "--model",
-                "minilm-l6",
+                model,
                 "--data",
-                str(DATA / "news-headlines.csv"),
+                str(data),
                 "--label-column",
                 "category",
                 "--epochs",
@@ -253,15 +261,14 @@ def main() -> None:
             environment("native", run / "cache"),
         )
     test = run / "data" / "test.csv"
-    report = {"settings": vars(args), "kinds": {}}
+    report = {"settings": {k: v for k, v in vars(args).items() if k != "smoke"}, "kinds": {}}
     for kind in args.machines.split(","):
         report["kinds"][kind] = measure(kind, best, test, args.repeats, run / f"cache-{kind}")
     report["wall_s"] = time.perf_counter() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "evaluate_speed.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "evaluate_speed.md").write_text(markdown(report))
+    write_result(results_dir(args.smoke) / "evaluate_speed.json", report, markdown(report))
     print(markdown(report))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

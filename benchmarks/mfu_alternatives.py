@@ -25,8 +25,8 @@ Results: benchmarks/results/mfu_alternatives.{json,md}.
 from __future__ import annotations
 
 import copy
-import json
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,19 +35,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distilbench.bench.speed import spread
+from distilbench.benchmarking.speed import spread
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, parser, results_dir, smoke_data, smoke_model, write_result  # noqa: E402
+
 ROUNDS = 7
+# what --smoke changes: the smoke headlines and DistilBERT, small products, one round
+SETUP = {"headlines": HEADLINES, "rounds": ROUNDS, "rows": 928, "width": 768, "inner": 3072}
 
 
 def headline_batches(tokenizer) -> list[dict]:
     """The batches of benchmarks/speed.py's MFU row: bench's protocol on its first 512 headlines."""
-    from distilbench.bench.bench import measurement_batches
+    from distilbench.benchmarking.bench import measurement_batches
 
-    texts = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0)["text"].astype(str).tolist()[:512]
+    texts = pd.read_csv(SETUP["headlines"]).sample(frac=1.0, random_state=0)["text"].astype(str).tolist()[:512]
     batches, _ = measurement_batches(tokenizer, [" ".join(t.split()) for t in texts], 64, 128)
     return batches
 
@@ -96,12 +99,18 @@ def openvino_runner(model, batches: list[dict]):
 
 
 def whole_models() -> dict:
-    from distilbench.bench.speed import build_architecture, flops_per_sample
+    from transformers import AutoModelForSequenceClassification
+
+    from distilbench.benchmarking.speed import build_architecture, flops_per_sample
     from distilbench.models.registry import load_tokenizer, packaged_minilm_path
     from distilbench.runtime.backends import load_backend
     from distilbench.runtime.machine import matmul_peak_flops
 
-    model = build_architecture("distilbert-base-uncased")
+    model = (
+        build_architecture("distilbert-base-uncased")
+        if SETUP["rounds"] == ROUNDS
+        else AutoModelForSequenceClassification.from_pretrained(smoke_model("distilbert"), num_labels=4)
+    )
     batches = headline_batches(load_tokenizer(packaged_minilm_path()))
     inputs = ("input_ids", "attention_mask")
     batches = [{k: b[k] for k in inputs} for b in batches]
@@ -135,7 +144,7 @@ def whole_models() -> dict:
             "max_abs_logit_diff_vs_fp32": diff,
         }
     peaks = []
-    for _ in range(ROUNDS):
+    for _ in range(SETUP["rounds"]):
         peaks.append(matmul_peak_flops(torch.bfloat16, seconds=0.3)[0])
         for name, (run, _) in contenders.items():
             start = time.perf_counter()
@@ -152,7 +161,7 @@ def whole_models() -> dict:
 def products() -> dict:
     """Rates of the feed-forward and attention products at 928 rows: GELU's cost, and cold weights' cost."""
     torch.manual_seed(0)
-    rows, width, inner = 928, 768, 3072
+    rows, width, inner = SETUP["rows"], SETUP["width"], SETUP["inner"]
     shapes = [
         (width, 3 * width, 16, "none", ""),
         (width, width, 1, "none", ""),
@@ -237,17 +246,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    smoke = parser(__doc__).parse_args(argv).smoke
+    if smoke:
+        SETUP.update(headlines=smoke_data("multiclass"), rounds=1, rows=64, width=32, inner=64)
     from distilbench.core.console import quiet_libraries
     from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
     report = {"machine": machine_info(), "whole_models": whole_models(), "products": products()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mfu_alternatives.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "mfu_alternatives.md").write_text(markdown(report))
+    write_result(results_dir(smoke) / "mfu_alternatives.json", report, markdown(report))
     print(markdown(report))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

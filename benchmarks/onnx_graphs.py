@@ -1,6 +1,6 @@
-"""The measurements in distilbench/onnx_export.py's docstring: which ONNX graph to build.
+"""Which ONNX graph to build: plain or fused, fp32 or int8 with per-tensor or per-channel weights.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/onnx_graphs.py --checkpoint RUN/models/minilm-l6/best \
+    .venv/bin/python benchmarks/onnx_graphs.py --checkpoint RUN/models/minilm-l6/best \
         [--samples 2000] [--speed-samples 512] [--threads 1] [--repeats 5] [--out FILE]
 
 On a fine-tuned checkpoint and headlines of ../shared/data/news-headlines.csv that the checkpoint's run
@@ -17,9 +17,8 @@ Results: --out (default benchmarks/results/onnx_graphs.json).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,20 +27,36 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distilbench.bench.speed import machine_info, spread
+from distilbench.benchmarking.speed import spread
 from distilbench.models.inputs import model_input_names
 from distilbench.models.registry import load_trained
-from distilbench.runtime.backends import OnnxBackend, backend_logits, load_backend
+from distilbench.runtime.backends import OnnxBackend, load_backend
 from distilbench.runtime.export import _fused_operators, export_onnx, optimize_onnx, quantize_onnx
+from distilbench.runtime.inference import backend_logits
+from distilbench.runtime.machine import machine_info
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, RESULTS, results_dir, smoke_checkpoint, smoke_data, write_result  # noqa: E402
+from common import parser as common_parser
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.checkpoint, args.data = str(smoke_checkpoint()), str(smoke_data("multiclass"))
+        args.samples, args.speed_samples, args.repeats = 16, 8, 1
+        args.out = str(results_dir(True) / "onnx_graphs.json")
+    elif not args.checkpoint:
+        parser.error("--checkpoint is required (a fine-tuned checkpoint directory)")
+    measure(args)
+    return 0
+
+
+def make_parser():
+    parser = common_parser(__doc__)
+    parser.add_argument("--checkpoint", help="a fine-tuned checkpoint directory (required)")
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
@@ -49,7 +64,11 @@ def main() -> None:
     parser.add_argument("--data", default=str(HEADLINES), help="texts (default: the headlines)")
     parser.add_argument("--label-column", default="category", help="labels of --data for the accuracy column")
     parser.add_argument("--out", default=str(RESULTS / "onnx_graphs.json"))
-    args = parser.parse_args()
+    return parser
+
+
+def measure(args) -> None:
+    """Builds the six graphs, times them against torch-fp32 and writes the result to args.out."""
     torch.set_num_threads(args.threads)
 
     model, tokenizer, task, labels = load_trained(args.checkpoint)
@@ -118,8 +137,7 @@ def main() -> None:
         "build_s_all_graphs": build_s,
         "results": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_result(Path(args.out), report)
     table = pd.DataFrame(
         [
             {
@@ -139,4 +157,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

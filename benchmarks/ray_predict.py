@@ -24,7 +24,6 @@ a cluster moves (texts in, records out). Results: benchmarks/results/ray_predict
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -35,8 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bulk_predict  # noqa: E402 - the same synthetic inputs and memory probe
+from common import RESULTS, results_dir, smoke_checkpoint, smoke_data, smoke_dir, write_result  # noqa: E402
+from common import parser as common_parser  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "runs" / "benchmarks" / "ray"
 TRAINED_STUDENT = ROOT / "runs" / "benchmarks" / "multiclass" / "models" / "student-minilm-l6" / "best"
 
@@ -222,8 +222,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def use_smoke_settings(args) -> None:
+    """The smoke checkpoint on 64 smoke headlines (16 for the start-up run), the local engine with one worker:
+    starting Ray takes longer than a smoke run should (tests/test_ray_predict.py runs the Ray engine)."""
+    bulk_predict._SMOKE.append(True)
+    args.rows, args.startup_rows, args.workers, args.engines = 64, 16, 1, "local"
+    args.model, args.backend, args.results = str(smoke_checkpoint()), "torch-fp32", str(results_dir(True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2, help="local predict's --workers")
     parser.add_argument("--actors", type=int, default=2, help="Ray actors (1 CPU each)")
@@ -234,16 +242,17 @@ def main() -> int:
     parser.add_argument("--chunk-rows", type=int, default=4096)
     parser.add_argument("--model", help="a checkpoint (default: the 3-layer student, see above)")
     parser.add_argument("--results", default=str(RESULTS), help="directory for ray_predict.json/.md")
-    args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        use_smoke_settings(args)
     import pandas as pd
     import ray
 
-    from distilbench.runs import write_json_atomic, write_text_atomic
     from distilbench.runtime.machine import machine_info
 
-    headlines = pd.read_csv(bulk_predict.HEADLINES)
-    WORK.mkdir(parents=True, exist_ok=True)
+    headlines = pd.read_csv(bulk_predict.HEADLINES if not args.smoke else smoke_data("multiclass"))
+    work = WORK if not args.smoke else smoke_dir() / "ray"
+    work.mkdir(parents=True, exist_ok=True)
     if args.model:
         model, model_name = Path(args.model), args.model
     else:
@@ -254,14 +263,14 @@ def main() -> int:
     plan = [(engine, args.workers if engine == "local" else args.actors) for engine in args.engines.split(",")]
     startup, runs = {}, []
     for engine, parallel in plan:
-        output = WORK / f"startup-{engine}{'.parquet' if engine == 'local' else ''}"
+        output = work / f"startup-{engine}{'.parquet' if engine == 'local' else ''}"
         print(f"start-up: {engine} x{parallel} on {args.startup_rows:,} rows ...", flush=True)
         startup[f"{engine}-{parallel}"] = run_command(
             predict_command(engine, model, small, output, parallel, args), output, args.startup_rows, engine
         )
         print(f"  {startup[f'{engine}-{parallel}']['seconds']:.1f} s", flush=True)
     for engine, parallel in plan:
-        output = WORK / f"predictions-{engine}{'.parquet' if engine == 'local' else ''}"
+        output = work / f"predictions-{engine}{'.parquet' if engine == 'local' else ''}"
         print(f"predict {args.rows:,} rows: {engine} x{parallel} ...", flush=True)
         run = run_command(predict_command(engine, model, source, output, parallel, args), output, args.rows, engine)
         run["parallel"] = parallel
@@ -286,9 +295,7 @@ def main() -> int:
         "ray_version": ray.__version__,
         "machine": machine_info(),
     }
-    results = Path(args.results)
-    write_json_atomic(results / "ray_predict.json", report)
-    write_text_atomic(results / "ray_predict.md", markdown(report))
+    write_result(Path(args.results) / "ray_predict.json", report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -18,7 +18,6 @@ do not change the speed. Both processes share this machine's cores, as a sidecar
 Results: benchmarks/results/serve.{json,md}.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -35,9 +34,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES, ROOT, results_dir, smoke_checkpoint, smoke_data, write_result  # noqa: E402
+from common import parser as common_parser
+
 DEFAULT_MODEL = ROOT / "runs" / "benchmarks" / "multiclass" / "models" / "student-minilm-l6" / "best"
 MODES = {"batching on": [], "batching off": ["--no-batching"]}
 
@@ -224,8 +225,8 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = common_parser(__doc__)
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint directory (default: %(default)s)")
     parser.add_argument("--backend", default="auto", help="the server's --backend (auto)")
     parser.add_argument("--clients", type=int, default=32)
@@ -242,17 +243,19 @@ def main() -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, help="the server's --threads (default: its own default)")
     parser.add_argument("--out", default="serve", help="results name in benchmarks/results/ (serve)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    headlines = HEADLINES
+    if args.smoke:  # the smoke checkpoint, 2 clients, 1 s per mode
+        headlines, args.model, args.backend = smoke_data("multiclass"), str(smoke_checkpoint()), "torch-fp32"
+        args.clients, args.duration, args.warmup, args.repeats = 2, 1.0, 0.5, 1
     if not (Path(args.model) / "config.json").is_file():
         raise SystemExit(f"no checkpoint at {args.model}: run benchmarks/thesis_tasks.py or pass --model DIR")
-    if not HEADLINES.is_file():
-        raise SystemExit(f"headlines not found at {HEADLINES}")
+    if not Path(headlines).is_file():
+        raise SystemExit(f"headlines not found at {headlines}")
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from distilbench.runs import write_json_atomic, write_text_atomic
     from distilbench.runtime.machine import machine_info
 
-    texts = pd.read_csv(HEADLINES)["text"].astype(str).sample(frac=1.0, random_state=0).tolist()
+    texts = pd.read_csv(headlines)["text"].astype(str).sample(frac=1.0, random_state=0).tolist()
     runs = {mode: [] for mode in MODES}
     for repeat in range(args.repeats):
         order = list(MODES) if repeat % 2 == 0 else list(reversed(MODES))
@@ -285,8 +288,7 @@ def main() -> int:
         "speedup": modes["batching on"]["requests_per_s"]["median"]
         / max(modes["batching off"]["requests_per_s"]["median"], 1e-9),
     }
-    write_json_atomic(RESULTS / f"{args.out}.json", report)
-    write_text_atomic(RESULTS / f"{args.out}.md", markdown(report))
+    write_result(results_dir(args.smoke) / f"{args.out}.json", report, markdown(report))
     print(markdown(report))
     return 1 if any(row["errors"] for row in modes.values()) else 0
 

@@ -22,7 +22,6 @@ one after another, so drift hits them alike. Results: benchmarks/results/speed.{
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,12 +30,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distilbench.bench.speed import spread
+from distilbench.benchmarking.speed import spread
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADLINES = ROOT.parent / "shared" / "data" / "news-headlines.csv"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    HEADLINES,
+    ROOT,
+    parser,
+    results_dir,
+    smoke_checkpoint,
+    smoke_data,
+    smoke_dir,
+    smoke_model,
+    write_result,
+)  # noqa: E402
+
 FAST_BACKENDS = ["torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-int8", "onnx-fp32", "onnx-int8"]
+# what --smoke changes: the tiny model for every architecture and checkpoint, two backends, a few texts
+SMOKE_BACKENDS = ["torch-fp32", "onnx-fp32"]
 
 
 def thesis_way_batches(tokenizer, texts: list[str], batch_size: int = 32) -> list[dict]:
@@ -62,23 +74,23 @@ def time_rounds(contenders: dict, repeats: int) -> dict:
     return {name: spread(values) for name, values in seconds.items()}
 
 
-def table_thesis_speed(texts: list[str], repeats: int) -> dict:
-    from distilbench.bench.bench import measurement_batches, run_batches
-    from distilbench.bench.speed import build_architecture
+def table_thesis_speed(texts: list[str], repeats: int, smoke: bool = False) -> dict:
+    from distilbench.benchmarking.bench import measurement_batches, run_batches
+    from distilbench.benchmarking.speed import build_architecture
     from distilbench.models.registry import load_tokenizer, packaged_minilm_path
     from distilbench.runtime.backends import load_backend
 
     tokenizer = load_tokenizer(packaged_minilm_path())  # the uncased BERT vocabulary
     contenders, meta = {}, {}
     for arch in ("bert-base-uncased", "distilbert-base-uncased"):
-        model = build_architecture(arch, num_labels=4)
+        model = build_architecture(arch, num_labels=4) if not smoke else tiny_classifier()
         thesis = load_backend(model, "torch-fp32")
         batches = thesis_way_batches(tokenizer, texts)
         contenders[(arch, "thesis way: torch-fp32, pad to longest, batch 32")] = lambda b=thesis, x=batches: (
             run_batches(b, x)
         )
         fast_batches, _ = measurement_batches(tokenizer, texts, 64, None)
-        for name in FAST_BACKENDS:
+        for name in SMOKE_BACKENDS if smoke else FAST_BACKENDS:
             backend = load_backend(model, name)
             contenders[(arch, f"distilbench: {name}, sorted dynamic padding, batch 64")] = (
                 lambda b=backend, x=fast_batches: run_batches(b, x)
@@ -90,7 +102,27 @@ def table_thesis_speed(texts: list[str], repeats: int) -> dict:
     return {"texts": len(texts), "meta": meta, "rows": rows}
 
 
-def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: int) -> dict:
+def tiny_classifier():
+    """The smoke model with a random 4-class head, in place of a base-size architecture."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(smoke_model(), num_labels=4)
+
+
+def smoke_run() -> Path:
+    """A run directory shaped like thesis_tasks.py's: both checkpoints (the smoke checkpoint) and a test split."""
+    run = smoke_dir() / "speed-run"
+    for slug in ("minilm-l6", "student-minilm-l6"):
+        best = run / "models" / slug / "best"
+        best.parent.mkdir(parents=True, exist_ok=True)
+        if not best.exists():
+            best.symlink_to(smoke_checkpoint(), target_is_directory=True)
+    (run / "data").mkdir(exist_ok=True)
+    pd.read_csv(smoke_data("multiclass")).rename(columns={"category": "label"}).to_csv(run / "data" / "test.csv")
+    return run
+
+
+def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: int, smoke: bool = False) -> dict:
     from transformers import pipeline
 
     from distilbench.data.datasets import load_split
@@ -113,7 +145,7 @@ def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: i
             for p in classifier(texts, batch_size=32, truncation=True)
         ]
         accuracy[(slug, "transformers.pipeline fp32, batch 32")] = float(np.mean(np.array(predicted) == truth))
-        for name in FAST_BACKENDS:
+        for name in SMOKE_BACKENDS if smoke else FAST_BACKENDS:
             backend = load_backend(model, name)
             key = (slug, f"distilbench {name}, batch {batch_size}")
             # tokenization included, as in the pipeline: tokenize, sort, pad, predict
@@ -135,21 +167,22 @@ def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: i
     return {"texts": len(texts), "rows": rows}
 
 
-def distilbert_mfu(texts: list[str]) -> dict:
+def distilbert_mfu(texts: list[str], work: Path, smoke: bool = False) -> dict:
     """bf16 MFU of arch:distilbert-base-uncased at batch 64, by `distilbench bench`'s protocol."""
-    from distilbench.bench.bench import run_bench
+    from distilbench.benchmarking.bench import run_bench
 
-    path = RESULTS / "bench-distilbert.json"
-    pd.DataFrame({"text": texts}).to_csv("/tmp/distilbench-headlines.csv", index=False)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "bench-distilbert.json"
+    pd.DataFrame({"text": texts}).to_csv(work / "headlines.csv", index=False)
     report = run_bench(
-        ["arch:distilbert-base-uncased"],
+        ["arch:distilbert-base-uncased" if not smoke else str(smoke_checkpoint())],
         ["torch-bf16", "torch-fp32"],
-        data="/tmp/distilbench-headlines.csv",
+        data=str(work / "headlines.csv"),
         batch_size=64,
-        samples=512,
-        repeats=5,
+        samples=512 if not smoke else 8,
+        repeats=5 if not smoke else 1,
         latency_samples=50,
-        memory=True,
+        memory=not smoke,  # a subprocess per backend: seconds each
         metric=False,
         out=str(path),
         progress=False,
@@ -159,7 +192,7 @@ def distilbert_mfu(texts: list[str]) -> dict:
         "peaks_flops_rounds": report["peaks_flops_rounds"],
         "rows": [
             {
-                k: r[k]
+                k: r.get(k)
                 for k in (
                     "backend",
                     "samples_per_s",
@@ -176,7 +209,7 @@ def distilbert_mfu(texts: list[str]) -> dict:
     }
 
 
-def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
+def table_training(headlines: pd.DataFrame, work: Path, runs: int = 3, smoke: bool = False) -> dict:
     """One epoch each way on the same 5,000 headlines, accuracy on the same 1,000 others; `runs` rounds,
     the two ways alternating, median (min-max)."""
     from transformers import (
@@ -189,18 +222,22 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
 
     from distilbench.config import ExperimentConfig
     from distilbench.models.registry import load_classifier, packaged_minilm_path
-    from distilbench.runtime.inference import predict_logits
+    from distilbench.runtime.backends import load_backend
+    from distilbench.runtime.inference import backend_logits
     from distilbench.training.finetune import encode_split, train_model
 
     labels = sorted(headlines["category"].unique())
     frame = headlines.rename(columns={"category": "label"})
-    train, held = frame.iloc[:5000].reset_index(drop=True), frame.iloc[5000:6000].reset_index(drop=True)
+    train_rows, held_rows = (5000, 1000) if not smoke else (32, 16)
+    train = frame.iloc[:train_rows].reset_index(drop=True)
+    held = frame.iloc[train_rows : train_rows + held_rows].reset_index(drop=True)
+    spec = "minilm-l6" if not smoke else str(smoke_model())
     truth = held["label"].map(labels.index).to_numpy()
 
     def thesis_way() -> dict:
         """Plain transformers: fp32, every text padded to the longest of the set, random order."""
         set_seed(42)
-        path = packaged_minilm_path()
+        path = packaged_minilm_path() if not smoke else spec
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoded = tokenizer(train["text"].tolist(), padding="longest", truncation=True, max_length=512)
@@ -209,7 +246,7 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
             for i in range(len(train))
         ]
         args = TrainingArguments(
-            output_dir="/tmp/distilbench-thesis-way",
+            output_dir=str(work / "thesis-way"),
             num_train_epochs=1,
             per_device_train_batch_size=64,
             learning_rate=5e-5,
@@ -225,7 +262,7 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
         start = time.perf_counter()
         Trainer(model=model, args=args, train_dataset=dataset).train()
         seconds = time.perf_counter() - start
-        logits, _ = predict_logits(model, tokenizer, held["text"].tolist(), precision="fp32", progress=False)
+        logits, _ = backend_logits(load_backend(model.eval(), "torch-fp32"), tokenizer, held["text"].tolist())
         return {
             "seconds": seconds,
             "accuracy": float(np.mean(logits.argmax(axis=1) == truth)),
@@ -235,9 +272,9 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
     def our_way() -> dict:
         """train_model as compare runs it; its call also validates on the 1,000 texts and writes the epoch's
         checkpoint and resume state, which the thesis way does not: `train_seconds` is the training alone."""
-        config = ExperimentConfig(task="multiclass", epochs=1, models=["minilm-l6"]).validate()
+        config = ExperimentConfig(task="multiclass", epochs=1, models=[spec]).validate()
         set_seed(42)
-        model, tokenizer = load_classifier("minilm-l6", "multiclass", labels)
+        model, tokenizer = load_classifier(spec, "multiclass", labels)
         train_data = encode_split(tokenizer, train, "multiclass", labels, None)
         val_data = encode_split(tokenizer, held, "multiclass", labels, None)
         start = time.perf_counter()
@@ -249,8 +286,8 @@ def table_training(headlines: pd.DataFrame, runs: int = 3) -> dict:
             "multiclass",
             labels,
             config,
-            Path("/tmp/distilbench-our-way"),
-            "minilm-l6",
+            work / "our-way",
+            spec,
             progress=False,
         )
         return {
@@ -372,41 +409,48 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+def main(argv: list[str] | None = None) -> int:
+    args_parser = parser(__doc__)
+    args_parser.add_argument(
         "--run",
         default=str(ROOT / "runs" / "benchmarks" / "multiclass"),
         help="a multiclass run of benchmarks/thesis_tasks.py (trained checkpoints)",
     )
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--texts", type=int, default=2000, help="headlines per timing")
-    parser.add_argument("--batch-size", type=int, default=256, help="distilbench's batch size in table 2")
-    parser.add_argument("--only", help="comma-separated subset: thesis_speed,vs_pipeline,mfu,training")
-    args = parser.parse_args()
+    args_parser.add_argument("--repeats", type=int, default=5)
+    args_parser.add_argument("--texts", type=int, default=2000, help="headlines per timing")
+    args_parser.add_argument("--batch-size", type=int, default=256, help="distilbench's batch size in table 2")
+    args_parser.add_argument("--only", help="comma-separated subset: thesis_speed,vs_pipeline,mfu,training")
+    args = args_parser.parse_args(argv)
 
     from distilbench.core.console import quiet_libraries
     from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
-    headlines = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    smoke = args.smoke
+    if smoke:
+        args.run, args.repeats, args.texts = str(smoke_run()), 1, 16
+        headlines = pd.read_csv(smoke_data("multiclass"))
+    else:
+        headlines = pd.read_csv(HEADLINES).sample(frac=1.0, random_state=0).reset_index(drop=True)
     texts = headlines["text"].astype(str).tolist()[: args.texts]
     only = set(args.only.split(",")) if args.only else {"thesis_speed", "vs_pipeline", "mfu", "training"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "speed.json"
+    results = results_dir(smoke)
+    path = results / "speed.json"
     report = json.loads(path.read_text()) if path.exists() and args.only else {}
+    report.pop("stamp", None)
     report.update({"machine": machine_info(), "repeats": args.repeats})
+    work = smoke_dir() / "speed" if smoke else ROOT / "runs" / "benchmarks" / "speed"
     if "thesis_speed" in only:
-        report["thesis_speed"] = table_thesis_speed(texts, args.repeats)
+        report["thesis_speed"] = table_thesis_speed(texts, args.repeats, smoke)
     if "vs_pipeline" in only:
-        report["vs_pipeline"] = table_vs_pipeline(Path(args.run), args.repeats, args.texts, args.batch_size)
+        report["vs_pipeline"] = table_vs_pipeline(Path(args.run), args.repeats, args.texts, args.batch_size, smoke)
     if "mfu" in only:
-        report["distilbert_mfu"] = distilbert_mfu(texts)
+        report["distilbert_mfu"] = distilbert_mfu(texts, work, smoke)
     if "training" in only:
-        report["training"] = table_training(headlines)
-    path.write_text(json.dumps(report, indent=2))
-    if all(k in report for k in ("thesis_speed", "vs_pipeline", "distilbert_mfu", "training")):
-        (RESULTS / "speed.md").write_text(markdown(report))
+        report["training"] = table_training(headlines, work, runs=3 if not smoke else 1, smoke=smoke)
+    complete = all(k in report for k in ("thesis_speed", "vs_pipeline", "distilbert_mfu", "training"))
+    write_result(path, report, markdown(report) if complete else None)
+    if complete:
         print(markdown(report))
     return 0
 

@@ -36,20 +36,19 @@ time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results" / "thesis_scale"
-TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
-TASKS = {
-    "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
-    "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS as RESULTS_DIR  # noqa: E402
+from common import TASKS, results_dir, smoke_dir, smoke_model, smoke_tasks, write_result  # noqa: E402
+from common import TOXIC_LABELS as TOXIC  # noqa: E402
+from common import parser as common_parser  # noqa: E402
+
+RESULTS = RESULTS_DIR / "thesis_scale"
 TEACHER = "mpnet-base"
 STEPS = {  # name: what the row is
     "teacher": "teacher, fine-tuned",
@@ -62,8 +61,24 @@ EPOCHS = {"multiclass": 2, "multilabel": 4}
 THESIS_TIME_RATIO = 0.51  # the thesis's DistilBERT/BERT training-time ratio
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.smoke:
+        use_smoke_settings(args)
+    return run(args)
+
+
+def use_smoke_settings(args) -> None:
+    """The smoke model as the teacher, 32 training rows of the smoke headlines, 8 to validate and test, 1 epoch."""
+    TASKS.update(smoke_tasks())
+    args.tasks, args.teacher, args.layers, args.epochs = "multiclass", str(smoke_model()), "0", "1"
+    args.eval_rows = 8
+    args.train_rows, args.out = "multiclass=32", str(smoke_dir() / "thesis-scale")
+    args.results = str(results_dir(True) / "thesis_scale")
+
+
+def make_parser():
+    parser = common_parser(__doc__)
     parser.add_argument("--tasks", default="multiclass,multilabel")
     parser.add_argument(
         "--teacher", default=TEACHER, help="the teacher (another one for a quick check of the script: minilm-l6)"
@@ -92,7 +107,11 @@ def main() -> int:
     parser.add_argument("--out", default="/tmp/distilbench-thesis-scale")
     parser.add_argument("--results", default=str(RESULTS), help="results path without suffix")
     parser.add_argument("--markdown", action="store_true", help="only write the tables again from the runs")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args) -> int:
+    """Runs the steps not yet finished for every task, writing the tables after each."""
     args.student = f"student:{args.teacher}:{args.layers}"
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -221,7 +240,7 @@ def make_splits(task: str, directory: Path, train_rows: int, eval_rows: int | No
 
 def measure_speed(task_dir: Path, test_csv: str, max_length: int) -> dict:
     """Every finished model's best checkpoint under one bench protocol and the same backends."""
-    from distilbench.bench.bench import run_bench
+    from distilbench.benchmarking.bench import run_bench
     from distilbench.data.readers import read_texts
     from distilbench.runtime.machine import native_precisions, pick_device
 
@@ -355,10 +374,7 @@ def write_results(out: Path, args) -> None:
             "train_rows": len(pd.read_csv(task_dir / "data" / "train.csv")),
             "val_rows": len(pd.read_csv(task_dir / "data" / "val.csv")),
         }
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
-    results.with_suffix(".md").write_text(markdown(report))
+    write_result(Path(args.results), json.loads(json.dumps(report, default=str)), markdown(report))
     print(markdown(report), flush=True)
 
 

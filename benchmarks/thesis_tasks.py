@@ -14,31 +14,31 @@ the same texts, both in batches of 32 and with tokenization included.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
-TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, TASKS, parser, results_dir, smoke_dir, smoke_model, smoke_tasks, write_result  # noqa: E402
+
+TEACHER = ["minilm-l6"]  # the teacher, and the student built from it; --smoke puts the smoke model here
 
 
-def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
+def measure_eval(best_dir: str, texts: list[str], repeats: int, backend_name: str = "auto") -> dict:
     """Seconds to predict `texts`, tokenization included: distilbench's default backend (what `predict`
     uses) vs transformers.pipeline (fp32), both in batches of 32."""
     from transformers import pipeline
 
-    from distilbench.bench.speed import spread
+    from distilbench.benchmarking.speed import spread
     from distilbench.models.registry import load_trained
     from distilbench.runtime.auto import build_backend
     from distilbench.runtime.inference import backend_logits
 
     model, tokenizer, _, _ = load_trained(best_dir)
-    backend, _ = build_backend(model, tokenizer, best_dir, "auto", device="cpu", batch_size=32, held_texts=texts)
+    backend, _ = build_backend(model, tokenizer, best_dir, backend_name, device="cpu", batch_size=32, held_texts=texts)
     backend_logits(backend, tokenizer, texts[:64], batch_size=32)  # warm-up
     ours = []
     for _ in range(repeats):
@@ -62,14 +62,28 @@ def measure_eval(best_dir: str, texts: list[str], repeats: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-samples", type=int, default=None, help="subsample each data set (default: all)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--eval-texts", type=int, default=2000, help="test texts for the eval-time comparison")
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
-    args = parser.parse_args()
+def smoke_runs() -> Path:
+    """The run folder of this script's smoke run (made once per smoke folder), which distillation.py's smoke
+    reads."""
+    runs = smoke_dir() / "thesis-tasks"
+    if not (runs / "multiclass" / "comparison.json").is_file():
+        main(["--smoke"])
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--max-samples", type=int, default=None, help="subsample each data set (default: all)")
+    args_parser.add_argument("--epochs", type=int, default=4)
+    args_parser.add_argument("--repeats", type=int, default=5)
+    args_parser.add_argument("--eval-texts", type=int, default=2000, help="test texts for the eval-time comparison")
+    args_parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
+    args = args_parser.parse_args(argv)
+    if args.smoke:  # one task, one epoch, torch-fp32 instead of auto's calibration
+        TASKS.clear()
+        TASKS["multiclass"] = smoke_tasks()["multiclass"]
+        TEACHER[0] = str(smoke_model())
+        args.epochs, args.repeats, args.eval_texts, args.runs = 1, 1, 8, str(smoke_dir() / "thesis-tasks")
 
     from distilbench.config import ExperimentConfig
     from distilbench.core.console import quiet_libraries
@@ -77,16 +91,12 @@ def main() -> None:
     from distilbench.runtime.machine import machine_info
 
     quiet_libraries(False)
-    tasks = {
-        "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
-        "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
-    }
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
-    for task, source in tasks.items():
+    for task, source in TASKS.items():
         # both fine-tuned on labels, as in the thesis (benchmarks/distillation.py adds distilled students)
         config = ExperimentConfig(
             task=task,
-            models=["minilm-l6", "student:minilm-l6"],
+            models=[TEACHER[0], f"student:{TEACHER[0]}"],
             epochs=args.epochs,
             distill=False,
             max_samples=args.max_samples,
@@ -100,7 +110,12 @@ def main() -> None:
 
         test_texts = pd.read_csv(Path(config.out) / "data" / "test.csv")["text"].astype(str).tolist()
         for row in rows:
-            row["eval_timing"] = measure_eval(row["checkpoint"], test_texts[: args.eval_texts], args.repeats)
+            row["eval_timing"] = measure_eval(
+                row["checkpoint"],
+                test_texts[: args.eval_texts],
+                args.repeats,
+                "auto" if not args.smoke else "torch-fp32",
+            )
             print(row["model"], json.dumps(row["eval_timing"]), flush=True)
         report["tasks"][task] = {
             "data": config.data,
@@ -108,10 +123,9 @@ def main() -> None:
             "rows": rows,
             "splits": json.loads((Path(config.out) / "data" / "summary.json").read_text())["rows"],
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "thesis_tasks.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "thesis_tasks.md").write_text(markdown(report))
+    write_result(results_dir(args.smoke) / "thesis_tasks.json", report, markdown(report))
     print(markdown(report))
+    return 0
 
 
 def markdown(report: dict) -> str:

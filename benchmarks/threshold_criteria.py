@@ -14,17 +14,19 @@ Results: benchmarks/results/threshold_criteria.{json,md}, with the machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, parser, results_dir, write_result  # noqa: E402
+
 CRITERIA = ("0.5", "calibrated", "gmean", "f1")
 METRICS = ("hamming_score", "f1_micro", "f1_macro")
 
@@ -75,12 +77,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
-    parser.add_argument("--markdown", action="store_true", help="only write the table again from the JSON")
-    args = parser.parse_args()
-    path = RESULTS / "threshold_criteria.json"
+def main(argv: list[str] | None = None) -> int:
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--runs", default=str(ROOT / "runs" / "benchmarks"))
+    args_parser.add_argument("--markdown", action="store_true", help="only write the table again from the JSON")
+    args = args_parser.parse_args(argv)
+    if args.smoke:  # the predictions of verdicts.py's smoke run
+        from verdicts import smoke_runs
+
+        args.runs = str(smoke_runs())
+    path = results_dir(args.smoke) / "threshold_criteria.json"
     if args.markdown:
         path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
         return 0
@@ -91,9 +97,7 @@ def main() -> int:
     runs = sorted(p for p in Path(args.runs).glob("verdicts-multilabel*") if (p / "data" / "summary.json").is_file())
     report = {"machine": machine_info(), "runs": {run.name: measure(run) for run in runs}}
     report["wall_s"] = time.perf_counter() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    path.with_suffix(".md").write_text(markdown(report))
+    write_result(path, report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT.parent / "shared" / "data" / "news-headlines.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HEADLINES as DATA  # noqa: E402
+from common import parser, results_dir, smoke_data, smoke_model, write_result  # noqa: E402
+
 BATCH, ROUNDS, WARMUP = 32, 7, 2
 
 
@@ -40,7 +43,11 @@ def train_step(model, batches: list[dict], bf16: bool, optimizer) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    smoke = parser(__doc__).parse_args(argv).smoke
+    data, batch_size, rounds, warmup = (
+        (DATA, BATCH, ROUNDS, WARMUP) if not smoke else (smoke_data("multiclass"), 4, 1, 0)
+    )
     import pandas as pd
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -48,32 +55,32 @@ def main() -> None:
     from distilbench.runtime import machine
     from distilbench.runtime.inference import pick_precision
 
-    if not DATA.is_file():
-        raise SystemExit(f"shared data not found at {DATA}")
+    if not Path(data).is_file():
+        raise SystemExit(f"shared data not found at {data}")
     started = time.perf_counter()
     info = machine.machine_info()
     speedups = [machine._bf16_speedup() for _ in range(3)]
     chosen = pick_precision("auto", torch.device("cpu"))
 
     torch.manual_seed(0)
-    path = packaged_minilm_path()
+    path = packaged_minilm_path() if not smoke else smoke_model()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=4)
     model.train()
-    frame = pd.read_csv(DATA).sample(BATCH * 4, random_state=0)
+    frame = pd.read_csv(data).sample(batch_size * 4, random_state=0)
     codes = {name: i for i, name in enumerate(sorted(frame["category"].unique()))}
     batches = []
-    for i in range(0, len(frame), BATCH):
-        part = frame.iloc[i : i + BATCH]
+    for i in range(0, len(frame), batch_size):
+        part = frame.iloc[i : i + batch_size]
         batch = dict(tokenizer(part["text"].tolist(), padding=True, truncation=True, return_tensors="pt"))
         batch["labels"] = torch.tensor([codes[c] for c in part["category"]])
         batches.append(batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = {"fp32": [], "bf16": []}
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         for name in times:
             train_step(model, batches, name == "bf16", optimizer)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for name in times:
             times[name].append(train_step(model, batches, name == "bf16", optimizer))
 
@@ -94,13 +101,14 @@ def main() -> None:
     }
     row["bf16_over_fp32"] = row["step_ms"]["bf16"]["median"] / row["step_ms"]["fp32"]["median"]
     key = f"{info['cpu']} [{' '.join(f for f in info['cpu_flags'] if 'bf16' in f) or 'no bf16 flags'}]"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / "training_precision.json"
+    json_path = results_dir(smoke) / "training_precision.json"
+    # one row per CPU kind, each from its own machine: this machine's row replaces its earlier one
     rows = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    rows = rows.get("rows", rows) if "stamp" in rows else rows
     rows[key] = row
-    json_path.write_text(json.dumps(rows, indent=2))
-    (RESULTS / "training_precision.md").write_text(markdown(rows))
+    write_result(json_path, {"rows": rows}, markdown(rows))
     print(markdown(rows))
+    return 0
 
 
 def markdown(rows: dict) -> str:
@@ -125,4 +133,4 @@ def markdown(rows: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -25,21 +25,17 @@ is done), with the machine, the seeds and the wall time of each run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
-TOXIC = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
-TASKS = {
-    "multiclass": dict(data=str(DATA / "news-headlines.csv"), label_column="category"),
-    "multilabel": dict(data=str(DATA / "toxic-comments.csv"), label_columns=TOXIC),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, TASKS, results_dir, smoke_dir, smoke_model, smoke_tasks, write_result  # noqa: E402
+from common import parser as common_parser
+
 MODELS = ["minilm-l6", "student:minilm-l6"]
 # settings a run of the defaults can change (written with --suffix): name, type, example for the help
 OVERRIDES = [
@@ -130,7 +126,8 @@ def epoch_choices(out: Path, model: str, seeds: list[int]) -> list[dict]:
     test = pd.read_csv(run.data / "test.csv")
     found = []
     for seed in seeds:
-        slug = f"{model_slug(model)}/seed-{seed}"
+        # one seed keeps no seed-N folder (compare's layout)
+        slug = model_slug(model) + (f"/seed-{seed}" if len(seeds) > 1 else "")
         stats = json.loads((run.results(slug) / "training_stats.json").read_text())["epochs"]
         tested = {}
         for row in stats:
@@ -150,8 +147,35 @@ def epoch_choices(out: Path, model: str, seeds: list[int]) -> list[dict]:
     return found
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def use_smoke_settings(args) -> None:
+    """The smoke model and its student on the smoke comments (multilabel: the epoch choices run too), 2 seeds of 2
+    epochs; a smoke run already in the smoke folder is resumed (compare --resume), not trained again."""
+    TASKS.update(smoke_tasks())
+    MODELS[:] = [str(smoke_model()), f"student:{smoke_model()}"]
+    args.tasks, args.seeds, args.thesis_seeds, args.runs = "multilabel", 2, 0, str(smoke_dir() / "runs")
+    args.epochs = args.epochs or 2
+    args.resume = (Path(args.runs) / "verdicts-multilabel" / "comparison.json").is_file()
+
+
+def smoke_runs() -> Path:
+    """The folder of the smoke verdicts run (made once per smoke folder): what threshold_criteria.py and
+    checkpoint_averaging.py read in their smoke mode."""
+    runs = smoke_dir() / "runs"
+    if not (runs / "verdicts-multilabel" / "comparison.json").is_file():
+        main(["--smoke"])
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        use_smoke_settings(args)
+    return run(args)
+
+
+def make_parser():
+    parser = common_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--thesis-seeds", type=int, default=3, help="seeds of the --preset thesis control (0: none)")
     parser.add_argument("--tasks", default="multiclass,multilabel")
@@ -173,7 +197,11 @@ def main() -> int:
         "numbers are those of a run from scratch",
     )
     parser.add_argument("--suffix", default="", help="results as verdicts-<task>-<suffix>.{json,md} (other settings)")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args) -> int:
+    """Every task of args: the defaults' runs, the --preset thesis control, the epoch choices; one result each."""
     if args.markdown:
         report = json.loads(Path(args.markdown).read_text())
         Path(args.markdown).with_suffix(".md").write_text(markdown(report))
@@ -207,8 +235,8 @@ def main() -> int:
                 preset="thesis",
             )
         report["tasks"][task] = entry
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))  # kept if what follows fails
+        results = results_dir(args.smoke) / f"{name}.json"
+        write_result(results, report)  # kept if what follows fails
         if task == "multilabel":
             entry["epoch_choices"] = {"defaults": epoch_choices(out, MODELS[0], seeds)}
             if args.thesis_seeds:
@@ -216,8 +244,7 @@ def main() -> int:
                     Path(args.runs) / f"verdicts-{task}-thesis", MODELS[0], thesis_seeds
                 )
         report["total_wall_s"] = time.perf_counter() - started
-        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-        (RESULTS / f"{name}.md").write_text(markdown(report))
+        write_result(results, report, markdown(report))
         print(markdown(report), flush=True)
     return 0
 
@@ -233,6 +260,12 @@ def _spread(row: dict, metric: str) -> str:
     if not spread:
         return ""
     return f"{spread['std']:.4f} ({spread['min']:.4f}-{spread['max']:.4f})"
+
+
+def _time_range(row: dict) -> str:
+    """' (min-max)' of the training time over seeds; nothing for one seed."""
+    spread = row.get("train_time_spread")
+    return f" ({spread['min']:.0f}-{spread['max']:.0f})" if spread else ""
 
 
 def markdown(report: dict) -> str:
@@ -276,8 +309,7 @@ def markdown(report: dict) -> str:
                     f"| {label} | {row['model']} | {_ci(row['test_ci'][metric])} | {_spread(row, metric)} | "
                     + " | ".join(_ci(row["test_ci"].get(m)) for m in extra)
                     + (f" | {_ci((row.get('test_tuned_ci') or {}).get(metric))}" if tuned else "")
-                    + f" | {shown_diff} | {verdict} | {flags} | {row['train_time_s']:.0f} s "
-                    f"({row['train_time_spread']['min']:.0f}-{row['train_time_spread']['max']:.0f}) | "
+                    + f" | {shown_diff} | {verdict} | {flags} | {row['train_time_s']:.0f} s{_time_range(row)} | "
                     f"{result['wall_s'] / 60:.0f} min |"
                 )
         baselines = comparison["baselines"]["baselines"]

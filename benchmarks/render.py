@@ -1,0 +1,710 @@
+"""Renders every results table and the README's figure from benchmarks/results/*.json into the published text.
+
+    .venv/bin/python benchmarks/render.py            # rewrites the blocks in README.md and docs/*.md in place
+    .venv/bin/python benchmarks/render.py --check    # exits 1 and prints a diff where the published text differs
+
+A block is the text between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md or any docs/*.md;
+NAME is one of BLOCKS below, and the same block may appear in several files. Every table ends with the stamp of
+the result it comes from (file, commit, date, CPU and its flags, command). It also renders the detailed view
+beside each result (benchmarks/results/NAME.md) with the markdown() of the script that made it, so those tables
+are checked too. The figure
+(docs/assets/accuracy-vs-throughput.png) carries a hash of the numbers it plots, which --check compares, so a
+figure from other numbers fails the check while a different matplotlib version does not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, ROOT, markdown_view, parser, stamp_line  # noqa: E402
+
+FIGURE = ROOT / "docs" / "assets" / "accuracy-vs-throughput.png"
+MARKER = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.DOTALL)
+
+
+# ---------------------------------------------------------------- reading results and formatting numbers
+
+
+def load(name: str) -> dict:
+    """A result file of benchmarks/results, by its file name."""
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def stamp_of(name: str) -> str:
+    """The stamp line of a result file (relative link from the docs, which is where every block can live)."""
+    return stamp_line(load(name)["stamp"], f"benchmarks/results/{name}")
+
+
+def ci(interval: dict | None, digits: int = 4) -> str:
+    """'0.9304 [0.9232, 0.9374]' from an interval {'value', 'low', 'high'}."""
+    if not interval:
+        return ""
+    return f"{interval['value']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
+
+
+def points(diff: dict | None) -> str:
+    """'-0.24 [-0.70, +0.22]': a paired difference in points with its interval."""
+    if not diff:
+        return ""
+    value = diff.get("difference_points", diff.get("value"))
+    return f"{value:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+
+
+def spread(values: dict, digits: int = 1) -> str:
+    """'62.5 (61.6-62.6)': a median with its min and max."""
+    return f"{values['median']:.{digits}f} ({values['min']:.{digits}f}-{values['max']:.{digits}f})"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def block(*parts: str) -> str:
+    """Paragraphs of a block, separated by blank lines."""
+    return "\n\n".join(part.strip("\n") for part in parts if part)
+
+
+# ---------------------------------------------------------------- the thesis at full scale
+
+
+def speed_of(task: dict, step: str, backend: str) -> dict | None:
+    return next(
+        (r["samples_per_s"] for r in task["speed"]["results"] if r["step"] == step and r["backend"] == backend), None
+    )
+
+
+def student_speed(task: dict, step: str, backend: str) -> dict | None:
+    """A student step's measured throughput, or the fine-tuned student's (the same architecture) where the step
+    was not timed."""
+    return speed_of(task, step, backend) or speed_of(task, "student", backend)
+
+
+def thesis_scale_rows(task: dict, metric: str) -> list[list]:
+    teacher_speed = speed_of(task, "teacher", "torch-bf16")["median"]
+    rows = []
+    for row in task["rows"]:
+        rate = (
+            student_speed(task, row["step"], "torch-bf16")
+            if row["step"] != "teacher"
+            else speed_of(task, "teacher", "torch-bf16")
+        )
+        general = f" (general {row['general_time_s'] / 60:.1f})" if row.get("general_time_s") else ""
+        rows.append(
+            [
+                row["model"],
+                f"{row['params'] / 1e6:.1f} M",
+                ci(row["test"][metric]),
+                points(row.get("vs_teacher")),
+                points(row.get("vs_student")),
+                (row.get("kept") or f"epoch {row['best_epoch']}").replace("-", " ", 1),
+                f"{row['train_time_s'] / 60:.1f} min{general}",
+                f"{row['train_time_ratio']:.2f}",
+                f"{rate['median'] / teacher_speed:.2f}x",
+            ]
+        )
+    return rows
+
+
+THESIS_SCALE_HEADER = [
+    "model",
+    "parameters",
+    "{metric} [95% CI]",
+    "vs teacher, points [95% CI]",
+    "vs label-only student",
+    "tested",
+    "train time",
+    "time ratio",
+    "throughput vs teacher (bf16)",
+]
+
+
+def render_thesis_scale(name: str, task_name: str, metric: str, label: str) -> str:
+    task = load(name)["tasks"][task_name]
+    header = [h.format(metric=label) for h in THESIS_SCALE_HEADER]
+    return block(table(header, thesis_scale_rows(task, metric)), stamp_of(name))
+
+
+def render_thesis_scale_speed() -> str:
+    rows = []
+    for name, task_name, shown in (
+        ("thesis_scale.json", "multiclass", "headlines"),
+        ("thesis_scale_multilabel_probe.json", "multilabel", "toxic comments"),
+    ):
+        task = load(name)["tasks"][task_name]
+        for step in ("teacher", "student"):
+            cells = []
+            for backend in task["speed"]["backends"]:
+                rate, base = speed_of(task, step, backend), speed_of(task, "teacher", backend)
+                ratio = f", **{rate['median'] / base['median']:.2f}x**" if step != "teacher" else ""
+                cells.append(spread(rate) + ratio)
+            rows.append([shown, "teacher (12 layers)" if step == "teacher" else "student (6 layers)", *cells])
+    header = ["task", "model", "torch-fp32 rows/s", "torch-bf16 rows/s"]
+    return block(table(header, rows), stamp_of("thesis_scale.json"), stamp_of("thesis_scale_multilabel_probe.json"))
+
+
+def render_readme_thesis() -> str:
+    """The thesis's pair against distilbench's full-scale pair (a 12-layer teacher and its 6-layer student)."""
+    rows = []
+    for name, task_name, metric, shown in (
+        ("thesis_scale.json", "multiclass", "accuracy", "news headlines"),
+        ("thesis_scale_multilabel_probe.json", "multilabel", "hamming_score", "toxic comments"),
+    ):
+        task, thesis = load(name)["tasks"][task_name], load("thesis_reference.json")["tasks"][task_name]
+        teacher = task["rows"][0]
+        best = next(r for r in task["rows"] if r["step"] == "student-general")
+        ratio = (
+            student_speed(task, "student-general", "torch-bf16")["median"]
+            / speed_of(task, "teacher", "torch-bf16")["median"]
+        )
+        rows.append(
+            [
+                f"{shown} ({thesis['metric']})",
+                f"{thesis['teacher']:.4f} → {thesis['student']:.4f}, {thesis['teacher_s'] / thesis['student_s']:.2f}x",
+                f"{ci(teacher['test'][metric])} → {ci(best['test'][metric])}",
+                points(best["vs_teacher"]),
+                f"{ratio:.2f}x",
+            ]
+        )
+    header = [
+        "task",
+        "thesis: BERT-base → DistilBERT (P100), speed-up",
+        "distilbench: mpnet-base (12 layers) → 6-layer student, general + task distillation [95% CI]",
+        "student − teacher, points [95% CI]",
+        "speed-up (CPU, bf16)",
+    ]
+    reference = load("thesis_reference.json")
+    source = f"<sub>The thesis's numbers: `benchmarks/results/thesis_reference.json`, {reference['source']}; "
+    source += f"{reference['setting']}.</sub>"
+    return block(
+        table(header, rows), source, stamp_of("thesis_scale.json"), stamp_of("thesis_scale_multilabel_probe.json")
+    )
+
+
+# ---------------------------------------------------------------- verdicts with seeds
+
+
+def verdict_rows(name: str, task_name: str, metrics: list[str], setting: str) -> list[list]:
+    comparison = load(name)["tasks"][task_name]["defaults"]["comparison"]
+    rows = []
+    for row in comparison["rows"]:
+        first = row["test_ci"][metrics[0]]
+        spread_text = f"{first['std_over_seeds']:.4f} ({min(first['values']):.4f}-{max(first['values']):.4f})"
+        vs = row.get("vs_reference")
+        rows.append(
+            [
+                setting,
+                row["model"],
+                *(ci(row["test_ci"][m]) for m in metrics[:1]),
+                spread_text,
+                *(ci(row["test_ci"][m]) for m in metrics[1:]),
+                points(vs) if vs else "",
+                f"**{vs['verdict']}**" if vs else "reference",
+                f"{row['train_time_s']:.0f} s",
+            ]
+        )
+    for baseline in comparison["baselines"]["baselines"].values():
+        values = baseline["metrics"]
+        rows.append(
+            ["trivial baseline", baseline["description"], ci(values.get(metrics[0])), ""]
+            + [ci(values[m]) if m in values else "" for m in metrics[1:]]
+            + ["", "", ""]
+        )
+    return rows
+
+
+def render_verdicts(name: str, task_name: str, metrics: list[str], labels: list[str], setting: str) -> str:
+    comparison = load(name)["tasks"][task_name]["defaults"]["comparison"]
+    header = [
+        "settings",
+        "model",
+        f"{labels[0]} [95% CI]",
+        "sd over seeds (min-max)",
+        *(f"{label} [95% CI]" for label in labels[1:]),
+        f"vs {comparison['reference']}, points [95% CI]",
+        f"verdict (margin {comparison['margin_points']:g})",
+        "train time per seed",
+    ]
+    return block(table(header, verdict_rows(name, task_name, metrics, setting)), stamp_of(name))
+
+
+SETTINGS_TRIED = {
+    "verdicts-multiclass.json": "the defaults",
+    "verdicts-multiclass-batch16-epyc.json": "`--train-batch-size 16`",
+    "verdicts-multiclass-epochs4.json": "`--epochs 4`",
+    "verdicts-multiclass-epochs6-average5.json": "`--epochs 6 --average-checkpoints 5`",
+    "verdicts-multiclass-lr-constant.json": "`--lr-schedule constant`",
+    "verdicts-multiclass-lr-cosine.json": "`--lr-schedule cosine`",
+    "verdicts-multiclass-lr2e-4.json": "`--learning-rate 2e-4`",
+    "verdicts-multiclass-layer-lr-decay-0.8.json": "`--layer-lr-decay 0.8`",
+    "verdicts-multiclass-standard-head-full.json": "`--head standard`",
+    "verdicts-multiclass-label-smoothing-0.1.json": "`--label-smoothing 0.1`",
+}
+
+
+def render_settings_tried() -> str:
+    """minilm-l6 on the headlines, 3 seeds, one setting changed from the defaults per row."""
+    rows, stamps = [], []
+    for name, setting in SETTINGS_TRIED.items():
+        row = load(name)["tasks"]["multiclass"]["defaults"]["comparison"]["rows"][0]
+        accuracy = row["test_ci"]["accuracy"]
+        seeds = ", ".join(f"{v:.4f}" for v in accuracy["values"])
+        rows.append([setting, ci(accuracy), seeds, f"{row['train_time_s']:.0f} s"])
+        stamps.append(stamp_of(name))
+    header = ["minilm-l6 with", "accuracy [95% CI]", "seeds 42, 43, 44", "train time per seed"]
+    return block(table(header, rows), "\n".join(stamp + "<br>" for stamp in stamps[:-1]) + "\n" + stamps[-1])
+
+
+# ---------------------------------------------------------------- distillation
+
+
+def render_distillation_variants() -> str:
+    report = load("distillation_variants.json")
+    rows = [
+        [
+            row["variant"],
+            ci(row["test_accuracy"]),
+            points(row.get("vs_label_only")) or "—",
+            f"{row['val_accuracy']:.4f}",
+            f"{row['train_time_s']:.0f} s",
+        ]
+        for row in report["rows"]
+    ]
+    header = [
+        "student (3 layers)",
+        "test accuracy [95% CI]",
+        "vs label-only, points [95% CI]",
+        "val accuracy",
+        "train time",
+    ]
+    return block(table(header, rows), stamp_of("distillation_variants.json"))
+
+
+def render_bigger_teacher() -> str:
+    report = load("minilm_from_mpnet.json")
+    rows = [
+        [
+            f"teacher {report['teacher']['model']} ({report['teacher']['method']})",
+            ci(report["teacher"]["accuracy"]),
+            "",
+            "",
+        ]
+    ]
+    label_only = report["earlier_label_only"]["accuracy"]
+    rows.append(["minilm-l6 on labels alone (the defaults)", ci(label_only), _seeds(label_only), ""])
+    for step, shown in (
+        ("distilled", "minilm-l6 distilled from it"),
+        ("augmented", "… with one masked copy of each text"),
+    ):
+        found = report["steps"].get(step)
+        if found:
+            rows.append([shown, ci(found["accuracy"]), _seeds(found["accuracy"]), f"{found['train_time_s']:.0f} s"])
+    header = ["model", "test accuracy [95% CI]", "seeds 42, 43, 44", "train time per seed"]
+    return block(table(header, rows), stamp_of("minilm_from_mpnet.json"))
+
+
+def _seeds(interval: dict) -> str:
+    return ", ".join(f"{v:.4f}" for v in interval.get("values", []))
+
+
+# ---------------------------------------------------------------- speed
+
+
+def render_speed_vs_pipeline() -> str:
+    report = load("speed.json")["vs_pipeline"]
+    rows, base = [], {}
+    for row in report["rows"]:
+        base.setdefault(row["model"], row["samples_per_s"])
+        rows.append(
+            [
+                row["model"],
+                row["way"],
+                spread(row["seconds"], 2),
+                f"{row['samples_per_s']:.0f}",
+                f"{row['samples_per_s'] / base[row['model']]:.1f}x",
+                f"{row['accuracy']:.4f}",
+            ]
+        )
+    header = ["model", "way", "seconds, median (min-max)", "samples/s", "vs pipeline", "test accuracy"]
+    return block(table(header, rows), stamp_of("speed.json"))
+
+
+def render_speed_thesis_table() -> str:
+    report = load("speed.json")["thesis_speed"]
+    by_way: dict[str, dict] = {}
+    for row in report["rows"]:
+        by_way.setdefault(row["way"], {})[row["architecture"]] = row["seconds"]
+    thesis_way = next(iter(by_way.values()))["bert-base-uncased"]["median"]
+    rows = []
+    for way, seconds in by_way.items():
+        bert, distil = seconds["bert-base-uncased"], seconds["distilbert-base-uncased"]
+        ratio = distil["median"] / bert["median"]
+        rows.append([way, spread(bert, 2), spread(distil, 2), f"{ratio:.2f}", f"{thesis_way / bert['median']:.1f}x"])
+    header = ["way", "BERT-base s", "DistilBERT-base s", "DistilBERT / BERT", "BERT speed-up vs thesis way"]
+    return block(table(header, rows), stamp_of("speed.json"))
+
+
+def render_speed_training() -> str:
+    report = load("speed.json")["training"]
+    rows, first = [], None
+    for way, row in report["rows"].items():
+        first = first or row["seconds"]["median"]
+        alone = row.get("train_seconds")
+        rows.append(
+            [
+                way,
+                spread(row["seconds"]),
+                f"{row['seconds']['median'] / first:.2f}x",
+                f"{row['accuracy'][0]:.4f}",
+                spread(alone) if alone else "-",
+            ]
+        )
+    header = ["way", "seconds", "ratio", "accuracy", "training steps alone, seconds"]
+    return block(table(header, rows), stamp_of("speed.json"))
+
+
+def render_backend_auto() -> str:
+    report = load("evaluate_speed.json")
+    rows = []
+    for kind, found in report["kinds"].items():
+        pipeline = sorted(found["pipeline_s"])[len(found["pipeline_s"]) // 2]
+        auto = sorted(found["auto_s"])[len(found["auto_s"]) // 2]
+        rows.append(
+            [
+                f"{found['machine']['cpu']} {kind} ({', '.join(found['machine']['cpu_flags'])})",
+                f"{pipeline:.1f}",
+                f"{auto:.1f} ({found['choice']['chosen']})",
+                f"**{pipeline / auto:.2f}x**",
+                f"{found['accuracy']['pipeline']:.4f} / {found['accuracy']['auto']:.4f}",
+                found["fastest_valid"],
+            ]
+        )
+    header = [
+        "CPU",
+        "transformers.pipeline s",
+        "evaluate --backend auto s",
+        "vs pipeline",
+        "accuracy pipeline / auto",
+        "fastest valid backend",
+    ]
+    return block(table(header, rows), stamp_of("evaluate_speed.json"))
+
+
+def render_readme_speed() -> str:
+    """The best distilbench way against transformers.pipeline in the same run: prediction loop and whole process."""
+    loop = load("speed.json")["vs_pipeline"]
+    rows = []
+    for model in dict.fromkeys(row["model"] for row in loop["rows"]):
+        mine = [row for row in loop["rows"] if row["model"] == model]
+        pipeline, best = mine[0], max(mine[1:], key=lambda row: row["samples_per_s"])
+        rows.append(
+            [
+                f"{model}: predict {loop['texts']:,} headlines",
+                f"{pipeline['samples_per_s']:.0f} rows/s",
+                f"{best['samples_per_s']:.0f} rows/s ({best['way'].removeprefix('distilbench ')})",
+                f"**{best['samples_per_s'] / pipeline['samples_per_s']:.1f}x**",
+            ]
+        )
+    for kind, found in load("evaluate_speed.json")["kinds"].items():
+        pipeline, auto = (sorted(found[key])[len(found[key]) // 2] for key in ("pipeline_s", "auto_s"))
+        rows.append(
+            [
+                f"whole `evaluate` process, {found['texts']:,} headlines, {kind} CPU",
+                f"{pipeline:.1f} s",
+                f"{auto:.1f} s (auto: {found['choice']['chosen']})",
+                f"**{pipeline / auto:.2f}x**",
+            ]
+        )
+    header = ["measurement", "transformers.pipeline", "distilbench", "ratio"]
+    return block(table(header, rows), stamp_of("speed.json"), stamp_of("evaluate_speed.json"))
+
+
+# ---------------------------------------------------------------- bulk prediction, serving, Ray
+
+
+def render_bulk_predict() -> str:
+    report = load("bulk_predict.json")
+    rows = [
+        [
+            f"{run['rows']:,}",
+            run["workers"],
+            f"{run['seconds']:.1f}",
+            f"{run['rows_per_s']:.0f}",
+            f"{run['predict_rows_per_s']:.0f}",
+            f"{run['peak_rss_mb']['sum']:.0f}",
+            f"{run['speedup']:.2f}x" if run.get("speedup") else "-",
+        ]
+        for run in report["runs"]
+    ]
+    header = ["rows", "workers", "wall s", "rows/s (wall)", "rows/s (predict)", "peak MB, all processes", "speed-up"]
+    return block(table(header, rows), stamp_of("bulk_predict.json"))
+
+
+def render_serve() -> str:
+    report = load("serve.json")
+    rows = [
+        [
+            mode,
+            spread(found["requests_per_s"]),
+            f"{found['latency_ms']['p50']:.1f}",
+            f"{found['latency_ms']['p95']:.1f}",
+            f"{found['latency_ms']['p99']:.1f}",
+            found["errors"],
+            f"{found['texts_per_forward']:.1f}",
+        ]
+        for mode, found in report["modes"].items()
+    ]
+    header = ["mode", "requests/s (median, min-max)", "p50 ms", "p95 ms", "p99 ms", "errors", "texts per forward"]
+    return block(table(header, rows), stamp_of("serve.json"))
+
+
+def render_ray() -> str:
+    report = load("ray_predict.json")
+    rows = [
+        [
+            run["engine"],
+            run.get("parallel", ""),
+            f"{run['rows']:,}",
+            f"{run['seconds']:.1f}",
+            f"{run['rows_per_s']:,.0f}",
+            f"{run['peak_rss_mb']['sum']:,.0f}",
+            run["peak_rss_mb"]["processes"],
+        ]
+        for run in report["runs"]
+    ]
+    header = ["engine", "parallel", "rows", "wall s", "rows/s (wall)", "peak MB (all processes)", "processes"]
+    return block(table(header, rows), stamp_of("ray_predict.json"))
+
+
+def render_demo() -> str:
+    report = load("demo.json")
+    return block("```\n" + report["output"].rstrip("\n") + "\n```", stamp_of("demo.json"))
+
+
+BLOCKS = {
+    "readme-thesis": render_readme_thesis,
+    "readme-speed": render_readme_speed,
+    "demo": render_demo,
+    "thesis-scale-headlines": lambda: render_thesis_scale("thesis_scale.json", "multiclass", "accuracy", "accuracy"),
+    "thesis-scale-toxic": lambda: render_thesis_scale(
+        "thesis_scale_multilabel_probe.json", "multilabel", "hamming_score", "hamming score"
+    ),
+    "thesis-scale-speed": render_thesis_scale_speed,
+    "verdicts-headlines": lambda: render_verdicts(
+        "verdicts-multiclass.json", "multiclass", ["accuracy", "f1_macro"], ["accuracy", "macro F1"], "defaults"
+    ),
+    "verdicts-toxic": lambda: render_verdicts(
+        "verdicts-multilabel-defaults-probe.json",
+        "multilabel",
+        ["hamming_score", "f1_macro", "roc_auc_macro"],
+        ["hamming score", "macro F1", "macro ROC-AUC"],
+        "defaults",
+    ),
+    "settings-tried": render_settings_tried,
+    "distillation-variants": render_distillation_variants,
+    "bigger-teacher": render_bigger_teacher,
+    "speed-vs-pipeline": render_speed_vs_pipeline,
+    "speed-thesis-table": render_speed_thesis_table,
+    "speed-training": render_speed_training,
+    "backend-auto": render_backend_auto,
+    "bulk-predict": render_bulk_predict,
+    "serve": render_serve,
+    "ray": render_ray,
+}
+
+
+# ---------------------------------------------------------------- the figure
+
+
+def figure_data() -> dict:
+    """What the README's figure plots: each headline model's test accuracy with its interval against its bf16
+    throughput, from the full-scale thesis result."""
+    report = load("thesis_scale.json")
+    task = report["tasks"]["multiclass"]
+    points_ = []
+    for row in task["rows"]:
+        rate = (
+            speed_of(task, "teacher", "torch-bf16")
+            if row["step"] == "teacher"
+            else student_speed(task, row["step"], "torch-bf16")
+        )
+        accuracy = row["test"]["accuracy"]
+        points_.append(
+            {
+                "model": row["model"],
+                "rows_per_s": rate["median"],
+                "accuracy": accuracy["value"],
+                "low": accuracy["low"],
+                "high": accuracy["high"],
+            }
+        )
+    cpu = f"{report['stamp']['cpu']} ({report['stamp'].get('cpu_count', '?')} cores), torch-bf16"
+    return {"points": points_, "cpu": cpu, "commit": report["stamp"]["commit"]}
+
+
+def data_hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def render_figure(path: Path) -> None:
+    """Draws the figure deterministically (fixed size and dpi, no date in its metadata) with the data's hash."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = figure_data()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    students = [p for p in data["points"] if p["model"] != data["points"][0]["model"]]
+    for point in data["points"]:
+        error = [[point["accuracy"] - point["low"]], [point["high"] - point["accuracy"]]]
+        # the students share one throughput: set side by side (4 rows/s apart) so each interval shows
+        dodge = 4.0 * (students.index(point) - (len(students) - 1) / 2) if point in students else 0.0
+        ax.errorbar(
+            point["rows_per_s"] + dodge, point["accuracy"], yerr=error, fmt="o", capsize=4, label=point["model"]
+        )
+    ax.set_xlabel(f"throughput, rows/s ({data['cpu']}; students set 4 rows/s apart)")
+    ax.set_ylabel("test accuracy, 95% interval")
+    ax.set_title("News headlines: mpnet-base (12 layers) and its 6-layer students", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None, "Description": f"data {data_hash(data)}"})
+    plt.close(fig)
+
+
+def figure_hash_on_disk(path: Path) -> str | None:
+    """The data hash stored in the figure's PNG metadata, or None."""
+    if not path.is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(path) as image:
+        description = image.info.get("Description", "")
+    return description.removeprefix("data ") or None
+
+
+# ---------------------------------------------------------------- the detailed views beside the results
+
+# result file -> the script whose markdown() writes the view beside it (result.md); verdicts-* all by verdicts.py
+VIEW_SCRIPTS = {
+    "thesis_scale": "thesis_scale",
+    "thesis_scale_multilabel_probe": "thesis_scale",
+    "distillation_variants": "distillation_variants",
+    "minilm_from_mpnet": "bigger_teacher",
+    "speed": "speed",
+    "evaluate_speed": "evaluate_speed",
+    "bulk_predict": "bulk_predict",
+    "serve": "serve",
+    "ray_predict": "ray_predict",
+}
+
+
+def view_script(stem: str) -> str | None:
+    """The script that renders the view of result `stem`; None for a result without one (the demo's)."""
+    return VIEW_SCRIPTS.get(stem) or ("verdicts" if stem.startswith("verdicts") else None)
+
+
+def expected_views() -> dict[Path, str]:
+    """Every live result's markdown view as its script's markdown() renders it from the JSON, with the stamp."""
+    import importlib
+
+    views = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        script = view_script(path.stem)
+        if script is None:
+            continue
+        report = load(path.name)
+        text = importlib.import_module(script).markdown(report)
+        views[path.with_suffix(".md")] = markdown_view(report, text, f"benchmarks/results/{path.name}")
+    return views
+
+
+# ---------------------------------------------------------------- the published text
+
+
+def published_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+
+
+def render_text(text: str, rendered: dict[str, str], source: Path) -> str:
+    """`text` with every block between its markers replaced by its rendering."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"{source}: unknown results block '{name}' (known: {', '.join(BLOCKS)})")
+        if name not in rendered:
+            rendered[name] = BLOCKS[name]()
+        return f"{match.group(1)}{rendered[name]}\n{match.group(4)}"
+
+    return MARKER.sub(replace, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--check", action="store_true", help="change nothing; exit 1 with a diff where it differs")
+    args = args_parser.parse_args(argv)
+    if args.smoke:
+        for name, render in BLOCKS.items():
+            assert render().strip(), name
+        print(f"rendered {len(BLOCKS)} blocks; --smoke writes nothing")
+        return 0
+    rendered: dict[str, str] = {}
+    differs = False
+    for path in published_files():
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        new = render_text(text, rendered, path)
+        if new == text:
+            continue
+        differs = True
+        if args.check:
+            name = str(path.relative_to(ROOT))
+            sys.stdout.writelines(
+                difflib.unified_diff(text.splitlines(True), new.splitlines(True), name, name + " (rendered)")
+            )
+        else:
+            path.write_text(new, encoding="utf-8")
+            print(f"rendered {path.relative_to(ROOT)}")
+    for path, view in expected_views().items():
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if old == view:
+            continue
+        differs = True
+        name = str(path.relative_to(ROOT))
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), view.splitlines(True), name, name))
+        else:
+            path.write_text(view, encoding="utf-8")
+            print(f"rendered {name}")
+    if figure_hash_on_disk(FIGURE) != data_hash(figure_data()):
+        differs = True
+        if args.check:
+            print(f"{FIGURE.relative_to(ROOT)} was drawn from other numbers; run benchmarks/render.py")
+        else:
+            render_figure(FIGURE)
+            print(f"rendered {FIGURE.relative_to(ROOT)}")
+    if args.check and differs:
+        print("\nthe published results differ from benchmarks/results: run .venv/bin/python benchmarks/render.py")
+        return 1
+    if not args.check:
+        missing = sorted(set(BLOCKS) - set(rendered))
+        if missing:
+            print(f"note: blocks not placed in any published file: {', '.join(missing)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
