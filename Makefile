@@ -16,7 +16,7 @@ TORCH ?= torch==2.13.0
 # torch.compile generates for the real CPU, and torch-bf16-compiled returns NaN.
 AVX2_ONLY := DISTILBENCH_CPU_FLAGS=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
-.PHONY: demo test lint test-deps test-slow test-avx2 demo-avx2 install base clean
+.PHONY: demo test lint docs docs-serve test-deps test-slow test-avx2 demo-avx2 install base clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ lint: install
 test: install test-deps lint
 	$(PY) -m pytest -q
 
+# The documentation site (MkDocs Material): a strict build into site/ (a broken link or reference fails), or served
+# with live reload on http://127.0.0.1:8000
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 test-avx2: install test-deps
 	$(AVX2_ONLY) $(PY) -m pytest -q
 
@@ -66,4 +74,4 @@ test-slow: install base
 	$(PY) -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
