@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +29,12 @@ import torch
 from distilbench.core.console import DistilbenchError, say
 from distilbench.runtime.inference import backend_logits, logits_to_probs
 from distilbench.runtime.machine import machine_fingerprint, native_precisions, pick_device
+from distilbench.runtime.options import ChoiceSettings
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_TEXTS = 512  # enough for a stable rate and a 1 % agreement check; seconds per candidate
 CHOICE_FORMAT = 1  # bumped when the cached record changes meaning
-
-
-@dataclass
-class ChoiceSettings:
-    """The accuracy guard's tolerances, and whether a cached choice may be reused."""
-
-    min_agreement: float = 0.99  # share of texts with the same predicted label(s) as torch-fp32
-    max_metric_drop: float = 0.5  # points of the primary metric below torch-fp32's
-    recalibrate: bool = False
-
-    def validate(self) -> "ChoiceSettings":
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise DistilbenchError(f"--min-agreement must be between 0 and 1, not {self.min_agreement}")
-        if self.max_metric_drop < 0:
-            raise DistilbenchError(f"--max-metric-drop must be 0 or more points, not {self.max_metric_drop}")
-        return self
 
 
 def choice_settings(config) -> ChoiceSettings:
