@@ -43,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import yaml
 
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
     from distilbench.config import ExperimentConfig
     from distilbench.core.console import quiet_libraries
     from distilbench.evaluation.metrics import primary_metric
     from distilbench.experiments.compare import compare, distill
     from distilbench.runs import model_slug
     from distilbench.runtime.machine import machine_info
-    from distilbench.training.distillation import distill_general
+    from distilbench.training.distillation import GeneralDistillationOptions, distill_general
 
     quiet_libraries(False)
     report = {"machine": machine_info(), "settings": vars(args), "tasks": {}}
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             student_name,
             train_texts,
             out / "general-student",
-            epochs=args.general_epochs,
-            alpha_mse=1.0,
+            GeneralDistillationOptions(epochs=args.general_epochs, alpha_mse=1.0),
         )
         both = distill(
             ExperimentConfig(**common, out=str(out / "general-task")).validate(),
@@ -112,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         bench = run_bench(
             checkpoints,
             [args.backend],
-            batch_size=64,
-            samples=512 if not args.smoke else 8,
-            repeats=args.repeats,
-            latency_samples=0,
-            memory=False,
-            metric=False,
-            data=str(base / "data" / "test.csv"),
+            options=BenchOptions(
+                batch_size=64,
+                samples=512 if not args.smoke else 8,
+                repeats=args.repeats,
+                latency_samples=0,
+                memory=False,
+                metric=False,
+            ),
+            source=BenchTexts(data=str(base / "data" / "test.csv")),
             progress=False,
         )
         for row, measured in zip(rows, bench["results"]):

@@ -169,7 +169,7 @@ def table_vs_pipeline(run_dir: Path, repeats: int, max_texts: int, batch_size: i
 
 def distilbert_mfu(texts: list[str], work: Path, smoke: bool = False) -> dict:
     """bf16 MFU of arch:distilbert-base-uncased at batch 64, by `distilbench bench`'s protocol."""
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
 
     work.mkdir(parents=True, exist_ok=True)
     path = work / "bench-distilbert.json"
@@ -177,13 +177,15 @@ def distilbert_mfu(texts: list[str], work: Path, smoke: bool = False) -> dict:
     report = run_bench(
         ["arch:distilbert-base-uncased" if not smoke else str(smoke_checkpoint())],
         ["torch-bf16", "torch-fp32"],
-        data=str(work / "headlines.csv"),
-        batch_size=64,
-        samples=512 if not smoke else 8,
-        repeats=5 if not smoke else 1,
-        latency_samples=50,
-        memory=not smoke,  # a subprocess per backend: seconds each
-        metric=False,
+        options=BenchOptions(
+            batch_size=64,
+            samples=512 if not smoke else 8,
+            repeats=5 if not smoke else 1,
+            latency_samples=50,
+            memory=not smoke,  # a subprocess per backend: seconds each
+            metric=False,
+        ),
+        source=BenchTexts(data=str(work / "headlines.csv")),
         out=str(path),
         progress=False,
     )

@@ -191,7 +191,7 @@ def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool)
         record["row"] = distill(config, str(teacher_best), args.student, overwrite=True, progress=True)
     elif step == "student-general":
         from distilbench.data.readers import read_texts
-        from distilbench.training.distillation import distill_general
+        from distilbench.training.distillation import GeneralDistillationOptions, distill_general
 
         general = folder / "general"
         texts = read_texts(paths["train"], "text", None, 0)
@@ -201,8 +201,7 @@ def run_step(task: str, step: str, out: Path, args, train_rows: int, redo: bool)
             args.student,
             texts,
             general,
-            epochs=args.general_epochs,
-            max_length=args.max_length,
+            GeneralDistillationOptions(epochs=args.general_epochs, max_length=args.max_length),
             progress=True,
         )
         record["general_time_s"] = time.perf_counter() - g_began
@@ -240,7 +239,7 @@ def make_splits(task: str, directory: Path, train_rows: int, eval_rows: int | No
 
 def measure_speed(task_dir: Path, test_csv: str, max_length: int) -> dict:
     """Every finished model's best checkpoint under one bench protocol and the same backends."""
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
     from distilbench.data.readers import read_texts
     from distilbench.runtime.machine import native_precisions, pick_device
 
@@ -254,16 +253,18 @@ def measure_speed(task_dir: Path, test_csv: str, max_length: int) -> dict:
     report = run_bench(
         [str(c) for c in checkpoints.values()],
         backends,
-        texts=texts,
-        batch_size=64,
-        samples=min(512, len(texts)),
-        repeats=5,
-        latency_samples=0,
-        max_length=max_length,
-        memory=False,
-        metric=False,
-        choose=False,
-        device="cpu",
+        options=BenchOptions(
+            batch_size=64,
+            samples=min(512, len(texts)),
+            repeats=5,
+            latency_samples=0,
+            max_length=max_length,
+            memory=False,
+            metric=False,
+            device="cpu",
+        ),
+        source=BenchTexts(texts=texts),
+        choice=None,
         out=str(task_dir / "speed" / "bench.json"),
         progress=True,
         show=True,

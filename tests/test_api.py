@@ -359,12 +359,59 @@ def test_serve_and_bench_pass_their_options_to_the_one_implementation(monkeypatc
         db.serve(out, max_batch=8)
 
     measured = db.bench([str(out)], data=frame, text_column="headline", repeats=1, recalibrate=True)
-    assert measured["specs"] == [str(out)] and measured["texts"] == frame["headline"].tolist()
-    assert measured["data"] is None and measured["repeats"] == 1 and measured["choice_settings"].recalibrate
+    assert measured["specs"] == [str(out)]
+    assert measured["source"].texts == frame["headline"].tolist() and measured["source"].data is None
+    assert measured["options"].repeats == 1 and measured["choice"].recalibrate
     with pytest.raises(db.DataError, match="no column 'text'"):
         db.bench([str(out)], data=frame)
     with pytest.raises(db.ConfigError, match="unknown option.*sample"):
         db.bench([str(out)], sample=5)
+
+
+def test_predict_passes_its_options_to_the_engine_it_names(monkeypatch, api_run, tmp_path):
+    """The inference options, the chunking options (local) and the pool's (Ray) reach each engine as their
+    dataclasses; an option no engine takes is refused by name."""
+    import inspect
+
+    import distilbench.runtime.predict as predict_module
+    import distilbench.runtime.ray_predict as ray_module
+    from distilbench.runtime.options import ChoiceSettings, InferenceOptions
+
+    calls = {}
+
+    def stand_in(engine, real):
+        def fake(model_dir, source, output, **kwargs):
+            calls[engine] = (model_dir, source, output, kwargs)
+            return 3
+
+        fake.__signature__ = inspect.signature(real)  # the options the real one takes
+        return fake
+
+    monkeypatch.setattr(predict_module, "predict", stand_in("local", predict_module.predict))
+    monkeypatch.setattr(ray_module, "predict_on_ray", stand_in("ray", ray_module.predict_on_ray))
+    result, _, out = api_run
+    source = str(tmp_path / "texts.csv")
+    done = db.predict(out, source, "p.jsonl", backend="torch-fp32", batch_size=4, workers=2, min_agreement=0.9)
+    assert done == {"rows": 3, "output": "p.jsonl", "engine": "local"}
+    assert calls["local"] == (
+        str(result.model_dir()),
+        source,
+        "p.jsonl",
+        {
+            "inference": InferenceOptions("torch-fp32", 4, choice=ChoiceSettings(min_agreement=0.9)),
+            "chunks": predict_module.ChunkOptions(workers=2),
+        },
+    )
+    db.predict(out, source, "d", engine="ray", device="cpu", actors=2, cpus_per_actor=0.5, output_format="jsonl")
+    assert calls["ray"][3] == {
+        "inference": InferenceOptions(device="cpu"),
+        "pool": ray_module.RayPoolOptions(actors=2, cpus_per_actor=0.5),
+        "output_format": "jsonl",
+    }
+    with pytest.raises(db.ConfigError, match="unknown option.*chunk_size"):
+        db.predict(out, source, chunk_size=8)
+    with pytest.raises(db.ConfigError, match="unknown option.*pool_size"):
+        db.predict(out, source, "d", engine="ray", pool_size=8)
 
 
 def test_the_one_reader_reads_a_dataframe_as_it_reads_a_file():

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from distilbench.benchmarking.bench import run_bench
+from distilbench.benchmarking.bench import BenchOptions, BenchTexts, bench_settings, run_bench
+from distilbench.core.console import DistilbenchError
 from distilbench.runtime import machine
 from distilbench.runtime.auto import candidate_backends
 
@@ -24,13 +25,8 @@ def test_default_backends_and_peaks_come_from_the_machine(tiny_bert_dir, monkeyp
     report = run_bench(
         [str(tiny_bert_dir)],
         None,
-        texts=["a short text", "another text, longer than that"],
-        samples=8,
-        repeats=1,
-        warmup=1,
-        latency_samples=1,
-        batch_size=4,
-        memory=False,
+        source=BenchTexts(texts=["a short text", "another text, longer than that"]),
+        options=BenchOptions(samples=8, repeats=1, warmup=1, latency_samples=1, batch_size=4, memory=False),
         show=False,
         progress=False,
     )
@@ -38,6 +34,20 @@ def test_default_backends_and_peaks_come_from_the_machine(tiny_bert_dir, monkeyp
     assert measured == candidate_backends("cpu") and "torch-bf16" not in measured
     assert list(report["peaks_flops"]) == ["fp32"]  # no bf16 product where bf16 is emulated
     assert report["machine"]["cpu_native_bf16"] is False
+
+
+def test_flat_settings_become_the_protocol_the_texts_and_the_rest():
+    """The API's and CLI's flat names land in the dataclass that owns them; the rest is left for run_bench."""
+    options, source, rest = bench_settings(
+        {"samples": 8, "device": "cpu", "data": "d.csv", "label_column": "y", "x": 1}
+    )
+    assert options == BenchOptions(samples=8, device="cpu")
+    assert source == BenchTexts(data="d.csv", label_column="y") and rest == {"x": 1}
+
+
+def test_a_protocol_out_of_range_stops_before_any_model_loads():
+    with pytest.raises(DistilbenchError, match="--samples and --repeats must be at least 1"):
+        run_bench(["no/such/model"], ["torch-fp32"], options=BenchOptions(samples=0), show=False, progress=False)
 
 
 def test_bench_ends_within_seconds_of_sigterm_where_bf16_is_emulated(tiny_bert_dir, tmp_path):

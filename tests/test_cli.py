@@ -13,6 +13,8 @@ import yaml
 from conftest import shared_file
 from distilbench.cli.commands import main
 from distilbench.runtime.auto import ChoiceSettings
+from distilbench.runtime.options import InferenceOptions
+from distilbench.runtime.predict import ChunkOptions
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -268,9 +270,9 @@ def test_distill_general_passes_its_flags(capsys, monkeypatch, tmp_path):
         "--no-progress",
     )
     assert code == 0, err
-    (teacher, student, read, out), kwargs = calls[0]
+    (teacher, student, read, out, options), kwargs = calls[0]
     assert (teacher, student, read, out) == ("T", "student:T", ["one text", "two"], "o")
-    assert (kwargs["epochs"], kwargs["batch_size"], kwargs["alpha_mse"], kwargs["seed"], kwargs["progress"]) == (
+    assert (options.epochs, options.batch_size, options.alpha_mse, options.seed, kwargs["progress"]) == (
         2,
         4,
         0.5,
@@ -314,15 +316,14 @@ def test_predict_passes_its_flags(capsys, monkeypatch):
     (model, source, output), kwargs = calls[0]
     assert (model, source, output) == ("M", "i.csv", "o.jsonl")
     assert kwargs == {
-        "text_column": "body",
-        "backend": "onnx-int8",
-        "batch_size": 8,
-        "max_length": 64,
+        "inference": InferenceOptions(
+            backend="onnx-int8",
+            batch_size=8,
+            max_length=64,
+            choice=ChoiceSettings(min_agreement=0.95, max_metric_drop=1.0, recalibrate=True),
+        ),
+        "chunks": ChunkOptions(text_column="body", chunk_rows=100, workers=2, resume=True),
         "progress": False,
-        "chunk_rows": 100,
-        "workers": 2,
-        "resume": True,
-        "choice": ChoiceSettings(min_agreement=0.95, max_metric_drop=1.0, recalibrate=True),
     }
 
 
@@ -383,10 +384,11 @@ def test_bench_passes_its_flags(capsys, monkeypatch):
     assert code == 0, err
     (models, backends), kwargs = calls[0]
     assert (models, backends) == (["A", "B"], ["torch-fp32", "onnx-int8"])
-    assert kwargs["label_columns"] == ["toxic", "insult"] and kwargs["samples"] == 16 and kwargs["memory"] is False
+    assert kwargs["source"].label_columns == ["toxic", "insult"] and kwargs["source"].data == "d.csv"
+    assert kwargs["options"].samples == 16 and kwargs["options"].repeats == 2 and kwargs["options"].memory is False
     code, _, err = run_cli(capsys, "bench", "--models", "A")
     # no --backends: None, the candidates of auto on this machine (run_bench asks the machine probe)
-    assert code == 0 and calls[1][0][1] is None and calls[1][1].get("label_columns") is None
+    assert code == 0 and calls[1][0][1] is None and calls[1][1]["source"].label_columns is None
     code, _, err = run_cli(capsys, "bench", "--models", "A", "--min-agreement", "1.5")
     assert code == 2 and "--min-agreement must be between 0 and 1" in err
 

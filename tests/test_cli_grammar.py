@@ -210,21 +210,26 @@ def accepted_arguments(verb: str) -> set[str]:
     function = getattr(api, API_FUNCTION[verb])
     named = {name for name, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD}
     if verb == "distill-general":
-        from distilbench.training.distillation import distill_general
+        from distilbench.training.distillation import GeneralDistillationOptions, distill_general
 
-        return named | set(inspect.signature(distill_general).parameters)
+        options = {f.name for f in dataclasses.fields(GeneralDistillationOptions)}
+        return named | set(inspect.signature(distill_general).parameters) | options
     guard = {"min_agreement", "max_metric_drop", "recalibrate"}
     if verb in ("compare", "train", "distill", "tune", "evaluate"):
         return named | FIELDS
     if verb == "bench":
-        from distilbench.benchmarking.bench import run_bench
+        from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
 
-        return named | set(inspect.signature(run_bench).parameters) | guard
+        options = {f.name for cls in (BenchOptions, BenchTexts) for f in dataclasses.fields(cls)}
+        return named | set(inspect.signature(run_bench).parameters) | options | guard
     if verb == "predict":
-        from distilbench.runtime.predict import predict
+        from distilbench.runtime.options import InferenceOptions
+        from distilbench.runtime.predict import ChunkOptions, predict
+        from distilbench.runtime.ray_predict import RayPoolOptions, predict_on_ray
 
-        ray = {"address", "actors", "cpus_per_actor", "output_format"}
-        return named | set(inspect.signature(predict).parameters) | ray | guard | {"engine"}
+        options = {f.name for cls in (InferenceOptions, ChunkOptions, RayPoolOptions) for f in dataclasses.fields(cls)}
+        ray = set(inspect.signature(predict_on_ray).parameters)
+        return named | set(inspect.signature(predict).parameters) | ray | options | guard | {"engine"}
     if verb == "serve":
         from distilbench.serving.app import ServeLimits, serve
 

@@ -85,7 +85,7 @@ def test_teacher_outputs_are_cached_and_reused(tmp_path, tiny_bert_dir, monkeypa
 def test_general_distillation_with_an_mlm_teacher_uses_all_three_terms_and_learns(tmp_path, minilm_tokenizer):
     from transformers import BertConfig, BertForMaskedLM
 
-    from distilbench.training.distillation import distill_general
+    from distilbench.training.distillation import GeneralDistillationOptions, distill_general
 
     torch.manual_seed(0)
     teacher = BertForMaskedLM(
@@ -106,11 +106,7 @@ def test_general_distillation_with_an_mlm_teacher_uses_all_three_terms_and_learn
         f"student:{tmp_path / 'teacher'}",
         texts,
         tmp_path / "out",
-        epochs=4,
-        batch_size=16,
-        learning_rate=3e-3,
-        max_length=24,
-        precision="fp32",
+        GeneralDistillationOptions(epochs=4, batch_size=16, learning_rate=3e-3, max_length=24, precision="fp32"),
         progress=False,
     )
     assert result["teacher_mlm_head"] is True
@@ -125,7 +121,7 @@ def test_general_distillation_with_an_mlm_teacher_uses_all_three_terms_and_learn
 
 
 def test_general_distillation_without_mlm_head_uses_hidden_states_only(tmp_path, tiny_bert_dir, capsys):
-    from distilbench.training.distillation import distill_general
+    from distilbench.training.distillation import GeneralDistillationOptions, distill_general
 
     texts = [f"a sentence about topic {i}" for i in range(32)]
     result = distill_general(
@@ -133,12 +129,9 @@ def test_general_distillation_without_mlm_head_uses_hidden_states_only(tmp_path,
         f"student:{tiny_bert_dir}",
         texts,
         tmp_path / "out",
-        epochs=3,
-        batch_size=16,
-        learning_rate=3e-3,
-        max_length=16,
-        alpha_mse=1.0,
-        precision="fp32",
+        GeneralDistillationOptions(
+            epochs=3, batch_size=16, learning_rate=3e-3, max_length=16, alpha_mse=1.0, precision="fp32"
+        ),
         progress=False,
     )
     assert result["teacher_mlm_head"] is False

@@ -333,7 +333,7 @@ def test_predict_on_exported_directory_equals_the_checkpoint(bert_dir, exported,
 
 
 def test_serve_and_bench_take_an_exported_directory(exported, bert_dir):
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
     from distilbench.serving.app import Classifier
 
     out, info = exported
@@ -346,13 +346,8 @@ def test_serve_and_bench_take_an_exported_directory(exported, bert_dir):
     report = run_bench(
         [str(out)],
         ["onnx-fp32"],
-        texts=TEXTS,
-        samples=8,
-        repeats=1,
-        warmup=0,
-        latency_samples=2,
-        memory=False,
-        metric=False,
+        source=BenchTexts(texts=TEXTS),
+        options=BenchOptions(samples=8, repeats=1, warmup=0, latency_samples=2, memory=False, metric=False),
         progress=False,
         show=False,
     )
@@ -360,7 +355,12 @@ def test_serve_and_bench_take_an_exported_directory(exported, bert_dir):
     assert row["backend"] == "onnx-fp32" and row["params"]["total"] == info["params"]["total"] > 0
     with pytest.raises(DistilbenchError, match="exported ONNX model"):
         run_bench(
-            [str(out)], ["torch-fp32"], texts=TEXTS, samples=8, repeats=1, memory=False, progress=False, show=False
+            [str(out)],
+            ["torch-fp32"],
+            source=BenchTexts(texts=TEXTS),
+            options=BenchOptions(samples=8, repeats=1, memory=False),
+            progress=False,
+            show=False,
         )
 
 

@@ -315,13 +315,7 @@ def test_predict_resume_refuses_a_changed_input(trained, tmp_path, monkeypatch, 
     predict_module.write_json_atomic(
         tmp_path / "p.jsonl.parts" / "manifest.json",
         predict_module.run_manifest(
-            str(best),
-            str(source),
-            text_column="text",
-            chunk_rows=16,
-            backend="torch-fp32",
-            max_length=None,
-            fmt="jsonl",
+            str(best), str(source), predict_module.ChunkOptions(chunk_rows=16), "torch-fp32", None, "jsonl"
         ),
     )
     source.write_text(source.read_text() + "one more headline,sport\n")

@@ -143,7 +143,7 @@ def test_training_with_head_init_probe_starts_from_the_fitted_head(tmp_path, lea
     from transformers import TrainerCallback
 
     from distilbench.config import load_config
-    from distilbench.training.finetune import encode_split, train_model
+    from distilbench.training.finetune import TrainingExtras, encode_split, train_model
 
     texts, labels = word_task()
     frame = pd.DataFrame({"text": texts, "label": np.array(["good", "bad"])[labels]})
@@ -182,7 +182,7 @@ def test_training_with_head_init_probe_starts_from_the_fitted_head(tmp_path, lea
             tmp_path / head_init,
             "m",
             progress=False,
-            callbacks=[First()],
+            extras=TrainingExtras(callbacks=[First()]),
         )
         moved = [
             name

@@ -18,6 +18,7 @@ import pytest
 from conftest import missing
 from distilbench.cli.commands import main
 from distilbench.runtime.auto import candidate_backends
+from distilbench.runtime.options import InferenceOptions
 from distilbench.runtime.predict import predict
 
 WORDS = (
@@ -107,7 +108,7 @@ def run_ray(address: str, *args: str) -> subprocess.Popen:
 
 def local_records(model: Path, source: Path, tmp_path: Path, backend: str = "torch-fp32") -> pd.DataFrame:
     out = tmp_path / f"local-{source.stem}.jsonl"
-    predict(str(model), str(source), str(out), backend=backend, progress=False)
+    predict(str(model), str(source), str(out), inference=InferenceOptions(backend=backend), progress=False)
     return pd.read_json(out, lines=True, dtype=False)
 
 

@@ -244,7 +244,7 @@ def test_general_distillation_of_an_mpnet_student(tmp_path, minilm_tokenizer):
     student is an MPNet with the teacher's layers recorded, loadable as a classifier."""
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-    from distilbench.training.distillation import distill_general
+    from distilbench.training.distillation import GeneralDistillationOptions, distill_general
 
     torch.manual_seed(0)
     teacher_dir = tmp_path / "teacher"
@@ -256,11 +256,7 @@ def test_general_distillation_of_an_mpnet_student(tmp_path, minilm_tokenizer):
         f"student:{teacher_dir}:first-2",
         texts,
         tmp_path / "out",
-        epochs=1,
-        batch_size=8,
-        max_length=16,
-        precision="fp32",
-        device="cpu",
+        GeneralDistillationOptions(epochs=1, batch_size=8, max_length=16, precision="fp32", device="cpu"),
         progress=False,
     )
     assert result["teacher_mlm_head"] and all(result["epochs"][0][k] > 0 for k in ("ce", "mlm", "cos"))
@@ -273,7 +269,7 @@ def test_general_distillation_of_an_mpnet_student(tmp_path, minilm_tokenizer):
 def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tmp_path, teachers, shared_data, capsys):
     """compare fine-tunes a tiny MPNet, distils its MPNet student, and the student's checkpoint runs in
     predict, serve, bench (every backend, with FLOPs) and export (ONNX equal to PyTorch)."""
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
     from distilbench.cli.commands import main
     from distilbench.config import ExperimentConfig
     from distilbench.experiments.compare import compare
@@ -326,14 +322,9 @@ def test_task_distillation_bench_predict_serve_and_export_of_an_mpnet_student(tm
     report = run_bench(
         [best],
         ["torch-fp32", "torch-bf16", "onnx-fp32"],
-        texts=TEXTS,
-        samples=8,
-        repeats=1,
-        warmup=0,
-        latency_samples=1,
-        memory=False,
-        metric=False,
-        choose=False,
+        source=BenchTexts(texts=TEXTS),
+        options=BenchOptions(samples=8, repeats=1, warmup=0, latency_samples=1, memory=False, metric=False),
+        choice=None,
         progress=False,
         show=False,
     )

@@ -91,7 +91,7 @@ def test_the_learning_rate_follows_the_schedule_after_the_warm_up(tmp_path, tiny
     from transformers import TrainerCallback
 
     from distilbench.config import load_config
-    from distilbench.training.finetune import encode_split, train_model
+    from distilbench.training.finetune import TrainingExtras, encode_split, train_model
 
     rates = []
 
@@ -128,7 +128,7 @@ def test_the_learning_rate_follows_the_schedule_after_the_warm_up(tmp_path, tiny
         tmp_path / "m",
         "m",
         progress=False,
-        callbacks=[Rates()],
+        extras=TrainingExtras(callbacks=[Rates()]),
     )
     # after step k (1-based) the scheduler holds the rate of step k + 1 of 10; warm-up: 2 steps
     assert len(rates) == 10
@@ -184,7 +184,7 @@ def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_b
     from transformers import TrainerCallback
 
     from distilbench.config import load_config
-    from distilbench.training.finetune import encode_split, train_model
+    from distilbench.training.finetune import TrainingExtras, encode_split, train_model
 
     names = ["a", "b"]
     frame = pd.DataFrame({"text": [f"text number {i}" for i in range(8)], "label": ["a", "b"] * 4})
@@ -228,7 +228,7 @@ def test_training_with_layer_lr_decay_gives_each_layer_its_rate(tmp_path, tiny_b
             tmp_path / str(settings),
             "m",
             progress=False,
-            callbacks=[Groups()],
+            extras=TrainingExtras(callbacks=[Groups()]),
         )
         assert set(seen) == {n for n, p in model.named_parameters() if p.requires_grad}
         return seen

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from distilbench.cli.commands import main
 from distilbench.config import ExperimentConfig, load_config
 from distilbench.experiments.compare import compare
-from distilbench.experiments.tune import DB_NAME, SEARCH_SPACE, STUDY_NAME, search_space, tune
+from distilbench.experiments.tune import DB_NAME, SEARCH_SPACE, STUDY_NAME, SearchBudget, search_space, tune
 
 WORDS = {
     "sport": "match goal team score league coach",
@@ -111,9 +111,8 @@ def search(tmp_path_factory, words_csv, learnable_dir):
         result = tune(
             config,
             str(learnable_dir),
-            trials=3,
+            budget=SearchBudget(trials=3, pruner=PruneTrialOne()),
             search=["learning_rate=1e-3:1e-2", "train_batch_size=8:16"],
-            pruner=PruneTrialOne(),
             progress=False,
         )
     return result, out, seen
@@ -191,9 +190,8 @@ def test_resume_keeps_finished_trials_and_runs_interrupted_ones_again(
         tune(
             base_config(words_csv, out, epochs=1),
             str(learnable_dir),
-            trials=3,
+            budget=SearchBudget(trials=3, prune=False),
             search=["learning_rate=1e-3:1e-2"],
-            prune=False,
             progress=False,
         )
     monkeypatch.undo()
@@ -252,9 +250,8 @@ def test_distillation_search_tunes_alpha_and_temperature(words_csv, learnable_di
             base_config(words_csv, out, epochs=1),
             f"student:{learnable_dir}",
             teacher=str(teacher),
-            trials=2,
+            budget=SearchBudget(trials=2, prune=False),
             search=["alpha", "temperature=1:4"],
-            prune=False,
             progress=False,
         )
     assert not split_texts(out, "test") & seen  # the teacher's outputs are computed for training texts only
@@ -360,14 +357,10 @@ def test_the_cli_passes_its_flags(capsys, monkeypatch):
         64,
         "o",
     )
-    assert {
-        k: kwargs[k] for k in ("teacher", "trials", "timeout", "search", "prune", "overwrite", "resume", "progress")
-    } == {
+    assert {k: kwargs[k] for k in ("teacher", "budget", "search", "overwrite", "resume", "progress")} == {
         "teacher": "T",
-        "trials": 7,
-        "timeout": 60.0,
+        "budget": SearchBudget(trials=7, timeout=60.0, prune=False),
         "search": ["alpha", "temperature=1:4"],
-        "prune": False,
         "overwrite": False,
         "resume": False,
         "progress": False,

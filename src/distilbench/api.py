@@ -320,21 +320,13 @@ def distill_general(
     precision, device. Returns what training.distillation.distill_general reports. `distilbench
     distill-general` calls this."""
     from distilbench.data.readers import read_texts
+    from distilbench.training.distillation import GeneralDistillationOptions
     from distilbench.training.distillation import distill_general as run_distillation
 
     texts = read_texts(data if _is_frame(data) else str(data), text_column, max_samples, seed)
     options = {k: v for k, v in options.items() if v is not None}
-    return _call(
-        run_distillation,
-        teacher,
-        student,
-        texts,
-        str(out),
-        batch_size=train_batch_size,
-        seed=seed,
-        progress=progress,
-        **options,
-    )
+    settings = _call(GeneralDistillationOptions, batch_size=train_batch_size, seed=seed, **options)
+    return _call(run_distillation, teacher, student, texts, str(out), settings, progress=progress)
 
 
 def tune(
@@ -357,6 +349,7 @@ def tune(
     Optuna; `search` names the parameters (NAME or NAME=LOW:HIGH), by default all but those given as keyword
     settings. Writes the search directory `out` (tune.db, trials.csv, tune.json, best.yaml) and returns
     tune.json's content. `distilbench tune` calls this."""
+    from distilbench.experiments.tune import SearchBudget
     from distilbench.experiments.tune import tune as run_tune
 
     given = {k for k, v in settings.items() if v is not None}
@@ -371,11 +364,9 @@ def tune(
             run_config,
             model,
             teacher=teacher,
-            trials=trials,
-            timeout=timeout,
+            budget=SearchBudget(trials=trials, timeout=timeout, prune=prune),
             search=list(search) if search is not None else None,
             fixed=given,
-            prune=prune,
             overwrite=overwrite,
             resume=resume,
             progress=progress,
@@ -426,10 +417,11 @@ def bench(
 ) -> dict:
     """Measure size, latency, throughput, memory and (for trained models) the test metric of every model with
     every backend under one protocol; returns bench.json's content and writes it to `out` when given.
-    `options`: bench.run_bench's (batch_size, samples, repeats, warmup, latency_samples, max_length, memory,
-    metric, device, text_column, label_column, label_columns) and the guard of `auto` (min_agreement,
+    `options`: the protocol's (bench.BenchOptions: batch_size, samples, repeats, warmup, latency_samples,
+    max_length, device, memory, metric), the texts' (bench.BenchTexts: text_column, label_column, label_columns)
+    and the guard of `auto` (min_agreement,
     max_metric_drop, recalibrate). `distilbench bench` calls this."""
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import bench_settings, run_bench
 
     choice = _choice_settings(options)
     specs = [models] if isinstance(models, str) else [str(m) for m in models]
@@ -440,15 +432,17 @@ def bench(
             raise DataError(f"the DataFrame has no column '{column}'; pass text_column=NAME")
         kwargs["texts"] = [str(text) for text in data[column].tolist()]
         data = None
+    protocol, source, rest = bench_settings({**kwargs, "data": None if data is None else str(data)})
     return _call(
         run_bench,
         specs,
         list(backends) if backends else None,
-        data=None if data is None else str(data),
-        choice_settings=choice,
+        options=protocol,
+        source=source,
+        choice=choice,
         out=_str(out),
         progress=progress,
-        **kwargs,
+        **rest,
     )
 
 
@@ -478,13 +472,21 @@ def predict(model: PathLike, input: PathLike = "-", output: PathLike | None = No
     cpus_per_actor and output_format (ray), min_agreement, max_metric_drop, recalibrate (backend auto).
     Returns {"rows": texts predicted, "output": output}. `distilbench predict` calls this. For texts in
     memory use load(model).predict(texts)."""
+    from distilbench.runtime.options import InferenceOptions
+
     options = {k: v for k, v in options.items() if v is not None}
     engine = options.pop("engine", "local")
     choice = _choice_settings(options)
     model_dir = str(model_directory(model))
     output_text = _str(output)
+
+    def take(*names: str) -> dict:  # the options named, taken out of `options`; what is left must be known below
+        return {name: options.pop(name) for name in names if name in options}
+
+    inference = InferenceOptions(**take("backend", "batch_size", "max_length", "device"), choice=choice)
+    options["inference"] = inference
     if engine == "ray":
-        from distilbench.runtime.ray_predict import predict_on_ray
+        from distilbench.runtime.ray_predict import RayPoolOptions, predict_on_ray
 
         if options.get("workers") is not None or options.get("resume"):
             raise ConfigError(
@@ -492,9 +494,10 @@ def predict(model: PathLike, input: PathLike = "-", output: PathLike | None = No
                 "--actors (Ray restarts failed work itself)"
             )
         options.pop("resume", None)
-        options.setdefault("output_format", "parquet")
-        rows = _call(predict_on_ray, model_dir, str(input), output_text, choice=choice, **options)
+        options["pool"] = RayPoolOptions(**take("address", "actors", "cpus_per_actor"))
+        rows = _call(predict_on_ray, model_dir, str(input), output_text, **options)
     elif engine == "local":
+        from distilbench.runtime.predict import ChunkOptions
         from distilbench.runtime.predict import predict as predict_local
 
         if any(options.get(name) is not None for name in ("address", "actors", "output_format")):
@@ -503,7 +506,8 @@ def predict(model: PathLike, input: PathLike = "-", output: PathLike | None = No
                 "--output's suffix gives the format)"
             )
         options.pop("cpus_per_actor", None)
-        rows = _call(predict_local, model_dir, str(input), output_text, choice=choice, **options)
+        options["chunks"] = ChunkOptions(**take("text_column", "chunk_rows", "workers", "resume"))
+        rows = _call(predict_local, model_dir, str(input), output_text, **options)
     else:
         raise ConfigError(f"engine must be local or ray, not '{engine}'")
     return {"rows": rows, "output": output_text, "engine": engine}

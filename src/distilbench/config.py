@@ -114,7 +114,21 @@ class ExperimentConfig:
     out: str | None = None
 
     def validate(self) -> "ExperimentConfig":
-        """Check values a user may get wrong, with messages that name the flag."""
+        """Check values a user may get wrong, with messages that name the flag; one check per group of settings,
+        in this order (the first wrong value is the one reported)."""
+        self._check_choices()
+        self._check_backend_guard()
+        self._check_distillation()
+        self._check_outputs()
+        self._check_label_weights()
+        self._check_schedule()
+        self._check_verdicts()
+        self._check_models()
+        self._check_sizes()
+        return self
+
+    def _check_choices(self) -> None:
+        """The named choices: task, head, precision and backend."""
         if self.task not in TASKS:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}, not '{self.task}'")
         if self.head not in HEAD_CHOICES:
@@ -123,10 +137,16 @@ class ExperimentConfig:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.backend not in (*BACKENDS, "auto", "onnx"):
             raise ConfigError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not '{self.backend}'")
+
+    def _check_backend_guard(self) -> None:
+        """The accuracy guard of --backend auto."""
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must be between 0 and 1, not {self.min_agreement}")
         if self.max_metric_drop < 0:
             raise ConfigError(f"--max-metric-drop must be 0 or more points, not {self.max_metric_drop}")
+
+    def _check_distillation(self) -> None:
+        """Task distillation: the loss weights, the temperature and the extra texts, which need a teacher."""
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--alpha must be between 0 and 1, not {self.alpha}")
         if self.temperature <= 0:
@@ -142,12 +162,18 @@ class ExperimentConfig:
             raise ConfigError(
                 f"{', '.join(self.distillation_extras())} need a teacher to distil from; drop --no-distill"
             )
+
+    def _check_outputs(self) -> None:
+        """What is kept of a run: the multilabel thresholds and the checkpoints."""
         if self.threshold_metric not in THRESHOLD_CHOICES:
             raise ConfigError(
                 f"--threshold-metric must be one of {', '.join(THRESHOLD_CHOICES)}, not '{self.threshold_metric}'"
             )
         if self.keep_checkpoints not in ("all", "best"):
             raise ConfigError(f"--keep-checkpoints must be 'all' or 'best', not '{self.keep_checkpoints}'")
+
+    def _check_label_weights(self) -> None:
+        """The label-loss weights, each for its own task."""
         if self.class_weight not in ("none", "balanced"):
             raise ConfigError(f"--class-weight must be 'none' or 'balanced', not '{self.class_weight}'")
         if self.pos_weight not in ("none", "auto", "rare"):
@@ -160,6 +186,10 @@ class ExperimentConfig:
             raise ConfigError(f"--pos-weight-cap must be at least 1, not {self.pos_weight_cap}")
         if self.rare_positives < 1:
             raise ConfigError(f"--rare-positives must be at least 1, not {self.rare_positives}")
+
+    def _check_schedule(self) -> None:
+        """The training schedule: checkpoint averaging, early stopping, warm-up, the learning-rate schedule and its
+        decay by layer, label smoothing and the head's initialisation."""
         if self.average_checkpoints is not None and (self.average_checkpoints < 0 or self.average_checkpoints == 1):
             raise ConfigError(
                 f"--average-checkpoints is a number of last epochs, 0 (off) or 2 or more, "
@@ -186,6 +216,9 @@ class ExperimentConfig:
             )
         if self.head_init is not None and self.head_init not in HEAD_INITS:
             raise ConfigError(f"--head-init must be one of {', '.join(HEAD_INITS)}, not '{self.head_init}'")
+
+    def _check_verdicts(self) -> None:
+        """The verdicts' margin and resamples, and the preset."""
         if self.margin < 0:
             raise ConfigError(f"--margin is the loss in points a model may have, 0 or more, not {self.margin}")
         if self.resamples < 100:
@@ -194,6 +227,9 @@ class ExperimentConfig:
             )
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
+
+    def _check_models(self) -> None:
+        """The seeds, the models and the reference among them."""
         if self.seeds is not None:
             if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in self.seeds):
                 raise ConfigError(f"--seeds takes a count (3) or a list of integer seeds (1,2,3), not {self.seeds!r}")
@@ -205,6 +241,9 @@ class ExperimentConfig:
             raise ConfigError(f"--models lists a model twice: {', '.join(self.models)}")
         if self.reference is not None and self.reference not in self.models:
             raise ConfigError(f"--reference {self.reference} is not one of --models ({', '.join(self.models)})")
+
+    def _check_sizes(self) -> None:
+        """Epochs, batch sizes, split fractions, learning rate and text length."""
         for name, value in (
             ("--epochs", self.epochs),
             ("--train-batch-size", self.train_batch_size),
@@ -218,7 +257,6 @@ class ExperimentConfig:
             raise ConfigError(f"--learning-rate must be positive, not {self.learning_rate}")
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"--max-length must be at least 8 tokens, not {self.max_length}")
-        return self
 
     def distillation_extras(self) -> list[str]:
         """The flags of the distillation variants that are on (beyond logits KD), for messages."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +30,95 @@ from distilbench.runs import write_json_atomic
 from distilbench.runtime.backends import ALIASES, BACKENDS, load_backend
 from distilbench.runtime.inference import backend_logits, logits_to_probs, max_positions, padded_batches
 from distilbench.runtime.machine import cpu_native_bf16, machine_info, matmul_peak_flops, native_precisions, pick_device
+from distilbench.runtime.options import ChoiceSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXTS = "builtin:bbc-news"
 PEAK_DTYPE = {"torch-fp32": "fp32", "onnx-fp32": "fp32", "torch-bf16": "bf16", "torch-bf16-compiled": "bf16"}
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """The measuring protocol, one for every model and backend of a bench: `batch_size` texts per throughput
+    batch, `samples` texts per round, `repeats` rounds after `warmup` batches, `latency_samples` batch-1 calls,
+    `max_length` tokens per text (one length for every model, whatever its own limit), the `device`, and
+    whether to probe peak `memory` (a fresh process per pair) and the test `metric` of trained models."""
+
+    batch_size: int = 64
+    samples: int = 512
+    repeats: int = 5
+    warmup: int = 2
+    latency_samples: int = 100
+    max_length: int | None = 128
+    device: str = "auto"
+    memory: bool = True
+    metric: bool = True
+
+    def validate(self) -> BenchOptions:
+        if min(self.batch_size, self.samples, self.repeats) < 1 or self.warmup < 0 or self.latency_samples < 0:
+            raise DistilbenchError("--batch-size, --samples and --repeats must be at least 1")
+        return self
+
+
+@dataclass(frozen=True)
+class BenchTexts:
+    """What every model is measured on: `texts` given by the caller (compare: its test split; no metric), else
+    the source `data` (None: a run's own test split, else builtin:bbc-news) read by `text_column`, with
+    `label_column` or `label_columns` for the test metric of a trained model."""
+
+    data: str | None = None
+    texts: list[str] | None = None
+    text_column: str = "text"
+    label_column: str | None = None
+    label_columns: list[str] | None = None
+
+    def for_model(self, bench_model: BenchModel) -> tuple[list[str], np.ndarray | None]:
+        """The texts to measure `bench_model` on and, where there are any for it, their labels."""
+        if self.texts is not None:
+            return self.texts, None
+        return bench_texts(bench_model, self.data, self.text_column, self.label_column, self.label_columns)
+
+
+def bench_settings(settings: dict) -> tuple[BenchOptions, BenchTexts, dict]:
+    """Flat keyword settings (the CLI's and the Python API's names) as the protocol, the texts, and the rest
+    (run_bench's own keywords, or unknown names for the caller to refuse)."""
+    protocol = {f.name for f in dataclasses.fields(BenchOptions)}
+    source = {f.name for f in dataclasses.fields(BenchTexts)}
+    rest = {name: value for name, value in settings.items() if name not in protocol | source}
+    return (
+        BenchOptions(**{name: value for name, value in settings.items() if name in protocol}),
+        BenchTexts(**{name: value for name, value in settings.items() if name in source}),
+        rest,
+    )
+
+
+@dataclass
+class BenchPair:
+    """One model in one backend: its batches and texts, and what was measured of it (seconds per round,
+    milliseconds per batch-1 call)."""
+
+    model: BenchModel
+    backend_name: str
+    backend: object
+    batches: list[dict]
+    tokens: int
+    texts: list[str]
+    labels: np.ndarray | None
+    params: dict
+    rounds: list[float] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+
+
+@dataclass
+class MeasuredPeaks:
+    """The matrix-product peak (FLOP/s) of every precision measured, one value per round, and its product size."""
+
+    rounds: dict[str, list[float]]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def medians(self) -> dict[str, float]:
+        return {kind: statistics.median(values) for kind, values in self.rounds.items()}
 
 
 def bench_texts(
@@ -89,43 +175,75 @@ def run_bench(
     specs: list[str],
     backends: list[str] | None = None,
     *,
-    data: str | None = None,
-    texts: list[str] | None = None,
-    text_column: str = "text",
-    label_column: str | None = None,
-    label_columns: list[str] | None = None,
-    batch_size: int = 64,
-    samples: int = 512,
-    repeats: int = 5,
-    warmup: int = 2,
-    latency_samples: int = 100,
-    max_length: int | None = 128,
-    memory: bool = True,
-    metric: bool = True,
-    device: str = "auto",
+    options: BenchOptions = BenchOptions(),
+    source: BenchTexts = BenchTexts(),
     per_model_backends: list[str] | None = None,
-    choose: bool = True,
-    choice_settings=None,
+    choice: ChoiceSettings | None = ChoiceSettings(),
     out: str | None = None,
     progress: bool = True,
     show: bool = True,
 ) -> dict:
-    """Measure every model with every backend under one protocol; write bench.json and print a table.
+    """Measure every model with every backend under one protocol (`options`) on `source`'s texts; write
+    bench.json to `out` and print a table.
 
     `backends` None: the candidates `--backend auto` considers on this machine (never emulated bf16).
     `per_model_backends`: one backend per spec instead (compare: each model's chosen backend).
     The matrix-product peak behind MFU is measured in every round, next to the models, for the precisions
     of the backends measured; each round's MFU divides by its own round's peak: on a shared machine the peak
     itself drifts (this project's 2-core VM: 1,851 to 2,470 bf16 GFLOP/s between runs).
-    `choose`: for trained checkpoints, also record what `--backend auto` picks (cached or calibrated).
+    `choice`: for trained checkpoints, also record what `--backend auto` picks (cached or calibrated) under
+    this guard; None: do not ask.
     """
-    from distilbench.runtime.auto import candidate_backends
+    options.validate()
+    target = bench_device(options.device)
+    backends, per_model_backends = backend_plan(specs, backends, per_model_backends, target)
+    models = resolve_bench_models(specs)
+    if per_model_backends is not None and len(models) != len(specs):
+        raise DistilbenchError("per_model_backends needs checkpoint directories, one model each")
+    for bench_model in models:
+        if bench_model.model is not None:  # None: an exported ONNX directory (CPU)
+            bench_model.model.to(target)
+    warn_slow_bf16(backends, target, show)
+    with tempfile.TemporaryDirectory(prefix="distilbench-bench-") as workdir:
+        pairs = prepare_pairs(models, backends, per_model_backends, source, options, Path(workdir), show)
+        warm_up(pairs, options.warmup)
+        peaks = measure_rounds(pairs, options.repeats, target, progress)
+        measure_latency(pairs, options, progress)
+        results = result_rows(pairs, peaks, options)
+        auto = _auto_choices(models, pairs, results, target, options, choice, show) if choice is not None else {}
+        if options.memory:
+            measure_memory(pairs, results, options, target)
+    if show and peaks.rounds:
+        say(
+            f"measured matrix-product peak on {target} (median of the rounds): "
+            + ", ".join(
+                f"{kind} {value / 1e9:.0f} GFLOP/s ({peaks.sizes[kind]}-cube)"
+                for kind, value in peaks.medians().items()
+            )
+        )
+    report = bench_report(target, peaks, auto, results, options, source)
+    if out:
+        write_json_atomic(Path(out), report)
+    if show:
+        show_bench(results, auto)
+    return report
 
-    if min(batch_size, samples, repeats) < 1 or warmup < 0 or latency_samples < 0:
-        raise DistilbenchError("--batch-size, --samples and --repeats must be at least 1")
+
+def bench_device(device: str) -> torch.device:
+    """The device to measure on (auto: CUDA if available); CUDA asked for where there is none stops here."""
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise DistilbenchError(f"--device {device}: no CUDA device here; use --device cpu")
+    return target
+
+
+def backend_plan(
+    specs: list[str], backends: list[str] | None, per_model_backends: list[str] | None, target: torch.device
+) -> tuple[list[str], list[str] | None]:
+    """The backends to measure (canonical names) and, where given, the one backend of each spec; an unknown
+    name stops before any model loads."""
+    from distilbench.runtime.auto import candidate_backends
+
     if per_model_backends is not None:
         if len(per_model_backends) != len(specs):
             raise DistilbenchError("per_model_backends needs one backend per model")
@@ -138,12 +256,11 @@ def run_bench(
     backends = [ALIASES.get(b, b) for b in backends]
     if per_model_backends is not None:
         per_model_backends = [ALIASES.get(b, b) for b in per_model_backends]
-    models = resolve_bench_models(specs)
-    if per_model_backends is not None and len(models) != len(specs):
-        raise DistilbenchError("per_model_backends needs checkpoint directories, one model each")
-    for bench_model in models:
-        if bench_model.model is not None:  # None: an exported ONNX directory (CPU)
-            bench_model.model.to(target)
+    return backends, per_model_backends
+
+
+def warn_slow_bf16(backends: list[str], target: torch.device, show: bool) -> None:
+    """Tell the user (when `show`) that the bf16 backends asked for will be slow here, and why."""
     slow = [b for b in backends if PEAK_DTYPE.get(b) == "bf16" and "bf16" not in native_precisions(target)]
     if slow and show and target.type == "cpu" and cpu_native_bf16():
         warn(
@@ -156,23 +273,35 @@ def run_bench(
             f"than fp32 here"
         )
 
+
+def prepare_pairs(
+    models: list[BenchModel],
+    backends: list[str],
+    per_model_backends: list[str] | None,
+    source: BenchTexts,
+    options: BenchOptions,
+    workdir: Path,
+    show: bool,
+) -> list[BenchPair]:
+    """Every model in every backend (or in its own one), with the batches of its texts built once."""
     from distilbench.models.inputs import model_input_names
 
-    workdir = tempfile.TemporaryDirectory(prefix="distilbench-bench-")
     pairs = []
     for index, bench_model in enumerate(models):
-        if texts is not None:  # given by the caller (compare: the test split), no metric
-            model_texts, labels = texts, None
-        else:
-            model_texts, labels = bench_texts(bench_model, data, text_column, label_column, label_columns)
+        model_texts, labels = source.for_model(bench_model)
         if not model_texts:
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
-        sample = [model_texts[i % len(model_texts)] for i in range(samples)]
+        sample = [model_texts[i % len(model_texts)] for i in range(options.samples)]
         names = model_input_names(bench_model.model) if bench_model.model is not None else None
         batches = [
             batch
             for _, batch in padded_batches(
-                bench_model.tokenizer, sample, batch_size, max_length, names, max_positions(bench_model.config)
+                bench_model.tokenizer,
+                sample,
+                options.batch_size,
+                options.max_length,
+                names,
+                max_positions(bench_model.config),
             )
         ]
         tokens = int(sum(batch["attention_mask"].sum() for batch in batches))
@@ -180,214 +309,238 @@ def run_bench(
         for name in [per_model_backends[index]] if per_model_backends is not None else backends:
             if show:
                 say(f"preparing {bench_model.name} / {name}")
-            backend = bench_model.load_backend(name, work_dir=Path(workdir.name) / f"{len(pairs)}-{name}")
-            pairs.append(
-                {
-                    "model": bench_model,
-                    "backend_name": name,
-                    "backend": backend,
-                    "batches": batches,
-                    "tokens": tokens,
-                    "texts": model_texts,
-                    "labels": labels,
-                    "params": params,
-                    "rounds": [],
-                    "latency": [],
-                }
-            )
+            backend = bench_model.load_backend(name, work_dir=workdir / f"{len(pairs)}-{name}")
+            pairs.append(BenchPair(bench_model, name, backend, batches, tokens, model_texts, labels, params))
+    return pairs
 
-    for pair in pairs:  # warm-up: first calls pay for allocation, kernel choice, graph optimisation
-        # a compiled model compiles again for new shapes: it warms up on every batch shape once
-        count = len(pair["batches"]) if pair["backend_name"].endswith("compiled") else warmup
-        for batch in pair["batches"][:count]:
-            pair["backend"](batch)
+
+def warm_up(pairs: list[BenchPair], warmup: int) -> None:
+    """First calls pay for allocation, kernel choice, graph optimisation: `warmup` batches of every pair before
+    the rounds. A compiled model compiles again for new shapes: it warms up on every batch shape once."""
+    for pair in pairs:
+        count = len(pair.batches) if pair.backend_name.endswith("compiled") else warmup
+        for batch in pair.batches[:count]:
+            pair.backend(batch)
+
+
+def measure_rounds(pairs: list[BenchPair], repeats: int, target: torch.device, progress: bool) -> MeasuredPeaks:
+    """`repeats` throughput rounds: in each, the matrix-product peak of every precision measured, then every
+    pair in turn (so that drift hits every pair alike). The peaks of the precisions measured, and only those:
+    an emulated bf16 product is not a peak worth a minute."""
     from tqdm.auto import tqdm
 
-    # the peaks of the precisions measured, and only those: an emulated bf16 product is not a peak worth a minute
-    peak_rounds: dict[str, list[float]] = {
-        kind: [] for kind in sorted({PEAK_DTYPE[p["backend_name"]] for p in pairs if p["backend_name"] in PEAK_DTYPE})
-    }
-    peak_sizes: dict[str, int] = {}
+    kinds = sorted({PEAK_DTYPE[p.backend_name] for p in pairs if p.backend_name in PEAK_DTYPE})
+    peaks = MeasuredPeaks({kind: [] for kind in kinds})
     for _ in tqdm(range(repeats), desc="throughput rounds", disable=not progress, leave=False):
-        for kind in peak_rounds:
-            rate, peak_sizes[kind] = matmul_peak_flops(TORCH_DTYPES[kind], seconds=0.3, device=str(target))
-            peak_rounds[kind].append(rate)
-        for pair in pairs:  # alternate, so drift hits every pair alike
-            pair["rounds"].append(run_batches(pair["backend"], pair["batches"]))
-    for i in tqdm(range(latency_samples), desc="latency (batch 1)", disable=not progress, leave=False):
-        for pair in pairs:  # one text through the inference loop: tokenization included
-            text = pair["texts"][i % len(pair["texts"])]
-            start = time.perf_counter()
-            backend_logits(pair["backend"], pair["model"].tokenizer, [text], batch_size=1, max_length=max_length)
-            pair["latency"].append((time.perf_counter() - start) * 1000)
+        for kind in peaks.rounds:
+            rate, peaks.sizes[kind] = matmul_peak_flops(TORCH_DTYPES[kind], seconds=0.3, device=str(target))
+            peaks.rounds[kind].append(rate)
+        for pair in pairs:
+            pair.rounds.append(run_batches(pair.backend, pair.batches))
+    return peaks
 
+
+def measure_latency(pairs: list[BenchPair], options: BenchOptions, progress: bool) -> None:
+    """Milliseconds of one text through the inference loop (tokenization included), pairs alternating."""
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(options.latency_samples), desc="latency (batch 1)", disable=not progress, leave=False):
+        for pair in pairs:
+            text = pair.texts[i % len(pair.texts)]
+            start = time.perf_counter()
+            backend_logits(pair.backend, pair.model.tokenizer, [text], batch_size=1, max_length=options.max_length)
+            pair.latency.append((time.perf_counter() - start) * 1000)
+
+
+def result_rows(pairs: list[BenchPair], peaks: MeasuredPeaks, options: BenchOptions) -> list[dict]:
+    """bench.json's row of every pair: speed, FLOPs and MFU, and (options.metric) the test metric."""
     results = []
     fp32_reference: dict[str, tuple[np.ndarray, float]] = {}  # model -> (predictions, metric) with torch-fp32
     for pair in pairs:
-        bench_model, name = pair["model"], pair["backend_name"]
-        n = sum(len(b["input_ids"]) for b in pair["batches"])
-        rates = [n / seconds for seconds in pair["rounds"]]
-        flops = flops_per_sample(bench_model.config, pair["tokens"] / n, pair["backend"].first_token_only)
-        peak_kind = PEAK_DTYPE.get(name)
-        # each round's rate against the peak measured in that round
-        mfus = (
-            [flops * rate / peak for rate, peak in zip(rates, peak_rounds[peak_kind])]
-            if peak_kind and flops is not None
-            else None
-        )
-        row = {
-            "model": bench_model.name,
-            "backend": name,
-            "source": bench_model.source,
-            "params": pair["params"],
-            "size_mb": bench_model.size_mb,
-            "latency_ms": percentiles(pair["latency"]) if pair["latency"] else None,
-            "batch_size": batch_size,
-            "samples": n,
-            "mean_tokens": pair["tokens"] / n,
-            "rounds_s": pair["rounds"],
-            "samples_per_s": spread(rates),
-            "tokens_per_s": spread([pair["tokens"] / s for s in pair["rounds"]]),
-            "flops_per_sample": flops,
-            "mfu": statistics.median(mfus) if mfus else None,
-            "mfu_range": [min(mfus), max(mfus)] if mfus else None,
-            "mfu_peak": peak_kind,
-        }
-        notes = [note for note in (flops_note(bench_model.config), pair["backend"].note) if note]
-        if notes:
-            row["notes"] = notes
-        if metric and pair["labels"] is not None and bench_model.task:
-            predicted, value = _test_predictions(pair["backend"], bench_model, pair, batch_size, max_length)
-            row["test"] = {primary_metric(bench_model.task): value, "texts": len(pair["texts"])}
-            if bench_model.model is not None:  # an exported model has no PyTorch reference here
-                if bench_model.name not in fp32_reference:
-                    fp32_reference[bench_model.name] = _test_predictions(
-                        load_backend(bench_model.model, "torch-fp32"), bench_model, pair, batch_size, max_length
-                    )
-                reference, reference_value = fp32_reference[bench_model.name]
-                same = predicted == reference if predicted.ndim == 1 else (predicted == reference).all(axis=1)
-                row["test"].update(agreement_with_fp32=float(same.mean()), delta_vs_fp32=value - reference_value)
+        row = speed_row(pair, peaks, options.batch_size)
+        if options.metric and pair.labels is not None and pair.model.task:
+            row["test"] = measured_test_metric(pair, options, fp32_reference)
         results.append(row)
-    auto = (
-        _auto_choices(models, pairs, results, target, batch_size, max_length, choice_settings, show) if choose else {}
+    return results
+
+
+def speed_row(pair: BenchPair, peaks: MeasuredPeaks, batch_size: int) -> dict:
+    """Size, latency percentiles, throughput (median and spread over rounds), FLOPs and MFU of one pair; each
+    round's MFU against the peak measured in that round."""
+    bench_model, name = pair.model, pair.backend_name
+    n = sum(len(b["input_ids"]) for b in pair.batches)
+    rates = [n / seconds for seconds in pair.rounds]
+    flops = flops_per_sample(bench_model.config, pair.tokens / n, pair.backend.first_token_only)
+    peak_kind = PEAK_DTYPE.get(name)
+    mfus = (
+        [flops * rate / peak for rate, peak in zip(rates, peaks.rounds[peak_kind])]
+        if peak_kind and flops is not None
+        else None
     )
+    row = {
+        "model": bench_model.name,
+        "backend": name,
+        "source": bench_model.source,
+        "params": pair.params,
+        "size_mb": bench_model.size_mb,
+        "latency_ms": percentiles(pair.latency) if pair.latency else None,
+        "batch_size": batch_size,
+        "samples": n,
+        "mean_tokens": pair.tokens / n,
+        "rounds_s": pair.rounds,
+        "samples_per_s": spread(rates),
+        "tokens_per_s": spread([pair.tokens / s for s in pair.rounds]),
+        "flops_per_sample": flops,
+        "mfu": statistics.median(mfus) if mfus else None,
+        "mfu_range": [min(mfus), max(mfus)] if mfus else None,
+        "mfu_peak": peak_kind,
+    }
+    notes = [note for note in (flops_note(bench_model.config), pair.backend.note) if note]
+    if notes:
+        row["notes"] = notes
+    return row
 
-    if memory:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(pairs[0]["texts"][: batch_size * 4], handle)
-        for pair, row in zip(pairs, results):
-            spec = pair["model"].source if Path(pair["model"].source).is_dir() else pair["model"].name
-            say(f"peak memory: {row['model']} / {row['backend']}")
-            row.update(peak_rss_of(spec, row["backend"], handle.name, batch_size, max_length, str(target)))
-        Path(handle.name).unlink()
-    workdir.cleanup()
 
-    peaks = {kind: statistics.median(values) for kind, values in peak_rounds.items()}
-    if show and peaks:
-        say(
-            f"measured matrix-product peak on {target} (median of the rounds): "
-            + ", ".join(f"{kind} {value / 1e9:.0f} GFLOP/s ({peak_sizes[kind]}-cube)" for kind, value in peaks.items())
-        )
-    report = {
+def measured_test_metric(pair: BenchPair, options: BenchOptions, fp32_reference: dict) -> dict:
+    """The primary test metric of a trained model in its backend and, where a PyTorch model is at hand, its
+    agreement with and difference from torch-fp32 (computed once per model, kept in `fp32_reference`)."""
+    bench_model = pair.model
+    predicted, value = _test_predictions(pair.backend, pair, options)
+    test = {primary_metric(bench_model.task): value, "texts": len(pair.texts)}
+    if bench_model.model is not None:  # an exported model has no PyTorch reference here
+        if bench_model.name not in fp32_reference:
+            fp32_reference[bench_model.name] = _test_predictions(
+                load_backend(bench_model.model, "torch-fp32"), pair, options
+            )
+        reference, reference_value = fp32_reference[bench_model.name]
+        same = predicted == reference if predicted.ndim == 1 else (predicted == reference).all(axis=1)
+        test.update(agreement_with_fp32=float(same.mean()), delta_vs_fp32=value - reference_value)
+    return test
+
+
+def measure_memory(pairs: list[BenchPair], results: list[dict], options: BenchOptions, target: torch.device) -> None:
+    """Peak memory of every pair, each in a fresh process predicting the first texts, added to its row."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(pairs[0].texts[: options.batch_size * 4], handle)
+    for pair, row in zip(pairs, results):
+        spec = pair.model.source if Path(pair.model.source).is_dir() else pair.model.name
+        say(f"peak memory: {row['model']} / {row['backend']}")
+        row.update(peak_rss_of(spec, row["backend"], handle.name, options.batch_size, options.max_length, str(target)))
+    Path(handle.name).unlink()
+
+
+def bench_report(
+    target: torch.device,
+    peaks: MeasuredPeaks,
+    auto: dict,
+    results: list[dict],
+    options: BenchOptions,
+    source: BenchTexts,
+) -> dict:
+    """bench.json: the machine, the peaks, the auto choices, the protocol and one row per model and backend."""
+    return {
         "machine": machine_info(),
         "device": str(target),
-        "peaks_flops": peaks,
-        "peaks_flops_rounds": peak_rounds,
-        "peak_product_sizes": peak_sizes,
+        "peaks_flops": peaks.medians(),
+        "peaks_flops_rounds": peaks.rounds,
+        "peak_product_sizes": peaks.sizes,
         "auto_choice": auto,
         "protocol": {
-            "batch_size": batch_size,
-            "samples": samples,
-            "repeats": repeats,
-            "warmup_batches": warmup,
-            "latency_samples": latency_samples,
-            "max_length": max_length,
-            "texts": data or "run test split / " + DEFAULT_TEXTS,
+            "batch_size": options.batch_size,
+            "samples": options.samples,
+            "repeats": options.repeats,
+            "warmup_batches": options.warmup,
+            "latency_samples": options.latency_samples,
+            "max_length": options.max_length,
+            "texts": source.data or "run test split / " + DEFAULT_TEXTS,
             "order": "pairs alternate within each round",
         },
         "results": results,
     }
-    if out:
-        write_json_atomic(Path(out), report)
-    if show:
-        say("\n" + bench_table(results).to_string(index=False))
-        for name, choice in auto.items():
-            here = choice.get("measured_here")
-            if here:
-                say(
-                    f"auto for {name}: {choice['chosen']}, {here['ratio_to_fastest_valid']:.2f}x the fastest valid "
-                    f"backend measured here ({here['fastest_valid']})"
-                )
-    return report
+
+
+def show_bench(results: list[dict], auto: dict) -> None:
+    """Print the table, and how each auto choice compares with the fastest valid backend measured here."""
+    say("\n" + bench_table(results).to_string(index=False))
+    for name, choice in auto.items():
+        here = choice.get("measured_here")
+        if here:
+            say(
+                f"auto for {name}: {choice['chosen']}, {here['ratio_to_fastest_valid']:.2f}x the fastest valid "
+                f"backend measured here ({here['fastest_valid']})"
+            )
 
 
 def _auto_choices(
     models: list[BenchModel],
-    pairs: list[dict],
+    pairs: list[BenchPair],
     results: list[dict],
     device,
-    batch_size: int,
-    max_length: int | None,
-    settings,
+    options: BenchOptions,
+    settings: ChoiceSettings,
     show: bool,
 ) -> dict:
     """What `--backend auto` picks for each trained checkpoint (cached or calibrated), marked in its rows, and
     how its measured speed compares with the fastest backend measured here that agrees with fp32."""
-    from distilbench.runtime.auto import ChoiceSettings, resolve_backend
+    from distilbench.runtime.auto import resolve_backend
 
-    settings = settings or ChoiceSettings()
     choices = {}
     for bench_model in models:
         if not bench_model.task or bench_model.cache_key is None:
             continue  # random or hub weights: nothing to guard the choice with
-        texts = next(p["texts"] for p in pairs if p["model"] is bench_model)
+        texts = next(p.texts for p in pairs if p.model is bench_model)
         name, record = resolve_backend(
             bench_model.source,
             "auto",
             device=device,
-            batch_size=batch_size,
-            max_length=max_length,
+            batch_size=options.batch_size,
+            max_length=options.max_length,
             held_texts=texts,
             settings=settings,
             show=show,
         )
-        rows = [r for r, p in zip(results, pairs) if p["model"] is bench_model]
+        rows = [r for r, p in zip(results, pairs) if p.model is bench_model]
         for row in rows:
             row["auto"] = row["backend"] == name
-
-        def valid(row: dict) -> bool:
-            test = row.get("test")
-            if test is None:
-                return (record or {}).get("candidates", {}).get(row["backend"], {}).get("valid", True)
-            return (
-                test["agreement_with_fp32"] >= settings.min_agreement
-                and -100 * test["delta_vs_fp32"] <= settings.max_metric_drop
-            )
-
-        candidates = [r for r in rows if valid(r)]
-        chosen = next((r for r in rows if r["backend"] == name), None)
-        if candidates and chosen is not None:
-            fastest = max(candidates, key=lambda r: r["samples_per_s"]["median"])
-            record = {
-                **record,
-                "measured_here": {
-                    "fastest_valid": fastest["backend"],
-                    "ratio_to_fastest_valid": chosen["samples_per_s"]["median"] / fastest["samples_per_s"]["median"],
-                },
-            }
-        choices[bench_model.name] = record
+        choices[bench_model.name] = _measured_here(record, name, rows, settings)
     return choices
 
 
-def _test_predictions(
-    backend, bench_model: BenchModel, pair: dict, batch_size: int, max_length: int | None
-) -> tuple[np.ndarray, float]:
+def _measured_here(record: dict | None, name: str, rows: list[dict], settings: ChoiceSettings) -> dict | None:
+    """The auto choice's record with, where its backend was measured here, its speed against the fastest
+    backend measured here that passes the guard."""
+
+    def valid(row: dict) -> bool:
+        test = row.get("test")
+        if test is None:
+            return (record or {}).get("candidates", {}).get(row["backend"], {}).get("valid", True)
+        return (
+            test["agreement_with_fp32"] >= settings.min_agreement
+            and -100 * test["delta_vs_fp32"] <= settings.max_metric_drop
+        )
+
+    candidates = [r for r in rows if valid(r)]
+    chosen = next((r for r in rows if r["backend"] == name), None)
+    if candidates and chosen is not None:
+        fastest = max(candidates, key=lambda r: r["samples_per_s"]["median"])
+        record = {
+            **record,
+            "measured_here": {
+                "fastest_valid": fastest["backend"],
+                "ratio_to_fastest_valid": chosen["samples_per_s"]["median"] / fastest["samples_per_s"]["median"],
+            },
+        }
+    return record
+
+
+def _test_predictions(backend, pair: BenchPair, options: BenchOptions) -> tuple[np.ndarray, float]:
     """Predicted labels on the labelled texts through `backend`, and the primary test metric."""
+    bench_model = pair.model
     logits, _ = backend_logits(
-        backend, bench_model.tokenizer, pair["texts"], batch_size=batch_size, max_length=max_length
+        backend, bench_model.tokenizer, pair.texts, batch_size=options.batch_size, max_length=options.max_length
     )
     probs = logits_to_probs(bench_model.task, logits)
-    metrics = compute_metrics(bench_model.task, pair["labels"], probs, bench_model.label_names)
+    metrics = compute_metrics(bench_model.task, pair.labels, probs, bench_model.label_names)
     predicted = probs.argmax(axis=1) if bench_model.task == "multiclass" else probs >= 0.5
     return predicted, metrics[primary_metric(bench_model.task)]
 

@@ -163,94 +163,125 @@ def build_architecture(name: str, num_labels: int = 2):
 
 
 def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
-    """Run directories (each best checkpoint), checkpoint directories, arch:NAME, aliases and hub names."""
+    """Run directories (each best checkpoint), checkpoint directories, exported ONNX directories, arch:NAME,
+    aliases and hub names, in the order given."""
+    return [bench_model for spec in specs for bench_model in resolve_bench_model(spec)]
+
+
+def resolve_bench_model(spec: str) -> list[BenchModel]:
+    """The model(s) one spec names: a run directory gives one per trained model, anything else one."""
+    from distilbench.runtime.export import is_exported_model
+
+    path = Path(spec)
+    if is_exported_model(path):
+        return [_exported_bench_model(spec)]
+    if spec.startswith("arch:"):
+        return [_architecture_bench_model(spec)]
+    if path.is_dir() and (path / "models").is_dir() and not (path / "config.json").exists():
+        return _run_bench_models(spec)
+    if path.is_dir() and (path / "config.json").is_file():
+        return [_checkpoint_bench_model(spec)]
+    return [_hub_bench_model(spec)]
+
+
+def _exported_bench_model(spec: str) -> BenchModel:
+    """An exported ONNX directory: its graph, tokenizer and task, and no PyTorch model."""
+    from distilbench.runtime.export import read_exported
+
+    exported = read_exported(Path(spec))
+    return BenchModel(
+        spec,
+        None,
+        exported.tokenizer,
+        dir_size_mb(spec, "model.onnx"),
+        exported.task,
+        exported.label_names,
+        source=spec,
+        exported=exported,
+    )
+
+
+def _architecture_bench_model(spec: str) -> BenchModel:
+    """`arch:NAME`: random weights with the packaged MiniLM's tokenizer (the same uncased BERT vocabulary)."""
+    from distilbench.models.registry import load_tokenizer, packaged_minilm_path
+
+    model = build_architecture(spec[len("arch:") :])
+    tokenizer = load_tokenizer(packaged_minilm_path())
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        size = dir_size_mb(tmp)
+    return BenchModel(spec, model, tokenizer, size, source="random weights")
+
+
+def _run_bench_models(spec: str) -> list[BenchModel]:
+    """A run directory: the best checkpoint of every model trained in it, each knowing its run (its test split)."""
+    from distilbench.core.cache import checkpoint_key
+    from distilbench.models.registry import load_trained
+
+    path = Path(spec)
+    bests = sorted(p for p in (path / "models").glob("*/best") if p.exists())
+    if not bests:
+        raise DistilbenchError(f"run directory {spec} has no trained models yet (no models/*/best)")
+    found = []
+    for best in bests:
+        model, tokenizer, task, labels = load_trained(best)
+        found.append(
+            BenchModel(
+                best.parent.name,
+                model,
+                tokenizer,
+                dir_size_mb(best),
+                task,
+                labels,
+                source=str(best),
+                extra={"run": str(path)},
+                cache_key=checkpoint_key(best),
+            )
+        )
+    return found
+
+
+def _checkpoint_bench_model(spec: str) -> BenchModel:
+    """A checkpoint directory: a trained classifier with its task and labels, else a plain two-label model."""
     from transformers import AutoModelForSequenceClassification
 
     from distilbench.core.cache import checkpoint_key
-    from distilbench.models.registry import (
-        _from_pretrained,
-        load_tokenizer,
-        load_trained,
-        packaged_minilm_path,
+    from distilbench.models.registry import _from_pretrained, load_tokenizer, load_trained
+
+    try:
+        model, tokenizer, task, labels = load_trained(Path(spec))
+    except DistilbenchError:
+        model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
+        tokenizer, task, labels = load_tokenizer(spec), None, None
+    return BenchModel(
+        spec, model, tokenizer, dir_size_mb(spec), task, labels, source=spec, cache_key=checkpoint_key(Path(spec))
     )
-    from distilbench.runtime.export import is_exported_model, read_exported
 
-    found: list[BenchModel] = []
-    for spec in specs:
-        path = Path(spec)
-        if is_exported_model(path):
-            exported = read_exported(path)
-            found.append(
-                BenchModel(
-                    spec,
-                    None,
-                    exported.tokenizer,
-                    dir_size_mb(path, "model.onnx"),
-                    exported.task,
-                    exported.label_names,
-                    source=spec,
-                    exported=exported,
-                )
-            )
-        elif spec.startswith("arch:"):
-            model = build_architecture(spec[len("arch:") :])
-            tokenizer = load_tokenizer(packaged_minilm_path())  # the same uncased BERT vocabulary
-            with tempfile.TemporaryDirectory() as tmp:
-                model.save_pretrained(tmp)
-                size = dir_size_mb(tmp)
-            found.append(BenchModel(spec, model, tokenizer, size, source="random weights"))
-        elif path.is_dir() and (path / "models").is_dir() and not (path / "config.json").exists():
-            bests = sorted(p for p in (path / "models").glob("*/best") if p.exists())
-            if not bests:
-                raise DistilbenchError(f"run directory {spec} has no trained models yet (no models/*/best)")
-            for best in bests:
-                model, tokenizer, task, labels = load_trained(best)
-                found.append(
-                    BenchModel(
-                        best.parent.name,
-                        model,
-                        tokenizer,
-                        dir_size_mb(best),
-                        task,
-                        labels,
-                        source=str(best),
-                        extra={"run": str(path)},
-                        cache_key=checkpoint_key(best),
-                    )
-                )
-        elif path.is_dir() and (path / "config.json").is_file():
-            try:
-                model, tokenizer, task, labels = load_trained(path)
-            except DistilbenchError:
-                model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
-                tokenizer, task, labels = load_tokenizer(spec), None, None
-            found.append(
-                BenchModel(
-                    spec, model, tokenizer, dir_size_mb(path), task, labels, source=spec, cache_key=checkpoint_key(path)
-                )
-            )
-        else:
-            from distilbench.models.registry import resolve_model_path
 
-            model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
-            tokenizer = load_tokenizer(spec)
-            local = resolve_model_path(spec)
-            size = (
-                dir_size_mb(local)
-                if os.path.isdir(local)
-                else sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-            )
-            found.append(
-                BenchModel(
-                    spec,
-                    model.eval(),
-                    tokenizer,
-                    size,
-                    source=local,
-                    cache_key=checkpoint_key(local) if os.path.isdir(local) else None,
-                )
-            )
-    return found
+def _hub_bench_model(spec: str) -> BenchModel:
+    """An alias or hub name: a two-label model; its size from the weight files where they are local, else from
+    the parameters."""
+    from transformers import AutoModelForSequenceClassification
+
+    from distilbench.core.cache import checkpoint_key
+    from distilbench.models.registry import _from_pretrained, load_tokenizer, resolve_model_path
+
+    model = _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=2)
+    tokenizer = load_tokenizer(spec)
+    local = resolve_model_path(spec)
+    size = (
+        dir_size_mb(local)
+        if os.path.isdir(local)
+        else sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    )
+    return BenchModel(
+        spec,
+        model.eval(),
+        tokenizer,
+        size,
+        source=local,
+        cache_key=checkpoint_key(local) if os.path.isdir(local) else None,
+    )
 
 
 def percentiles(values: list[float]) -> dict:

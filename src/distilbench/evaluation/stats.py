@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -328,6 +329,18 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     return {"mcnemar_p": p, "discordant": [only_a, only_b]}
 
 
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How a bootstrap interval is drawn: the number of resamples, the confidence level, the seed of the resampling,
+    the method (CI_METHODS) and the alternative ("two-sided", or "greater" for a one-sided lower bound)."""
+
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    method: str = "percentile"
+    alternative: str = "two-sided"
+
+
 def _paired(
     task,
     labels,
@@ -336,15 +349,12 @@ def _paired(
     label_names,
     metric,
     *,
-    resamples,
-    confidence,
-    seed,
     thresholds_a,
     thresholds_b,
-    method,
-    alternative="two-sided",
+    bootstrap: BootstrapSettings,
 ) -> dict:
     """Paired bootstrap of metric(b) - metric(a): one resample of example indices scores both models."""
+    resamples, confidence, method = bootstrap.resamples, bootstrap.confidence, bootstrap.method
     metric = _check_metric(task, metric)
     _check_method(method)
     value_a = _point_value(task, metric, labels, probs_a, label_names, thresholds_a)
@@ -383,8 +393,8 @@ def _paired(
         resamples=resamples,
         confidence=confidence,
         method=method,
-        seed=seed,
-        alternative=alternative,
+        seed=bootstrap.seed,
+        alternative=bootstrap.alternative,
     )
     out.update(
         difference_points=100.0 * (value_b - value_a),
@@ -427,12 +437,9 @@ def paired_difference(
         probs_b,
         label_names,
         metric,
-        resamples=resamples,
-        confidence=confidence,
-        seed=seed,
         thresholds_a=thresholds_a,
         thresholds_b=thresholds_b,
-        method=method,
+        bootstrap=BootstrapSettings(resamples, confidence, seed, method),
     )
 
 
@@ -766,13 +773,9 @@ def learned_nothing(
         probs,
         label_names,
         metric,
-        resamples=resamples,
-        confidence=1 - alpha,
-        seed=seed,
         thresholds_a=None,
         thresholds_b=thresholds,
-        method="percentile",
-        alternative="greater",
+        bootstrap=BootstrapSettings(resamples, 1 - alpha, seed, "percentile", "greater"),
     )
     metric, model_value, base_value = diff["metric"], diff["value_b"], diff["value_a"]
     low, d = diff["low"], diff["difference_points"]

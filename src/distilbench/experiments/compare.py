@@ -7,6 +7,7 @@ import logging
 import shutil
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -58,8 +59,12 @@ from distilbench.runtime.inference import (
     tokenize_texts,
 )
 from distilbench.runtime.machine import machine_info, pick_device
+from distilbench.runtime.options import InferenceOptions
 from distilbench.runtime.predict import stored_thresholds
 from distilbench.training import distributed
+
+if TYPE_CHECKING:  # imported at run time inside the steps: `evaluate` and `predict` start without the Trainer's
+    from distilbench.training.finetune import EncodedDataset, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +205,18 @@ def mark_best(run: RunDir, slug: str, kept: str, keep: str) -> Path:
     return best
 
 
+def inference_options(config: ExperimentConfig) -> InferenceOptions:
+    """How compare, train, distill and evaluate run a saved checkpoint: the config's backend, evaluation batch
+    size, max length, device and the guard of auto, together."""
+    return InferenceOptions(
+        backend=config.backend,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        device=config.device,
+        choice=choice_settings(config),
+    )
+
+
 def test_model(
     model_dir: Path,
     frame: pd.DataFrame,
@@ -220,74 +237,106 @@ def test_model(
     device = pick_device(config.device)
     model.to(device)
     texts = frame["text"].tolist()
+    options = inference_options(config)
     backend, choice = build_backend(
         model,
         tokenizer,
         model_dir,
-        config.backend,
+        options.backend,
         device=device,
-        batch_size=config.eval_batch_size,
-        max_length=config.max_length,
+        batch_size=options.batch_size,
+        max_length=options.max_length,
         held_texts=texts,
-        settings=choice_settings(config),
+        settings=options.choice,
         show=progress,
     )
-    name = backend.name
     logits, seconds = backend_logits(
         backend,
         tokenizer,
         texts,
-        batch_size=config.eval_batch_size,
-        max_length=config.max_length,
+        batch_size=options.batch_size,
+        max_length=options.max_length,
         progress=progress,
         desc=desc,
     )
     probs = logits_to_probs(task, logits)
-    stats = compute_metrics(task, labels, probs, label_names)
     thresholds = stored_thresholds(model.config, label_names)
-    if task == "multilabel" and not np.allclose(thresholds, 0.5):
-        stats["thresholds"] = dict(zip(label_names, thresholds.tolist()))
-        stats["at_tuned_thresholds"] = compute_metrics(task, labels, probs, label_names, thresholds)
-    if intervals:
-        stats["intervals"] = {
-            m: bootstrap_ci(task, labels, probs, label_names, m, resamples=config.resamples, seed=config.seed)
-            for m in HEADLINE_METRICS[task]
-        }
+    stats = tested_metrics(
+        task, labels, probs, label_names, thresholds, config.resamples if intervals else None, config.seed
+    )
     stats.update(
         {
             "loss": loss_from_logits(task, logits, labels),
             "eval_time_s": seconds,
             "samples": len(frame),
             "samples_per_s": len(frame) / seconds if seconds > 0 else None,
-            "backend": name,
+            "backend": backend.name,
             "device": str(device),
         }
     )
     if choice is not None:
         stats["backend_choice"] = choice
-    if check_fp32 and name != "torch-fp32":
-        reference, _ = backend_logits(
+    if check_fp32 and backend.name != "torch-fp32":
+        reference = backend_logits(
             load_backend(model, "torch-fp32"),
             tokenizer,
             texts,
-            batch_size=config.eval_batch_size,
-            max_length=config.max_length,
+            batch_size=options.batch_size,
+            max_length=options.max_length,
             progress=progress,
             desc=f"{desc} (fp32 check)",
-        )
+        )[0]
         reference_probs = logits_to_probs(task, reference)
-        metric = primary_metric(task)
-        fp32_value = compute_metrics(task, labels, reference_probs, label_names)[metric]
-        if task == "multiclass":
-            same = probs.argmax(axis=1) == reference_probs.argmax(axis=1)
-        else:
-            same = ((probs >= 0.5) == (reference_probs >= 0.5)).all(axis=1)
-        stats["fp32_check"] = {
-            "agreement": float(same.mean()),
-            f"{metric}_fp32": fp32_value,
-            f"{metric}_delta": stats[metric] - fp32_value,
-        }
+        stats["fp32_check"] = fp32_agreement(
+            task, label_names, labels, probs, reference_probs, stats[primary_metric(task)]
+        )
     return stats, labels, probs
+
+
+def tested_metrics(
+    task: str,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    label_names: list[str],
+    thresholds: np.ndarray,
+    resamples: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """The metrics of predicted `probs`; for multilabel with tuned `thresholds`, also the metrics at them; with
+    `resamples`, each headline metric's 95 % bootstrap interval (`seed`: the resampling's)."""
+    stats = compute_metrics(task, labels, probs, label_names)
+    if task == "multilabel" and not np.allclose(thresholds, 0.5):
+        stats["thresholds"] = dict(zip(label_names, thresholds.tolist()))
+        stats["at_tuned_thresholds"] = compute_metrics(task, labels, probs, label_names, thresholds)
+    if resamples is not None:
+        stats["intervals"] = {
+            m: bootstrap_ci(task, labels, probs, label_names, m, resamples=resamples, seed=seed)
+            for m in HEADLINE_METRICS[task]
+        }
+    return stats
+
+
+def fp32_agreement(
+    task: str,
+    label_names: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    reference_probs: np.ndarray,
+    value: float,
+) -> dict:
+    """How a backend's `probs` (primary metric `value`) compare with torch-fp32's `reference_probs` on the same
+    texts: the share of texts with the same predicted label(s), torch-fp32's primary metric and the difference."""
+    metric = primary_metric(task)
+    fp32_value = compute_metrics(task, labels, reference_probs, label_names)[metric]
+    if task == "multiclass":
+        same = probs.argmax(axis=1) == reference_probs.argmax(axis=1)
+    else:
+        same = ((probs >= 0.5) == (reference_probs >= 0.5)).all(axis=1)
+    return {
+        "agreement": float(same.mean()),
+        f"{metric}_fp32": fp32_value,
+        f"{metric}_delta": value - fp32_value,
+    }
 
 
 def predictions_frame(
@@ -312,6 +361,47 @@ def predictions_frame(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelJob:
+    """One model trained with one seed in a run, as every step of run_model sees it: its spec, the settings
+    (config.seed: the seed), the run directory, `slug` (its folders there), `shown` (its name as printed), the
+    fine-tuned `teacher` it is distilled from (or None), and whether to show progress and resume."""
+
+    spec: str
+    config: ExperimentConfig
+    run: RunDir
+    slug: str
+    shown: str
+    teacher: Path | None = None
+    progress: bool = True
+    resume: bool = False
+
+    @property
+    def results(self) -> Path:
+        return self.run.results(self.slug)
+
+
+def model_job(
+    spec: str,
+    config: ExperimentConfig,
+    run: RunDir,
+    progress: bool,
+    teacher: Path | None,
+    resume: bool,
+    slug: str | None,
+) -> ModelJob:
+    """The job of run_model; a model trained with one of several seeds (train_seeds) has a slug of its own and
+    is shown with its seed."""
+    slug = slug or model_slug(spec)
+    seeds = config.training_seeds()
+    shown = (
+        spec
+        if slug == model_slug(spec)
+        else f"{spec} (seed {config.seed}, {seeds.index(config.seed) + 1} of {len(seeds)})"
+    )
+    return ModelJob(spec, config, run, slug, shown, teacher, progress, resume)
+
+
 def run_model(
     spec: str,
     config: ExperimentConfig,
@@ -327,116 +417,157 @@ def run_model(
     the best of its epochs (and averaged checkpoints), test it; write its stats and return its comparison row
     (also saved as results/<slug>/row.json, written last, so `resume` knows the model is done). `slug`: where it
     goes (default: the model's own folder; `<model>/seed-<s>` for one of several seeds)."""
-    # imported here: `evaluate` and `predict` start without the Trainer's import time
-    from distilbench.training.distillation import (
-        distillation_settings,
-        distillation_variant,
-        soft_target_texts,
-        teacher_logits_for,
-    )
-    from distilbench.training.finetune import TrainResult, encode_split, train_model
-
-    slug = slug or model_slug(spec)
-    results = run.results(slug)
+    job = model_job(spec, config, run, progress, teacher, resume, slug)
     main = distributed.is_main_process()
-    seeds = config.training_seeds()  # one of several seeds (train_seeds) has a slug of its own
-    shown = (
-        spec
-        if slug == model_slug(spec)
-        else f"{spec} (seed {config.seed}, {seeds.index(config.seed) + 1} of {len(seeds)})"
-    )
-    if distributed.share(resume and main and (results / "row.json").is_file()):
-        say(f"\n== {shown}: finished before the run stopped; kept")
-        return read_json(results / "row.json") if main else None
+    if distributed.share(resume and main and (job.results / "row.json").is_file()):
+        say(f"\n== {job.shown}: finished before the run stopped; kept")
+        return read_json(job.results / "row.json") if main else None
+    model, tokenizer, params = load_to_train(job, label_names)
+    train_data, val_data = encode_for_training(job, model, tokenizer, splits, label_names)
+    result = train_or_reload(job, model, tokenizer, train_data, val_data, label_names)
+    if not main:  # the first process tests and writes; the others wait for it before the next model
+        distributed.barrier()
+        return None
+    best = keep_best(job, result)
+    thresholds = tune_on_validation(job, best, splits["val"], label_names)
+    test_stats = final_test(job, best, result, splits["test"], label_names, thresholds)
+    row = comparison_row(job, model, params, result, best, test_stats, train_data)
+    write_json_atomic(job.results / "row.json", row)
+    distributed.barrier()
+    return row
+
+
+def load_to_train(job: ModelJob, label_names: list[str]) -> tuple:
+    """The model to train (seeded with config.seed) and its tokenizer and parameter counts; fails early when the
+    disk cannot hold its checkpoints."""
+    config = job.config
     set_seed(config.seed)
-    model, tokenizer = load_classifier(spec, config.task, label_names, config.head)
+    model, tokenizer = load_classifier(job.spec, config.task, label_names, config.head)
     params = count_parameters(model)
     say(
-        f"\n== {shown}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
+        f"\n== {job.shown}: {describe(model.config)['model_type']}, {describe(model.config)['layers']} layers, "
         f"{params['total'] / 1e6:.1f} M parameters"
     )
-    if main:  # fp32 weights per kept epoch and average, the newest Trainer state (weights, two Adam moments), slack
+    # fp32 weights per kept epoch and average, the newest Trainer state (weights, two Adam moments), slack
+    if distributed.is_main_process():
         averages = max(min(config.averaged_checkpoints(), config.epochs) - 1, 0)
-        check_free_space(run.root, 4 * params["total"] * (config.epochs + averages + 4), f"training {spec}")
+        check_free_space(job.run.root, 4 * params["total"] * (config.epochs + averages + 4), f"training {job.spec}")
+    return model, tokenizer, params
+
+
+def encode_for_training(
+    job: ModelJob, model, tokenizer, splits: dict[str, pd.DataFrame], label_names: list[str]
+) -> tuple[EncodedDataset, EncodedDataset]:
+    """The training and validation splits tokenized; a distilled student's training data also holds the
+    teacher's logits, for the training texts and for the texts it learns from those alone."""
+    from distilbench.training.finetune import encode_split
+
+    config = job.config
     positions = max_positions(model.config)
     train_data = encode_split(tokenizer, splits["train"], config.task, label_names, config.max_length, positions)
-    if teacher is not None:  # computed once, by the first process
-        cache_stem = run.root / "cache" / model_slug(str(teacher.resolve()))
-        train_data.teacher_logits = distributed.share(
+    if job.teacher is not None:
+        train_data = with_teacher_logits(job, train_data, tokenizer, splits, positions)
+    val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length, positions)
+    return train_data, val_data
+
+
+def with_teacher_logits(
+    job: ModelJob, train_data: EncodedDataset, tokenizer, splits: dict[str, pd.DataFrame], positions: int
+) -> EncodedDataset:
+    """`train_data` with the teacher's logits (computed once, by the first process, and cached in the run), plus
+    the rows of the texts with the teacher's outputs only (--unlabeled, --augment)."""
+    from distilbench.training.distillation import soft_target_texts, teacher_logits_for
+
+    config, main = job.config, distributed.is_main_process()
+    cache_stem = job.run.root / "cache" / model_slug(str(job.teacher.resolve()))
+    train_data.teacher_logits = distributed.share(
+        teacher_logits_for(
+            job.teacher,
+            splits["train"]["text"].tolist(),
+            Path(f"{cache_stem}.train-logits.npy"),
+            batch_size=config.eval_batch_size,
+            max_length=config.max_length,
+            progress=job.progress,
+        )
+        if main
+        else None
+    )
+    for what, texts in soft_target_texts(config, splits, tokenizer).items():
+        logits = distributed.share(
             teacher_logits_for(
-                teacher,
-                splits["train"]["text"].tolist(),
-                Path(f"{cache_stem}.train-logits.npy"),
+                job.teacher,
+                texts,
+                Path(f"{cache_stem}.{what.split()[0]}-logits.npy"),
                 batch_size=config.eval_batch_size,
                 max_length=config.max_length,
-                progress=progress,
+                progress=job.progress,
+                what=what,
             )
             if main
             else None
         )
-        for what, texts in soft_target_texts(config, splits, tokenizer).items():
-            logits = distributed.share(
-                teacher_logits_for(
-                    teacher,
-                    texts,
-                    Path(f"{cache_stem}.{what.split()[0]}-logits.npy"),
-                    batch_size=config.eval_batch_size,
-                    max_length=config.max_length,
-                    progress=progress,
-                    what=what,
-                )
-                if main
-                else None
-            )
-            train_data = train_data.with_soft_rows(
-                tokenize_texts(tokenizer, texts, config.max_length, positions), logits
-            )
-        if train_data.labelled is not None:
-            say(
-                f"  training on {int(train_data.labelled.sum())} labelled texts and "
-                f"{int((~train_data.labelled).sum())} texts with the teacher's outputs only"
-            )
-    val_data = encode_split(tokenizer, splits["val"], config.task, label_names, config.max_length, positions)
-    if distributed.share(resume and main and (results / "training_stats.json").is_file()):
-        if main:  # trained, then stopped while testing
-            saved = read_json(results / "training_stats.json")
-            result = TrainResult(
-                saved["epochs"],
-                saved["best_epoch"],
-                saved["select_metric"],
-                saved["precision"],
-                saved["train_time_s"],
-                saved.get("averages", []),
-                kept_checkpoint(saved),
-            )
-    else:
-        running_teacher = None
-        if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
-            running_teacher = load_trained(teacher)[0]  # loaded once; runs on every training batch
-        result = train_model(
-            model,
-            tokenizer,
-            train_data,
-            val_data,
-            config.task,
-            label_names,
-            config,
-            run.model_dir(slug),
-            shown,
-            progress,
-            resume,
-            teacher=running_teacher,
-            average_last=config.averaged_checkpoints(),
+        train_data = train_data.with_soft_rows(tokenize_texts(tokenizer, texts, config.max_length, positions), logits)
+    if train_data.labelled is not None:
+        say(
+            f"  training on {int(train_data.labelled.sum())} labelled texts and "
+            f"{int((~train_data.labelled).sum())} texts with the teacher's outputs only"
         )
-    if not main:  # the first process tests and writes; the others wait for it before the next model
-        distributed.barrier()
-        return None
+    return train_data
+
+
+def train_or_reload(
+    job: ModelJob,
+    model,
+    tokenizer,
+    train_data: EncodedDataset,
+    val_data: EncodedDataset,
+    label_names: list[str],
+) -> TrainResult | None:
+    """Train the model (TrainResult); with `resume`, a model trained before the run stopped while testing it is
+    not trained again: its result is read back from training_stats.json (None on the other processes)."""
+    from distilbench.training.finetune import TrainingExtras, TrainResult, train_model
+
+    config, main = job.config, distributed.is_main_process()
+    if distributed.share(job.resume and main and (job.results / "training_stats.json").is_file()):
+        if not main:
+            return None
+        saved = read_json(job.results / "training_stats.json")
+        return TrainResult(
+            saved["epochs"],
+            saved["best_epoch"],
+            saved["select_metric"],
+            saved["precision"],
+            saved["train_time_s"],
+            saved.get("averages", []),
+            kept_checkpoint(saved),
+        )
+    running_teacher = None
+    if job.teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
+        running_teacher = load_trained(job.teacher)[0]  # loaded once; runs on every training batch
+    return train_model(
+        model,
+        tokenizer,
+        train_data,
+        val_data,
+        config.task,
+        label_names,
+        config,
+        job.run.model_dir(job.slug),
+        job.shown,
+        job.progress,
+        job.resume,
+        TrainingExtras(teacher=running_teacher, average_last=config.averaged_checkpoints()),
+    )
+
+
+def keep_best(job: ModelJob, result: TrainResult) -> Path:
+    """Point models/<slug>/best at the kept checkpoint, write training_stats.json and say what was kept."""
     kept = result.kept
-    best = mark_best(run, slug, kept, config.keep_checkpoints)
+    best = mark_best(job.run, job.slug, kept, job.config.keep_checkpoints)
     write_json_atomic(
-        results / "training_stats.json",
+        job.results / "training_stats.json",
         {
-            "model": spec,
+            "model": job.spec,
             "best_epoch": result.best_epoch,
             "kept": kept,
             "select_metric": result.select_metric,
@@ -451,8 +582,14 @@ def run_model(
         + (f" among the epochs and the averages of the last {len(result.averages) + 1}" if result.averages else "")
         + ")"
     )
+    return best
 
-    _, val_labels, val_probs = test_model(best, splits["val"], config, progress, "val", check_fp32=False)
+
+def tune_on_validation(job: ModelJob, best: Path, val: pd.DataFrame, label_names: list[str]) -> np.ndarray:
+    """Predict the validation split with the kept checkpoint (val_predictions.csv); for multilabel, tune
+    per-label thresholds on it and store them in the checkpoint. Returns the thresholds (0.5 each otherwise)."""
+    config = job.config
+    _, val_labels, val_probs = test_model(best, val, config, job.progress, "val", check_fp32=False)
     thresholds = np.full(len(label_names), 0.5)
     if config.task == "multilabel":
         thresholds = tune_thresholds(val_labels, val_probs, config.threshold_metric)
@@ -464,48 +601,84 @@ def run_model(
             + ", ".join(f"{n} {t:.2f}" for n, t in zip(label_names, thresholds))
         )
     write_csv_atomic(
-        results / "val_predictions.csv",
-        predictions_frame(splits["val"], config.task, label_names, val_labels, val_probs, thresholds),
+        job.results / "val_predictions.csv",
+        predictions_frame(val, config.task, label_names, val_labels, val_probs, thresholds),
     )
+    return thresholds
 
-    test_stats, labels, probs = test_model(best, splits["test"], config, progress, intervals=True)
+
+def final_test(
+    job: ModelJob, best: Path, result: TrainResult, test: pd.DataFrame, label_names: list[str], thresholds: np.ndarray
+) -> dict:
+    """Test the kept checkpoint with intervals: test_predictions.csv and test_stats.json; returns the stats."""
+    config = job.config
+    test_stats, labels, probs = test_model(best, test, config, job.progress, intervals=True)
     test_stats.update(
-        {"model": spec, "checkpoint": str(run.model_dir(slug) / kept), "best_epoch": result.best_epoch, "kept": kept}
+        {
+            "model": job.spec,
+            "checkpoint": str(job.run.model_dir(job.slug) / result.kept),
+            "best_epoch": result.best_epoch,
+            "kept": result.kept,
+        }
     )
     write_csv_atomic(
-        results / "test_predictions.csv",
-        predictions_frame(splits["test"], config.task, label_names, labels, probs, thresholds),
+        job.results / "test_predictions.csv",
+        predictions_frame(test, config.task, label_names, labels, probs, thresholds),
     )
-    write_json_atomic(results / "test_stats.json", test_stats)
+    write_json_atomic(job.results / "test_stats.json", test_stats)
+    return test_stats
+
+
+def training_method(job: ModelJob, model, train_data: EncodedDataset) -> str:
+    """The row's `method`: how the model was built (a student cut from a teacher, a random control) and trained
+    (on labels, or distilled from the teacher with which settings)."""
+    from distilbench.training.distillation import distillation_variant
+
+    config = job.config
     method = "fine-tuned on labels"
-    if teacher is not None:
+    if job.teacher is not None:
         method = (
-            f"distilled from the fine-tuned {teacher} (alpha {config.alpha}, temperature "
+            f"distilled from the fine-tuned {job.teacher} (alpha {config.alpha}, temperature "
             f"{config.temperature}{distillation_variant(config, train_data)})"
         )
-    student = parse_student_spec(spec)
-    if student is not None:
-        layers = model.config.to_dict().get(DISTILBENCH_KEY, {}).get("teacher_layers")
-        architecture = describe(model.config)["model_type"]
-        if student.kind == "scratch":
-            built = f"{architecture} of {len(layers)} layers, random weights (control)"
-        elif student.kind == "student" and architecture == "distilbert":
-            built = f"DistilBERT-style student of {student.teacher} (teacher layers {layers})"
-        else:
-            built = f"{len(layers)}-layer {architecture} copy of {student.teacher} (teacher layers {layers})"
-        method = f"{built}, {method}"
+    student = parse_student_spec(job.spec)
+    if student is None:
+        return method
+    layers = model.config.to_dict().get(DISTILBENCH_KEY, {}).get("teacher_layers")
+    architecture = describe(model.config)["model_type"]
+    if student.kind == "scratch":
+        built = f"{architecture} of {len(layers)} layers, random weights (control)"
+    elif student.kind == "student" and architecture == "distilbert":
+        built = f"DistilBERT-style student of {student.teacher} (teacher layers {layers})"
+    else:
+        built = f"{len(layers)}-layer {architecture} copy of {student.teacher} (teacher layers {layers})"
+    return f"{built}, {method}"
+
+
+def comparison_row(
+    job: ModelJob,
+    model,
+    params: dict,
+    result: TrainResult,
+    best: Path,
+    test_stats: dict,
+    train_data: EncodedDataset,
+) -> dict:
+    """The model's row of the comparison: how it was made, its size, validation and test metrics and times."""
+    from distilbench.training.distillation import distillation_settings
+
     best_row = result.kept_row()
     row = {
-        "model": spec,
-        "seed": config.seed,
-        "method": method,
-        "teacher": str(teacher) if teacher is not None else None,
+        "model": job.spec,
+        "seed": job.config.seed,
+        "method": training_method(job, model, train_data),
+        "teacher": str(job.teacher) if job.teacher is not None else None,
         "architecture": describe(model.config),
         "params": params["total"],
         "params_by_block": params,
         "size_mb": dir_size_mb(best),
         "best_epoch": result.best_epoch,
-        "kept": kept,
+        "kept": result.kept,
         "select_metric": result.select_metric,
         "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_") and k != "val_time_s"},
         "test": summary_metrics(test_stats),
@@ -520,10 +693,8 @@ def run_model(
         "backend_choice": test_stats.get("backend_choice"),
         "checkpoint": str(best),
     }
-    if teacher is not None:
-        row["distillation"] = distillation_settings(config, train_data)
-    write_json_atomic(results / "row.json", row)
-    distributed.barrier()
+    if job.teacher is not None:
+        row["distillation"] = distillation_settings(job.config, train_data)
     return row
 
 
@@ -538,22 +709,24 @@ def check_distillation_inputs(config: ExperimentConfig) -> None:
 def measure_speed(rows: list[dict], config: ExperimentConfig, run: RunDir, texts: list[str], progress: bool) -> None:
     """Throughput and latency of every best checkpoint under `distilbench bench`'s protocol (warm-up,
     alternating rounds, median and spread), on the test texts, each with the backend it was tested with."""
-    from distilbench.benchmarking.bench import run_bench
+    from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench
 
     say("\nspeed (bench protocol: warm-up, 5 alternating rounds, median) ...")
     report = run_bench(
         [row["checkpoint"] for row in rows],
         per_model_backends=[row["backend"] for row in rows],
-        texts=texts,
-        choose=False,
-        batch_size=config.eval_batch_size,
-        samples=min(512, max(len(texts), 64)),
-        repeats=5,
-        latency_samples=50,
-        max_length=config.max_length,
-        memory=False,
-        metric=False,
-        device=config.device,
+        source=BenchTexts(texts=texts),
+        choice=None,
+        options=BenchOptions(
+            batch_size=config.eval_batch_size,
+            samples=min(512, max(len(texts), 64)),
+            repeats=5,
+            latency_samples=50,
+            max_length=config.max_length,
+            memory=False,
+            metric=False,
+            device=config.device,
+        ),
         out=str(run.root / "speed.json"),
         progress=progress,
         show=False,

@@ -43,7 +43,7 @@ from distilbench.runs import (
 )
 from distilbench.runtime.inference import max_positions
 from distilbench.training import distributed
-from distilbench.training.finetune import choose_best_epoch, encode_split, train_model
+from distilbench.training.finetune import TrainingExtras, choose_best_epoch, encode_split, train_model
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class Search:
                 directory,
                 f"trial {trial.number}",
                 self.progress,
-                callbacks=[pruning],
+                extras=TrainingExtras(callbacks=[pruning]),
             )
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial failed; --resume tries it again
             trial.set_user_attr("interrupted", True)
@@ -519,30 +519,89 @@ def _settings_of(study: optuna.Study, spec: str | None, teacher: Path | None, sp
 # ------------------------------------------------------------------------------------------- the verb
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchBudget:
+    """How much a search runs and how it stops a trial early: trials until the study holds `trials` finished ones
+    (or `timeout` seconds pass); `pruner`: Optuna's pruner (default: median, from epoch 2 on, once 5 trials
+    finished; none with `prune` off)."""
+
+    trials: int = 20
+    timeout: float | None = None
+    prune: bool = True
+    pruner: optuna.pruners.BasePruner | None = None
+
+    def validate(self) -> "SearchBudget":
+        if self.trials < 1:
+            raise DistilbenchError(f"--trials must be at least 1, not {self.trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise DistilbenchError(f"--timeout must be a positive number of seconds, not {self.timeout}")
+        return self
+
+    def study_pruner(self) -> optuna.pruners.BasePruner:
+        """The pruner the study runs its trials with."""
+        if self.pruner is not None:
+            return self.pruner
+        if self.prune:
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        return optuna.pruners.NopPruner()
+
+
 def tune(
     config: ExperimentConfig,
     model: str | None = None,
     *,
     teacher: str | None = None,
-    trials: int = 20,
-    timeout: float | None = None,
+    budget: SearchBudget = SearchBudget(),
     search: list[str] | None = None,
     fixed: set[str] | frozenset = frozenset(),
-    prune: bool = True,
-    pruner: optuna.pruners.BasePruner | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
     """Search the settings of one model (or of a student distilled from `teacher`) on the validation split:
-    run trials until the study holds `trials` finished ones (or `timeout` seconds pass), then write the
-    results. `fixed`: the settings given as flags, left out of the default search. `pruner`: Optuna's
-    pruner (default: median, from epoch 2 on, once 5 trials finished; none with `prune` off).
-    `resume` continues the search in config.out with its stored model, teacher and space."""
-    if trials < 1:
-        raise DistilbenchError(f"--trials must be at least 1, not {trials}")
-    if timeout is not None and timeout <= 0:
-        raise DistilbenchError(f"--timeout must be a positive number of seconds, not {timeout}")
+    run trials within the `budget`, then write the results. `search`: the parameters to search (NAME or
+    NAME=LOW:HIGH); `fixed`: the settings given as flags, left out of the default search. `resume` continues
+    the search in config.out with its stored model, teacher and space."""
+    budget.validate()
+    teacher_dir = check_search_request(config, model, teacher, resume)
+    space = None if resume else search_space(search, teacher_dir is not None, fixed)
+    if teacher_dir is not None:
+        config.task, _ = read_task_labels(teacher_dir)
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if log.isEnabledFor(logging.DEBUG) else optuna.logging.ERROR)
+
+    with open_run(config, overwrite, resume) as run:
+        shutil.rmtree(run.root / TRIALS_DIR, ignore_errors=True)  # what a killed trial left behind
+        metric = config.best_epoch_metric()
+        study = open_study(run, "minimize" if "loss" in metric else "maximize")
+        settings = search_settings(study, run, model, teacher_dir, space, search if resume else None)
+        teacher_dir = Path(settings["teacher"]) if settings["teacher"] else None
+        config.models = [settings["model"]]
+        splits, label_names = search_splits(config, run, resume, teacher_dir)
+        again = retry_interrupted(study)
+        if again:
+            say(f"interrupted trial(s) {', '.join(map(str, again))}: their settings run again")
+        space = settings["space"]
+        summary = search_summary(settings, config, metric, splits, teacher_dir)
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        say(
+            f"\nsearch: {settings['model']}{f' distilled from {teacher_dir}' if teacher_dir else ''}, "
+            f"validation {metric} ({'lower' if 'loss' in metric else 'higher'} is better), {budget.trials} trials"
+            f"{f' ({done} finished before)' if done else ''}: {describe_space(space)}"
+        )
+        if done >= budget.trials:
+            say(f"the search holds {done} finished trials already; pass a larger --trials to run more")
+            result = write_results(study, run, config, summary)
+        else:
+            objective = Search(
+                config, settings["model"], run, splits, label_names, space, metric, teacher_dir, budget.trials, progress
+            ).objective
+            result = run_trials(study, objective, run, config, summary, budget)
+        show_summary(result, run, metric)
+    return result
+
+
+def check_search_request(config: ExperimentConfig, model: str | None, teacher: str | None, resume: bool) -> Path | None:
+    """Refuse, before anything is written, a search tune cannot run; returns the teacher's checkpoint (or None)."""
     if distributed.world_size() > 1:
         raise DistilbenchError("tune runs in one process; start it without torchrun / accelerate launch")
     if not resume and not model:
@@ -563,94 +622,101 @@ def tune(
             f"--model must be a student spec (student:<teacher>[:layers], student-bert:..., "
             f"scratch:...) or a model directory to distil from --teacher, not '{model}'"
         )
-    space = None if resume else search_space(search, teacher_dir is not None, fixed)
-    if teacher_dir is not None:
-        config.task, _ = read_task_labels(teacher_dir)
-    optuna.logging.set_verbosity(optuna.logging.DEBUG if log.isEnabledFor(logging.DEBUG) else optuna.logging.ERROR)
+    return teacher_dir
 
-    with open_run(config, overwrite, resume) as run:
-        shutil.rmtree(run.root / TRIALS_DIR, ignore_errors=True)  # what a killed trial left behind
-        metric = config.best_epoch_metric()
-        study = open_study(run, "minimize" if "loss" in metric else "maximize")
-        if resume and search is not None:
-            stored_teacher = teacher_dir or study.user_attrs.get("teacher")
-            space = search_space(search, stored_teacher is not None)
-        settings = _settings_of(study, model, teacher_dir, space)
-        if settings["model"] is None:
-            raise DistilbenchError(f"{run.root} holds no search to resume; start one with --model NAME")
-        teacher_dir = Path(settings["teacher"]) if settings["teacher"] else None
-        if settings["space"] is None:
-            settings["space"] = search_space(None, teacher_dir is not None)
-        if not study.user_attrs:
-            for key, value in settings.items():
-                study.set_user_attr(key, value)
-        config.models = [settings["model"]]
-        teacher_labels = read_task_labels(teacher_dir)[1] if teacher_dir is not None else None
-        splits, label_names = start_run(config, run, resume, teacher_labels)
-        if teacher_labels is not None and set(label_names) != set(teacher_labels):
-            raise DistilbenchError(
-                f"the data's labels ({', '.join(label_names)}) are not the teacher's ({', '.join(teacher_labels)})"
-            )
-        splits = {name: splits[name] for name in ("train", "val")}  # the test split stays out of the search
-        again = retry_interrupted(study)
-        if again:
-            say(f"interrupted trial(s) {', '.join(map(str, again))}: their settings run again")
-        space = settings["space"]
-        summary = {
-            "model": settings["model"],
-            "teacher": settings["teacher"],
-            "task": config.task,
-            "data": config.data,
-            "select_metric": metric,
-            "space": space,
-            "fixed": {
-                name: getattr(config, name)
-                for name in SEARCH_SPACE
-                if name not in space and (teacher_dir is not None or name not in DISTILLATION_ONLY)
-            },
-            "rows": {name: len(split) for name, split in splits.items()},
-        }
-        done = len(study.get_trials(deepcopy=False, states=FINISHED))
-        say(
-            f"\nsearch: {settings['model']}{f' distilled from {teacher_dir}' if teacher_dir else ''}, "
-            f"validation {metric} ({'lower' if 'loss' in metric else 'higher'} is better), {trials} trials"
-            f"{f' ({done} finished before)' if done else ''}: {describe_space(space)}"
+
+def search_settings(
+    study: optuna.Study,
+    run: RunDir,
+    spec: str | None,
+    teacher_dir: Path | None,
+    space: dict | None,
+    search_on_resume: list[str] | None,
+) -> dict:
+    """The search's model, teacher and space: those given, checked against the study's and completed from them
+    (a resumed search keeps its own; `search_on_resume`: a new --search given with --resume), stored in a new
+    study."""
+    if search_on_resume is not None:
+        stored_teacher = teacher_dir or study.user_attrs.get("teacher")
+        space = search_space(search_on_resume, stored_teacher is not None)
+    settings = _settings_of(study, spec, teacher_dir, space)
+    if settings["model"] is None:
+        raise DistilbenchError(f"{run.root} holds no search to resume; start one with --model NAME")
+    if settings["space"] is None:
+        settings["space"] = search_space(None, bool(settings["teacher"]))
+    if not study.user_attrs:
+        for key, value in settings.items():
+            study.set_user_attr(key, value)
+    return settings
+
+
+def search_splits(
+    config: ExperimentConfig, run: RunDir, resume: bool, teacher_dir: Path | None
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The training and validation splits (made and saved like compare's, the test split too, which the search
+    never reads) and the label names, which must be the teacher's."""
+    teacher_labels = read_task_labels(teacher_dir)[1] if teacher_dir is not None else None
+    splits, label_names = start_run(config, run, resume, teacher_labels)
+    if teacher_labels is not None and set(label_names) != set(teacher_labels):
+        raise DistilbenchError(
+            f"the data's labels ({', '.join(label_names)}) are not the teacher's ({', '.join(teacher_labels)})"
         )
-        if done >= trials:
-            say(f"the search holds {done} finished trials already; pass a larger --trials to run more")
-            result = write_results(study, run, config, summary)
-        else:
-            objective = Search(
-                config, settings["model"], run, splits, label_names, space, metric, teacher_dir, trials, progress
-            ).objective
-            study.pruner = pruner or (
-                optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-                if prune
-                else optuna.pruners.NopPruner()
-            )
-            # seeded, and offset by the trials run before, so a resumed search does not draw the same settings
-            study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    return {name: splits[name] for name in ("train", "val")}, label_names  # the test split stays out of the search
 
-            def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-                score = trial.user_attrs.get("score")
-                how = (
-                    f"finished: {metric} {score:.4f} at epoch {trial.user_attrs.get('best_epoch')}"
-                    if trial.state == TrialState.COMPLETE
-                    else f"pruned after epoch {len(trial.user_attrs.get('scores', []))} ({metric} {score:.4f})"
-                )
-                best = best_trial(study)
-                say(
-                    f"trial {trial.number} {how}, {trial.user_attrs.get('time_s', 0):.1f} s"
-                    + (f"; best: trial {best.number}, {best.value:.4f}" if best is not None else "")
-                )
-                write_results(study, run, config, summary, plot=False)  # the plot once, at the end
 
-            try:
-                study.optimize(objective, n_trials=trials - done, timeout=timeout, callbacks=[after_trial])
-            finally:  # interrupted or failed too: what finished is written
-                shutil.rmtree(run.root / TRIALS_DIR, ignore_errors=True)
-                result = write_results(study, run, config, summary)
-        show_summary(result, run, metric)
+def search_summary(
+    settings: dict, config: ExperimentConfig, metric: str, splits: dict[str, pd.DataFrame], teacher_dir: Path | None
+) -> dict:
+    """What tune.json says about the search besides its trials: model, teacher, data, metric, space, the
+    settings it leaves fixed and the rows per split."""
+    space = settings["space"]
+    return {
+        "model": settings["model"],
+        "teacher": settings["teacher"],
+        "task": config.task,
+        "data": config.data,
+        "select_metric": metric,
+        "space": space,
+        "fixed": {
+            name: getattr(config, name)
+            for name in SEARCH_SPACE
+            if name not in space and (teacher_dir is not None or name not in DISTILLATION_ONLY)
+        },
+        "rows": {name: len(split) for name, split in splits.items()},
+    }
+
+
+def run_trials(
+    study: optuna.Study, objective, run: RunDir, config: ExperimentConfig, summary: dict, budget: SearchBudget
+) -> dict:
+    """Run trials until the study holds budget.trials finished ones (or the timeout passes), saying each and
+    writing the results after each; at the end, also when interrupted or failed, delete the trials' checkpoints
+    and write the results (with the plot). Returns tune.json's content."""
+    metric = summary["select_metric"]
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    study.pruner = budget.study_pruner()
+    # seeded, and offset by the trials run before, so a resumed search does not draw the same settings
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        score = trial.user_attrs.get("score")
+        how = (
+            f"finished: {metric} {score:.4f} at epoch {trial.user_attrs.get('best_epoch')}"
+            if trial.state == TrialState.COMPLETE
+            else f"pruned after epoch {len(trial.user_attrs.get('scores', []))} ({metric} {score:.4f})"
+        )
+        best = best_trial(study)
+        say(
+            f"trial {trial.number} {how}, {trial.user_attrs.get('time_s', 0):.1f} s"
+            + (f"; best: trial {best.number}, {best.value:.4f}" if best is not None else "")
+        )
+        write_results(study, run, config, summary, plot=False)  # the plot once, at the end
+
+    try:
+        study.optimize(objective, n_trials=budget.trials - done, timeout=budget.timeout, callbacks=[after_trial])
+    finally:  # interrupted or failed too: what finished is written
+        shutil.rmtree(run.root / TRIALS_DIR, ignore_errors=True)
+        result = write_results(study, run, config, summary)
     return result
 
 

@@ -134,9 +134,7 @@ def calibrate(
     *,
     task: str,
     label_names: list[str],
-    texts: list[str],
-    labels: np.ndarray | None = None,
-    guard_source: str = "held sample",
+    guard: tuple[list[str], np.ndarray | None, str],
     model_dir: str | Path | None = None,
     device: torch.device | str = "auto",
     batch_size: int = 32,
@@ -144,18 +142,17 @@ def calibrate(
     settings: ChoiceSettings | None = None,
     show: bool = True,
 ) -> tuple[object, dict]:
-    """Measure every candidate on `texts`, refuse those that disagree with fp32, keep the fastest.
+    """Measure every candidate on the guard's texts, refuse those that disagree with fp32, keep the fastest.
 
-    Returns the chosen backend (built) and the record of the choice; caches the record for `model_dir`."""
-    from distilbench.evaluation.metrics import compute_metrics, primary_metric
-    from distilbench.runtime.backends import load_backend
-
+    `guard`: (texts, their labels or None, where they come from, for messages). Returns the chosen backend
+    (built) and the record of the choice; caches the record for `model_dir`."""
     settings = (settings or ChoiceSettings()).validate()
     device = pick_device(device) if isinstance(device, str) else device
     started = time.perf_counter()
     candidates = candidate_backends(device)
     if device.type != "cpu":  # a model on a GPU stays there; CPU-only backends are no candidates
         model.to(device)
+    texts, labels, guard_source = guard
     texts = list(texts[:CALIBRATION_TEXTS])
     if labels is not None:
         labels = labels[: len(texts)]
@@ -163,54 +160,9 @@ def calibrate(
         raise DistilbenchError("no texts to choose a backend on: pass --backend explicitly")
     if show:
         say(f"choosing a backend: {', '.join(candidates)} on {len(texts)} {guard_source} texts ...")
-    built, failed = {}, {}
-    for name in candidates:
-        try:
-            built[name] = load_backend(model, name, cache_key=_checkpoint_key(model_dir))
-        except DistilbenchError as exc:
-            failed[name] = str(exc)
-    # warm-up (first calls pay for allocation and kernel choice), then two alternating rounds
-    for backend in built.values():
-        backend_logits(backend, tokenizer, texts[: batch_size * 2], batch_size=batch_size, max_length=max_length)
-    seconds: dict[str, list[float]] = {name: [] for name in built}
-    logits: dict[str, np.ndarray] = {}
-    for _ in range(2):
-        for name, backend in built.items():
-            start = time.perf_counter()
-            logits[name], _ = backend_logits(backend, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-            seconds[name].append(time.perf_counter() - start)
-
-    def predicted(values: np.ndarray) -> np.ndarray:
-        probs = logits_to_probs(task, values)
-        return probs.argmax(axis=1) if task == "multiclass" else probs >= 0.5
-
-    reference = predicted(logits["torch-fp32"])
-    metric = primary_metric(task)
-    reference_value = (
-        compute_metrics(task, labels, logits_to_probs(task, logits["torch-fp32"]), label_names)[metric]
-        if labels is not None
-        else None
-    )
-    measured = {}
-    for name in built:
-        same = predicted(logits[name]) == reference
-        agreement = float((same if same.ndim == 1 else same.all(axis=1)).mean())
-        entry = {"samples_per_s": len(texts) / min(seconds[name]), "agreement_with_fp32": agreement}
-        refused = []
-        if agreement < settings.min_agreement:
-            refused.append(f"agrees with fp32 on {agreement:.1%} of texts (< {settings.min_agreement:.0%})")
-        if reference_value is not None:
-            value = compute_metrics(task, labels, logits_to_probs(task, logits[name]), label_names)[metric]
-            entry[f"{metric}_delta_points"] = 100 * (value - reference_value)
-            if 100 * (reference_value - value) > settings.max_metric_drop:
-                refused.append(
-                    f"{metric} {100 * (reference_value - value):.2f} points below fp32's "
-                    f"(> {settings.max_metric_drop:g})"
-                )
-        entry["valid"] = not refused or name == "torch-fp32"
-        if refused and name != "torch-fp32":
-            entry["refused"] = "; ".join(refused)
-        measured[name] = entry
+    built, failed = _build_candidates(model, candidates, model_dir)
+    seconds, logits = _time_candidates(built, tokenizer, texts, batch_size, max_length)
+    measured = _judge_candidates(task, label_names, labels, logits, seconds, len(texts), settings)
     for name, error in failed.items():
         measured[name] = {"valid": False, "refused": f"could not be built: {error}"}
     valid = [name for name in built if measured[name]["valid"]]
@@ -243,6 +195,83 @@ def calibrate(
     if show:
         say(f"backend: {chosen} ({reason})")
     return built[chosen], record
+
+
+def _build_candidates(model, candidates: list[str], model_dir: str | Path | None) -> tuple[dict, dict[str, str]]:
+    """({name: built backend}, {name: why it could not be built}) for the candidate backends."""
+    from distilbench.runtime.backends import load_backend
+
+    built, failed = {}, {}
+    for name in candidates:
+        try:
+            built[name] = load_backend(model, name, cache_key=_checkpoint_key(model_dir))
+        except DistilbenchError as exc:
+            failed[name] = str(exc)
+    return built, failed
+
+
+def _time_candidates(
+    built: dict, tokenizer, texts: list[str], batch_size: int, max_length: int | None
+) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """({name: seconds of each round}, {name: logits on the texts}) for every built backend: a warm-up (first
+    calls pay for allocation and kernel choice), then two alternating rounds over the texts."""
+    for backend in built.values():
+        backend_logits(backend, tokenizer, texts[: batch_size * 2], batch_size=batch_size, max_length=max_length)
+    seconds: dict[str, list[float]] = {name: [] for name in built}
+    logits: dict[str, np.ndarray] = {}
+    for _ in range(2):
+        for name, backend in built.items():
+            start = time.perf_counter()
+            logits[name], _ = backend_logits(backend, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, logits
+
+
+def _judge_candidates(
+    task: str,
+    label_names: list[str],
+    labels: np.ndarray | None,
+    logits: dict[str, np.ndarray],
+    seconds: dict[str, list[float]],
+    texts: int,
+    settings: ChoiceSettings,
+) -> dict[str, dict]:
+    """Each measured backend's rate, agreement with torch-fp32's predictions and (with labels) its primary metric's
+    difference to fp32's, and whether the guard of `settings` lets it be chosen (fp32 itself always may)."""
+    from distilbench.evaluation.metrics import compute_metrics, primary_metric
+
+    def predicted(values: np.ndarray) -> np.ndarray:
+        probs = logits_to_probs(task, values)
+        return probs.argmax(axis=1) if task == "multiclass" else probs >= 0.5
+
+    reference = predicted(logits["torch-fp32"])
+    metric = primary_metric(task)
+    reference_value = (
+        compute_metrics(task, labels, logits_to_probs(task, logits["torch-fp32"]), label_names)[metric]
+        if labels is not None
+        else None
+    )
+    measured = {}
+    for name in logits:
+        same = predicted(logits[name]) == reference
+        agreement = float((same if same.ndim == 1 else same.all(axis=1)).mean())
+        entry = {"samples_per_s": texts / min(seconds[name]), "agreement_with_fp32": agreement}
+        refused = []
+        if agreement < settings.min_agreement:
+            refused.append(f"agrees with fp32 on {agreement:.1%} of texts (< {settings.min_agreement:.0%})")
+        if reference_value is not None:
+            value = compute_metrics(task, labels, logits_to_probs(task, logits[name]), label_names)[metric]
+            entry[f"{metric}_delta_points"] = 100 * (value - reference_value)
+            if 100 * (reference_value - value) > settings.max_metric_drop:
+                refused.append(
+                    f"{metric} {100 * (reference_value - value):.2f} points below fp32's "
+                    f"(> {settings.max_metric_drop:g})"
+                )
+        entry["valid"] = not refused or name == "torch-fp32"
+        if refused and name != "torch-fp32":
+            entry["refused"] = "; ".join(refused)
+        measured[name] = entry
+    return measured
 
 
 def _checkpoint_key(model_dir: str | Path | None) -> str | None:
@@ -383,15 +412,12 @@ def choose_for_checkpoint(
                 "directory with a validation split; pass --backend explicitly"
             )
         guard = (list(held_texts), None, "held sample (input)")
-    texts, labels, source = guard
     return calibrate(
         model,
         tokenizer,
         task=task,
         label_names=label_names,
-        texts=texts,
-        labels=labels,
-        guard_source=source,
+        guard=guard,
         model_dir=model_dir,
         device=device,
         batch_size=batch_size,

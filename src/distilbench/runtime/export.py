@@ -507,18 +507,10 @@ def export_model(
     """
     from distilbench.core.cache import checkpoint_key
     from distilbench.models.inputs import model_input_names
-    from distilbench.models.registry import count_parameters, load_trained, read_task_labels
+    from distilbench.models.registry import load_trained
 
-    if fmt not in FORMATS:
-        raise DistilbenchError(f"unknown export format '{fmt}': choose {', '.join(FORMATS)}")
-    if quantize not in (None, *QUANTIZATIONS):
-        raise DistilbenchError(f"unknown quantization '{quantize}': choose {', '.join(QUANTIZATIONS)} (or none)")
     source, out = Path(model_dir), Path(out)
-    if out.exists():
-        raise DistilbenchError(f"{out} exists already: choose another --out or delete it")
-    if is_exported_model(source):
-        raise DistilbenchError(f"{source} is an exported ONNX model already; export its PyTorch checkpoint")
-    read_task_labels(source)  # a clear message for a directory that is no fine-tuned classifier
+    _check_export_request(source, out, fmt, quantize)
     import_onnxruntime()
     model, tokenizer, task, label_names = load_trained(source)
     model.eval()
@@ -534,45 +526,10 @@ def export_model(
         _write_json(building / "config.json", portable_config(source))
         tokenizer.save_pretrained(building)
         check = check_against_torch(model, tokenizer, building / "model.onnx", quantize, tolerance)
-        import onnxruntime
-        import transformers
-
-        from distilbench import __version__
-
-        info = {
-            "format": fmt,
-            "quantize": quantize,
-            "fused": fuse,
-            "backend": "onnx-int8" if quantize else "onnx-fp32",
-            "source": str(source.absolute()),
-            "checkpoint_key": checkpoint_key(source),
-            "task": task,
-            "labels": label_names,
-            "inputs": inputs,
-            "outputs": ["logits"],
-            "opset": ONNX_OPSET,
-            "fused_operators": _fused_operators(building / "model.onnx"),
-            "params": count_parameters(model),
-            "check": check,
-            "versions": {
-                "distilbench": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "onnxruntime": onnxruntime.__version__,
-            },
-        }
-        info.update(_bundle_fields(building, quantize))
+        export = {"format": fmt, "quantize": quantize, "fused": fuse, "source": source}
+        info = _export_record(building, export, model, (task, label_names, inputs), check)
         _write_json(building / "export.json", info)
-        say(
-            f"checked against PyTorch on {check['texts']} texts: max |logit diff| {check['max_abs_logit_diff']:.2e} "
-            f"(tolerance {check['tolerance']:.2e}), argmax agreement {check['argmax_agreement']:.0%}"
-        )
-        if not check["passed"]:
-            raise DistilbenchError(
-                f"the exported graph does not match PyTorch: max |logit diff| {check['max_abs_logit_diff']:.3g} "
-                f"(tolerance {check['tolerance']:.3g}), argmax agreement {check['argmax_agreement']:.0%}; "
-                f"nothing was written to {out}"
-            )
+        _require_torch_match(check, out)
         try:
             building.rename(out)
         except OSError:
@@ -581,6 +538,75 @@ def export_model(
         shutil.rmtree(building, ignore_errors=True)
     say(f"exported {source} ({'int8' if quantize else 'fp32'} ONNX) -> {out}")
     return info
+
+
+def _check_export_request(source: Path, out: Path, fmt: str, quantize: str | None) -> None:
+    """Refuse, before any work, an unknown format or quantization, an existing `out`, and a source that is an
+    exported model already or no fine-tuned classifier."""
+    from distilbench.models.registry import read_task_labels
+
+    if fmt not in FORMATS:
+        raise DistilbenchError(f"unknown export format '{fmt}': choose {', '.join(FORMATS)}")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise DistilbenchError(f"unknown quantization '{quantize}': choose {', '.join(QUANTIZATIONS)} (or none)")
+    if out.exists():
+        raise DistilbenchError(f"{out} exists already: choose another --out or delete it")
+    if is_exported_model(source):
+        raise DistilbenchError(f"{source} is an exported ONNX model already; export its PyTorch checkpoint")
+    read_task_labels(source)  # a clear message for a directory that is no fine-tuned classifier
+
+
+def _export_record(building: Path, export: dict, model, described: tuple, check: dict) -> dict:
+    """export.json's content for the bundle being built in `building`: what was exported (`export`: format,
+    quantize, fused, source), the model (`described`: task, label names, graph inputs), the check against PyTorch,
+    the versions it was made with, and the manifest of the bundle's files."""
+    import onnxruntime
+    import transformers
+
+    from distilbench import __version__
+    from distilbench.core.cache import checkpoint_key
+    from distilbench.models.registry import count_parameters
+
+    task, label_names, inputs = described
+    quantize, source = export["quantize"], export["source"]
+    info = {
+        "format": export["format"],
+        "quantize": quantize,
+        "fused": export["fused"],
+        "backend": "onnx-int8" if quantize else "onnx-fp32",
+        "source": str(source.absolute()),
+        "checkpoint_key": checkpoint_key(source),
+        "task": task,
+        "labels": label_names,
+        "inputs": inputs,
+        "outputs": ["logits"],
+        "opset": ONNX_OPSET,
+        "fused_operators": _fused_operators(building / "model.onnx"),
+        "params": count_parameters(model),
+        "check": check,
+        "versions": {
+            "distilbench": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+    info.update(_bundle_fields(building, quantize))
+    return info
+
+
+def _require_torch_match(check: dict, out: Path) -> None:
+    """Say how closely the exported graph matches PyTorch; refuse the export where it does not."""
+    say(
+        f"checked against PyTorch on {check['texts']} texts: max |logit diff| {check['max_abs_logit_diff']:.2e} "
+        f"(tolerance {check['tolerance']:.2e}), argmax agreement {check['argmax_agreement']:.0%}"
+    )
+    if not check["passed"]:
+        raise DistilbenchError(
+            f"the exported graph does not match PyTorch: max |logit diff| {check['max_abs_logit_diff']:.3g} "
+            f"(tolerance {check['tolerance']:.3g}), argmax agreement {check['argmax_agreement']:.0%}; "
+            f"nothing was written to {out}"
+        )
 
 
 def _bundle_fields(directory: Path, quantize: str | None) -> dict:

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from distilbench.runs import (
     write_json_atomic,
     write_text_atomic,
 )
+from distilbench.runtime.options import InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,18 @@ INPUT_SUFFIXES = readers.TEXT_LINE_EXTENSIONS + readers.SUPPORTED_EXTENSIONS
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker process: enough to keep it busy, bounded memory
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """How predict reads and writes its input: the column that holds the texts, texts per chunk (the unit of
+    --resume), worker processes (None: one, or one per GPU with --device auto/cuda) and whether to continue an
+    interrupted run's output."""
+
+    text_column: str = "text"
+    chunk_rows: int = CHUNK_ROWS
+    workers: int | None = None
+    resume: bool = False
 
 
 def iter_text_chunks(source: str, text_column: str = "text", chunk_rows: int = CHUNK_ROWS) -> Iterator[list[str]]:
@@ -191,9 +205,9 @@ def process_chunk(
 _worker: dict = {}
 
 
-def _init_worker(model_dir: str, backend: str, devices, threads: int, batch_size: int, max_length: int | None) -> None:
-    """Pool initializer. A failure is kept and raised by the first task, so the parent sees the real
-    error instead of a broken pool."""
+def _init_worker(model_dir: str, inference: InferenceOptions, devices, threads: int) -> None:
+    """Pool initializer: the model in `inference.backend` on the next device of the queue `devices`. A failure
+    is kept and raised by the first task, so the parent sees the real error instead of a broken pool."""
     import torch
 
     from distilbench.core.console import quiet_libraries
@@ -204,7 +218,9 @@ def _init_worker(model_dir: str, backend: str, devices, threads: int, batch_size
         torch.set_num_threads(threads)
         work_dir = tempfile.mkdtemp(prefix="distilbench-predict-")
         atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
-        _worker["predictor"] = ChunkPredictor(model_dir, backend, device, batch_size, max_length, work_dir)
+        _worker["predictor"] = ChunkPredictor(
+            model_dir, inference.backend, device, inference.batch_size, inference.max_length, work_dir
+        )
     except BaseException as exc:  # noqa: BLE001 - re-raised in _worker_chunk
         _worker["error"] = exc
 
@@ -216,11 +232,18 @@ def _worker_chunk(first_row: int, texts: list[str], chunk_path: Path | None, fmt
 
 
 class InProcessRunner:
-    """Predict each chunk as it is submitted, in this process."""
+    """Predict each chunk as it is submitted, in this process, on `inference.device`."""
 
-    def __init__(self, model_dir: str, backend: str, device: str, batch_size: int, max_length: int | None, fmt: str):
+    def __init__(self, model_dir: str, inference: InferenceOptions, fmt: str):
         self._work_dir = tempfile.TemporaryDirectory(prefix="distilbench-predict-")
-        self.predictor = ChunkPredictor(model_dir, backend, device, batch_size, max_length, self._work_dir.name)
+        self.predictor = ChunkPredictor(
+            model_dir,
+            inference.backend,
+            inference.device,
+            inference.batch_size,
+            inference.max_length,
+            self._work_dir.name,
+        )
         self.fmt = fmt
 
     def submit(self, first_row: int, texts: list[str], chunk_path: Path | None) -> Iterator[tuple[int, str | None]]:
@@ -234,12 +257,10 @@ class InProcessRunner:
 
 
 class PoolRunner:
-    """Predict chunks in worker processes (spawned, one model each), at most a few chunks per worker in
-    flight; results come back in submission order."""
+    """Predict chunks in worker processes (spawned, one model each, one per device of `devices`), at most a
+    few chunks per worker in flight; results come back in submission order."""
 
-    def __init__(
-        self, model_dir: str, backend: str, devices: list[str], batch_size: int, max_length: int | None, fmt: str
-    ):
+    def __init__(self, model_dir: str, inference: InferenceOptions, devices: list[str], fmt: str):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -252,7 +273,7 @@ class PoolRunner:
             len(devices),
             mp_context=context,
             initializer=_init_worker,
-            initargs=(model_dir, backend, queue, threads, batch_size, max_length),
+            initargs=(model_dir, inference, queue, threads),
         )
         self.pending: deque = deque()
         self.limit = IN_FLIGHT_PER_WORKER * len(devices)
@@ -321,7 +342,7 @@ def worker_devices(device: str, workers: int | None) -> list[str]:
 
 
 def run_manifest(
-    model_dir: str, source: str, *, text_column: str, chunk_rows: int, backend: str, max_length: int | None, fmt: str
+    model_dir: str, source: str, chunks: ChunkOptions, backend: str, max_length: int | None, fmt: str
 ) -> dict:
     """What the chunk files depend on: a resumed run must match it exactly (workers and batch size may differ)."""
     stat = Path(source).stat()
@@ -332,8 +353,8 @@ def run_manifest(
         "input_mtime_ns": stat.st_mtime_ns,
         "model": str(model),
         "model_mtime_ns": max(p.stat().st_mtime_ns for p in model.iterdir()),
-        "text_column": text_column,
-        "chunk_rows": chunk_rows,
+        "text_column": chunks.text_column,
+        "chunk_rows": chunks.chunk_rows,
         "backend": backend,
         "max_length": max_length,
         "format": fmt,
@@ -418,129 +439,187 @@ def assemble_output(parts: Path, chunks: int, fmt: str, out_path: Path, schema) 
     shutil.rmtree(parts)
 
 
+@dataclass
+class OutputTarget:
+    """Where the records go: `path` (None: stdout) in format `fmt`, through the locked `<output>.parts/`
+    (None on stdout) whose chunk files are joined with `schema` at the end."""
+
+    path: Path | None
+    fmt: str
+    schema: object = None
+    parts: Path | None = None
+    lock: object = None
+
+
+@dataclass
+class ChunkTally:
+    """What the chunk loop has done so far, kept by the loop and read by its caller (also after a failure)."""
+
+    rows: int = 0  # texts read
+    skipped: int = 0  # of them, in chunks an earlier, interrupted run finished
+    chunks: int = 0
+    bad_input: bool = False  # the input could not be read whole: its chunks are of no use to --resume
+
+
 def predict(
     model_dir: str,
     source: str = "-",
     output: str | None = None,
     *,
-    text_column: str = "text",
-    backend: str = "auto",
-    batch_size: int = 32,
-    max_length: int | None = None,
-    device: str = "auto",
+    inference: InferenceOptions | None = None,
+    chunks: ChunkOptions | None = None,
     progress: bool = True,
-    chunk_rows: int = CHUNK_ROWS,
-    workers: int | None = None,
-    resume: bool = False,
-    choice=None,
 ) -> int:
     """Predict every text of `source`, writing records to `output` (.jsonl or .parquet; JSON lines on stdout
     when None); returns the number of texts."""
-    from tqdm.auto import tqdm
-
     from distilbench.models.registry import read_task_labels
-    from distilbench.runtime.auto import resolve_backend
     from distilbench.runtime.backends import check_backend
 
-    if chunk_rows < 1:
-        raise DistilbenchError(f"--chunk-rows must be 1 or more, not {chunk_rows}")
-    out_path = Path(output) if output else None
-    if resume and (out_path is None or source == "-"):
-        raise DistilbenchError("--resume needs an --input file and an --output file")
-    fmt = output_format(out_path) if out_path else "jsonl"
+    inference, chunks = inference or InferenceOptions(), chunks or ChunkOptions()
+    target = output_target(source, output, chunks)
     check_input(source)
     task, label_names = read_task_labels(model_dir)
-    devices = worker_devices(device, workers)
-    backend = check_backend(backend, model_dir)  # an exported ONNX directory: its own graph's backend
-    chunks_in = iter_text_chunks(source, text_column, chunk_rows)
-    first = next(chunks_in, None)  # the first chunk is read (its columns checked) before an output is started
-    chunks_in = enumerate(itertools.chain([first] if first is not None else [], chunks_in))
-    if backend == "auto" and not first:  # nothing to predict: nothing to choose a backend for
-        backend = "torch-fp32"
-    # auto: the cached choice, else a calibration on the run's validation split or on this input
+    target.schema = records_schema(task, label_names)
+    devices = worker_devices(inference.device, chunks.workers)
+    inference = inference.with_backend(check_backend(inference.backend, model_dir))  # ONNX: its graph's backend
+    first, chunks_in = first_chunk(source, chunks)
+    name = choose_backend(model_dir, inference, devices[0], first, progress)
+    if target.path is not None:
+        manifest = (
+            None if source == "-" else run_manifest(model_dir, source, chunks, name, inference.max_length, target.fmt)
+        )
+        target.parts, target.lock = open_parts_dir(target.path, manifest, chunks.resume)
+    tally, start = predict_chunks(model_dir, source, inference.with_backend(name), devices, chunks_in, target, progress)
+    if target.path:
+        say_done(tally, time.perf_counter() - start, name, len(devices), target.path)
+    return tally.rows
+
+
+def output_target(source: str, output: str | None, chunks: ChunkOptions) -> OutputTarget:
+    """The output path and format, after the checks of the options that need no model or input."""
+    if chunks.chunk_rows < 1:
+        raise DistilbenchError(f"--chunk-rows must be 1 or more, not {chunks.chunk_rows}")
+    out_path = Path(output) if output else None
+    if chunks.resume and (out_path is None or source == "-"):
+        raise DistilbenchError("--resume needs an --input file and an --output file")
+    return OutputTarget(out_path, output_format(out_path) if out_path else "jsonl")
+
+
+def first_chunk(source: str, chunks: ChunkOptions) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    """The input's first chunk, read (its columns checked) before an output is started, and every chunk
+    numbered from 0, that one included."""
+    chunks_in = iter_text_chunks(source, chunks.text_column, chunks.chunk_rows)
+    first = next(chunks_in, None)
+    return first, enumerate(itertools.chain([first] if first is not None else [], chunks_in))
+
+
+def choose_backend(
+    model_dir: str, inference: InferenceOptions, device: str, first: list[str] | None, progress: bool
+) -> str:
+    """The backend's name: the one asked for, or for auto the cached choice, else a calibration on the run's
+    validation split or on the input's first chunk; torch-fp32 for an empty input (nothing to choose for)."""
+    from distilbench.runtime.auto import resolve_backend
+
+    backend = "torch-fp32" if inference.backend == "auto" and not first else inference.backend
     name, _ = resolve_backend(
         model_dir,
         backend,
-        device=devices[0],
-        batch_size=batch_size,
-        max_length=max_length,
+        device=device,
+        batch_size=inference.batch_size,
+        max_length=inference.max_length,
         held_texts=lambda: first or [],
-        settings=choice,
+        settings=inference.choice,
         show=progress,
     )
-    parts = lock = None
-    if out_path is not None:
-        manifest = (
-            None
-            if source == "-"
-            else run_manifest(
-                model_dir,
-                source,
-                text_column=text_column,
-                chunk_rows=chunk_rows,
-                backend=name,
-                max_length=max_length,
-                fmt=fmt,
-            )
-        )
-        parts, lock = open_parts_dir(out_path, manifest, resume)
+    return name
 
-    count = skipped = chunks = 0
+
+def predict_chunks(
+    model_dir: str,
+    source: str,
+    inference: InferenceOptions,
+    devices: list[str],
+    chunks_in: Iterator[tuple[int, list[str]]],
+    target: OutputTarget,
+    progress: bool,
+) -> tuple[ChunkTally, float]:
+    """Predict every chunk in this process or a pool, then join the chunk files into the output. On a failure
+    the workers stop first, then the finished chunks are kept for --resume (or removed where they are of no
+    use). Returns the tally and the time the prediction began (after loading the model)."""
+    from tqdm.auto import tqdm
+
+    tally = ChunkTally()
     runner = None
-    bad_input = False
     try:
         if len(devices) == 1:
-            runner = InProcessRunner(model_dir, name, devices[0], batch_size, max_length, fmt)
+            runner = InProcessRunner(model_dir, replace(inference, device=devices[0]), target.fmt)
         else:
-            runner = PoolRunner(model_dir, name, devices, batch_size, max_length, fmt)
+            runner = PoolRunner(model_dir, inference, devices, target.fmt)
         start = time.perf_counter()  # rows/s after loading the model (workers load theirs meanwhile)
         with tqdm(desc="predict", unit="row", total=count_rows(source), disable=not progress, file=sys.stderr) as bar:
-
-            def finished(done: Iterator[tuple[int, str | None]]) -> None:
-                for rows, text in done:
-                    if text is not None:
-                        sys.stdout.write(text)
-                    bar.update(rows)
-
-            while True:
-                try:
-                    index, texts = next(chunks_in)
-                except StopIteration:
-                    break
-                except DistilbenchError:
-                    bad_input = True  # chunks of an input that cannot be read whole are no use to --resume
-                    raise
-                first_row, count, chunks = count, count + len(texts), index + 1
-                path = chunk_path(parts, index, fmt) if parts else None
-                if path is not None and path.exists():  # finished by an earlier, interrupted run
-                    skipped += len(texts)
-                    bar.update(len(texts))
-                    continue
-                finished(runner.submit(first_row, texts, path))
-            finished(runner.drain())
-        if parts is not None:
-            assemble_output(parts, chunks, fmt, out_path, records_schema(task, label_names))
+            run_chunks(runner, chunks_in, target, tally, bar)
+        if target.parts is not None:
+            assemble_output(target.parts, tally.chunks, target.fmt, target.path, target.schema)
     except BaseException:
         if runner is not None:  # first stop the workers, so that no chunk file appears after the check below
             runner.close(abort=True)
             runner = None
-        if parts is not None and parts.exists():
-            kept = len(list(parts.glob("chunk-*")))
-            if kept and source != "-" and not bad_input:
-                warn(f"{kept} finished chunks kept in {parts}: rerun with --resume to continue")
-            else:
-                shutil.rmtree(parts, ignore_errors=True)
+        keep_or_remove_parts(target.parts, source, tally.bad_input)
         raise
     finally:
         if runner is not None:
             runner.close()
-        if lock is not None:
-            lock.close()
-    if out_path:
-        seconds = time.perf_counter() - start
-        resumed = f", {skipped} from an earlier run" if skipped else ""
-        say(
-            f"{count} predictions ({name}, {len(devices)} worker{'s' if len(devices) > 1 else ''}{resumed}, "
-            f"{(count - skipped) / max(seconds, 1e-9):.0f} rows/s) -> {out_path}"
-        )
-    return count
+        if target.lock is not None:
+            target.lock.close()
+    return tally, start
+
+
+def run_chunks(
+    runner, chunks_in: Iterator[tuple[int, list[str]]], target: OutputTarget, tally: ChunkTally, bar
+) -> None:
+    """Each chunk to `runner` in input order, except those an earlier run finished; the results go to stdout
+    (without --output) and onto the progress bar."""
+
+    def finished(done: Iterator[tuple[int, str | None]]) -> None:
+        for rows, text in done:
+            if text is not None:
+                sys.stdout.write(text)
+            bar.update(rows)
+
+    while True:
+        try:
+            index, texts = next(chunks_in)
+        except StopIteration:
+            break
+        except DistilbenchError:
+            tally.bad_input = True  # chunks of an input that cannot be read whole are no use to --resume
+            raise
+        first_row = tally.rows
+        tally.rows, tally.chunks = tally.rows + len(texts), index + 1
+        path = chunk_path(target.parts, index, target.fmt) if target.parts else None
+        if path is not None and path.exists():  # finished by an earlier, interrupted run
+            tally.skipped += len(texts)
+            bar.update(len(texts))
+            continue
+        finished(runner.submit(first_row, texts, path))
+    finished(runner.drain())
+
+
+def keep_or_remove_parts(parts: Path | None, source: str, bad_input: bool) -> None:
+    """After a failure: the finished chunks stay for --resume (said so), unless none are finished or they
+    cannot be resumed (stdin, an input that cannot be read whole)."""
+    if parts is None or not parts.exists():
+        return
+    kept = len(list(parts.glob("chunk-*")))
+    if kept and source != "-" and not bad_input:
+        warn(f"{kept} finished chunks kept in {parts}: rerun with --resume to continue")
+    else:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def say_done(tally: ChunkTally, seconds: float, backend: str, workers: int, out_path: Path) -> None:
+    resumed = f", {tally.skipped} from an earlier run" if tally.skipped else ""
+    say(
+        f"{tally.rows} predictions ({backend}, {workers} worker{'s' if workers > 1 else ''}{resumed}, "
+        f"{(tally.rows - tally.skipped) / max(seconds, 1e-9):.0f} rows/s) -> {out_path}"
+    )

@@ -20,9 +20,11 @@ import re
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from distilbench.core.console import DistilbenchError, say, warn
+from distilbench.runtime.options import InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -285,93 +287,140 @@ def actor_deaths(summary: dict, pool: int) -> tuple[int, int]:
     return max(restarts, summary["actors_died_in_a_batch"]), restarts
 
 
+@dataclass(frozen=True)
+class RayPoolOptions:
+    """The cluster and its pool of predicting actors: `address` (None: $RAY_ADDRESS, else a local instance of
+    this command's own), `actors` (None: one per GPU, else as many as the CPUs hold) and the CPUs each reserves
+    and uses as threads."""
+
+    address: str | None = None
+    actors: int | None = None
+    cpus_per_actor: float = 1.0
+
+    def validate(self) -> "RayPoolOptions":
+        if self.actors is not None and self.actors < 1:
+            raise DistilbenchError(f"--actors must be 1 or more, not {self.actors}")
+        if self.cpus_per_actor <= 0:
+            raise DistilbenchError(f"--cpus-per-actor must be more than 0, not {self.cpus_per_actor:g}")
+        return self
+
+
+@dataclass(frozen=True)
+class RayJob:
+    """One run on the cluster: the checkpoint (`key`: its cache key), the input files (`several`: records carry
+    `file`), the output directory and every option."""
+
+    model_dir: str
+    key: str
+    paths: str | list[str]
+    several: bool
+    out: OutputDirectory
+    inference: InferenceOptions
+    pool: RayPoolOptions
+    text_column: str
+    chunk_rows: int
+    output_format: str
+    progress: bool
+
+
+@dataclass
+class RayOutcome:
+    """What a finished run reports: rows written, the tally's summary, the pool's size, the cluster's nodes, the
+    seconds from the first read to the last write, and the seconds Ray took to start."""
+
+    rows: int
+    summary: dict
+    pool: int
+    nodes: int
+    seconds: float
+    ray_start_s: float = 0.0
+
+
 def predict_on_ray(
     model_dir: str,
     source: str,
     output: str | None,
     *,
+    inference: InferenceOptions | None = None,
     text_column: str = "text",
-    backend: str = "auto",
-    batch_size: int = 32,
-    max_length: int | None = None,
-    device: str = "auto",
-    progress: bool = True,
     chunk_rows: int = 4096,
     output_format: str = "parquet",
-    address: str | None = None,
-    actors: int | None = None,
-    cpus_per_actor: float = 1.0,
-    choice=None,
+    pool: RayPoolOptions | None = None,
+    progress: bool = True,
 ) -> int:
     """Predict every text of `source` on a Ray cluster into the directory `output`; returns the rows written."""
     from distilbench.core.cache import checkpoint_key
     from distilbench.models.registry import read_task_labels
     from distilbench.runtime.backends import check_backend
 
+    inference, pool = inference or InferenceOptions(), pool or RayPoolOptions()
+    check_options(output, inference, chunk_rows, output_format, pool)
+    require_ray()
+    read_task_labels(model_dir)  # a checkpoint, checked before Ray starts
+    inference = inference.with_backend(check_backend(inference.backend, model_dir))
+    key = checkpoint_key(model_dir)
+    paths, several = input_paths(source, text_column)
+    out = OutputDirectory(output)
+    job = RayJob(model_dir, key, paths, several, out, inference, pool, text_column, chunk_rows, output_format, progress)
+    committed = False
+    try:
+        outcome = run_job(job)
+        out.commit()
+        committed = True
+    finally:
+        if not committed:
+            out.discard()
+    say_done(outcome, out.final)
+    return outcome.rows
+
+
+def check_options(
+    output: str | None, inference: InferenceOptions, chunk_rows: int, output_format: str, pool: RayPoolOptions
+) -> None:
+    """Fail in one line, before Ray is imported, on options that cannot work."""
     if not output:
         raise DistilbenchError("--engine ray writes to a directory: pass --output DIRECTORY")
     if output_format not in OUTPUT_FORMATS:
         raise DistilbenchError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {output_format}")
     if chunk_rows < 1:
         raise DistilbenchError(f"--chunk-rows must be 1 or more, not {chunk_rows}")
-    if actors is not None and actors < 1:
-        raise DistilbenchError(f"--actors must be 1 or more, not {actors}")
-    if cpus_per_actor <= 0:
-        raise DistilbenchError(f"--cpus-per-actor must be more than 0, not {cpus_per_actor:g}")
-    if device not in ("auto", "cpu", "cuda"):
+    pool.validate()
+    if inference.device not in ("auto", "cpu", "cuda"):
         raise DistilbenchError(
-            f"--device with --engine ray is auto, cpu or cuda (Ray places actors on GPUs), not {device}"
+            f"--device with --engine ray is auto, cpu or cuda (Ray places actors on GPUs), not {inference.device}"
         )
-    require_ray()
-    read_task_labels(model_dir)  # a checkpoint, checked before Ray starts
-    backend = check_backend(backend, model_dir)
-    key = checkpoint_key(model_dir)
-    paths, several = input_paths(source, text_column)
-    out = OutputDirectory(output)
-    committed = False
+    inference.choice.validate()
+
+
+def run_job(job: RayJob) -> RayOutcome:
+    """Start (or connect to) Ray, run the job, and shut Ray down however the run ends."""
+    import ray
+
+    from distilbench.runtime import ray_workers
+
+    ray_start_s = start_ray(job.pool.address, job.progress)
     try:
-        import ray
-
-        from distilbench.runtime import ray_workers
-
-        ray_start_s = start_ray(address, progress)
-        try:
-            count, summary, pool, nodes, seconds = _run(
-                ray,
-                ray_workers,
-                model_dir=model_dir,
-                key=key,
-                paths=paths,
-                several=several,
-                out=out,
-                text_column=text_column,
-                backend=backend,
-                batch_size=batch_size,
-                max_length=max_length,
-                device=device,
-                progress=progress,
-                chunk_rows=chunk_rows,
-                output_format=output_format,
-                actors=actors,
-                cpus_per_actor=cpus_per_actor,
-                choice=choice,
-            )
-        finally:
-            ray.shutdown()
-        out.commit()
-        committed = True
+        outcome = _run(ray, ray_workers, job)
     finally:
-        if not committed:
-            out.discard()
+        ray.shutdown()
+    outcome.ray_start_s = ray_start_s
+    return outcome
+
+
+def say_done(outcome: RayOutcome, final) -> None:
+    """The run's one line (backends, actors, nodes, speed), and one more where actors died and Ray restarted
+    them."""
+    summary, pool, count = outcome.summary, outcome.pool, outcome.rows
     started = len(summary["actors"])
     died, restarts = actor_deaths(summary, pool)
     by_backend = Counter(actor["backend"] for actor in summary["actors"][:pool] or summary["actors"])
     backends = ", ".join(f"{name} x{n}" if len(by_backend) > 1 else name for name, n in by_backend.items())
     late = f" ({started} started before the input ran out)" if started < pool else ""
+    nodes = outcome.nodes
     say(
         f"{count} predictions ({backends}, {pool} actor{'s' if pool > 1 else ''}{late} on a cluster of {nodes} node"
-        f"{'s' if nodes > 1 else ''}, {count / max(seconds, 1e-9):.0f} rows/s after {ray_start_s:.1f} s to start "
-        f"Ray) -> {out.final}"
+        f"{'s' if nodes > 1 else ''}, {count / max(outcome.seconds, 1e-9):.0f} rows/s after "
+        f"{outcome.ray_start_s:.1f} s to start Ray) -> {final}"
     )
     if died:
         again = summary["predicted"] - count
@@ -382,101 +431,110 @@ def predict_on_ray(
             f"the lost batches again ({cut} cut short, {again} rows predicted twice); each of the {count} rows "
             "read is written once"
         )
-    return count
 
 
-def _run(
-    ray,
-    ray_workers,
-    *,
-    model_dir,
-    key,
-    paths,
-    several,
-    out,
-    text_column,
-    backend,
-    batch_size,
-    max_length,
-    device,
-    progress,
-    chunk_rows,
-    output_format,
-    actors,
-    cpus_per_actor,
-    choice,
-):
-    """Read, predict and write on the cluster; returns (rows written, the tally's summary, pool size, nodes,
-    seconds)."""
-    from distilbench.runtime.auto import CALIBRATION_TEXTS, ChoiceSettings, validation_texts
-
-    settings = (choice or ChoiceSettings()).validate()
-    pool, gpus_per_actor = pool_size(actors, cpus_per_actor, device)
+def _run(ray, ray_workers, job: RayJob) -> RayOutcome:
+    """Read, predict and write on the cluster, then check that every row read was written once."""
+    pool, gpus_per_actor = pool_size(job.pool.actors, job.pool.cpus_per_actor, job.inference.device)
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     tally = ray.remote(num_cpus=0)(ray_workers.RunTally).remote()
     try:
-        # reading and writing reserve no CPU: they are light next to the model, whose actors hold the CPUs
-        source = ray.data.read_datasource(
-            ray_workers.TextFiles(
-                paths, text_column=text_column, block_rows=chunk_rows, tally=tally, with_file=several
-            ),
-            num_cpus=0,
-        )
-        guard = None
-        if backend == "auto":  # each node chooses on the run's validation split, else on the input's first texts
-            guard = validation_texts(model_dir)
-            if guard is None:
-                held = source.limit(CALIBRATION_TEXTS).take_all()
-                guard = ([row["text"] for row in held], None, "held sample (input)")
-        payload = [ray.put(ray_workers.checkpoint_files(model_dir))]  # nested: fetched only by nodes without it
+        source = read_input(ray, ray_workers, job, tally)
+        constructor = actor_arguments(ray, ray_workers, job, guard_texts(job, source), tally)
         started = time.perf_counter()
         predicted = source.map_batches(
             ray_workers.RayPredictor,
-            batch_size=chunk_rows,
+            batch_size=job.chunk_rows,
             batch_format="pyarrow",
             zero_copy_batch=True,
             compute=ray.data.ActorPoolStrategy(size=pool),
-            num_cpus=cpus_per_actor,
+            num_cpus=job.pool.cpus_per_actor,
             num_gpus=gpus_per_actor or None,
-            fn_constructor_kwargs=dict(
-                model_dir=str(model_dir),
-                key=key,
-                payload=payload,
-                backend=backend,
-                guard=guard,
-                device=device,
-                threads=max(1, int(cpus_per_actor)),
-                batch_size=batch_size,
-                max_length=max_length,
-                settings=settings,
-                tally=tally,
-                with_file=several,
-            ),
+            fn_constructor_kwargs=constructor,
         )
-        write_args = dict(ray_remote_args={"num_cpus": 0}, filesystem=out.filesystem)
-        if output_format == "parquet":
-            predicted.write_parquet(out.path, **write_args)
-        else:
-            predicted.write_json(out.path, force_ascii=False, **write_args)
+        write_output(predicted, job)
         seconds = time.perf_counter() - started
         summary = ray.get(tally.summary.remote())
         summary["restarts_counted_by_ray"] = ray_workers.restarts_counted_by_ray()
     except Exception as exc:
-        error = unwrap(exc)
-        if error is not None:
-            raise error from None
-        if isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError):
-            # the cluster's trouble (workers that cannot start, a node or an object lost), not a bug in a task
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DistilbenchError(f"Ray could not finish the run: {reason}") from None
-        raise
+        error = ray_error(ray, exc)
+        if error is None:
+            raise
+        raise error from None
     finally:
         ray.kill(tally)
+    return RayOutcome(check_rows(job, summary), summary, pool, nodes, seconds)
+
+
+def read_input(ray, ray_workers, job: RayJob, tally):
+    """The input as a Ray Dataset of numbered texts (reading reserves no CPU: it is light next to the model,
+    whose actors hold the CPUs)."""
+    return ray.data.read_datasource(
+        ray_workers.TextFiles(
+            job.paths, text_column=job.text_column, block_rows=job.chunk_rows, tally=tally, with_file=job.several
+        ),
+        num_cpus=0,
+    )
+
+
+def guard_texts(job: RayJob, source) -> tuple | None:
+    """For auto, the texts each node's choice is guarded on: the run's validation split, else the input's first
+    texts; None for a named backend."""
+    from distilbench.runtime.auto import CALIBRATION_TEXTS, validation_texts
+
+    if job.inference.backend != "auto":
+        return None
+    guard = validation_texts(job.model_dir)
+    if guard is None:
+        held = source.limit(CALIBRATION_TEXTS).take_all()
+        guard = ([row["text"] for row in held], None, "held sample (input)")
+    return guard
+
+
+def actor_arguments(ray, ray_workers, job: RayJob, guard, tally) -> dict:
+    """What each RayPredictor is built with; the checkpoint's files travel nested in the object store, fetched
+    only by nodes that do not see the checkpoint itself."""
+    return dict(
+        model_dir=str(job.model_dir),
+        key=job.key,
+        payload=[ray.put(ray_workers.checkpoint_files(job.model_dir))],
+        inference=job.inference,
+        guard=guard,
+        threads=max(1, int(job.pool.cpus_per_actor)),
+        tally=tally,
+        with_file=job.several,
+    )
+
+
+def write_output(predicted, job: RayJob) -> None:
+    """Run the pipeline by writing its records (writing reserves no CPU either)."""
+    write_args = dict(ray_remote_args={"num_cpus": 0}, filesystem=job.out.filesystem)
+    if job.output_format == "parquet":
+        predicted.write_parquet(job.out.path, **write_args)
+    else:
+        predicted.write_json(job.out.path, force_ascii=False, **write_args)
+
+
+def ray_error(ray, exc: Exception) -> DistilbenchError | None:
+    """The error to raise for a failed run: the user's own error out of Ray's wrappers, or one line for the
+    cluster's trouble; None where the exception itself is to be raised (a bug in a task)."""
+    error = unwrap(exc)
+    if error is not None:
+        return error
+    if isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError):
+        # the cluster's trouble (workers that cannot start, a node or an object lost), not a bug in a task
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DistilbenchError(f"Ray could not finish the run: {reason}")
+    return None
+
+
+def check_rows(job: RayJob, summary: dict) -> int:
+    """The rows written, checked against the rows read: a difference means a lost or doubled batch."""
     read = sum(summary["files"].values())
-    written = out.rows(output_format)
+    written = job.out.rows(job.output_format)
     if written != read:
         raise DistilbenchError(
             f"{written} rows were written but {read} were read: the output is incomplete or "
             "holds duplicates and was not kept; run the command again"
         )
-    return written, summary, pool, nodes, seconds
+    return written

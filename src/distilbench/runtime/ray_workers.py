@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ import ray
 from ray.data.datasource import FileBasedDatasource
 
 from distilbench.data import readers
+from distilbench.runtime.options import InferenceOptions
 
 INPUT_SUFFIXES = readers.TEXT_LINE_EXTENSIONS + readers.SUPPORTED_EXTENSIONS  # what local predict reads
 
@@ -191,13 +193,9 @@ class RayPredictor:
         model_dir: str,
         key: str,
         payload: list,
-        backend: str,
+        inference: InferenceOptions,
         guard,
-        device: str,
         threads: int,
-        batch_size: int,
-        max_length: int | None,
-        settings,
         tally,
         with_file: bool,
     ):
@@ -209,35 +207,28 @@ class RayPredictor:
 
         torch.set_num_threads(threads)  # before the machine probe: the backend choice depends on threads
         quiet_libraries(verbose=False)
-        if device == "auto":
-            device = "cuda" if ray.get_gpu_ids() else "cpu"
+        if inference.device == "auto":
+            inference = replace(inference, device="cuda" if ray.get_gpu_ids() else "cpu")
         local_dir = node_checkpoint(model_dir, key, payload)
-        name = node_backend(
-            local_dir,
-            backend,
-            guard=guard,
-            device=device,
-            batch_size=batch_size,
-            max_length=max_length,
-            settings=settings,
-        )
+        inference = inference.with_backend(node_backend(local_dir, inference, guard))
         self.work_dir = tempfile.mkdtemp(prefix="distilbench-ray-predict-")
-        self.predictor = ChunkPredictor(local_dir, name, device, batch_size, max_length, self.work_dir)
+        self.predictor = ChunkPredictor(
+            local_dir, inference.backend, inference.device, inference.batch_size, inference.max_length, self.work_dir
+        )
         self.tally = tally
         self.with_file = with_file
-        context = ray.get_runtime_context()
         self.actor = os.getpid()  # a restarted actor is a new process
-        ray.get(
-            tally.actor_started.remote(
-                {
-                    "node": context.get_node_id(),
-                    "pid": self.actor,
-                    "backend": name,
-                    "device": device,
-                    "threads": threads,
-                }
-            )
-        )
+        ray.get(tally.actor_started.remote(self.description(inference, threads)))
+
+    def description(self, inference: InferenceOptions, threads: int) -> dict:
+        """This actor as the run's summary lists it: where it runs, and with what."""
+        return {
+            "node": ray.get_runtime_context().get_node_id(),
+            "pid": self.actor,
+            "backend": inference.backend,
+            "device": inference.device,
+            "threads": threads,
+        }
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ray.get(self.tally.batch_started.remote(self.actor))  # recorded before the work, which a kill may cut
@@ -255,13 +246,11 @@ class RayPredictor:
         shutil.rmtree(getattr(self, "work_dir", ""), ignore_errors=True)
 
 
-def node_backend(
-    model_dir: str, backend: str, *, guard, device: str, batch_size: int, max_length: int | None, settings
-) -> str:
-    """`backend`, or for 'auto' the choice for this node: cached for this checkpoint and machine, else
+def node_backend(model_dir: str, inference: InferenceOptions, guard) -> str:
+    """`inference.backend`, or for 'auto' the choice for this node: cached for this checkpoint and machine, else
     calibrated here on the driver's guard texts, by one actor of the node while the others wait for it."""
-    if backend != "auto":
-        return backend
+    if inference.backend != "auto":
+        return inference.backend
     from distilbench.core.cache import cache_dir
     from distilbench.runtime.auto import resolve_backend
 
@@ -269,11 +258,11 @@ def node_backend(
         name, _ = resolve_backend(
             model_dir,
             "auto",
-            device=device,
-            batch_size=batch_size,
-            max_length=max_length,
+            device=inference.device,
+            batch_size=inference.batch_size,
+            max_length=inference.max_length,
             guard=guard,
-            settings=settings,
+            settings=inference.choice,
             show=False,
         )
     return name

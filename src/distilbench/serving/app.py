@@ -6,7 +6,7 @@ accepting requests meanwhile) and answers each request with its own slice. With 
 request is its own forward pass, one after another: the baseline of benchmarks/serve.py.
 
 No `from __future__ import annotations` here: FastAPI reads the request model of an endpoint from its
-annotation at run time, and the models are classes local to create_app.
+annotation at run time, and the models are classes made by api_models for the server's limits and task.
 """
 
 import asyncio
@@ -248,27 +248,83 @@ def create_app(
 
     `threads` sets torch's intra-op threads for the whole process (default: torch's choice, one per core).
     """
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, HTTPException, Response
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.routing import APIRoute
-    from pydantic import BaseModel, ConfigDict, Field
-
-    from distilbench import __version__
-
     limits = (limits or ServeLimits()).validate()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    classifier = Classifier(model_dir, backend, device, limits.max_length, limits.max_batch_size, choice)
-    if warm_up:  # first calls allocate and (for compiled backends) compile; keep that off the first request
-        classifier.predict(["warm-up"])
-        classifier.forward_passes = 0
+    classifier = load_classifier(model_dir, backend, device, limits, warm_up, choice)
     batcher = MicroBatcher(
         classifier.predict, limits.max_batch_size, limits.max_wait_ms / 1000, limits.batching, limits.max_pending
     )
+    body_stats = {"body_bytes_in_flight": 0, "refused_inflight": 0}  # shared with the middleware
+    app = new_app(classifier, batcher, limits, body_stats)
+    models = api_models(limits, classifier.task)
+    add_predict_route(app, batcher, limits, models)
+    add_info_routes(app, classifier, batcher, limits, body_stats, models)
+    return app
+
+
+def load_classifier(
+    model_dir: str | Path, backend: str, device: str, limits: ServeLimits, warm_up: bool, choice
+) -> Classifier:
+    """The model, loaded with the server's token limit and batch size; warmed up, so that the first calls'
+    allocation (and, for compiled backends, compilation) stays off the first request."""
+    classifier = Classifier(model_dir, backend, device, limits.max_length, limits.max_batch_size, choice)
+    if warm_up:
+        classifier.predict(["warm-up"])
+        classifier.forward_passes = 0
+    return classifier
+
+
+def new_app(classifier: Classifier, batcher: MicroBatcher, limits: ServeLimits, body_stats: dict):
+    """The FastAPI app without routes: the batcher started and stopped with it, the 422 handler, the body
+    limits, and the route class that takes only UTF-8 bodies."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+
+    from distilbench import __version__
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="distilbench",
+        version=__version__,
+        lifespan=lifespan,
+        description=f"{classifier.task} text classifier {classifier.model_dir} ({classifier.backend_name})",
+    )
+    app.state.classifier = classifier
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=int(limits.max_body_mb * 1e6),
+        max_inflight_bytes=int(limits.inflight_mb * 1e6),
+        stats=body_stats,
+    )
+    app.state.batcher = batcher
+    app.state.limits = limits
+    app.router.route_class = utf8_route_class()
+    return app
+
+
+@dataclass
+class ApiModels:
+    """The request and response models of the endpoints (they document the API at /docs)."""
+
+    request: type
+    response: type
+    health: type
+
+
+def api_models(limits: ServeLimits, task: str) -> ApiModels:
+    """Pydantic models of a request (its limits in its schema) and of the answer for `task`."""
+    from pydantic import BaseModel, ConfigDict, Field
 
     long_texts = "truncated" if limits.on_long_text == "truncate" else "refused (413)"
 
@@ -284,7 +340,7 @@ def create_app(
             ),
         ]
 
-    if classifier.task == "multiclass":
+    if task == "multiclass":
 
         class Prediction(BaseModel):
             label: str = Field(description="the most probable label")
@@ -301,29 +357,13 @@ def create_app(
     class Health(BaseModel):
         status: Literal["ok"]
 
-    @asynccontextmanager
-    async def lifespan(app):
-        await batcher.start()
-        yield
-        await batcher.stop()
+    return ApiModels(PredictRequest, PredictResponse, Health)
 
-    app = FastAPI(
-        title="distilbench",
-        version=__version__,
-        lifespan=lifespan,
-        description=f"{classifier.task} text classifier {classifier.model_dir} ({classifier.backend_name})",
-    )
-    app.state.classifier = classifier
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    body_stats = {"body_bytes_in_flight": 0, "refused_inflight": 0}  # shared with the middleware
-    app.add_middleware(
-        BodyLimit,
-        max_bytes=int(limits.max_body_mb * 1e6),
-        max_inflight_bytes=int(limits.inflight_mb * 1e6),
-        stats=body_stats,
-    )
-    app.state.batcher = batcher
-    app.state.limits = limits
+
+def utf8_route_class():
+    """A route class for which a body that is not UTF-8 gets a 400 that says so."""
+    from fastapi import HTTPException
+    from fastapi.routing import APIRoute
 
     class Utf8Route(APIRoute):
         """JSON is UTF-8 (RFC 8259): any other body gets a 400 that says so, before FastAPI parses it (its
@@ -351,28 +391,38 @@ def create_app(
 
             return utf8_only
 
-    app.router.route_class = Utf8Route
+    return Utf8Route
+
+
+PREDICT_RESPONSES = {
+    400: {"description": "the body cannot be read as text (not UTF-8)"},
+    413: {
+        "description": "a text is longer than the server's --max-text-chars "
+        "(with --on-long-text reject), or the body is larger than "
+        "--max-body-mb"
+    },
+    422: {"description": 'not a JSON object {"texts": [1 or more strings]}, or more texts than --max-texts'},
+    503: {
+        "description": "the server holds --max-pending texts, or --max-inflight-mb "
+        "of request bodies, already; retry after the seconds in the "
+        "Retry-After header"
+    },
+}
+
+
+def add_predict_route(app, batcher: MicroBatcher, limits: ServeLimits, models: ApiModels) -> None:
+    """POST /predict: texts in, one prediction each out, through the batcher."""
+    from fastapi import HTTPException, Response
+
+    request_model = models.request
 
     @app.post(
         "/predict",
-        response_model=PredictResponse,
+        response_model=models.response,
         summary="Predict the label(s) of texts",
-        responses={
-            400: {"description": "the body cannot be read as text (not UTF-8)"},
-            413: {
-                "description": "a text is longer than the server's --max-text-chars "
-                "(with --on-long-text reject), or the body is larger than "
-                "--max-body-mb"
-            },
-            422: {"description": 'not a JSON object {"texts": [1 or more strings]}, or more texts than --max-texts'},
-            503: {
-                "description": "the server holds --max-pending texts, or --max-inflight-mb "
-                "of request bodies, already; retry after the seconds in the "
-                "Retry-After header"
-            },
-        },
+        responses=PREDICT_RESPONSES,
     )
-    async def predict(request: PredictRequest):
+    async def predict(request: request_model):
         texts = request.texts
         if limits.on_long_text == "reject":
             for i, text in enumerate(texts):
@@ -387,47 +437,56 @@ def create_app(
         # plain dicts of str and float: skip FastAPI's re-validation of the response (response_model documents it)
         return Response(json.dumps({"predictions": records}), media_type="application/json")
 
-    @app.get("/health", response_model=Health, summary="Liveness: the model is loaded and the worker runs")
+
+def add_info_routes(
+    app, classifier: Classifier, batcher: MicroBatcher, limits: ServeLimits, body_stats: dict, models: ApiModels
+) -> None:
+    """GET /health and GET /metadata."""
+
+    @app.get("/health", response_model=models.health, summary="Liveness: the model is loaded and the worker runs")
     async def health():
         return {"status": "ok"}
 
     @app.get("/metadata", summary="Task, labels, thresholds, model, backend, limits and batching counters")
     async def metadata() -> dict:
-        return {
-            "task": classifier.task,
-            "labels": classifier.label_names,
-            "thresholds": (
-                dict(zip(classifier.label_names, classifier.thresholds.tolist()))
-                if classifier.task == "multilabel"
-                else None
-            ),
-            "model": classifier.model_dir,
-            "architecture": classifier.architecture,
-            "backend": classifier.backend_name,
-            "backend_choice": classifier.backend_choice,
-            "limits": {
-                "max_texts": limits.max_texts,
-                "max_text_chars": limits.max_text_chars,
-                "on_long_text": limits.on_long_text,
-                "max_length": classifier.max_length,
-                "max_body_mb": limits.max_body_mb,
-                "max_inflight_mb": limits.inflight_mb,
-                "max_pending": limits.max_pending,
-            },
-            "batching": {
-                "enabled": limits.batching,
-                "max_batch_size": limits.max_batch_size,
-                "max_wait_ms": limits.max_wait_ms,
-            },
-            "stats": {
-                **batcher.stats,
-                "pending": batcher.pending,
-                "forward_passes": classifier.forward_passes,
-                **body_stats,
-            },
-        }
+        return server_metadata(classifier, batcher, limits, body_stats)
 
-    return app
+
+def server_metadata(classifier: Classifier, batcher: MicroBatcher, limits: ServeLimits, body_stats: dict) -> dict:
+    """What GET /metadata answers: the model, its labels and thresholds, the limits and the counters."""
+    return {
+        "task": classifier.task,
+        "labels": classifier.label_names,
+        "thresholds": (
+            dict(zip(classifier.label_names, classifier.thresholds.tolist()))
+            if classifier.task == "multilabel"
+            else None
+        ),
+        "model": classifier.model_dir,
+        "architecture": classifier.architecture,
+        "backend": classifier.backend_name,
+        "backend_choice": classifier.backend_choice,
+        "limits": {
+            "max_texts": limits.max_texts,
+            "max_text_chars": limits.max_text_chars,
+            "on_long_text": limits.on_long_text,
+            "max_length": classifier.max_length,
+            "max_body_mb": limits.max_body_mb,
+            "max_inflight_mb": limits.inflight_mb,
+            "max_pending": limits.max_pending,
+        },
+        "batching": {
+            "enabled": limits.batching,
+            "max_batch_size": limits.max_batch_size,
+            "max_wait_ms": limits.max_wait_ms,
+        },
+        "stats": {
+            **batcher.stats,
+            "pending": batcher.pending,
+            "forward_passes": classifier.forward_passes,
+            **body_stats,
+        },
+    }
 
 
 class BodyLimit:

@@ -16,6 +16,7 @@ than is labelled helps most: texts without labels (--unlabeled) and masked copie
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -431,25 +432,213 @@ def mlm_head(mlm) -> torch.nn.Module | None:
     return head if same else None
 
 
+@dataclass(frozen=True)
+class GeneralDistillationOptions:
+    """The settings of general distillation, DistilBERT's by default: passes over the texts, batch size, AdamW
+    learning rate, tokens per text, the softmax temperature, the weights of the four loss terms (KL to the
+    teacher's MLM distribution, MLM loss, cosine and MSE of hidden states), the masking rate, the seed of masking
+    and shuffling, and the precision and device to train in."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    max_length: int = 128
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    alpha_mse: float = 0.0
+    mlm_probability: float = 0.15
+    seed: int = 42
+    precision: str = "auto"
+    device: str = "auto"
+
+
+@dataclass
+class _GeneralSetup:
+    """What general distillation trains with: the teacher (with its MLM head's logits when `has_mlm`), the
+    student's encoder and the copy of the teacher's MLM head it learns with, the teacher layer of each student
+    layer, the weight of each loss term, and where and in which precision it runs."""
+
+    teacher_model: torch.nn.Module
+    head: torch.nn.Module | None
+    encoder: torch.nn.Module
+    student_full: torch.nn.Module
+    layers: list[int]
+    terms: dict[str, float]
+    device: torch.device
+    precision: str
+
+    @property
+    def has_mlm(self) -> bool:
+        return self.head is not None
+
+    def parameters(self) -> list:
+        """The trained parameters: the student's encoder's and its MLM head's."""
+        return list(self.encoder.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
+
+
+def _general_setup(teacher: str, student_spec: str, texts: list[str], options: GeneralDistillationOptions):
+    """(the parsed student spec, the teacher and student ready to train) after checking the spec and the texts;
+    seeds every generator first, so the student's new weights depend on the seed alone."""
+    from transformers import set_seed
+
+    from distilbench.models.registry import DISTILBENCH_KEY, build_student, parse_student_spec
+    from distilbench.runtime.inference import pick_precision
+    from distilbench.runtime.machine import pick_device
+
+    spec = parse_student_spec(student_spec)
+    if spec is None:
+        raise DistilbenchError(f"--student must be a student spec such as student:{teacher}, not '{student_spec}'")
+    if not texts:
+        raise DistilbenchError("no texts to distil on")
+    set_seed(options.seed)
+    device = pick_device(options.device)
+    precision = pick_precision(options.precision, device)
+    teacher_model, head = _teacher_for_general(teacher)  # the student's MLM head starts as the teacher's
+    has_mlm = head is not None
+    teacher_model.to(device).eval()
+    student_full = build_student(teacher, layers=spec.strategy, kind=spec.kind)
+    terms = {
+        "ce": options.alpha_ce if has_mlm else 0.0,
+        "mlm": options.alpha_mlm if has_mlm else 0.0,
+        "cos": options.alpha_cos,
+        "mse": options.alpha_mse,
+    }
+    if not has_mlm:
+        say(
+            f"the teacher {teacher} has no trained MLM head: general distillation uses the hidden-state terms "
+            f"only (cosine on the last layer{', MSE per mapped layer' if options.alpha_mse else ''})"
+        )
+    setup = _GeneralSetup(
+        teacher_model=teacher_model,
+        head=head,
+        encoder=getattr(student_full, student_full.base_model_prefix),
+        student_full=student_full,
+        layers=student_full.config.to_dict()[DISTILBENCH_KEY]["teacher_layers"],
+        terms=terms,
+        device=device,
+        precision=precision,
+    )
+    return spec, setup
+
+
+def _masked_text_batches(tokenizer, texts: list[str], options: GeneralDistillationOptions):
+    """The texts tokenized once, served in shuffled batches (seeded) with fresh dynamic masking (80/10/10)."""
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorForLanguageModeling
+
+    encoded = tokenizer(texts, truncation=True, max_length=options.max_length)
+    features = [
+        {"input_ids": ids, "attention_mask": mask} for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
+    ]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=options.mlm_probability)  # 80/10/10
+    return DataLoader(
+        features,
+        batch_size=options.batch_size,
+        shuffle=True,
+        collate_fn=collator,
+        generator=torch.Generator().manual_seed(options.seed),
+    )
+
+
+def _general_step(setup: _GeneralSetup, batch: dict, options: GeneralDistillationOptions, optimizer, scheduler):
+    """One optimizer step on one masked batch; returns (the loss terms, the weighted loss), both detached."""
+    from distilbench.runtime.inference import autocast_for
+
+    batch = {k: v.to(setup.device) for k, v in batch.items()}
+    labels = batch.pop("labels")
+    with torch.no_grad(), autocast_for(setup.device, setup.precision):
+        t_out = setup.teacher_model(**batch, output_hidden_states=True)
+    with autocast_for(setup.device, setup.precision):
+        s_out = setup.encoder(**batch, output_hidden_states=True)
+    values = general_distillation_terms(
+        s_out.hidden_states,
+        t_out.hidden_states,
+        batch["attention_mask"],
+        setup.layers,
+        labels,
+        options.temperature,
+        setup.head(s_out.last_hidden_state).float() if setup.head is not None else None,
+        t_out.logits.float() if setup.has_mlm else None,
+        options.alpha_mse > 0,
+    )
+    terms = setup.terms
+    loss = sum(terms[k] * values[k] for k in terms if terms[k])
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(setup.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return {k: float(values[k].detach()) for k in terms}, float(loss.detach())
+
+
+def _general_epoch(setup: _GeneralSetup, loader, options: GeneralDistillationOptions, training, epoch: int, progress):
+    """One pass over the texts (`training`: the optimizer and its schedule); returns the epoch's row of mean
+    loss terms and its time."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    optimizer, scheduler = training
+    sums = {name: 0.0 for name in (*setup.terms, "loss")}
+    bar = tqdm(loader, desc=f"distill-general epoch {epoch}/{options.epochs}", disable=not progress, leave=False)
+    epoch_start = time.perf_counter()
+    for batch in bar:
+        values, loss = _general_step(setup, batch, options, optimizer, scheduler)
+        for k in setup.terms:
+            sums[k] += values[k]
+        sums["loss"] += loss
+        bar.set_postfix(loss=f"{loss:.4f}")
+    return {
+        "epoch": epoch,
+        **{k: v / len(loader) for k, v in sums.items()},
+        "time_s": time.perf_counter() - epoch_start,
+    }
+
+
+def _save_general_epoch(setup: _GeneralSetup, tokenizer, out: Path, record: dict, log_rows: list[dict]) -> None:
+    """Record the student's origin in its config, save OUT/epoch-<n>/, rewrite OUT/distill_log.json and print the
+    epoch's losses. `record`: teacher, student spec and kind, number of texts and temperature."""
+    from distilbench.models.registry import DISTILBENCH_KEY
+    from distilbench.runs import save_checkpoint, write_json_atomic
+
+    row, terms = log_rows[-1], setup.terms
+    setup.encoder.config.update(
+        {
+            DISTILBENCH_KEY: {
+                "teacher": record["teacher"],
+                "teacher_layers": setup.layers,
+                "student_kind": record["student_kind"],
+                "general_distillation": {
+                    "epochs": row["epoch"],
+                    "texts": record["texts"],
+                    "weights": terms,
+                    "temperature": record["temperature"],
+                    "teacher_mlm_head": setup.has_mlm,
+                },
+            }
+        }
+    )
+    save_checkpoint(setup.encoder, tokenizer, out / f"epoch-{row['epoch']}")
+    write_json_atomic(
+        out / "distill_log.json",
+        {"teacher": record["teacher"], "student": record["student"], "weights": terms, "epochs": log_rows},
+    )
+    say(
+        f"  distill-general epoch {row['epoch']}: loss {row['loss']:.4f} ("
+        + ", ".join(f"{k} {row[k]:.4f}" for k in terms if terms[k])
+        + f"; {row['time_s']:.1f} s)"
+    )
+
+
 def distill_general(
     teacher: str,
     student_spec: str,
     texts: list[str],
     out: str | Path,
+    options: GeneralDistillationOptions = GeneralDistillationOptions(),
     *,
-    epochs: int = 1,
-    batch_size: int = 32,
-    learning_rate: float = 5e-4,
-    max_length: int = 128,
-    temperature: float = 2.0,
-    alpha_ce: float = 5.0,
-    alpha_mlm: float = 2.0,
-    alpha_cos: float = 1.0,
-    alpha_mse: float = 0.0,
-    mlm_probability: float = 0.15,
-    seed: int = 42,
-    precision: str = "auto",
-    device: str = "auto",
     progress: bool = True,
 ) -> dict:
     """Train a student against a pretrained teacher on unlabelled texts with DistilBERT's triple loss.
@@ -461,144 +650,39 @@ def distill_general(
     """
     import time
 
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-    from transformers import (
-        DataCollatorForLanguageModeling,
-        get_linear_schedule_with_warmup,
-        set_seed,
-    )
+    from transformers import get_linear_schedule_with_warmup
 
-    from distilbench.models.registry import (
-        DISTILBENCH_KEY,
-        build_student,
-        drop_unused_token_types,
-        load_tokenizer,
-        parse_student_spec,
-    )
-    from distilbench.runs import save_checkpoint, write_json_atomic
-    from distilbench.runtime.inference import autocast_for, pick_precision
-    from distilbench.runtime.machine import pick_device
+    from distilbench.models.registry import drop_unused_token_types, load_tokenizer
 
-    spec = parse_student_spec(student_spec)
-    if spec is None:
-        raise DistilbenchError(f"--student must be a student spec such as student:{teacher}, not '{student_spec}'")
-    if not texts:
-        raise DistilbenchError("no texts to distil on")
-    set_seed(seed)
-    device_ = pick_device(device)
-    precision = pick_precision(precision, device_)
-    teacher_model, head = _teacher_for_general(teacher)  # the student's MLM head starts as the teacher's
-    has_mlm = head is not None
-    teacher_model.to(device_).eval()
-    student_full = build_student(teacher, layers=spec.strategy, kind=spec.kind)
-    encoder = getattr(student_full, student_full.base_model_prefix)
-    layers = student_full.config.to_dict()[DISTILBENCH_KEY]["teacher_layers"]
-    terms = {
-        "ce": alpha_ce if has_mlm else 0.0,
-        "mlm": alpha_mlm if has_mlm else 0.0,
-        "cos": alpha_cos,
-        "mse": alpha_mse,
-    }
-    if not has_mlm:
-        say(
-            f"the teacher {teacher} has no trained MLM head: general distillation uses the hidden-state terms "
-            f"only (cosine on the last layer{', MSE per mapped layer' if alpha_mse else ''})"
-        )
+    spec, setup = _general_setup(teacher, student_spec, texts, options)
     tokenizer = load_tokenizer(teacher)
-    drop_unused_token_types(tokenizer, student_full)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    features = [
-        {"input_ids": ids, "attention_mask": mask} for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])
-    ]
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)  # 80/10/10
-    loader = DataLoader(
-        features,
-        batch_size=batch_size,
-        shuffle=True,
-        collate_fn=collator,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    parameters = list(encoder.parameters()) + (list(head.parameters()) if head is not None else [])
-    encoder.to(device_).train()
-    if head is not None:
-        head.to(device_).train()
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, eps=1e-8)
-    total = epochs * len(loader)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.05 * total), total)
+    drop_unused_token_types(tokenizer, setup.student_full)
+    loader = _masked_text_batches(tokenizer, texts, options)
+    setup.encoder.to(setup.device).train()
+    if setup.head is not None:
+        setup.head.to(setup.device).train()
+    optimizer = torch.optim.AdamW(setup.parameters(), lr=options.learning_rate, eps=1e-8)
+    total = options.epochs * len(loader)
+    training = optimizer, get_linear_schedule_with_warmup(optimizer, int(0.05 * total), total)
     out = Path(out)
+    record = {
+        "teacher": teacher,
+        "student": student_spec,
+        "student_kind": spec.kind,
+        "texts": len(texts),
+        "temperature": options.temperature,
+    }
     log_rows = []
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        sums = {name: 0.0 for name in (*terms, "loss")}
-        bar = tqdm(loader, desc=f"distill-general epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        epoch_start = time.perf_counter()
-        for batch in bar:
-            batch = {k: v.to(device_) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            with torch.no_grad(), autocast_for(device_, precision):
-                t_out = teacher_model(**batch, output_hidden_states=True)
-            with autocast_for(device_, precision):
-                s_out = encoder(**batch, output_hidden_states=True)
-            values = general_distillation_terms(
-                s_out.hidden_states,
-                t_out.hidden_states,
-                batch["attention_mask"],
-                layers,
-                labels,
-                temperature,
-                head(s_out.last_hidden_state).float() if head is not None else None,
-                t_out.logits.float() if has_mlm else None,
-                alpha_mse > 0,
-            )
-            loss = sum(terms[k] * values[k] for k in terms if terms[k])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            scheduler.step()
-            for k in terms:
-                sums[k] += float(values[k].detach())
-            sums["loss"] += float(loss.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        row = {
-            "epoch": epoch,
-            **{k: v / len(loader) for k, v in sums.items()},
-            "time_s": time.perf_counter() - epoch_start,
-        }
-        log_rows.append(row)
-        encoder.config.update(
-            {
-                DISTILBENCH_KEY: {
-                    "teacher": teacher,
-                    "teacher_layers": layers,
-                    "student_kind": spec.kind,
-                    "general_distillation": {
-                        "epochs": epoch,
-                        "texts": len(texts),
-                        "weights": terms,
-                        "temperature": temperature,
-                        "teacher_mlm_head": has_mlm,
-                    },
-                }
-            }
-        )
-        save_checkpoint(encoder, tokenizer, out / f"epoch-{epoch}")
-        write_json_atomic(
-            out / "distill_log.json",
-            {"teacher": teacher, "student": student_spec, "weights": terms, "epochs": log_rows},
-        )
-        say(
-            f"  distill-general epoch {epoch}: loss {row['loss']:.4f} ("
-            + ", ".join(f"{k} {row[k]:.4f}" for k in terms if terms[k])
-            + f"; {row['time_s']:.1f} s)"
-        )
-    encoder.save_pretrained(out)
+    for epoch in range(1, options.epochs + 1):
+        log_rows.append(_general_epoch(setup, loader, options, training, epoch, progress))
+        _save_general_epoch(setup, tokenizer, out, record, log_rows)
+    setup.encoder.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {
         "epochs": log_rows,
-        "weights": terms,
-        "teacher_mlm_head": has_mlm,
+        "weights": setup.terms,
+        "teacher_mlm_head": setup.has_mlm,
         "out": str(out),
         "time_s": time.perf_counter() - start,
     }

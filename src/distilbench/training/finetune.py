@@ -336,6 +336,18 @@ def probe_head(model, tokenizer, train_data: EncodedDataset, task: str, config: 
     set_output_layer(model, *distributed.share(fitted))
 
 
+@dataclass(frozen=True)
+class TrainingExtras:
+    """What a caller adds to plain fine-tuning: more TrainerCallbacks, called after the epoch's statistics are
+    taken (tune's pruning); the fine-tuned teacher model, run alongside a distilled student for the config's
+    intermediate-layer losses; and the number of last epochs whose averaged weights compete for the kept
+    checkpoint (0: none)."""
+
+    callbacks: tuple | list = ()
+    teacher: object = None
+    average_last: int = 0
+
+
 def train_model(
     model,
     tokenizer,
@@ -348,32 +360,75 @@ def train_model(
     name: str,
     progress: bool = True,
     resume: bool = False,
-    callbacks: list | None = None,
-    teacher=None,
-    average_last: int = 0,
+    extras: TrainingExtras = TrainingExtras(),
 ) -> TrainResult:
     """Fine-tune `model`, saving `save_dir/epoch-<n>/` each epoch; return per-epoch stats and the best epoch.
 
     After every epoch the Trainer's whole state is kept in `save_dir/.trainer` (only the newest);
-    `resume` continues from it, so a killed run ends as an uninterrupted one would. `callbacks`: more
-    TrainerCallbacks, called after the epoch's statistics are taken (tune's pruning). `teacher`: the fine-tuned
-    teacher model, run alongside a distilled student for config's intermediate-layer losses.
+    `resume` continues from it, so a killed run ends as an uninterrupted one would. `extras`: more callbacks,
+    a running teacher and checkpoint averaging (TrainingExtras).
     """
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
     metric = config.best_epoch_metric()
-
-    def metrics_for_trainer(prediction) -> dict:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        probs = logits_to_probs(task, np.asarray(logits, dtype=np.float32))
-        return summary_metrics(compute_metrics(task, np.asarray(prediction.label_ids), probs, label_names))
-
     processes = distributed.world_size()
     if config.train_batch_size % processes:
         raise DistilbenchError(
             f"--train-batch-size {config.train_batch_size} is the global batch; it must divide "
             f"evenly among the {processes} processes"
         )
+    state_dir = save_dir / RESUME_DIR
+    resume_from, earlier_stats = _resume_point(save_dir, config, name, resume)
+    args = _training_arguments(config, state_dir, device, precision, processes)
+    if config.initial_head() == "probe" and resume_from is None:  # a resumed run restores the trained head
+        probe_head(model.to(device), tokenizer, train_data, task, config, name)
+    trainer_class = DistillationTrainer if train_data.teacher_logits is not None else DistilbenchTrainer
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=val_data,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_trainer_metrics(task, label_names),
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats, metric, config.patience)
+    _set_losses(trainer, train_data, task, label_names, config, name)
+    if train_data.teacher_logits is not None:
+        _set_distillation(trainer, model, extras.teacher, config, device)
+    trainer.add_callback(callback)
+    for extra in extras.callbacks or []:
+        trainer.add_callback(extra)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
+    total = time.perf_counter() - start
+    best = choose_best_epoch(callback.stats, metric)
+    for done in (callback, *(extras.callbacks or [])):  # the averages' evaluations are not epochs
+        trainer.remove_callback(done)
+    average_last = extras.average_last
+    averages = evaluate_averages(trainer, save_dir, callback.stats, average_last, name) if average_last >= 2 else []
+    if distributed.is_main_process():  # kept until the averages are saved: a resume does not train again
+        shutil.rmtree(state_dir, ignore_errors=True)
+    kept = checkpoint_name(choose_best(callback.stats + averages, metric))
+    return TrainResult(callback.stats, best, metric, precision, total, averages, kept)
+
+
+def _trainer_metrics(task: str, label_names: list[str]):
+    """The Trainer's compute_metrics: the summary metrics of a validation pass's logits."""
+
+    def metrics_for_trainer(prediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        probs = logits_to_probs(task, np.asarray(logits, dtype=np.float32))
+        return summary_metrics(compute_metrics(task, np.asarray(prediction.label_ids), probs, label_names))
+
+    return metrics_for_trainer
+
+
+def _resume_point(save_dir: Path, config: ExperimentConfig, name: str, resume: bool) -> tuple:
+    """(the last complete Trainer state and its epoch, or None; the statistics of the epochs up to it), decided by
+    the first process and shared with the others. Without a state to resume, an old one is removed."""
     state_dir = save_dir / RESUME_DIR
     resume_from, earlier_stats = None, []
     if distributed.is_main_process():
@@ -386,9 +441,15 @@ def train_model(
             say(f"  resuming {name} after epoch {epoch} of {config.epochs}")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
-    resume_from, earlier_stats = distributed.share((resume_from, earlier_stats))
+    return distributed.share((resume_from, earlier_stats))
 
-    args = TrainingArguments(
+
+def _training_arguments(
+    config: ExperimentConfig, state_dir: Path, device: torch.device, precision: str, processes: int
+) -> TrainingArguments:
+    """The Trainer's arguments for the config: one evaluation and one saved state per epoch, no logging or bars of
+    its own (EpochCallback shows them), the global batch split among the processes."""
+    return TrainingArguments(
         output_dir=str(state_dir),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.train_batch_size // processes,
@@ -415,21 +476,11 @@ def train_model(
         average_tokens_across_devices=False,
         disable_tqdm=True,
     )
-    if config.initial_head() == "probe" and resume_from is None:  # a resumed run restores the trained head
-        probe_head(model.to(device), tokenizer, train_data, task, config, name)
-    trainer_class = DistillationTrainer if train_data.teacher_logits is not None else DistilbenchTrainer
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_data,
-        eval_dataset=val_data,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_for_trainer,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    callback = EpochCallback(trainer, save_dir, name, progress, earlier_stats, metric, config.patience)
+
+
+def _set_losses(trainer, train_data: EncodedDataset, task: str, label_names: list[str], config, name: str) -> None:
+    """The label loss's settings on the trainer: layer-wise rate decay, label smoothing, the task and the label-loss
+    weights from the training split (said, where there are any)."""
     trainer.layer_lr_decay, trainer.label_smoothing = config.layer_lr_decay, config.label_smoothing
     trainer.task, trainer.class_weights = (
         task,
@@ -440,26 +491,16 @@ def train_model(
             f"  {name}: label-loss weights from the training split: "
             + ", ".join(f"{n} {w:.2f}" for n, w in zip(label_names, trainer.class_weights.tolist()))
         )
-    if train_data.teacher_logits is not None:
-        trainer.alpha, trainer.temperature = config.alpha, config.temperature
-        if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
-            trainer.layers = mapped_teacher_layers(model, teacher)
-            if config.distill_attention > 0:
-                use_eager_attention(model)
-                use_eager_attention(teacher)
-            trainer.teacher = teacher.to(device).eval()
-            trainer.hidden_weight, trainer.attention_weight = config.distill_hidden, config.distill_attention
-    trainer.add_callback(callback)
-    for extra in callbacks or []:
-        trainer.add_callback(extra)
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from[0]) if resume_from else None)
-    total = time.perf_counter() - start
-    best = choose_best_epoch(callback.stats, metric)
-    for done in (callback, *(callbacks or [])):  # the averages' evaluations are not epochs
-        trainer.remove_callback(done)
-    averages = evaluate_averages(trainer, save_dir, callback.stats, average_last, name) if average_last >= 2 else []
-    if distributed.is_main_process():  # kept until the averages are saved: a resume does not train again
-        shutil.rmtree(state_dir, ignore_errors=True)
-    kept = checkpoint_name(choose_best(callback.stats + averages, metric))
-    return TrainResult(callback.stats, best, metric, precision, total, averages, kept)
+
+
+def _set_distillation(trainer, model, teacher, config: ExperimentConfig, device: torch.device) -> None:
+    """The distillation loss's settings on the trainer; with a running `teacher` and intermediate-layer weights,
+    the teacher (on the device, in eval mode) and the student-to-teacher layer map too."""
+    trainer.alpha, trainer.temperature = config.alpha, config.temperature
+    if teacher is not None and (config.distill_hidden > 0 or config.distill_attention > 0):
+        trainer.layers = mapped_teacher_layers(model, teacher)
+        if config.distill_attention > 0:
+            use_eager_attention(model)
+            use_eager_attention(teacher)
+        trainer.teacher = teacher.to(device).eval()
+        trainer.hidden_weight, trainer.attention_weight = config.distill_hidden, config.distill_attention
