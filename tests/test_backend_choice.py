@@ -80,31 +80,45 @@ def _with_fake(monkeypatch, fake_name: str, flip: bool) -> None:
         return _Fake(backend, name, flip) if name == fake_name else backend
 
     monkeypatch.setattr(backends, "load_backend", load)
-    monkeypatch.setattr(backend_choice, "candidate_backends", lambda device: ["torch-fp32", fake_name])
+    monkeypatch.setattr(
+        backend_choice, "candidate_backends", lambda device, with_texts=False: ["torch-fp32", fake_name]
+    )
 
 
 def test_candidates_follow_the_machine(monkeypatch):
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32"])
-    cpu = candidate_backends(torch.device("cpu"))
-    assert cpu == ["torch-fp32", "onnx-fp32"]  # no emulated bf16, no batch-dependent dynamic int8
+    cpu = candidate_backends(torch.device("cpu"), with_texts=True)
+    assert cpu == ["torch-fp32", "onnx-fp32", "onnx-int8-static"]  # no emulated bf16, no dynamic int8
+    assert candidate_backends(torch.device("cpu"), with_texts=False) == ["torch-fp32", "onnx-fp32"]  # static: texts
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32", "bf16"])
-    assert candidate_backends(torch.device("cpu")) == ["torch-fp32", "torch-bf16", "onnx-fp32"]
+    assert candidate_backends(torch.device("cpu"), with_texts=True) == [
+        "torch-fp32",
+        "torch-bf16",
+        "onnx-fp32",
+        "onnx-int8-static",
+    ]
     assert candidate_backends(torch.device("cuda")) == ["torch-fp32", "torch-bf16"]  # nothing CPU-only on a GPU
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32", "fp16"])
     assert candidate_backends(torch.device("cuda")) == ["torch-fp32"]
 
 
-def test_every_candidate_gives_a_text_the_same_label_whatever_its_batch(run_checkpoint):
+def test_every_candidate_gives_a_text_the_same_label_whatever_its_batch(run_checkpoint, tmp_path):
     """A text's label must not depend on the other texts predicted with it: the same texts in another order and
-    other batch sizes get the same labels from every backend auto may choose on this machine."""
-    from distilbench.runtime.backends import load_backend
+    other batch sizes get the same labels from every backend auto may choose on this machine (static int8
+    calibrated as auto calibrates it: on other texts, with the guard's 99 %)."""
+    from distilbench.runtime.backends import BATCH_DEPENDENT, load_backend
     from distilbench.runtime.inference import backend_logits
+    from distilbench.runtime.static_quant import StaticCalibration
 
     _, model, tokenizer = run_checkpoint
     texts = _texts(300, seed=7)
     order = np.random.default_rng(0).permutation(len(texts))
-    for name in candidate_backends("cpu"):
-        backend = load_backend(model, name)
+    calibration = StaticCalibration(_texts(120, seed=1), tokenizer)
+    candidates = candidate_backends("cpu", with_texts=True)
+    assert "onnx-int8-static" in candidates and not set(candidates) & set(BATCH_DEPENDENT)
+    for name in candidates:
+        extra = {"calibration": calibration, "work_dir": tmp_path / name} if name == "onnx-int8-static" else {}
+        backend = load_backend(model, name, **extra)
         first, _ = backend_logits(backend, tokenizer, texts, batch_size=64)
         shuffled, _ = backend_logits(backend, tokenizer, [texts[i] for i in order], batch_size=7)
         alone, _ = backend_logits(backend, tokenizer, texts[:40], batch_size=1)
@@ -129,7 +143,7 @@ def test_a_dynamic_int8_backend_asked_for_by_name_warns_that_labels_depend_on_ba
 
 def test_flags_env_removes_bf16_from_the_candidates(monkeypatch):
     monkeypatch.setenv(machine.FLAGS_ENV, "avx2")
-    assert "torch-bf16" not in candidate_backends("cpu")
+    assert "torch-bf16" not in candidate_backends("cpu", with_texts=True)
 
 
 def test_a_fast_backend_that_agrees_is_chosen(run_checkpoint, monkeypatch, tmp_path):

@@ -12,6 +12,7 @@ from distilbench.core.console import DistilbenchError
 from distilbench.models.inputs import model_input_names
 from distilbench.runtime.backends import BACKENDS, load_backend
 from distilbench.runtime.inference import backend_logits
+from distilbench.runtime.static_quant import StaticCalibration
 
 LABELS = ["a", "b", "c"]
 TEXTS = [
@@ -63,7 +64,9 @@ def built(models, tmp_path_factory):
     def get(kind: str, name: str):
         if (kind, name) not in cache:
             work_dir = tmp_path_factory.mktemp(f"{kind}-{name}")
-            cache[kind, name] = load_backend(models[kind][0], name, work_dir=work_dir)
+            # static int8 calibrates on texts (auto's; here the test texts)
+            extra = {"calibration": StaticCalibration(TEXTS, models[kind][1])} if name == "onnx-int8-static" else {}
+            cache[kind, name] = load_backend(models[kind][0], name, work_dir=work_dir, **extra)
         return cache[kind, name]
 
     return get

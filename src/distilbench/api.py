@@ -391,7 +391,7 @@ def evaluate(
     reports the agreement. `distilbench evaluate` calls this."""
     from distilbench.config import load_config
     from distilbench.data.readers import frame_source
-    from distilbench.experiments import compare as experiment
+    from distilbench.experiments import evaluate as experiment  # a bundle: without torch
 
     given = {k: v for k, v in settings.items() if v is not None}
     _check_setting_names(given)
@@ -456,8 +456,10 @@ def export(
     tolerance: float | None = None,
 ) -> Path:
     """Export a fine-tuned checkpoint as a directory `out` (which must not exist) that runs without PyTorch:
-    model.onnx, config.json, the tokenizer and export.json (the check against PyTorch). Returns `out`; load()
-    and predict/serve/bench take it as a model. `distilbench export` calls this."""
+    model.onnx, config.json, the tokenizer and export.json (the check against PyTorch). `quantize`: None (fp32),
+    "int8" (dynamic) or "int8-static" (calibrated on the run's validation split; export.json's `static` says which
+    nodes stayed fp32 and the agreement with fp32). Returns `out`; load() and predict/serve/bench take it as a
+    model. `distilbench export` calls this."""
     from distilbench.runtime.export import export_model
 
     export_model(str(model_directory(model)), str(out), fmt=format, quantize=quantize, fuse=fuse, tolerance=tolerance)
@@ -544,7 +546,7 @@ def report(run: PathLike | RunResult) -> tuple[Path, Path]:
 
 def _choice_settings(options: dict):
     """The guard of backend auto, taken out of `options` (min_agreement, max_metric_drop, recalibrate)."""
-    from distilbench.runtime.auto import ChoiceSettings
+    from distilbench.runtime.options import ChoiceSettings  # not auto.py: a bundle runs without torch
 
     names = ("min_agreement", "max_metric_drop", "recalibrate")
     given = {name: options.pop(name) for name in names if options.get(name) is not None}

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from distilbench.cli.options import BACKEND_GUARD, DATA, FLAGS, Flag, deprecation, flags
+from distilbench.cli.options import (
+    BACKEND_GUARD,
+    DATA,
+    FLAGS,
+    QUANTIZATION_HELP,
+    QUANTIZATIONS,
+    Flag,
+    deprecation,
+    flags,
+)
 from distilbench.cli.verb import OldPositional, Verb
 
 CHECKPOINT = "checkpoint directory (RUN/models/<model>/best), or a finished run directory: its reference model"
@@ -255,7 +264,7 @@ EXPORT = Verb(
         Flag(
             "--quantize",
             "output",
-            {"choices": ("int8",), "help": "int8: dynamic int8 quantization of the weights (default: fp32)"},
+            {"choices": QUANTIZATIONS, "help": QUANTIZATION_HELP},
         ),
         Flag(
             "--fuse",

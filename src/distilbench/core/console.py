@@ -38,9 +38,13 @@ def quiet_libraries(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
     from huggingface_hub.utils import disable_progress_bars
 
+    disable_progress_bars()  # transformers reads this when it is imported: its own bars stay off too
+    if "transformers" not in sys.modules:  # not imported here: an exported bundle runs without it
+        os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"  # read on its first import
+        return
+    import transformers
+
     transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
-    disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()

@@ -24,8 +24,8 @@ from distilbench.evaluation.metrics import (
     summary_metrics,
     tune_thresholds,
 )
-from distilbench.evaluation.stats import HEADLINE_METRICS, bootstrap_ci
 from distilbench.evaluation.verdicts import assess, baseline_table, difference_text, interval_text, verdict_lines
+from distilbench.experiments.evaluate import load_task_data, tested_metrics  # noqa: F401 (imported from here too)
 from distilbench.models.registry import (
     DISTILBENCH_KEY,
     check_model_specs,
@@ -67,26 +67,6 @@ if TYPE_CHECKING:  # imported at run time inside the steps: `evaluate` and `pred
     from distilbench.training.finetune import EncodedDataset, TrainResult
 
 log = logging.getLogger(__name__)
-
-
-def load_task_data(source: str, config: ExperimentConfig, label_names: list[str] | None = None):
-    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts). With
-    `label_names` (the training labels: validation/test files, evaluate) the frame has exactly those labels,
-    and a label outside them is an error."""
-    raw = datalib.read_source(source, config.text_column)
-    frame, names = datalib.to_task_frame(
-        raw,
-        config.task,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        label_columns=config.label_columns,
-        label_separator=config.label_separator,
-        label_names=label_names,
-    )
-    dropped = dict(frame.attrs.get("dropped", {}))
-    frame, cleaned = datalib.clean_texts(frame, max_chars=config.max_chars)
-    dropped.update(cleaned)
-    return frame, names, dropped
 
 
 @dataclasses.dataclass
@@ -291,29 +271,6 @@ def test_model(
             task, label_names, labels, probs, reference_probs, stats[primary_metric(task)]
         )
     return stats, labels, probs
-
-
-def tested_metrics(
-    task: str,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    label_names: list[str],
-    thresholds: np.ndarray,
-    resamples: int | None = None,
-    seed: int = 0,
-) -> dict:
-    """The metrics of predicted `probs`; for multilabel with tuned `thresholds`, also the metrics at them; with
-    `resamples`, each headline metric's 95 % bootstrap interval (`seed`: the resampling's)."""
-    stats = compute_metrics(task, labels, probs, label_names)
-    if task == "multilabel" and not np.allclose(thresholds, 0.5):
-        stats["thresholds"] = dict(zip(label_names, thresholds.tolist()))
-        stats["at_tuned_thresholds"] = compute_metrics(task, labels, probs, label_names, thresholds)
-    if resamples is not None:
-        stats["intervals"] = {
-            m: bootstrap_ci(task, labels, probs, label_names, m, resamples=resamples, seed=seed)
-            for m in HEADLINE_METRICS[task]
-        }
-    return stats
 
 
 def fp32_agreement(

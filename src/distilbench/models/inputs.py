@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def model_input_names(model: torch.nn.Module) -> list[str]:
     """The tokenizer outputs the model uses: token_type_ids only where its encoder takes them."""
+    import torch  # here, not above: the runtime reads MODEL_INPUTS without torch (an exported bundle)
+
     accepted = inspect.signature(model.forward).parameters
     prefix = getattr(model, "base_model_prefix", "")
     encoder = getattr(model, prefix, None) if prefix else None

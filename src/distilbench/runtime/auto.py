@@ -3,7 +3,8 @@
 Which runtime is fastest depends on the CPU far more than on anything else: on a CPU with native bf16
 the fused torch-bf16 path wins by 3-4x, on an AVX2-only CPU bf16 is emulated (25x slower than fp32) and
 only int8 kernels beat fp32 (but dynamic int8 gives a text a label that depends on its batch mates, so `auto`
-leaves it out). So `auto` does not guess from flags alone:
+leaves it out and measures static int8 instead, calibrated on the same texts). So `auto` does not guess from
+flags alone:
 
 - candidates: the backends this machine runs well (`candidate_backends`);
 - calibration: each candidate predicts the same texts (the run's validation split, or a held sample of
@@ -30,11 +31,12 @@ from distilbench.core.console import DistilbenchError, say
 from distilbench.runtime.inference import backend_logits, logits_to_probs
 from distilbench.runtime.machine import machine_fingerprint, native_precisions, pick_device
 from distilbench.runtime.options import ChoiceSettings
+from distilbench.runtime.static_quant import StaticCalibration, static_record
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_TEXTS = 512  # enough for a stable rate and a 1 % agreement check; seconds per candidate
-CHOICE_FORMAT = 1  # bumped when the cached record changes meaning
+CHOICE_FORMAT = 2  # bumped when the cached record changes meaning (2: onnx-int8-static may be chosen)
 
 
 def choice_settings(config) -> ChoiceSettings:
@@ -42,15 +44,17 @@ def choice_settings(config) -> ChoiceSettings:
     return ChoiceSettings(config.min_agreement, config.max_metric_drop, config.recalibrate).validate()
 
 
-def candidate_backends(device: torch.device | str = "auto") -> list[str]:
+def candidate_backends(device: torch.device | str = "auto", with_texts: bool = False) -> list[str]:
     """The backends worth measuring on this device: never one that runs emulated kernels here, and never one whose
     labels depend on a text's batch mates.
 
     CUDA: torch-fp32 and, where the GPU has it, torch-bf16. CPU: torch-fp32 and ONNX Runtime fp32, plus
     torch-bf16 where bf16 is measured fast (machine.cpu_fast_bf16). The dynamically quantized int8 backends
     (backends.BATCH_DEPENDENT) are left out: they scale activations per batch, so the same text could get another
-    label in another batch, order or worker. torch-bf16-compiled is left out: its compilation takes tens of
-    seconds, longer than a calibration may."""
+    label in another batch, order or worker; static int8 (onnx-int8-static, activation scales fixed from the
+    calibration texts, partly fp32 where it would fail the guard) takes their place for a caller with texts to
+    calibrate it on (`with_texts`: `auto` itself; not `bench`, which measures without calibrating).
+    torch-bf16-compiled is left out: its compilation takes tens of seconds, longer than a calibration may."""
     device = pick_device(device) if isinstance(device, str) else device
     bf16 = "bf16" in native_precisions(device)
     if device.type == "cuda":
@@ -59,7 +63,7 @@ def candidate_backends(device: torch.device | str = "auto") -> list[str]:
     try:
         import onnxruntime  # noqa: F401
 
-        names += ["onnx-fp32"]
+        names += ["onnx-fp32"] + (["onnx-int8-static"] if with_texts else [])
     except ImportError:
         log.info("onnxruntime not installed: ONNX backends are not candidates for auto")
     return names
@@ -123,7 +127,7 @@ def cached_choice(
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, DistilbenchError):  # nothing cached, or no checkpoint: said later
         return None
-    if record.get("chosen") not in candidate_backends(device):  # e.g. onnxruntime uninstalled since
+    if record.get("chosen") not in candidate_backends(device, with_texts=True):  # e.g. onnxruntime uninstalled since
         return None
     return {**record, "cached": True, "cache_file": str(path)}
 
@@ -149,7 +153,7 @@ def calibrate(
     settings = (settings or ChoiceSettings()).validate()
     device = pick_device(device) if isinstance(device, str) else device
     started = time.perf_counter()
-    candidates = candidate_backends(device)
+    candidates = candidate_backends(device, with_texts=True)
     if device.type != "cpu":  # a model on a GPU stays there; CPU-only backends are no candidates
         model.to(device)
     texts, labels, guard_source = guard
@@ -160,9 +164,15 @@ def calibrate(
         raise DistilbenchError("no texts to choose a backend on: pass --backend explicitly")
     if show:
         say(f"choosing a backend: {', '.join(candidates)} on {len(texts)} {guard_source} texts ...")
-    built, failed = _build_candidates(model, candidates, model_dir)
+    calibration = StaticCalibration(
+        texts, tokenizer, max_length, guard_source, settings.min_agreement, multilabel=task == "multilabel"
+    )
+    built, failed = _build_candidates(model, candidates, model_dir, calibration)
     seconds, logits = _time_candidates(built, tokenizer, texts, batch_size, max_length)
     measured = _judge_candidates(task, label_names, labels, logits, seconds, len(texts), settings)
+    for name, backend in built.items():  # static int8: calibration size, products kept fp32, its own agreement
+        if getattr(backend, "path", None) is not None and static_record(backend.path) is not None:
+            measured[name]["static"] = {k: v for k, v in static_record(backend.path).items() if k != "tried"}
     for name, error in failed.items():
         measured[name] = {"valid": False, "refused": f"could not be built: {error}"}
     valid = [name for name in built if measured[name]["valid"]]
@@ -197,14 +207,18 @@ def calibrate(
     return built[chosen], record
 
 
-def _build_candidates(model, candidates: list[str], model_dir: str | Path | None) -> tuple[dict, dict[str, str]]:
-    """({name: built backend}, {name: why it could not be built}) for the candidate backends."""
+def _build_candidates(
+    model, candidates: list[str], model_dir: str | Path | None, calibration: StaticCalibration
+) -> tuple[dict, dict[str, str]]:
+    """({name: built backend}, {name: why it could not be built}) for the candidate backends; a static int8 graph
+    is calibrated on `calibration`."""
     from distilbench.runtime.backends import load_backend
 
     built, failed = {}, {}
     for name in candidates:
+        extra = {"calibration": calibration} if name == "onnx-int8-static" else {}
         try:
-            built[name] = load_backend(model, name, cache_key=_checkpoint_key(model_dir))
+            built[name] = load_backend(model, name, cache_key=_checkpoint_key(model_dir), **extra)
         except DistilbenchError as exc:
             failed[name] = str(exc)
     return built, failed

@@ -39,19 +39,19 @@ from torch import nn
 
 from distilbench.core.console import DistilbenchError, warn
 from distilbench.models.inputs import model_input_names
-from distilbench.runtime.export import (
-    build_onnx,
-    cached_onnx,
-    export_info,
-    import_onnxruntime,
-    is_exported_model,
-    onnx_session,
-    read_exported,
-)
+from distilbench.runtime.export import build_onnx, cached_onnx, is_exported_model, static_record
 from distilbench.runtime.fused import can_fuse, first_token_only, fuse_encoder_layers
 from distilbench.runtime.inference import max_positions
 from distilbench.runtime.machine import pick_device
 from distilbench.runtime.names import BACKENDS
+from distilbench.runtime.onnx_backend import (  # noqa: F401 (torch-free; callers import them from here too)
+    ALIASES,
+    Backend,
+    OnnxBackend,
+    check_backend,
+    import_onnxruntime,
+    load_exported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +64,6 @@ BATCH_DEPENDENT_WARNING = (
     "(its order, batch size, worker); --backend auto never chooses it. Use torch-fp32 or onnx-fp32 for "
     "predictions that do not depend on batch mates"
 )
-ALIASES = {"onnx": "onnx-fp32"}
-
-
-class Backend:
-    """A classifier in one runtime: int64 arrays (batch, seq) in, float32 logits (batch, num_labels) out."""
-
-    name: str
-    input_names: list[str]
-    num_labels: int
-    first_token_only: bool = False  # the encoder's last layer computes the first token alone (fused.py)
-    max_positions: int | None = None  # tokens the encoder can take (inference.max_positions)
-    note: str | None = None  # what the caller should know about how it runs (bench.json's notes)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} inputs={self.input_names}>"
 
 
 class TorchBackend(Backend):
@@ -106,29 +88,20 @@ class TorchBackend(Backend):
         return logits.float().cpu().numpy()
 
 
-class OnnxBackend(Backend):
-    """An ONNX Runtime CPU session over an exported graph; feeds only the inputs the graph declares."""
-
-    def __init__(self, name: str, path: Path, num_labels: int, positions: int | None = None):
-        self.name = name
-        self.path = path
-        self.num_labels = num_labels
-        self.max_positions = positions
-        self.session = onnx_session(path)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.ascontiguousarray(batch[k], dtype=np.int64) for k in self.input_names}
-        (logits,) = self.session.run(["logits"], feed)
-        return logits.astype(np.float32, copy=False)
-
-
-def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_key: str | None = None) -> Backend:
+def load_backend(
+    model,
+    name: str,
+    *,
+    work_dir: str | Path | None = None,
+    cache_key: str | None = None,
+    calibration=None,
+) -> Backend:
     """Wrap a loaded (eval-mode, fp32) transformers classifier in the named backend.
 
     ONNX backends: with `cache_key` (cache.checkpoint_key of the directory the model was loaded from) the
     graph is built once and reused from the cache; without one it is built in `work_dir` (model.onnx, and
-    model.int8.onnx), a fresh temporary directory when None.
+    the quantized graph), a fresh temporary directory when None. onnx-int8-static is calibrated on
+    `calibration` (static_quant.StaticCalibration); without it, the static graph cached last for `cache_key`.
     """
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
@@ -177,54 +150,26 @@ def load_backend(model, name: str, *, work_dir: str | Path | None = None, cache_
     import_onnxruntime()
     if device.type != "cpu":  # ONNX Runtime runs on the CPU here: export a CPU copy
         model = copy.deepcopy(model).cpu()
-    quantize = "int8" if name == "onnx-int8" else None
+    quantize = {"onnx-int8": "int8", "onnx-int8-static": "int8-static"}.get(name)
     if cache_key is not None:
-        return OnnxBackend(
-            name, cached_onnx(model, inputs, cache_key, quantize), model.config.num_labels, max_positions(model.config)
+        graph = cached_onnx(model, inputs, cache_key, quantize, calibration=calibration)
+    else:
+        directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
+        graph = build_onnx(model, inputs, directory, quantize, calibration=calibration)
+    backend = OnnxBackend(name, graph, model.config.num_labels, max_positions(model.config))
+    record = static_record(graph) if quantize == "int8-static" else None
+    if record and record["excluded_nodes"]:
+        backend.note = (
+            f"onnx-int8-static: {len(record['excluded_nodes'])} matrix products kept fp32 "
+            f"({', '.join(record['kept_fp32'])}) for {record['agreement_with_fp32']:.1%} agreement with fp32"
         )
-    directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
-    return OnnxBackend(
-        name, build_onnx(model, inputs, directory, quantize), model.config.num_labels, max_positions(model.config)
-    )
+    return backend
 
 
 @functools.cache
 def _warn_batch_dependent(name: str) -> None:
     """Once per process and backend: the labels of a dynamically quantized backend depend on batch mates."""
     warn(BATCH_DEPENDENT_WARNING.format(name=name))
-
-
-def check_backend(backend: str, model_dir: str | Path | None = None) -> str:
-    """A backend name with aliases applied, checked against `model_dir`: for an exported ONNX directory
-    'auto' is its own graph's backend and nothing else runs it; for a checkpoint 'auto' stays 'auto'
-    (backend_choice resolves it by measurement)."""
-    name = ALIASES.get(backend, backend)
-    if model_dir is not None and is_exported_model(model_dir):
-        exported = export_info(model_dir).get("backend")
-        if name == "auto":
-            return exported or "onnx-fp32"
-        if name not in BACKENDS:
-            raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
-        if not name.startswith("onnx-") or (exported and name != exported):
-            own = exported or "onnx-fp32"
-            raise DistilbenchError(
-                f"{model_dir} is an exported ONNX model: it runs only as {own} (predict and serve: "
-                f"--backend auto or {own}), not {name}; for another backend, use the checkpoint "
-                "it was exported from"
-            )
-        return name
-    if name != "auto" and name not in BACKENDS:
-        raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
-    return name
-
-
-def load_exported(path: str | Path, backend: str = "auto"):
-    """An exported ONNX directory in its backend: (OnnxBackend, onnx_export.ExportedModel), the latter with
-    the tokenizer, task, label names and config (thresholds inside)."""
-    name = check_backend(backend, path)
-    exported = read_exported(path)
-    runtime = OnnxBackend(name, exported.onnx_path, len(exported.label_names), max_positions(exported.config))
-    return runtime, exported
 
 
 @dataclass

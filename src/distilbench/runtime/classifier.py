@@ -90,9 +90,8 @@ def load(
     own onnx backend for an exported directory; any backend by name, or auto (the fastest that agrees with
     torch-fp32, measured once per model and machine on the validation split of the run the checkpoint is
     in). `max_length`: tokens per text (default: the model's limit)."""
-    from distilbench.runtime.auto import resolve_backend
-    from distilbench.runtime.export import is_exported_model
-    from distilbench.runtime.predict import ChunkPredictor
+    from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.predict import ChunkPredictor, resolve_model_backend
 
     model_dir = model_directory(path)
     if not (model_dir / "config.json").is_file():
@@ -102,6 +101,6 @@ def load(
         )
     if backend is None:
         backend = "auto" if is_exported_model(model_dir) else "torch-fp32"  # auto: an export's own backend
-    name, _ = resolve_backend(model_dir, backend, device=device, batch_size=batch_size, max_length=max_length)
+    name, _ = resolve_model_backend(model_dir, backend, device=device, batch_size=batch_size, max_length=max_length)
     predictor = ChunkPredictor(str(model_dir), name, device, batch_size, max_length)  # ONNX graphs: the cache
     return Classifier(predictor, model_dir, name)

@@ -1,18 +1,26 @@
-"""The one inference loop (tokenize once, sort by length, pad per batch, run a backend), precision choice,
-and turning logits into probabilities and losses."""
+"""The one inference loop's torch parts: precision choice, autocast and the training losses. The loop itself
+(tokenize once, sort by length, pad per batch, run a backend; logits to probabilities) lives in batching.py,
+which imports no torch, and is imported from here too."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from distilbench.core.console import warn
-from distilbench.models.inputs import MODEL_INPUTS
+from distilbench.runtime.batching import (  # noqa: F401 (the loop's callers import it from here too)
+    PADDING_OFFSET_TYPES,
+    _count_truncated,
+    _warned_cap,
+    _warned_truncation,
+    backend_logits,
+    logits_to_probs,
+    max_positions,
+    padded_batches,
+    token_limit,
+    tokenize_texts,
+)
 from distilbench.runtime.machine import cpu_fast_bf16
 
 
@@ -32,146 +40,6 @@ def autocast_for(device: torch.device, precision: str):
     if precision == "fp16":
         return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
-
-
-_warned_truncation: set[int] = set()  # token limits already warned about in this process
-_warned_cap: set[tuple[int, int]] = set()
-# encoders whose position ids start after the padding index (RoBERTa's create_position_ids_from_input_ids)
-PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "mpnet")
-
-
-def max_positions(config) -> int | None:
-    """How many tokens the encoder of `config` can take: its position embeddings, less the padding offset of
-    RoBERTa-style models (the thesis head keeps its encoder's config as a dict)."""
-    values = config if isinstance(config, dict) else config.to_dict()
-    if isinstance(values.get("encoder"), dict):
-        values = values["encoder"]
-    positions = values.get("max_position_embeddings")
-    if not positions:
-        return None
-    if values.get("model_type") in PADDING_OFFSET_TYPES:
-        positions -= (values.get("pad_token_id") or 0) + 1
-    return int(positions)
-
-
-def token_limit(tokenizer, max_length: int | None = None, positions: int | None = None) -> int:
-    """The tokens a text keeps: --max-length, else 512; never more than the tokenizer allows or the encoder has
-    positions for (a longer input would crash the model). The one place every command takes it from."""
-    ceilings = [n for n in (getattr(tokenizer, "model_max_length", None), positions) if n and n < 1_000_000]
-    if max_length is None:
-        return min([512, *ceilings])
-    limit = min([max_length, *ceilings])
-    if limit < max_length and (max_length, limit) not in _warned_cap:
-        _warned_cap.add((max_length, limit))
-        warn(f"--max-length {max_length} is more than this model takes; texts are cut at {limit} tokens.")
-    return limit
-
-
-def tokenize_texts(tokenizer, texts: list[str], max_length: int | None, positions: int | None = None) -> dict:
-    """Tokenize once, without padding (batches are padded to their own longest text), at most `token_limit`
-    tokens per text (`positions`: the encoder's, from `max_positions`).
-
-    Texts longer than the limit are truncated, with one warning per limit and process: training, testing,
-    speed rounds and streamed predictions tokenize again and again, and the user needs to hear it once."""
-    limit = token_limit(tokenizer, max_length, positions)
-    texts = list(texts)
-    encoded = tokenizer(
-        texts,
-        truncation=True,
-        max_length=limit,
-        padding=False,
-        return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
-    )
-    if limit not in _warned_truncation:
-        truncated = _count_truncated(tokenizer, texts, encoded, limit)
-        if truncated:
-            _warned_truncation.add(limit)
-            cause = f"to {limit} (--max-length)" if max_length else "(the model's limit; see --max-length)"
-            warn(f"{truncated} of {len(texts)} texts are longer than {limit} tokens and were truncated {cause}.")
-    return encoded
-
-
-def _count_truncated(tokenizer, texts: list[str], encoded, limit: int) -> int:
-    """How many texts tokenization cut at `limit` tokens. Only texts that reached the limit can have been cut;
-    a fast tokenizer keeps what it cut off (Encoding.overflowing), a slow one tokenizes those texts again."""
-    at_limit = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) >= limit]
-    if not at_limit:
-        return 0
-    encodings = getattr(encoded, "encodings", None)
-    if encodings:
-        return sum(1 for i in at_limit if encodings[i].overflowing)
-    full = tokenizer([texts[i] for i in at_limit], truncation=False, padding=False, verbose=False)
-    return sum(1 for ids in full["input_ids"] if len(ids) > limit)
-
-
-def padded_batches(
-    tokenizer, texts: list[str], batch_size: int, max_length: int | None, input_names=None, positions: int | None = None
-) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """The one inference loop's batching: tokenize once, sort by length, pad each batch to its own longest text.
-
-    Yields (positions of the batch's texts in `texts`, int64 arrays by input name). `input_names` picks the
-    arrays (token_type_ids are zeros where a model wants them and the tokenizer gives none)."""
-    if not texts:  # the tokenizers refuse an empty list
-        return
-    encoded = tokenize_texts(tokenizer, texts, max_length, positions)
-    ids = encoded["input_ids"]
-    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-    order = np.argsort(lengths, kind="stable")
-    names = list(input_names) if input_names is not None else [k for k in MODEL_INPUTS if k in encoded]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    left = getattr(tokenizer, "padding_side", "right") == "left"
-    for begin in range(0, len(texts), batch_size):
-        index = order[begin : begin + batch_size]
-        width = int(lengths[index].max())
-        batch = {}
-        for name in names:
-            fill = pad_id if name == "input_ids" else 0
-            array = np.full((len(index), width), fill, dtype=np.int64)
-            rows = encoded[name] if name in encoded else None
-            for row_number, i in enumerate(index):
-                n = int(lengths[i])
-                values = rows[i] if rows is not None else (1 if name == "attention_mask" else 0)
-                if left:
-                    array[row_number, width - n :] = values
-                else:
-                    array[row_number, :n] = values
-            batch[name] = array
-        yield index, batch
-
-
-def backend_logits(
-    backend,
-    tokenizer,
-    texts: list[str],
-    *,
-    batch_size: int = 32,
-    max_length: int | None = None,
-    progress: bool = False,
-    desc: str = "predict",
-) -> tuple[np.ndarray, float]:
-    """Logits for `texts` in input order through a backend (backends.Backend: input_names, num_labels, a call
-    from int64 arrays to logits), and the seconds spent in backend calls. Used by evaluate, predict, serve,
-    bench and compare alike."""
-    outputs = np.zeros((len(texts), backend.num_labels), dtype=np.float32)
-    seconds = 0.0
-    batches = padded_batches(
-        tokenizer, texts, batch_size, max_length, backend.input_names, getattr(backend, "max_positions", None)
-    )
-    total = -(-len(texts) // batch_size)
-    for index, batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
-        start = time.perf_counter()
-        outputs[index] = backend(batch)
-        seconds += time.perf_counter() - start
-    return outputs, seconds
-
-
-def logits_to_probs(task: str, logits: np.ndarray) -> np.ndarray:
-    """Softmax for multiclass, sigmoid per label for multilabel."""
-    if task == "multiclass":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        return exp / exp.sum(axis=1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def loss_from_logits(task: str, logits: np.ndarray, labels: np.ndarray) -> float:

@@ -6,6 +6,9 @@ here, so a CPU is read the same way everywhere. `DISTILBENCH_CPU_FLAGS` (a comma
 `avx2`) makes the probe report only those of the real flags: on an AVX-512 or AMX machine it exercises
 the choices made for an AVX2-only CPU. To also run the slower kernels, not only choose as if, add
 `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2` (`make test-avx2`).
+
+torch is imported by the functions that measure or name a torch device, not here: an exported bundle reads
+the CPU's flags without it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import json
 import os
 import platform
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from distilbench.core.cache import cache_dir, exclusive_lock
 from distilbench.core.console import DistilbenchError
+
+if TYPE_CHECKING:
+    import torch
 
 FLAGS_ENV = "DISTILBENCH_CPU_FLAGS"
 # The CPU features that decide fast paths: vector width, native bf16 and int8 dot products, AMX; and on
@@ -115,6 +121,8 @@ def _measured_fast_bf16(fingerprint: str) -> bool:
 
 def _bf16_speedup() -> float:
     """bf16's measured matrix-product peak over fp32's on this CPU."""
+    import torch
+
     fp32 = matmul_peak_flops(torch.float32, max_size=1024, seconds=0.3)[0]
     return matmul_peak_flops(torch.bfloat16, max_size=1024, seconds=0.3)[0] / fp32
 
@@ -129,6 +137,7 @@ def matmul_peak_flops(
     precision is emulated (bf16 on an AVX2-only CPU: about 1 GFLOP/s, a minute for one 2048-cube product)
     the measurement stays short, and Ctrl-C or SIGTERM, handled between products, ends it within a second.
     """
+    import torch
 
     def one_product(a, b) -> float:
         start = time.perf_counter()
@@ -154,6 +163,8 @@ def matmul_peak_flops(
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -162,6 +173,8 @@ def pick_device(device: str = "auto") -> torch.device:
 def native_precisions(device: torch.device | str = "cpu") -> list[str]:
     """The precisions this device computes at full speed: fp32 always; on CUDA fp16, and bf16 where the GPU has
     it; on a CPU bf16 where it is measured faster than fp32 (cpu_fast_bf16)."""
+    import torch
+
     device = pick_device(device) if isinstance(device, str) else device
     if device.type == "cuda":
         return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
@@ -170,6 +183,7 @@ def native_precisions(device: torch.device | str = "cpu") -> list[str]:
 
 def machine_info() -> dict:
     """Where a number was measured: CPU, cores, threads, GPU, library versions."""
+    import torch
     import transformers
 
     info = {
@@ -198,6 +212,8 @@ def machine_info() -> dict:
 def machine_fingerprint() -> str:
     """A short hash of what makes one backend or precision faster than another here: CPU, flags, threads, GPU,
     versions."""
+    import torch
+
     try:
         import onnxruntime
 

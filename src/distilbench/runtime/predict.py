@@ -152,16 +152,25 @@ class ChunkPredictor:
         max_length: int | None,
         work_dir: str | None = None,
     ):
-        from distilbench.runtime.backends import load_model_dir
+        from distilbench.runtime.bundle import is_exported_model
 
-        loaded = load_model_dir(model_dir, backend, device=device, work_dir=work_dir)  # checkpoint or ONNX export
-        self.runtime, self.tokenizer, self.task, self.label_names = (
-            loaded.backend,
-            loaded.tokenizer,
-            loaded.task,
-            loaded.label_names,
-        )
-        self.config = loaded.config
+        if is_exported_model(model_dir):  # an exported bundle: onnxruntime and tokenizers, never torch
+            from distilbench.runtime.onnx_backend import load_exported
+
+            self.runtime, exported = load_exported(model_dir, backend)
+            self.tokenizer, self.task, self.label_names = exported.tokenizer, exported.task, exported.label_names
+            self.config = exported.config
+        else:
+            from distilbench.runtime.backends import load_model_dir
+
+            loaded = load_model_dir(model_dir, backend, device=device, work_dir=work_dir)
+            self.runtime, self.tokenizer, self.task, self.label_names = (
+                loaded.backend,
+                loaded.tokenizer,
+                loaded.task,
+                loaded.label_names,
+            )
+            self.config = loaded.config
         self.thresholds = stored_thresholds(self.config, self.label_names)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -169,7 +178,7 @@ class ChunkPredictor:
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Probabilities per text and label, through the one inference loop (inference.backend_logits)."""
-        from distilbench.runtime.inference import backend_logits, logits_to_probs
+        from distilbench.runtime.batching import backend_logits, logits_to_probs
 
         logits, _ = backend_logits(
             self.runtime, self.tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length
@@ -208,14 +217,18 @@ _worker: dict = {}
 def _init_worker(model_dir: str, inference: InferenceOptions, devices, threads: int) -> None:
     """Pool initializer: the model in `inference.backend` on the next device of the queue `devices`. A failure
     is kept and raised by the first task, so the parent sees the real error instead of a broken pool."""
-    import torch
-
     from distilbench.core.console import quiet_libraries
+    from distilbench.runtime.bundle import is_exported_model
 
     try:
         quiet_libraries(verbose=False)  # no library progress bars from every worker
         device = devices.get()
-        torch.set_num_threads(threads)
+        if is_exported_model(model_dir):  # ONNX Runtime reads it (onnx_backend.session_threads); no torch
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
         work_dir = tempfile.mkdtemp(prefix="distilbench-predict-")
         atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
         _worker["predictor"] = ChunkPredictor(
@@ -325,15 +338,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def worker_devices(device: str, workers: int | None) -> list[str]:
+def worker_devices(device: str, workers: int | None, cpu_only: bool = False) -> list[str]:
     """One device per worker. --device auto/cuda on several GPUs: worker i gets GPU i (mod the count) and
-    the default is one worker per GPU; anything else: every worker on that device, default one worker."""
+    the default is one worker per GPU; anything else: every worker on that device, default one worker.
+    `cpu_only` (an exported bundle, which ONNX Runtime runs on the CPU): every worker on the CPU, without torch."""
+    if workers is not None and workers < 1:
+        raise DistilbenchError(f"--workers must be 1 or more, not {workers}")
+    if cpu_only:
+        return ["cpu"] * (workers or 1)
     import torch
 
     from distilbench.runtime.machine import pick_device
 
-    if workers is not None and workers < 1:
-        raise DistilbenchError(f"--workers must be 1 or more, not {workers}")
     resolved = pick_device(device)
     if resolved.type == "cuda" and resolved.index is None:
         gpus = max(1, torch.cuda.device_count())
@@ -472,15 +488,15 @@ def predict(
 ) -> int:
     """Predict every text of `source`, writing records to `output` (.jsonl or .parquet; JSON lines on stdout
     when None); returns the number of texts."""
-    from distilbench.models.registry import read_task_labels
-    from distilbench.runtime.backends import check_backend
+    from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.onnx_backend import check_backend
 
     inference, chunks = inference or InferenceOptions(), chunks or ChunkOptions()
     target = output_target(source, output, chunks)
     check_input(source)
-    task, label_names = read_task_labels(model_dir)
+    task, label_names = model_task_labels(model_dir)
     target.schema = records_schema(task, label_names)
-    devices = worker_devices(inference.device, chunks.workers)
+    devices = worker_devices(inference.device, chunks.workers, cpu_only=is_exported_model(model_dir))
     inference = inference.with_backend(check_backend(inference.backend, model_dir))  # ONNX: its graph's backend
     first, chunks_in = first_chunk(source, chunks)
     name = choose_backend(model_dir, inference, devices[0], first, progress)
@@ -518,10 +534,8 @@ def choose_backend(
 ) -> str:
     """The backend's name: the one asked for, or for auto the cached choice, else a calibration on the run's
     validation split or on the input's first chunk; torch-fp32 for an empty input (nothing to choose for)."""
-    from distilbench.runtime.auto import resolve_backend
-
     backend = "torch-fp32" if inference.backend == "auto" and not first else inference.backend
-    name, _ = resolve_backend(
+    name, _ = resolve_model_backend(
         model_dir,
         backend,
         device=device,
@@ -532,6 +546,32 @@ def choose_backend(
         show=progress,
     )
     return name
+
+
+def model_task_labels(model_dir: str | Path) -> tuple[str, list[str]]:
+    """Task and label names of a checkpoint or an exported bundle (whose config.json is read without
+    transformers)."""
+    from distilbench.runtime.bundle import bundle_task_labels, is_exported_model
+
+    if is_exported_model(model_dir):
+        return bundle_task_labels(model_dir)
+    from distilbench.models.registry import read_task_labels
+
+    return read_task_labels(model_dir)
+
+
+def resolve_model_backend(model_dir: str | Path, backend: str, **choice) -> tuple[str, dict | None]:
+    """auto.resolve_backend for a checkpoint; for an exported bundle its own graph's backend (checked by
+    onnx_backend.check_backend) without importing torch. `choice`: resolve_backend's keyword arguments."""
+    from distilbench.runtime.bundle import is_exported_model
+
+    if is_exported_model(model_dir):
+        from distilbench.runtime.onnx_backend import check_backend
+
+        return check_backend(backend, model_dir), None
+    from distilbench.runtime.auto import resolve_backend
+
+    return resolve_backend(model_dir, backend, **choice)
 
 
 def predict_chunks(

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import json
 import logging
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,23 +83,23 @@ class Classifier(ChunkPredictor):
         batch_size: int = 64,
         choice=None,
     ):
-        from distilbench.models.registry import describe
-        from distilbench.runtime.auto import builtin_sample_texts, resolve_backend
-        from distilbench.runtime.inference import token_limit
+        from distilbench.runtime.batching import token_limit
+        from distilbench.runtime.predict import resolve_model_backend
 
-        # auto: the cached choice, else a calibration on the run's validation split or on built-in news texts
-        self.backend_name, self.backend_choice = resolve_backend(
+        # auto: the cached choice, else a calibration on the run's validation split or on built-in news texts;
+        # an exported bundle: its own graph, without torch
+        self.backend_name, self.backend_choice = resolve_model_backend(
             model_dir,
             backend,
             device=device,
             batch_size=batch_size,
             max_length=max_length,
-            held_texts=builtin_sample_texts,
+            held_texts=_builtin_sample_texts,
             settings=choice,
         )
         super().__init__(str(model_dir), self.backend_name, device, batch_size, max_length, work_dir=None)
         self.model_dir = str(model_dir)
-        self.architecture = describe(self.config)
+        self.architecture = _architecture(self.config)
         self.max_length = token_limit(self.tokenizer, max_length, self.runtime.max_positions)
         self.forward_passes = 0
 
@@ -106,6 +107,23 @@ class Classifier(ChunkPredictor):
         records = self.predictions(texts)
         self.forward_passes += -(-len(texts) // self.batch_size)
         return records
+
+
+def _builtin_sample_texts() -> list[str]:
+    """auto's calibration texts for a checkpoint outside a run directory (auto.builtin_sample_texts)."""
+    from distilbench.runtime.auto import builtin_sample_texts
+
+    return builtin_sample_texts()
+
+
+def _architecture(config) -> dict:
+    """Type, layers and hidden size for /metadata: an exported bundle's config read as JSON, else
+    models.registry.describe of the checkpoint's transformers config."""
+    if hasattr(config, "architecture"):  # runtime.bundle.BundleConfig
+        return config.architecture()
+    from distilbench.models.registry import describe
+
+    return describe(config)
 
 
 @dataclass
@@ -246,10 +264,15 @@ def create_app(
 ):
     """The FastAPI app serving one checkpoint; the model loads (and warms up) here, not on the first request.
 
-    `threads` sets torch's intra-op threads for the whole process (default: torch's choice, one per core).
+    `threads` sets the intra-op threads for the whole process (default: the library's choice, one per core):
+    torch's for a checkpoint; for an exported bundle ONNX Runtime's, through OMP_NUM_THREADS, without torch.
     """
+    from distilbench.runtime.bundle import is_exported_model
+
     limits = (limits or ServeLimits()).validate()
-    if threads is not None:
+    if threads is not None and is_exported_model(model_dir):
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by onnx_backend.session_threads
+    elif threads is not None:
         import torch
 
         torch.set_num_threads(threads)

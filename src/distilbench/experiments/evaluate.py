@@ -1,0 +1,151 @@
+"""`distilbench evaluate`: a saved model's metrics on any data source. An exported bundle is tested here with
+onnxruntime and numpy alone (no torch, no transformers); a checkpoint goes to compare.evaluate.
+
+The task data's reading and the tested metrics live here (compare imports them), so that testing a bundle does
+not import the training side of compare.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from distilbench.core.console import DistilbenchError, say
+from distilbench.data import datasets as datalib
+from distilbench.evaluation.metrics import compute_metrics, label_array, summary_metrics
+from distilbench.evaluation.stats import HEADLINE_METRICS, bootstrap_ci
+from distilbench.runs import write_json_atomic
+from distilbench.runtime.bundle import is_exported_model
+
+if TYPE_CHECKING:
+    from distilbench.config import ExperimentConfig
+
+
+def load_task_data(source: str, config: ExperimentConfig, label_names: list[str] | None = None):
+    """Read a source into a cleaned task frame; returns (frame, label_names, dropped counts). With
+    `label_names` (the training labels: validation/test files, evaluate) the frame has exactly those labels,
+    and a label outside them is an error."""
+    raw = datalib.read_source(source, config.text_column)
+    frame, names = datalib.to_task_frame(
+        raw,
+        config.task,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        label_columns=config.label_columns,
+        label_separator=config.label_separator,
+        label_names=label_names,
+    )
+    dropped = dict(frame.attrs.get("dropped", {}))
+    frame, cleaned = datalib.clean_texts(frame, max_chars=config.max_chars)
+    dropped.update(cleaned)
+    return frame, names, dropped
+
+
+def tested_metrics(
+    task: str,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    label_names: list[str],
+    thresholds: np.ndarray,
+    resamples: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """The metrics of predicted `probs`; for multilabel with tuned `thresholds`, also the metrics at them; with
+    `resamples`, each headline metric's 95 % bootstrap interval (`seed`: the resampling's)."""
+    stats = compute_metrics(task, labels, probs, label_names)
+    if task == "multilabel" and not np.allclose(thresholds, 0.5):
+        stats["thresholds"] = dict(zip(label_names, thresholds.tolist()))
+        stats["at_tuned_thresholds"] = compute_metrics(task, labels, probs, label_names, thresholds)
+    if resamples is not None:
+        stats["intervals"] = {
+            m: bootstrap_ci(task, labels, probs, label_names, m, resamples=resamples, seed=seed)
+            for m in HEADLINE_METRICS[task]
+        }
+    return stats
+
+
+def numpy_loss(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
+    """The training loss without torch: cross-entropy (multiclass) or BCE-with-logits (multilabel), means over
+    the texts (and labels), as inference.loss_from_logits computes them."""
+    logits = logits.astype(np.float64)
+    if task == "multiclass":
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return float(-log_probs[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)].mean())
+    targets = np.asarray(labels, dtype=np.float64)
+    losses = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    return float(losses.mean())
+
+
+def evaluate(
+    model_dir: str,
+    source: str,
+    config: ExperimentConfig,
+    out: str | None,
+    progress: bool = True,
+    check_fp32: bool = False,
+) -> dict:
+    """Test a saved model on any data source; write the metrics JSON to `out`. An exported bundle runs its own
+    graph here, without torch; a checkpoint is tested by compare.evaluate (`check_fp32`: also with
+    torch-fp32, and the agreement reported)."""
+    if not is_exported_model(model_dir):
+        from distilbench.experiments import compare
+
+        return compare.evaluate(model_dir, source, config, out, progress, check_fp32)
+    if check_fp32:
+        raise DistilbenchError(
+            f"{model_dir} is an exported ONNX model: it has no torch-fp32 to check against; evaluate the "
+            "checkpoint it was exported from with --check-fp32"
+        )
+    stats = test_bundle(model_dir, source, config, progress)
+    if out:
+        write_json_atomic(Path(out), stats)
+    summary = summary_metrics(stats)
+    say(", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+    return stats
+
+
+def test_bundle(model_dir: str, source: str, config: ExperimentConfig, progress: bool) -> dict:
+    """Metrics of an exported bundle on `source` (its own graph, the one inference loop, its thresholds), with
+    95 % intervals, as compare.test_model reports a checkpoint's."""
+    from distilbench.runtime.batching import backend_logits, logits_to_probs
+    from distilbench.runtime.onnx_backend import load_exported
+    from distilbench.runtime.predict import stored_thresholds
+
+    runtime, exported = load_exported(model_dir, config.backend)
+    task, label_names = exported.task, exported.label_names
+    config.task = task
+    frame, _, dropped = load_task_data(source, config, label_names)
+    for reason, count in dropped.items():
+        if count:
+            say(f"dropped {count} rows: {reason}")
+    labels = label_array(frame, task, label_names)
+    texts = frame["text"].tolist()
+    logits, seconds = backend_logits(
+        runtime,
+        exported.tokenizer,
+        texts,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        progress=progress,
+        desc="evaluate",
+    )
+    probs = logits_to_probs(task, logits)
+    thresholds = stored_thresholds(exported.config, label_names)
+    stats = tested_metrics(task, labels, probs, label_names, thresholds, config.resamples, config.seed)
+    stats.update(
+        {
+            "loss": numpy_loss(task, logits, labels),
+            "eval_time_s": seconds,
+            "samples": len(frame),
+            "samples_per_s": len(frame) / seconds if seconds > 0 else None,
+            "backend": runtime.name,
+            "device": "cpu",
+            "model": str(model_dir),
+            "data": source,
+            "task": task,
+        }
+    )
+    return stats
