@@ -485,6 +485,22 @@ def render_ray() -> str:
     return block(table(header, rows), stamp_of("ray_predict.json"))
 
 
+def render_cold_start() -> str:
+    """Issue 39's cold start: predict on an exported bundle against transformers.pipeline, whole processes."""
+    report = load("cold_start.json")
+    torch_note = "imports torch" if report["bundle_imported_torch"] else "no torch"
+    rows = [
+        [f"`distilbench predict` on the exported bundle ({torch_note})", spread(report["bundle_predict_s"], 2), "1x"],
+        [
+            "`transformers.pipeline` on the checkpoint",
+            spread(report["pipeline_s"], 2),
+            f"**{report['ratio']:.1f}x** slower",
+        ],
+    ]
+    header = [f"one text, whole process (median of {report['rounds']}, side by side)", "wall s (min-max)", "ratio"]
+    return block(table(header, rows), stamp_of("cold_start.json"))
+
+
 def render_demo() -> str:
     report = load("demo.json")
     return block("```\n" + report["output"].rstrip("\n") + "\n```", stamp_of("demo.json"))
@@ -519,6 +535,7 @@ BLOCKS = {
     "bulk-predict": render_bulk_predict,
     "serve": render_serve,
     "ray": render_ray,
+    "cold-start": render_cold_start,
 }
 
 
