@@ -66,19 +66,6 @@ def tested_metrics(
     return stats
 
 
-def numpy_loss(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
-    """The training loss without torch: cross-entropy (multiclass) or BCE-with-logits (multilabel), means over
-    the texts (and labels), as inference.loss_from_logits computes them."""
-    logits = logits.astype(np.float64)
-    if task == "multiclass":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return float(-log_probs[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)].mean())
-    targets = np.asarray(labels, dtype=np.float64)
-    losses = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
-    return float(losses.mean())
-
-
 def evaluate(
     model_dir: str,
     source: str,
@@ -110,7 +97,7 @@ def evaluate(
 def test_bundle(model_dir: str, source: str, config: ExperimentConfig, progress: bool) -> dict:
     """Metrics of an exported bundle on `source` (its own graph, the one inference loop, its thresholds), with
     95 % intervals, as compare.test_model reports a checkpoint's."""
-    from distilbench.runtime.batching import backend_logits, logits_to_probs
+    from distilbench.runtime.batching import backend_logits, logits_to_probs, loss_from_logits
     from distilbench.runtime.onnx_backend import load_exported
     from distilbench.runtime.predict import stored_thresholds
 
@@ -137,7 +124,7 @@ def test_bundle(model_dir: str, source: str, config: ExperimentConfig, progress:
     stats = tested_metrics(task, labels, probs, label_names, thresholds, config.resamples, config.seed)
     stats.update(
         {
-            "loss": numpy_loss(task, logits, labels),
+            "loss": loss_from_logits(task, logits, labels),
             "eval_time_s": seconds,
             "samples": len(frame),
             "samples_per_s": len(frame) / seconds if seconds > 0 else None,

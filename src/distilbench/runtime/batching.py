@@ -151,3 +151,16 @@ def logits_to_probs(task: str, logits: np.ndarray) -> np.ndarray:
         exp = np.exp(shifted)
         return exp / exp.sum(axis=1, keepdims=True)
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+def loss_from_logits(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
+    """The training losses, in numpy (so a bundle's evaluate needs no torch): cross-entropy (multiclass) or
+    BCE-with-logits (multilabel), means over the texts (and labels)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if task == "multiclass":
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return float(-log_probs[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)].mean())
+    targets = np.asarray(labels, dtype=np.float64)
+    losses = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    return float(losses.mean())

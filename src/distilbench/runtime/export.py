@@ -63,7 +63,13 @@ from distilbench.runtime.bundle import (  # noqa: F401 (reading a bundle needs n
 )
 from distilbench.runtime.names import QUANTIZATIONS  # dynamic int8; static int8 (static_quant.py)
 from distilbench.runtime.onnx_backend import import_onnxruntime, onnx_session  # noqa: F401
-from distilbench.runtime.static_quant import StaticCalibration, quantize_static_onnx, static_record
+from distilbench.runtime.static_quant import (
+    StaticCalibration,
+    prepare_for_quantization,
+    quantization_logs_quiet,
+    quantize_static_onnx,
+    static_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,29 +276,19 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, per_channel: bool = PER_CHAN
     """Dynamic int8 quantization of an ONNX graph's weights (activations quantized at run time)."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = fp32_path
-    prepared = int8_path.with_name(int8_path.stem + ".pre.onnx")  # beside the output, never beside the input
-    try:  # ORT's recommended pre-processing; its symbolic shape inference cannot follow BERT graphs
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        source = prepared
-    except Exception as exc:  # noqa: BLE001 - quantization works without it
-        log.debug("ONNX quantization pre-processing skipped: %s", exc)
-    root = logging.getLogger()  # onnxruntime.quantization logs a line per tensor on the root logger
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    prepared = prepare_for_quantization(fp32_path, int8_path.with_name(int8_path.stem + ".pre.onnx"))
     try:
-        # shape inference cannot type the outputs of fused (com.microsoft) operators: they are fp32
-        quantize_dynamic(
-            str(source),
-            str(int8_path),
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
+        with quantization_logs_quiet():
+            # shape inference cannot type the outputs of fused (com.microsoft) operators: they are fp32
+            quantize_dynamic(
+                str(prepared),
+                str(int8_path),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
     finally:
-        root.setLevel(level)
         prepared.unlink(missing_ok=True)
     return int8_path
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 
 from distilbench.runtime.batching import (  # noqa: F401 (the loop's callers import it from here too)
@@ -16,6 +15,7 @@ from distilbench.runtime.batching import (  # noqa: F401 (the loop's callers imp
     _warned_truncation,
     backend_logits,
     logits_to_probs,
+    loss_from_logits,
     max_positions,
     padded_batches,
     token_limit,
@@ -40,12 +40,3 @@ def autocast_for(device: torch.device, precision: str):
     if precision == "fp16":
         return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
-
-
-def loss_from_logits(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
-    """Cross-entropy (multiclass) or BCE-with-logits (multilabel), the training losses."""
-    logits_t = torch.tensor(logits, dtype=torch.float32)
-    if task == "multiclass":
-        return float(torch.nn.functional.cross_entropy(logits_t, torch.tensor(labels).long()))
-    targets = torch.tensor(labels, dtype=torch.float32)
-    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits_t, targets))

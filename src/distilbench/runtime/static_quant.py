@@ -28,6 +28,8 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,28 +155,25 @@ def _quantize(source: Path, out: Path, feeds: list[dict[str, np.ndarray]], exclu
     from onnx import TensorProto
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    root = logging.getLogger()  # onnxruntime.quantization logs a line per tensor on the root logger
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
     try:
-        quantize_static(
-            str(source),
-            str(out),
-            _reader(feeds),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=exclude,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
+        with quantization_logs_quiet():
+            quantize_static(
+                str(source),
+                str(out),
+                _reader(feeds),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
     except Exception as exc:  # noqa: BLE001 - one clear error: `auto` then refuses this candidate with the reason
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DistilbenchError(f"static int8 quantization failed ({reason}); use onnx-fp32 or torch-fp32") from None
     finally:
-        root.setLevel(level)
         for leftover in out.parent.glob("augmented_model*.onnx"):  # the calibrator's copy, where it leaves one
             leftover.unlink(missing_ok=True)
 
@@ -196,7 +195,7 @@ def quantize_static_onnx(fp32_path: Path, out: Path, calibration: StaticCalibrat
     import_onnxruntime()
     if not calibration.texts:
         raise DistilbenchError("static int8 needs calibration texts: pass a validation split or texts to predict")
-    prepared = _prepared(fp32_path, out.with_name(out.stem + ".pre.onnx"))
+    prepared = prepare_for_quantization(fp32_path, out.with_name(out.stem + ".pre.onnx"))
     try:
         feeds = calibration.feeds(_input_names(fp32_path))
         reference = _logits(fp32_path, feeds)
@@ -247,7 +246,19 @@ def _input_names(graph: Path) -> list[str]:
     return [i.name for i in onnx.load(str(graph), load_external_data=False).graph.input]
 
 
-def _prepared(fp32_path: Path, prepared: Path) -> Path:
+@contextmanager
+def quantization_logs_quiet() -> Iterator[None]:
+    """onnxruntime.quantization logs a line per tensor on the root logger: warnings only while it runs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def prepare_for_quantization(fp32_path: Path, prepared: Path) -> Path:
     """ONNX Runtime's recommended pre-processing (shape inference, constant folding) into `prepared`; the fp32
     graph itself where it fails (its symbolic shape inference cannot follow BERT graphs, so it is skipped)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
