@@ -251,8 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     if smoke:
         SETUP.update(headlines=smoke_data("multiclass"), rounds=1, rows=64, width=32, inner=64)
     from distilbench.core.console import quiet_libraries
-    from distilbench.runtime.machine import machine_info
+    from distilbench.runtime.machine import cpu_native_bf16, machine_info
 
+    if not cpu_native_bf16():  # oneDNN's prepacked bf16 products need AVX512-BF16 or AMX (AVX-NE-CONVERT)
+        print(
+            "mfu_alternatives.py measures the fused bf16 path's products; this CPU has no native bf16, so there is "
+            "nothing to measure here"
+        )
+        return 0 if smoke else 2
     quiet_libraries(False)
     report = {"machine": machine_info(), "whole_models": whole_models(), "products": products()}
     write_result(results_dir(smoke) / "mfu_alternatives.json", report, markdown(report))
