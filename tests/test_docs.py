@@ -202,8 +202,10 @@ def tiny_api(monkeypatch, workspace):
     }
     for name, settings in fixed.items():
         wrapped = _tiny(getattr(api, name), settings)
-        monkeypatch.setattr(api, name, wrapped)
+        # distilbench first: reading its lazy attribute caches api's function there, and that must be the real
+        # one, or undoing the patch would leave the tiny wrapper in `distilbench` for the worker's later tests
         monkeypatch.setattr(distilbench, name, wrapped, raising=False)
+        monkeypatch.setattr(api, name, wrapped)
     return api
 
 
