@@ -291,3 +291,15 @@ def test_summary_metrics_keeps_only_scalars():
     assert set(s) == {"hamming_score", "hamming_loss", "exact_match", "f1_micro", "f1_macro", "roc_auc_macro"}
     mc = summary_metrics(multiclass_metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.4, 0.6]]), ["a", "b"]))
     assert mc == {"accuracy": 1.0, "f1_macro": 1.0, "f1_weighted": 1.0}
+
+
+def test_multilabel_with_one_label_scores_that_labels_positives():
+    """One label column reads as a binary task to scikit-learn, which would average over classes 0 and 1."""
+    from distilbench.evaluation.metrics import compute_metrics
+
+    labels = np.array([[1], [0], [0], [0], [1], [0]])
+    probs = np.array([[0.9], [0.8], [0.1], [0.2], [0.3], [0.1]])  # one hit, one false alarm, one miss
+    result = compute_metrics("multilabel", labels, probs, ["toxic"])
+    assert result["f1_macro"] == pytest.approx(0.5) and result["f1_micro"] == pytest.approx(0.5)
+    assert result["per_label"]["toxic"]["precision"] == pytest.approx(0.5)
+    assert result["per_label"]["toxic"]["support"] == 2

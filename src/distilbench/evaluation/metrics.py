@@ -153,8 +153,13 @@ def multilabel_metrics(
 
     notes: list[str] = []
     aucs: list[float | None] = []
+    # one label column reads as a binary task to scikit-learn (scores per class 0 and 1): score its 1s alone
+    columns = dict(labels=[1]) if n_labels == 1 else {}
+    flat = (labels[:, 0], preds[:, 0]) if n_labels == 1 else (labels, preds)
     with _quiet_sklearn():
-        precision, recall, f1, support = precision_recall_fscore_support(labels, preds, average=None, zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            *flat, average=None, zero_division=0, **columns
+        )
         for j, name in enumerate(label_names):
             if np.unique(labels[:, j]).size < 2:
                 aucs.append(None)
@@ -165,8 +170,8 @@ def multilabel_metrics(
             "hamming_score": hamming_score(labels, preds),
             "hamming_loss": float(hamming_loss(labels, preds)),
             "exact_match": float(accuracy_score(labels, preds)),
-            "f1_micro": float(f1_score(labels, preds, average="micro", zero_division=0)),
-            "f1_macro": float(f1_score(labels, preds, average="macro", zero_division=0)),
+            "f1_micro": float(f1_score(*flat, average="micro", zero_division=0, **columns)),
+            "f1_macro": float(f1_score(*flat, average="macro", zero_division=0, **columns)),
         }
     result["per_label"] = _scores_by_name(label_names, precision, recall, f1, support)
     for name, value in zip(label_names, aucs):
