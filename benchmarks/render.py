@@ -489,8 +489,13 @@ def render_cold_start() -> str:
     """Issue 39's cold start: predict on an exported bundle against transformers.pipeline, whole processes."""
     report = load("cold_start.json")
     torch_note = "imports torch" if report["bundle_imported_torch"] else "no torch"
+    where = report.get("bundle_environment", "full install (.venv)")
     rows = [
-        [f"`distilbench predict` on the exported bundle ({torch_note})", spread(report["bundle_predict_s"], 2), "1x"],
+        [
+            f"`distilbench predict` on the exported bundle, {where} ({torch_note})",
+            spread(report["bundle_predict_s"], 2),
+            "1x",
+        ],
         [
             "`transformers.pipeline` on the checkpoint",
             spread(report["pipeline_s"], 2),
@@ -499,6 +504,242 @@ def render_cold_start() -> str:
     ]
     header = [f"one text, whole process (median of {report['rounds']}, side by side)", "wall s (min-max)", "ratio"]
     return block(table(header, rows), stamp_of("cold_start.json"))
+
+
+def render_runtime_env() -> str:
+    """Issue 39's runtime-only install: a fresh environment with `pip install distilbench` (no extras), its size,
+    and predict, serve and a training verb there."""
+    report = load("runtime_env.json")
+    present = [name for name, found in report["importable"].items() if found]
+    shown_present = f" but **{', '.join(present)}**" if present else ""
+    predict = report["predict"]
+    verdict = "within" if report["within_target"] else "**over**"
+    rows = [
+        [
+            "environment on disk (site-packages)",
+            f"{report['venv_mb']:.0f} MB ({report['site_packages_mb']:.0f} MB), {verdict} the "
+            f"{report['target_mb']} MB target",
+        ],
+        ["`pip install` (no extras), offline", f"{report['install_s']:.0f} s"],
+        [f"`import` of {', '.join(report['importable'])}", f"fails for all{shown_present}"],
+        [
+            f"`distilbench predict`, one text from stdin, whole process (median of {report['rounds']})",
+            f"{spread(predict['wall_s'], 2)} s, {'imports torch' if predict['imported_torch'] else 'no torch'}",
+        ],
+        ["`distilbench serve`: start until `/health` answers", f"{report['serve']['ready_s']:.1f} s"],
+        [
+            "`distilbench compare` there",
+            f"exit {report['compare']['exit_code']}{', a traceback' if report['compare']['traceback'] else ''}: "
+            f"`{report['compare']['message'].replace('|', '/')}`",
+        ],
+    ]
+    largest = ", ".join(f"{item['name']} {item['mb']:.0f} MB" for item in report["largest"][:6])
+    source = report.get("source", "the working tree")
+    source = "" if source == "the working tree" else f" Installed from {source}."
+    return block(
+        table(["runtime-only install (`pip install distilbench`)", "measured"], rows),
+        f"Largest in site-packages: {largest}.{source}",
+        stamp_of("runtime_env.json"),
+    )
+
+
+def render_ladder() -> str:
+    """Issue 38's ladder: minilm-l6, tfidf and static:minilm-l6 on both thesis tasks, speed measured side by side."""
+    report = load("ladder.json")
+    parts = []
+    for task, result in report["tasks"].items():
+        metric = result["metric"]
+        header = [
+            "model",
+            f"{metric.replace('_', ' ')} [95% CI]",
+            "vs minilm-l6, points [95% CI]",
+            "verdict",
+            "rows/s (median of 5)",
+            "throughput vs minilm-l6",
+            "size MB",
+            "train s",
+        ]
+        rows = [
+            [
+                f"`{row['model']}`",
+                ci((row.get("test_ci") or {}).get(metric)),
+                points(row.get("vs_reference")) or "(reference)",
+                (row.get("vs_reference") or {}).get("verdict", "reference"),
+                f"{row['throughput']['median']:,.0f}",
+                f"{row['throughput_ratio']:.1f}x",
+                f"{row['size_mb']:.1f}",
+                f"{row['train_time_s']:.0f}",
+            ]
+            for row in result["rows"]
+        ]
+        split = result["rows_per_split"]
+        targets = "; ".join(
+            f"`{t['model']}` {t['metric'].replace('_', ' ')} >= {t['least']}"
+            + (f" at >= {t['least_ratio']:.0f}x" if t["least_ratio"] else "")
+            + f": {t['value']:.4f}"
+            + (f" at {t['ratio']:.1f}x" if t["least_ratio"] else "")
+            + f" ({'met' if t['met'] else '**not met**'})"
+            for t in result["targets"]
+        )
+        title = f"**{'News headlines' if task == 'multiclass' else 'Toxic comments'}** (train {split['train']:,}, "
+        title += f"validation {split['val']:,}, test {split['test']:,} rows)"
+        parts += [title, table(header, rows), f"Targets of the issue, on this split's test rows: {targets}."]
+    return block(*parts, stamp_of("ladder.json"))
+
+
+def _curve_rows(stage: dict, small_rate: float, big_rate: float) -> list[list]:
+    """About eight points of a cascade's calibration curve, the chosen threshold in bold; throughput computed from
+    the two models' measured rates (every row through the small model, the deferred ones through the big one)."""
+    curve = stage["curve"]
+    step = max(1, len(curve) // 8)
+    picked = sorted(
+        {*range(0, len(curve), step), len(curve) - 1}
+        | {i for i, point in enumerate(curve) if point["threshold"] == stage.get("threshold")}
+    )
+    rows = []
+    for i in picked:
+        point = curve[i]
+        rate = 1 / (1 / small_rate + (1 - point["share"]) / big_rate)
+        cells = [
+            f"{point['threshold']:.4f}",
+            f"{100 * point['share']:.1f} %",
+            f"{point['cascade_metric']:.4f}",
+            f"{point['loss_points']:+.2f}",
+            f"{point['p_value']:.3g}",
+            "yes" if point["certified"] else "no",
+            f"{rate:,.0f}",
+        ]
+        rows.append([f"**{c}**" for c in cells] if point["threshold"] == stage.get("threshold") else cells)
+    return rows
+
+
+def _whole_process_line(result: dict) -> str:
+    """Whole `distilbench predict` processes with the guaranteed cascade and with minilm-l6 alone: with the run's
+    checkpoints, and deployed as bundles (minilm-l6 exported with --quantize auto; no torch)."""
+    parts = []
+    forms = [("the run's checkpoints", result["predict"], None)]
+    if "bundles" in result:
+        bundles = result["bundles"]
+        forms.append((f"bundles (`minilm-l6` as `{bundles['backend']}`)", bundles["predict"], bundles["test"]))
+    for name, predict, test in forms:
+        answered = f", tfidf answering {100 * test['shares'][0]:.1f} %" if test else ""
+        parts.append(
+            f"with {name}{answered}: the cascade {predict['median_s']['cascade']:.2f} s, `minilm-l6` alone "
+            f"{predict['median_s']['big']:.2f} s, **{predict['ratio']:.1f}x**"
+        )
+    rounds = result["predict"]["rounds"]
+    return f"Whole `distilbench predict` processes on the test texts (median of {rounds}, alternating), " + (
+        "; ".join(parts) + "."
+    )
+
+
+def render_cascade() -> str:
+    """Issue 38's cascades tfidf -> minilm-l6: the guaranteed and the best-accuracy threshold, on both tasks."""
+    report = load("cascade.json")
+    ladder = load("ladder.json")
+    parts = []
+    for task, result in report["tasks"].items():
+        header = [
+            "objective",
+            "tfidf answers (test)",
+            "cascade",
+            "minilm-l6 alone",
+            "difference, points [95% CI]",
+            "guarantee (at most 0.5 points lost)",
+            "rows/s cascade / minilm-l6 (median of 3)",
+        ]
+        rows = []
+        for name in ("cost", "accuracy"):
+            test, speed = result[name]["test"], result[name]["speed"]
+            low, high = test["interval_points"]
+            rows.append(
+                [
+                    f"`--objective {name}`",
+                    f"{100 * test['shares'][0]:.1f} %",
+                    f"{test['cascade_metric']:.4f}",
+                    f"{test['big_metric']:.4f}",
+                    f"{test['difference_points']:+.2f} [{low:+.2f}, {high:+.2f}]",
+                    ("held" if test["guarantee_held"] else "**not held**") if name == "cost" else "none asked",
+                    f"{speed['cascade_rows_per_s']:,.0f} / {speed['big_rows_per_s']:,.0f} ({speed['speedup']:.1f}x)",
+                ]
+            )
+        title = f"**{'News headlines' if task == 'multiclass' else 'Toxic comments'}**"
+        whole = _whole_process_line(result)
+        stage = result["cost"]["curve"]["stages"][0]
+        rates = {row["model"]: row["throughput"]["median"] for row in ladder["tasks"][task]["rows"]}
+        curve_header = [
+            "threshold",
+            "tfidf answers",
+            "cascade metric",
+            "loss, points",
+            "p-value",
+            "certified",
+            "rows/s (computed)",
+        ]
+        curve = table(curve_header, _curve_rows(stage, rates["tfidf"], rates["minilm-l6"]))
+        parts += [
+            title,
+            table(header, rows),
+            whole,
+            "The calibration curve (validation rows), the guaranteed threshold in bold:",
+            curve,
+        ]
+    return block(*parts, stamp_of("cascade.json"))
+
+
+def render_bulk_vs_pipeline() -> str:
+    """Issue 39's bulk target: `distilbench predict` on bundles against transformers.pipeline, whole processes."""
+    report = load("bulk_vs_pipeline.json")
+    rows = [
+        [
+            row["way"],
+            f"`{row['backend']}`",
+            spread(row["seconds"], 1),
+            f"{row['speedup_vs_pipeline']:.2f}x",
+            f"{row['peak_rss_mb']:.0f}",
+            f"{100 * row['agreement_with_pipeline']:.2f} %",
+            f"{row['accuracy']:.4f}",
+        ]
+        for row in report["rows"]
+    ]
+    header = [
+        f"{report['texts']:,} test headlines, whole process (median of {report['rounds']}, alternating)",
+        "backend",
+        "wall s (min-max)",
+        "vs pipeline",
+        "peak MB",
+        "same labels as the pipeline",
+        "accuracy",
+    ]
+    return block(table(header, rows), stamp_of("bulk_vs_pipeline.json"))
+
+
+def render_readme_ladder() -> str:
+    """The README's view of issue 38: how far down the ladder the news headlines can go, and the cascade."""
+    ladder, cascade = load("ladder.json")["tasks"]["multiclass"], load("cascade.json")["tasks"]["multiclass"]
+    rows = [
+        [
+            f"`{row['model']}`",
+            ci((row.get("test_ci") or {}).get("accuracy")),
+            points(row.get("vs_reference")) or "(reference)",
+            f"{row['throughput_ratio']:.1f}x",
+            f"{row['size_mb']:.0f} MB",
+        ]
+        for row in ladder["rows"]
+    ]
+    test, speed = cascade["cost"]["test"], cascade["cost"]["speed"]
+    low, high = test["interval_points"]
+    rows.append(
+        [
+            "cascade `tfidf` → `minilm-l6`, at most 0.5 points lost (95 %)",
+            f"{test['cascade_metric']:.4f} (tfidf answers {100 * test['shares'][0]:.0f} %)",
+            f"{test['difference_points']:+.2f} [{low:+.2f}, {high:+.2f}]",
+            f"{speed['speedup']:.1f}x",
+            "",
+        ]
+    )
+    header = ["news headlines, 3,000 test rows", "accuracy [95% CI]", "vs minilm-l6, points", "throughput", "size"]
+    return block(table(header, rows), stamp_of("ladder.json"), stamp_of("cascade.json"))
 
 
 def render_demo() -> str:
@@ -536,6 +777,11 @@ BLOCKS = {
     "serve": render_serve,
     "ray": render_ray,
     "cold-start": render_cold_start,
+    "runtime-env": render_runtime_env,
+    "ladder": render_ladder,
+    "readme-ladder": render_readme_ladder,
+    "cascade": render_cascade,
+    "bulk-vs-pipeline": render_bulk_vs_pipeline,
 }
 
 
@@ -624,6 +870,9 @@ VIEW_SCRIPTS = {
     "bulk_predict": "bulk_predict",
     "serve": "serve",
     "ray_predict": "ray_predict",
+    "bulk_vs_pipeline": "bulk_predict",
+    "ladder": "ladder",
+    "cascade": "cascade",
 }
 
 

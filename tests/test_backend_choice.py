@@ -86,6 +86,10 @@ def _with_fake(monkeypatch, fake_name: str, flip: bool) -> None:
 
 
 def test_candidates_follow_the_machine(monkeypatch):
+    import distilbench.runtime.openvino_backend
+
+    # OpenVINO's candidates follow its install and are tested in test_openvino_backend.py
+    monkeypatch.setattr(distilbench.runtime.openvino_backend, "openvino_available", lambda int8=False: False)
     monkeypatch.setattr(backend_choice, "native_precisions", lambda device: ["fp32"])
     cpu = candidate_backends(torch.device("cpu"), with_texts=True)
     assert cpu == ["torch-fp32", "onnx-fp32", "onnx-int8-static"]  # no emulated bf16, no dynamic int8
@@ -117,7 +121,7 @@ def test_every_candidate_gives_a_text_the_same_label_whatever_its_batch(run_chec
     candidates = candidate_backends("cpu", with_texts=True)
     assert "onnx-int8-static" in candidates and not set(candidates) & set(BATCH_DEPENDENT)
     for name in candidates:
-        extra = {"calibration": calibration, "work_dir": tmp_path / name} if name == "onnx-int8-static" else {}
+        extra = {"calibration": calibration, "work_dir": tmp_path / name} if name in backend_choice.CALIBRATED else {}
         backend = load_backend(model, name, **extra)
         first, _ = backend_logits(backend, tokenizer, texts, batch_size=64)
         shuffled, _ = backend_logits(backend, tokenizer, [texts[i] for i in order], batch_size=7)

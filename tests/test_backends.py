@@ -65,7 +65,8 @@ def built(models, tmp_path_factory):
         if (kind, name) not in cache:
             work_dir = tmp_path_factory.mktemp(f"{kind}-{name}")
             # static int8 calibrates on texts (auto's; here the test texts)
-            extra = {"calibration": StaticCalibration(TEXTS, models[kind][1])} if name == "onnx-int8-static" else {}
+            calibrated = name in ("onnx-int8-static", "openvino-int8")
+            extra = {"calibration": StaticCalibration(TEXTS, models[kind][1])} if calibrated else {}
             cache[kind, name] = load_backend(models[kind][0], name, work_dir=work_dir, **extra)
         return cache[kind, name]
 

@@ -36,10 +36,11 @@ VERBS = [
     "bench",
     "export",
     "tune",
+    "cascade",
 ]
 
 
-def test_the_verbs_are_the_documented_eleven():
+def test_the_verbs_are_the_documented_ones():
     from distilbench.cli.commands import build_parser
 
     parser = build_parser()

@@ -21,6 +21,7 @@ from distilbench.cli.commands import main
 
 VERBS = ["compare", "train", "distill", "distill-general", "evaluate", "predict", "serve", "report", "bench", "export"]
 VERBS.append("tune")
+VERBS.append("cascade")
 API_FUNCTION = {verb: verb.replace("-", "_") for verb in VERBS}
 
 # What each verb needs before any other flag, and the keyword arguments that gives.
@@ -39,6 +40,7 @@ BASE = {
     "bench": (["--models", "A,B"], {"models": ["A", "B"]}),
     "export": (["--model", "M", "--out", "o"], {"model": "M", "out": "o"}),
     "tune": ([], {}),
+    "cascade": (["--small", "A", "--big", "B", "--out", "o"], {"small": "A", "big": "B", "out": "o"}),
 }
 
 # The API argument of each flag whose name is not the flag's own (--text-column -> text_column is implied).
@@ -215,7 +217,7 @@ def accepted_arguments(verb: str) -> set[str]:
         options = {f.name for f in dataclasses.fields(GeneralDistillationOptions)}
         return named | set(inspect.signature(distill_general).parameters) | options
     guard = {"min_agreement", "max_metric_drop", "recalibrate"}
-    if verb in ("compare", "train", "distill", "tune", "evaluate"):
+    if verb in ("compare", "train", "distill", "tune", "evaluate", "cascade"):
         return named | FIELDS
     if verb == "bench":
         from distilbench.benchmarking.bench import BenchOptions, BenchTexts, run_bench

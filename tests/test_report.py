@@ -95,6 +95,7 @@ def expected_plots(run: Path) -> set[str]:
     comparison = read_json(run / "comparison.json")
     slugs = [model_slug(row["model"]) for row in comparison["rows"]]
     per_model = ["training", "confusion"] if comparison["task"] == "multiclass" else ["training", "roc", "per-label"]
+    per_model.append("reliability")
     forest = {"forest.png"} if len(slugs) > 1 else set()  # each model against the first: needs two
     return (
         {"label-counts.png", "loss-all.png", "metric-all.png", "metric-vs-throughput.png", "metric-vs-size.png"}
@@ -142,8 +143,13 @@ def test_html_report_is_self_contained(task, request, reports):
         "Parameters",
         "Sample test predictions",
         "Most confident errors",
+        "Calibration",
+        "Where the models lose",
     ):
         assert f"<h2>{heading}</h2>" in page
+    assert "<th>ECE (raw)</th>" in page and "<h3>Per text length (characters)</h3>" in page
+    assert ("<h3>Per class</h3>" if task == "multiclass" else "<h3>Per label</h3>") in page
+    assert "Throughput on a log scale." in page
     assert "layer 3" in page and "embeddings" in page  # the 4-layer teacher's parameters by layer
     assert "samples/s" in page and "eval speed-up" in page
     if task == "multilabel":

@@ -273,6 +273,10 @@ def test_the_student_gets_a_paired_difference_mcnemar_and_a_verdict(seeded_run):
     assert diff["n_seeds"] == [2, 2] and len(diff["mcnemar_p_per_seed"]) == 2
     # a 50-point margin holds any tiny model whose interval is not absurd: the verdict must say "within"
     assert diff["verdict"] == "within" and diff["low"] > -50
+    # per class and per length, over both seeds of each model, each against the same slice of the reference
+    assert {e["kind"] for e in student["slices"]} == {"class", "length"} and teacher["slices"]
+    assert all(e["vs_reference"]["verdict"] in ("within", "worse", "inconclusive") for e in student["slices"])
+    assert all(e["vs_reference"] is None for e in teacher["slices"])
     table = pd.read_csv(run / "comparison.csv")
     assert list(table["verdict"]) == ["reference", "within"]
     assert {"accuracy_low", "accuracy_high", "accuracy_std_seeds", "diff_low", "diff_high"} <= set(table.columns)
@@ -404,3 +408,6 @@ def test_multilabel_rows_get_intervals_at_the_thresholds_the_model_predicts_with
         assert ci["value"] == pytest.approx(expected[metric])
         assert ci["low"] <= ci["value"] <= ci["high"]
     assert tuned["hamming_score"]["value"] > rows[0]["test_ci"]["hamming_score"]["value"] + 0.05
+    # no texts in these splits: slices per label only; scores below 0 are no probabilities: no ECE, no failure
+    assert {(e["kind"], e["metric"]) for e in rows[0]["slices"]} == {("label", "f1"), ("label", "roc_auc")}
+    assert rows[0]["calibration_error"]["ece"] is None and "between 0 and 1" in rows[0]["calibration_error"]["note"]

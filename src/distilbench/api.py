@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard, Union
 
 from distilbench.core.console import ConfigError, DataError, DistilbenchError, ModelNotFoundError, RunDirError
+from distilbench.core.extras import needs_extra, require_extra
 from distilbench.experiments.results import RunResult, open_run, require_finished
 from distilbench.runtime.classifier import Classifier, load, model_directory
 
@@ -46,6 +47,7 @@ __all__ = [
     "RunDirError",
     "RunResult",
     "bench",
+    "cascade",
     "compare",
     "distill",
     "distill_general",
@@ -199,6 +201,7 @@ def _run_settings(task: str | None, models: Sequence[str] | None, settings: dict
 # --------------------------------------------------------------------------- verbs that train
 
 
+@needs_extra("train")
 def compare(
     data: Data | None = None,
     *,
@@ -219,6 +222,7 @@ def compare(
     return _train_run("compare", data, models, task, out, config, overwrite, resume, progress, settings)
 
 
+@needs_extra("train")
 def train(
     data: Data | None = None,
     *,
@@ -265,6 +269,7 @@ def _train_run(
     return _finished_run(str(run_config.out))
 
 
+@needs_extra("train")
 def distill(
     data: Data | None = None,
     *,
@@ -300,6 +305,7 @@ def _finished_run(out: str) -> RunResult:
     return open_run(out) if distributed.is_main_process() else None  # type: ignore[return-value]
 
 
+@needs_extra("train")
 def distill_general(
     data: Data,
     *,
@@ -329,6 +335,7 @@ def distill_general(
     return _call(run_distillation, teacher, student, texts, str(out), settings, progress=progress)
 
 
+@needs_extra("train")
 def tune(
     data: Data | None = None,
     *,
@@ -406,6 +413,7 @@ def evaluate(
     return experiment.evaluate(checkpoint, str(data), run_config, _str(out), progress, check_fp32)
 
 
+@needs_extra("train")
 def bench(
     models: Sequence[str] | str,
     *,
@@ -455,14 +463,23 @@ def export(
     fuse: bool = False,
     tolerance: float | None = None,
 ) -> Path:
-    """Export a fine-tuned checkpoint as a directory `out` (which must not exist) that runs without PyTorch:
+    """Export a fine-tuned checkpoint as a directory `out` (which must not exist) that runs without PyTorch
+    (a tfidf, static or cascade model is copied whole, a cascade with its stages inside):
     model.onnx, config.json, the tokenizer and export.json (the check against PyTorch). `quantize`: None (fp32),
     "int8" (dynamic) or "int8-static" (calibrated on the run's validation split; export.json's `static` says which
     nodes stayed fp32 and the agreement with fp32). Returns `out`; load() and predict/serve/bench take it as a
     model. `distilbench export` calls this."""
     from distilbench.runtime.export import export_model
+    from distilbench.runtime.light import export_text_model, is_text_model
 
-    export_model(str(model_directory(model)), str(out), fmt=format, quantize=quantize, fuse=fuse, tolerance=tolerance)
+    source = model_directory(model)
+    if is_text_model(source):  # tfidf, static, cascade: copied whole, nothing to convert or quantize
+        if quantize:
+            raise ConfigError(f"{model} is a tfidf, static or cascade model: nothing to quantize; drop --quantize")
+        export_text_model(source, out)
+        return Path(out)
+    require_extra("train", "distilbench export of a checkpoint")
+    export_model(str(source), str(out), fmt=format, quantize=quantize, fuse=fuse, tolerance=tolerance)
     return Path(out)
 
 
@@ -533,6 +550,50 @@ def serve(model: PathLike, *, host: str = "127.0.0.1", port: int = 8000, **optio
     _call(run_server, str(model_directory(model)), host=host, port=port, limits=limits, choice=choice, **options)
 
 
+def cascade(
+    small: PathLike | None = None,
+    big: PathLike | None = None,
+    *,
+    out: PathLike,
+    stages: Sequence[PathLike] | None = None,
+    data: PathLike | None = None,
+    test_data: PathLike | None = None,
+    max_loss: float = 0.5,
+    confidence: float = 0.95,
+    objective: str = "cost",
+    overwrite: bool = False,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    device: str = "auto",
+    measure_speed: bool = True,
+    **settings: Any,
+) -> dict:
+    """Build a cascade: `small` answers the rows it is confident about and defers the rest to `big` (or `stages`,
+    smallest first). The thresholds are chosen on labelled calibration rows (`data`, default: the validation split
+    of the run both models come from) so that, with probability `confidence`, the cascade loses at most `max_loss`
+    points of the primary metric against the last model alone (objective "cost"; "accuracy": the best calibration
+    metric, no guarantee). Tested on `test_data` (default: that run's test split) with the throughput measured,
+    and saved to `out`, a model directory that predict, serve, evaluate and load() take. Settings: the data
+    columns (text_column, label_column, label_columns, label_separator, max_chars), resamples and seed of the
+    bootstrap. Returns cascade.json's content. `distilbench cascade` calls this."""
+    from distilbench.config import load_config
+    from distilbench.evaluation.cascade import CascadeTarget
+    from distilbench.experiments.cascade import CascadeRun, build_cascade
+
+    given = {k: v for k, v in settings.items() if v is not None}
+    _check_setting_names(given)
+    if stages is not None and (small is not None or big is not None):
+        raise ConfigError("pass either small and big (--small, --big) or stages (--stages A,B,C), not both")
+    models = [str(m) for m in stages] if stages is not None else [str(m) for m in (small, big) if m is not None]
+    if len(models) < 2:
+        raise ConfigError("a cascade needs a small and a big model: --small A --big B (or --stages A,B,C)")
+    config = load_config(None, given)
+    target = CascadeTarget(max_loss=max_loss, confidence=confidence, objective=objective, seed=config.seed)
+    rows = CascadeRun(_str(data), _str(test_data), batch_size, max_length, device, measure_speed)
+    return build_cascade(models, str(out), config, target, rows, overwrite=overwrite)
+
+
+@needs_extra("train")
 def report(run: PathLike | RunResult) -> tuple[Path, Path]:
     """Write the plots, report.html and report.md of a finished run directory; returns (html, markdown).
     `distilbench report` calls this (compare writes the report itself at the end)."""

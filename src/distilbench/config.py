@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from distilbench.core.console import ConfigError, warn
+from distilbench.models.ladder import parse_ladder_spec
 from distilbench.runtime.names import BACKENDS, PRECISIONS
 
 if TYPE_CHECKING:
@@ -239,6 +240,14 @@ class ExperimentConfig:
             raise ConfigError("no models given: pass --models M1,M2,...")
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"--models lists a model twice: {', '.join(self.models)}")
+        for index, spec in enumerate(self.models):
+            ladder = parse_ladder_spec(spec)
+            missing = [stage for stage in (ladder.stages if ladder else ()) if stage not in self.models[:index]]
+            if missing:
+                raise ConfigError(
+                    f"{spec}: list {', '.join(missing)} in --models before the cascade, which is built from the "
+                    f"models the run trains (e.g. --models minilm-l6,tfidf,cascade:tfidf+minilm-l6)"
+                )
         if self.reference is not None and self.reference not in self.models:
             raise ConfigError(f"--reference {self.reference} is not one of --models ({', '.join(self.models)})")
 

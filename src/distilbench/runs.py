@@ -9,10 +9,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from distilbench.core.console import RunDirError
+
+if TYPE_CHECKING:  # only named: the runtime path (a bundle's predict) writes its results without loading pandas
+    import pandas as pd
 
 LOCK_NAME = ".lock"
 RUN_MARKER = ".distilbench-run"  # written when a run directory is created: what --overwrite may replace

@@ -26,6 +26,7 @@ from distilbench.benchmarking.speed import (
 )
 from distilbench.core.console import DistilbenchError, say, warn
 from distilbench.evaluation.metrics import compute_metrics, primary_metric
+from distilbench.models.ladder import TEXT_MODEL_KINDS
 from distilbench.runs import write_json_atomic
 from distilbench.runtime.backends import ALIASES, BACKENDS, load_backend
 from distilbench.runtime.inference import backend_logits, logits_to_probs, max_positions, padded_batches
@@ -250,7 +251,7 @@ def backend_plan(
         backends = sorted(set(per_model_backends))
     elif not backends:
         backends = candidate_backends(target)
-    unknown = [b for b in backends if ALIASES.get(b, b) not in BACKENDS]
+    unknown = [b for b in backends if ALIASES.get(b, b) not in BACKENDS and b not in TEXT_MODEL_KINDS]
     if unknown:
         raise DistilbenchError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
     backends = [ALIASES.get(b, b) for b in backends]
@@ -284,7 +285,6 @@ def prepare_pairs(
     show: bool,
 ) -> list[BenchPair]:
     """Every model in every backend (or in its own one), with the batches of its texts built once."""
-    from distilbench.models.inputs import model_input_names
 
     pairs = []
     for index, bench_model in enumerate(models):
@@ -292,26 +292,52 @@ def prepare_pairs(
         if not model_texts:
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
         sample = [model_texts[i % len(model_texts)] for i in range(options.samples)]
-        names = model_input_names(bench_model.model) if bench_model.model is not None else None
-        batches = [
-            batch
-            for _, batch in padded_batches(
-                bench_model.tokenizer,
-                sample,
-                options.batch_size,
-                options.max_length,
-                names,
-                max_positions(bench_model.config),
-            )
-        ]
-        tokens = int(sum(batch["attention_mask"].sum() for batch in batches))
+        batches, tokens = _measured_batches(bench_model, sample, options)
         params = bench_model.parameter_counts()
-        for name in [per_model_backends[index]] if per_model_backends is not None else backends:
+        for name in _backends_of(bench_model, index, backends, per_model_backends):
             if show:
                 say(f"preparing {bench_model.name} / {name}")
             backend = bench_model.load_backend(name, work_dir=workdir / f"{len(pairs)}-{name}")
             pairs.append(BenchPair(bench_model, name, backend, batches, tokens, model_texts, labels, params))
     return pairs
+
+
+def _backends_of(
+    bench_model: BenchModel, index: int, backends: list[str], per_model_backends: list[str] | None
+) -> list[str]:
+    """The backends a model is measured in: its own one (per_model_backends), else all asked for; a tfidf,
+    static or cascade model runs one way only."""
+    if bench_model.text_model is not None:
+        return [bench_model.text_model.kind]
+    return [per_model_backends[index]] if per_model_backends is not None else backends
+
+
+def _measured_batches(bench_model: BenchModel, sample: list[str], options: BenchOptions) -> tuple[list[dict], int]:
+    """The batches a pair is measured on, built once, and their real tokens: the inference loop's padded
+    batches, or for a tfidf, static or cascade model the texts themselves (its tokens: their words)."""
+    from distilbench.models.inputs import model_input_names
+
+    if bench_model.text_model is not None:
+        size = options.batch_size
+        batches = [{"texts": sample[i : i + size]} for i in range(0, len(sample), size)]
+        return batches, sum(len(text.split()) for text in sample)
+    names = model_input_names(bench_model.model) if bench_model.model is not None else None
+    batches = [
+        batch
+        for _, batch in padded_batches(
+            bench_model.tokenizer,
+            sample,
+            options.batch_size,
+            options.max_length,
+            names,
+            max_positions(bench_model.config),
+        )
+    ]
+    return batches, int(sum(batch["attention_mask"].sum() for batch in batches))
+
+
+def _rows(batch: dict) -> int:
+    return len(batch["texts"] if "texts" in batch else batch["input_ids"])
 
 
 def warm_up(pairs: list[BenchPair], warmup: int) -> None:
@@ -348,7 +374,10 @@ def measure_latency(pairs: list[BenchPair], options: BenchOptions, progress: boo
         for pair in pairs:
             text = pair.texts[i % len(pair.texts)]
             start = time.perf_counter()
-            backend_logits(pair.backend, pair.model.tokenizer, [text], batch_size=1, max_length=options.max_length)
+            if pair.model.text_model is not None:
+                pair.backend({"texts": [text]})
+            else:
+                backend_logits(pair.backend, pair.model.tokenizer, [text], batch_size=1, max_length=options.max_length)
             pair.latency.append((time.perf_counter() - start) * 1000)
 
 
@@ -368,9 +397,10 @@ def speed_row(pair: BenchPair, peaks: MeasuredPeaks, batch_size: int) -> dict:
     """Size, latency percentiles, throughput (median and spread over rounds), FLOPs and MFU of one pair; each
     round's MFU against the peak measured in that round."""
     bench_model, name = pair.model, pair.backend_name
-    n = sum(len(b["input_ids"]) for b in pair.batches)
+    n = sum(_rows(b) for b in pair.batches)
     rates = [n / seconds for seconds in pair.rounds]
-    flops = flops_per_sample(bench_model.config, pair.tokens / n, pair.backend.first_token_only)
+    text_model = bench_model.text_model is not None
+    flops = None if text_model else flops_per_sample(bench_model.config, pair.tokens / n, pair.backend.first_token_only)
     peak_kind = PEAK_DTYPE.get(name)
     mfus = (
         [flops * rate / peak for rate, peak in zip(rates, peaks.rounds[peak_kind])]
@@ -395,7 +425,7 @@ def speed_row(pair: BenchPair, peaks: MeasuredPeaks, batch_size: int) -> dict:
         "mfu_range": [min(mfus), max(mfus)] if mfus else None,
         "mfu_peak": peak_kind,
     }
-    notes = [note for note in (flops_note(bench_model.config), pair.backend.note) if note]
+    notes = [note for note in (None if text_model else flops_note(bench_model.config), pair.backend.note) if note]
     if notes:
         row["notes"] = notes
     return row
@@ -536,10 +566,13 @@ def _measured_here(record: dict | None, name: str, rows: list[dict], settings: C
 def _test_predictions(backend, pair: BenchPair, options: BenchOptions) -> tuple[np.ndarray, float]:
     """Predicted labels on the labelled texts through `backend`, and the primary test metric."""
     bench_model = pair.model
-    logits, _ = backend_logits(
-        backend, bench_model.tokenizer, pair.texts, batch_size=options.batch_size, max_length=options.max_length
-    )
-    probs = logits_to_probs(bench_model.task, logits)
+    if bench_model.text_model is not None:
+        probs = backend.probabilities(pair.texts, options.batch_size)
+    else:
+        logits, _ = backend_logits(
+            backend, bench_model.tokenizer, pair.texts, batch_size=options.batch_size, max_length=options.max_length
+        )
+        probs = logits_to_probs(bench_model.task, logits)
     metrics = compute_metrics(bench_model.task, pair.labels, probs, bench_model.label_names)
     predicted = probs.argmax(axis=1) if bench_model.task == "multiclass" else probs >= 0.5
     return predicted, metrics[primary_metric(bench_model.task)]

@@ -105,6 +105,7 @@ class BenchModel:
     extra: dict = field(default_factory=dict)
     cache_key: str | None = None  # the checkpoint's key (cache.checkpoint_key): ONNX graphs built once, cached
     exported: object | None = None  # an exported ONNX directory (onnx_export.ExportedModel); model is None then
+    text_model: object | None = None  # a tfidf, static or cascade model (runtime.light); model is None then
 
     @property
     def config(self):
@@ -114,6 +115,8 @@ class BenchModel:
         """models.count_parameters of the model (of an exported one: as recorded at export)."""
         from distilbench.models.registry import count_parameters
 
+        if self.text_model is not None:
+            return {"total": self.extra.get("params") or 0}
         if self.exported is not None:
             return self.exported.info.get("params") or {"total": 0}
         return count_parameters(self.model)
@@ -122,7 +125,10 @@ class BenchModel:
         """The model in backend `name` (an exported model: its own ONNX graph, and no other backend)."""
         from distilbench.runtime.backends import OnnxBackend, check_backend, load_backend
         from distilbench.runtime.inference import max_positions
+        from distilbench.runtime.light import TextBatchBackend
 
+        if self.text_model is not None:
+            return TextBatchBackend(self.text_model)
         if self.exported is not None:
             name = check_backend(name, self.exported.path)
             return OnnxBackend(
@@ -171,8 +177,11 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
 def resolve_bench_model(spec: str) -> list[BenchModel]:
     """The model(s) one spec names: a run directory gives one per trained model, anything else one."""
     from distilbench.runtime.export import is_exported_model
+    from distilbench.runtime.light import is_text_model
 
     path = Path(spec)
+    if is_text_model(path):
+        return [_text_bench_model(spec)]
     if is_exported_model(path):
         return [_exported_bench_model(spec)]
     if spec.startswith("arch:"):
@@ -182,6 +191,17 @@ def resolve_bench_model(spec: str) -> list[BenchModel]:
     if path.is_dir() and (path / "config.json").is_file():
         return [_checkpoint_bench_model(spec)]
     return [_hub_bench_model(spec)]
+
+
+def _text_bench_model(spec: str, name: str | None = None, run: str | None = None) -> BenchModel:
+    """A tfidf, static or cascade model directory: the model itself, which takes texts, not tokens."""
+    from distilbench.runtime.light import load_text_model, model_size_mb
+
+    model = load_text_model(spec)
+    extra = {"params": getattr(model, "params", None), **({"run": run} if run else {})}
+    return BenchModel(
+        name or spec, None, None, model_size_mb(spec), model.task, model.label_names, spec, extra, text_model=model
+    )
 
 
 def _exported_bench_model(spec: str) -> BenchModel:
@@ -222,8 +242,13 @@ def _run_bench_models(spec: str) -> list[BenchModel]:
     bests = sorted(p for p in (path / "models").glob("*/best") if p.exists())
     if not bests:
         raise DistilbenchError(f"run directory {spec} has no trained models yet (no models/*/best)")
+    from distilbench.runtime.light import is_text_model
+
     found = []
     for best in bests:
+        if is_text_model(best):
+            found.append(_text_bench_model(str(best), best.parent.name, str(path)))
+            continue
         model, tokenizer, task, labels = load_trained(best)
         found.append(
             BenchModel(
@@ -331,9 +356,12 @@ def _memory_probe(argv: list[str]) -> None:
         bench_model.model.to(device)
     with tempfile.TemporaryDirectory() as tmp:
         backend = bench_model.load_backend(backend_name, work_dir=tmp)
-        backend_logits(
-            backend, bench_model.tokenizer, texts, batch_size=int(batch_size), max_length=int(max_length) or None
-        )
+        if bench_model.text_model is not None:
+            backend.probabilities(texts, int(batch_size))
+        else:
+            backend_logits(
+                backend, bench_model.tokenizer, texts, batch_size=int(batch_size), max_length=int(max_length) or None
+            )
     peaks = {"peak_rss_mb": own_peak_rss_mb()}
     if device.startswith("cuda"):
         peaks["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 1e6

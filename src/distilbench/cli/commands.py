@@ -1,7 +1,7 @@
 """The `distilbench` command: the parser of every verb, then one call of distilbench.api; errors become one line.
 
 The verbs live in small modules by group (experiments: compare, train, distill, distill-general, tune; runtime:
-evaluate, predict, serve, export; bench: bench, report), their flags in options. Building the parser imports no
+evaluate, predict, serve, export, cascade; bench: bench, report), their flags in options. Building the parser imports no
 heavy library, so `distilbench --help` and `distilbench VERB --help` answer at once.
 """
 
@@ -30,6 +30,7 @@ ORDER = (
     "report",
     "bench",
     "export",
+    "cascade",
     "tune",
 )
 GRAMMAR = """the grammar of every verb:

@@ -29,7 +29,9 @@ BACKENDS_HELP = ", ".join(BACKENDS)
 QUANTIZATION_HELP = (
     "int8: dynamic int8 (activations scaled per batch: a label can depend on batch mates); int8-static: static "
     "int8 calibrated on the validation split (else built-in headlines), products kept fp32 where agreement with fp32 "
-    "falls under 99%% (default: fp32)"
+    "falls under 99%%; openvino-int8: NNCF int8 for OpenVINO, calibrated on the validation split (needs openvino "
+    "and nncf); auto: the backend --backend auto measures fastest under its guard among those a bundle can hold "
+    "(default: fp32)"
 )
 
 # Argument groups, in the order --help shows them, with their titles.
@@ -168,7 +170,9 @@ FLAGS: dict[str, Flag] = {
             "--models",
             "model",
             "comma-separated: aliases (minilm-l6, mpnet-base, bert-base-uncased, distilbert-base-uncased), "
-            "hub names, directories, student:<teacher> (default: minilm-l6,student:minilm-l6)",
+            "hub names, directories, student:<teacher>, and the small rungs tfidf (TF-IDF n-grams + logistic "
+            "regression, seconds to train) and static:<teacher> (model2vec static embeddings distilled from the "
+            "teacher) (default: minilm-l6,student:minilm-l6)",
             type=model_list,
             metavar="A,B,...",
         ),

@@ -11,6 +11,7 @@ from distilbench.cli.options import (
     QUANTIZATION_HELP,
     QUANTIZATIONS,
     Flag,
+    comma_list,
     deprecation,
     flags,
 )
@@ -292,4 +293,70 @@ EXPORT = Verb(
 )
 
 
-VERBS = (EVALUATE, PREDICT, SERVE, EXPORT)
+CASCADE = Verb(
+    name="cascade",
+    api="cascade",
+    help="a small model answers the rows it is sure of, a big one the rest, with a guaranteed loss at most",
+    description="Choose where --small hands rows to --big on labelled calibration rows neither trained on, so that "
+    "with probability --confidence the cascade loses at most --max-loss points of the primary metric (accuracy, "
+    "hamming score) against --big alone: Learn then Test with an exact test (see the cascade guide). Then test it "
+    "(share each model answered, the cascade against --big with a paired 95% interval, whether the guarantee held, "
+    "both models' throughput measured) and save it to --out, a model directory for predict, serve and evaluate.",
+    examples=(
+        "distilbench cascade --small runs/news/models/tfidf/best --big runs/news/models/minilm-l6/best "
+        "--max-loss 0.5 --confidence 0.95 --out cascades/news",
+        "distilbench cascade --small tfidf/best --big minilm/best --data calibration.csv --label-column category "
+        "--test-data held-out.csv --objective accuracy --out cascades/best",
+        "distilbench cascade --stages runs/news/models/tfidf,runs/news/models/student-minilm-l6,runs/news/models/"
+        "minilm-l6 --out cascades/three",
+        "distilbench predict --model cascades/news --input big.csv --output predictions.jsonl",
+    ),
+    flags=(
+        Flag("--small", "model", {"metavar": "MODEL", "help": "the model that answers first: " + CHECKPOINT_OR_EXPORT}),
+        Flag("--big", "model", {"metavar": "MODEL", "help": "the model that answers the rows --small defers"}),
+        Flag(
+            "--stages",
+            "model",
+            {
+                "type": comma_list,
+                "metavar": "A,B,...",
+                "help": "instead of --small and --big: two models or more, smallest first (each stage gets an equal "
+                "share of the loss, the confidence and the calibration rows)",
+            },
+        ),
+        FLAGS["--data"].but(
+            help="labelled calibration rows that no model trained on (default: the validation split of the run the "
+            "models come from)"
+        ),
+        *flags(*DATA[1:]),
+        FLAGS["--test-data"].but(help="labelled test rows (default: the test split of the run the models come from)"),
+        Flag(
+            "--max-loss",
+            "statistics",
+            {"type": float, "metavar": "POINTS", "help": "points of the primary metric the cascade may lose (0.5)"},
+        ),
+        Flag(
+            "--confidence",
+            "statistics",
+            {"type": float, "metavar": "P", "help": "probability that the loss stays within --max-loss (0.95)"},
+        ),
+        Flag(
+            "--objective",
+            "statistics",
+            {
+                "choices": ("cost", "accuracy"),
+                "help": "cost: the most rows for --small within the guarantee (default); accuracy: the best "
+                "calibration metric (no guarantee)",
+            },
+        ),
+        FLAGS["--resamples"],
+        FLAGS["--seed"].but(group="statistics", help="seed of the bootstrap and of the random order of rows (42)"),
+        *flags("--batch-size", "--max-length", "--device"),
+        FLAGS["--no-speed"].but(help="skip measuring the throughput of the cascade and of --big alone"),
+        FLAGS["--out"].but(required=True, help="the cascade directory to write (a model directory)"),
+        FLAGS["--overwrite"].but(help="replace an existing cascade directory --out"),
+    ),
+)
+
+
+VERBS = (EVALUATE, PREDICT, SERVE, EXPORT, CASCADE)

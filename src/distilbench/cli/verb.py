@@ -93,10 +93,19 @@ class Verb:
         return self.adjust(given, args.verb_parser) if self.adjust else given
 
     def call(self, arguments: dict) -> Any:
-        """Call this verb's one API function."""
-        from distilbench import api
+        """Call this verb's one API function. A library of an extra that is not installed (the base install runs
+        exported bundles only) ends with one line naming the extra to install, not a traceback."""
+        from distilbench.core.extras import missing_extra_error
 
-        result = getattr(api, self.api)(**arguments)
+        try:
+            from distilbench import api
+
+            result = getattr(api, self.api)(**arguments)
+        except ImportError as exc:
+            error = missing_extra_error(exc, f"distilbench {self.name}", verb=self.name)
+            if error is None:
+                raise
+            raise error from None
         if self.show is not None:
             self.show(result)
         return result

@@ -21,12 +21,17 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from distilbench.core.console import DataError, DistilbenchError
+from distilbench.core.extras import LazyModule, require_extra
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported when a table is read: `predict` on stdin or a .txt file (a bundle's cold start) never loads it
+    pd = LazyModule("pandas")
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +70,15 @@ def frame_source(name: str, frame: pd.DataFrame) -> Iterator[str]:
         _FRAMES.pop(name, None)
 
 
+def is_frame(value: Any) -> bool:
+    """Whether `value` is a pandas DataFrame, without importing pandas (nothing is one before pandas is loaded)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
 def _read_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A DataFrame as read_source reads a file: a copy with string column names, duplicates renamed."""
-    if not isinstance(frame, pd.DataFrame):
+    if not is_frame(frame):
         raise DataError(f"data must be a path, builtin:NAME, hf:NAME or a pandas DataFrame, not {type(frame).__name__}")
     copy = unique_columns(frame.reset_index(drop=True).rename(columns=str))
     copy.attrs["dataframe"] = True
@@ -94,7 +105,7 @@ def read_source(
 
     `text_column` and `string_columns`, when given, are read as text in CSV/TSV (so '007' or '1e5' stay as
     written)."""
-    if isinstance(source, pd.DataFrame):
+    if is_frame(source):
         source, frame = "the DataFrame", _read_frame(source)
     else:
         source = str(source)
@@ -135,7 +146,7 @@ def iter_texts(source: str, text_column: str = "text", chunk_rows: int = 4096) -
 def read_texts(source: str | pd.DataFrame, text_column: str, max_samples: int | None, seed: int) -> list[str]:
     """Unlabelled texts from any data source (the one reader, as predict reads) or a DataFrame, whitespace
     collapsed, empty ones dropped."""
-    if isinstance(source, pd.DataFrame):
+    if is_frame(source):
         raw = read_source(source)
         require_column(raw, text_column, "text", "--text-column")
         chunks: Iterable[list[str]] = [[as_text(v) for v in raw[text_column]]]
@@ -433,6 +444,7 @@ def _header_names(path: Path, sep: str, encoding: str) -> list[str] | None:
 
 def _parquet_frames(path: Path, chunk_rows: int | None, text_column: str | None) -> Iterator[pd.DataFrame]:
     """A Parquet table, whole or batch by batch (only the text column when it is there exactly once)."""
+    require_extra("parquet", f"reading {path.name}")
     if chunk_rows is None:
         yield unique_columns(pd.read_parquet(path))
         return

@@ -4,7 +4,9 @@
 - the trivial baselines of the training split, with the same metrics and intervals;
 - every model against the reference on the same test examples: the difference in the primary metric with a paired
   bootstrap interval, McNemar's exact test (multiclass), and a non-inferiority verdict against --margin;
-- a loud flag on any model (or seed) that does not beat the best trivial baseline significantly.
+- a loud flag on any model (or seed) that does not beat the best trivial baseline significantly;
+- the same per class (per label) and per text length, with every model against the reference on each slice
+  (slices.py): a model within the margin overall can be far outside it on one class.
 
 The statistics themselves are in stats.py; this module only gathers a run's predictions and words the result.
 """
@@ -17,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distilbench.core.console import DistilbenchError
+from distilbench.evaluation.calibration import BINS, apply_calibration, expected_calibration_error
 from distilbench.evaluation.metrics import label_array, primary_metric
+from distilbench.evaluation.slices import SliceSettings, slice_results
 from distilbench.evaluation.stats import (
     HEADLINE_METRICS,
     bootstrap_ci,
@@ -74,9 +79,11 @@ class VerdictOptions:
 def assess(
     rows: list[dict], options: VerdictOptions, run: RunDir, splits: dict[str, pd.DataFrame], label_names: list[str]
 ) -> dict:
-    """Add `test_ci`, `learned_nothing` and (all but the reference) `vs_reference` to every row, and
-    `test_tuned_ci` (the threshold metrics at the thresholds tuned on validation) to multilabel rows that have
-    them; return the run-level part: reference, margin, metric and the baselines."""
+    """Add `test_ci`, `learned_nothing`, (all but the reference) `vs_reference`, `calibration_error` (test ECE,
+    raw and after the row's `calibration` where it has one) and `slices` (per class or label and per length
+    bucket, slices.py) to every row, and `test_tuned_ci` (the threshold metrics at the thresholds
+    tuned on validation) to multilabel rows that have them; return the run-level part: reference, margin, metric,
+    the baselines and `slices` (the length buckets, and the slices outside the margin with their warnings)."""
     task, metric = options.task, primary_metric(options.task)
     labels = label_array(splits["test"], task, label_names)
     train_labels = label_array(splits["train"], task, label_names)
@@ -90,6 +97,12 @@ def assess(
     probs = {row["model"]: _assess_row(row, options, run, labels, label_names, baseline) for row in rows}
     for row in rows:
         row["vs_reference"] = _against_reference(row, probs, options, labels, label_names)
+        row["calibration_error"] = _calibration_error(row, task, labels, probs[row["model"]])
+    texts = splits["test"]["text"].tolist() if "text" in splits["test"].columns else None
+    settings = SliceSettings(options.reference, options.margin, options.resamples, CONFIDENCE, options.seed)
+    per_model, slices = slice_results(task, labels, probs, label_names, settings, texts)
+    for row in rows:
+        row["slices"] = per_model[row["model"]]
     return {
         "reference": options.reference,
         "margin_points": options.margin,
@@ -98,6 +111,7 @@ def assess(
         "resamples": options.resamples,
         "seeds": list(options.seeds),
         "baselines": baselines,
+        "slices": slices,
     }
 
 
@@ -179,6 +193,29 @@ def _assess_row(
     return model_probs
 
 
+def _calibration_error(row: dict, task: str, labels: np.ndarray, model_probs: list[np.ndarray]) -> dict:
+    """The model's expected calibration error on the test split (mean over seeds), raw and, where the row holds a
+    calibration fitted on validation (`calibration`, or one per seed in `seeds`), after it."""
+    seeds = row.get("seeds") or [{}]
+    calibrations = [entry.get("calibration") or row.get("calibration") for entry in seeds]
+    if len(calibrations) != len(model_probs):
+        calibrations = [row.get("calibration")] * len(model_probs)
+    try:
+        raw = [expected_calibration_error(task, labels, p) for p in model_probs]
+        after = [
+            expected_calibration_error(task, labels, apply_calibration(task, p, c))
+            for p, c in zip(model_probs, calibrations)
+            if c
+        ]
+    except DistilbenchError as exc:  # scores that are not probabilities: no ECE, and the verdicts go on
+        return {"bins": BINS, "ece": None, "ece_calibrated": None, "note": str(exc)}
+    return {
+        "bins": BINS,
+        "ece": round(float(np.mean(raw)), 4),
+        "ece_calibrated": round(float(np.mean(after)), 4) if after and len(after) == len(raw) else None,
+    }
+
+
 def _against_reference(
     row: dict, probs: dict[str, list[np.ndarray]], options: VerdictOptions, labels: np.ndarray, label_names: list[str]
 ) -> dict | None:
@@ -245,9 +282,11 @@ def baseline_table(assessment: dict, task: str) -> pd.DataFrame:
 
 def verdict_lines(rows: list[dict], assessment: dict) -> tuple[list[str], list[str]]:
     """(lines to print, warnings): each model's verdict against the reference (no lines when the reference is
-    the only model), and every model or seed that did not beat the best trivial baseline (or whose tuned
-    thresholds do not)."""
+    the only model), with a line more for a model that is not worse overall but worse than the margin on some
+    slice (class, label or length bucket), and every model or seed that did not beat the best trivial baseline
+    (or whose tuned thresholds do not)."""
     lines, warnings = [], []
+    outside = (assessment.get("slices") or {}).get("outside_margin") or []
     if any(row.get("vs_reference") for row in rows):
         lines.append(
             f"verdicts against {assessment['reference']} (margin {assessment['margin_points']:g} points of "
@@ -260,6 +299,9 @@ def verdict_lines(rows: list[dict], assessment: dict) -> tuple[list[str], list[s
             if difference.get("mcnemar_p") is not None:
                 extra = f" (McNemar p = {difference['mcnemar_p']:.3g})"
             lines.append(f"  {row['model']}: {difference['verdict'].upper()}: {difference['message']}{extra}")
+            mine = [item for item in outside if item["model"] == row["model"]]
+            if mine and difference.get("verdict") != "worse":
+                lines.append(_slice_line(row["model"], difference["verdict"], mine, assessment["margin_points"]))
         flags = row.get("learned_nothing") or {}
         for check in flags.get("checks", []):
             if check["learned_nothing"]:
@@ -268,3 +310,20 @@ def verdict_lines(rows: list[dict], assessment: dict) -> tuple[list[str], list[s
             if check["learned_nothing"]:
                 warnings.append(f"TUNED THRESHOLDS NO BETTER THAN A TRIVIAL BASELINE: {check['message']}")
     return lines, warnings
+
+
+SLICES_NAMED = 5  # slices named in a verdict line; the rest are counted
+
+
+def _slice_line(model: str, overall: str, items: list[dict], margin: float) -> str:
+    """'  student: within the margin overall, but worse than the margin on 1 slice: class health recall -3.1 points
+    [-4.9, -1.2]'."""
+    named = "; ".join(
+        f"{i['kind']} {i['name']} {i['metric']} {i['difference_points']:+.1f} points "
+        f"[{i['low']:+.1f}, {i['high']:+.1f}]"
+        for i in items[:SLICES_NAMED]
+    )
+    more = f"; and {len(items) - SLICES_NAMED} more" if len(items) > SLICES_NAMED else ""
+    status = "within the margin overall" if overall == "within" else f"{overall} overall"
+    count = f"{len(items)} slice{'s' if len(items) > 1 else ''}"
+    return f"  {model}: {status}, but worse than the {margin:g}-point margin on {count}: {named}{more}"

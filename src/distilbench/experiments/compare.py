@@ -17,6 +17,7 @@ from distilbench.benchmarking.speed import dir_size_mb
 from distilbench.config import ExperimentConfig, save_config
 from distilbench.core.console import DistilbenchError, say, warn
 from distilbench.data import datasets as datalib
+from distilbench.evaluation.calibration import fit_calibration
 from distilbench.evaluation.metrics import (
     compute_metrics,
     label_array,
@@ -25,7 +26,12 @@ from distilbench.evaluation.metrics import (
     tune_thresholds,
 )
 from distilbench.evaluation.verdicts import assess, baseline_table, difference_text, interval_text, verdict_lines
-from distilbench.experiments.evaluate import load_task_data, tested_metrics  # noqa: F401 (imported from here too)
+from distilbench.experiments.evaluate import (  # noqa: F401 (imported from here too)
+    load_task_data,
+    predictions_frame,
+    tested_metrics,
+)
+from distilbench.models.ladder import parse_ladder_spec
 from distilbench.models.registry import (
     DISTILBENCH_KEY,
     check_model_specs,
@@ -147,15 +153,21 @@ def prepare_data(
 
 def store_thresholds(checkpoint: Path, label_names: list[str], thresholds: np.ndarray, criterion: str) -> None:
     """Save per-label thresholds in the checkpoint's config.json, where evaluate, predict and serve read them."""
-    path = Path(checkpoint) / "config.json"
-    saved = read_json(path)
-    saved.setdefault(DISTILBENCH_KEY, {}).update(
+    store_in_checkpoint(
+        checkpoint,
         {
             "thresholds": {name: round(float(t), 6) for name, t in zip(label_names, thresholds)},
             "threshold_metric": criterion,
             "thresholds_tuned_on": "validation split",
-        }
+        },
     )
+
+
+def store_in_checkpoint(checkpoint: Path, fields: dict) -> None:
+    """Add `fields` to distilbench's block of the checkpoint's config.json (thresholds, calibration)."""
+    path = Path(checkpoint) / "config.json"
+    saved = read_json(path)
+    saved.setdefault(DISTILBENCH_KEY, {}).update(fields)
     write_json_atomic(path, saved)
 
 
@@ -296,28 +308,6 @@ def fp32_agreement(
     }
 
 
-def predictions_frame(
-    frame: pd.DataFrame,
-    task: str,
-    label_names: list[str],
-    labels: np.ndarray,
-    probs: np.ndarray,
-    thresholds: np.ndarray | float = 0.5,
-) -> pd.DataFrame:
-    """Texts with true and predicted labels and every probability, one row per text."""
-    out = pd.DataFrame({"text": frame["text"].to_numpy()})
-    if task == "multiclass":
-        out["true"] = [label_names[i] for i in labels]
-        out["predicted"] = [label_names[i] for i in probs.argmax(axis=1)]
-    else:
-        out["true"] = ["|".join(n for n, v in zip(label_names, row) if v) for row in labels]
-        limits = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(label_names),))
-        out["predicted"] = ["|".join(n for n, v, t in zip(label_names, row, limits) if v >= t) for row in probs]
-    for i, name in enumerate(label_names):  # unrounded: the intervals and verdicts are computed from this file,
-        out[f"prob_{name}"] = probs[:, i]  # and rounding tied a confident model's tiny scores (ROC-AUC -0.004)
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelJob:
     """One model trained with one seed in a run, as every step of run_model sees it: its spec, the settings
@@ -379,6 +369,13 @@ def run_model(
     if distributed.share(resume and main and (job.results / "row.json").is_file()):
         say(f"\n== {job.shown}: finished before the run stopped; kept")
         return read_json(job.results / "row.json") if main else None
+    ladder = parse_ladder_spec(spec)
+    if ladder is not None:  # tfidf, static:<teacher>: trained, calibrated and tested by the first process alone
+        from distilbench.experiments.ladder import run_ladder_model
+
+        row = run_ladder_model(job, ladder, splits, label_names) if main else None
+        distributed.barrier()
+        return row
     model, tokenizer, params = load_to_train(job, label_names)
     train_data, val_data = encode_for_training(job, model, tokenizer, splits, label_names)
     result = train_or_reload(job, model, tokenizer, train_data, val_data, label_names)
@@ -547,6 +544,7 @@ def tune_on_validation(job: ModelJob, best: Path, val: pd.DataFrame, label_names
     per-label thresholds on it and store them in the checkpoint. Returns the thresholds (0.5 each otherwise)."""
     config = job.config
     _, val_labels, val_probs = test_model(best, val, config, job.progress, "val", check_fp32=False)
+    store_in_checkpoint(best, {"calibration": fit_calibration(config.task, val_labels, val_probs)})
     thresholds = np.full(len(label_names), 0.5)
     if config.task == "multilabel":
         thresholds = tune_thresholds(val_labels, val_probs, config.threshold_metric)
@@ -649,6 +647,7 @@ def comparison_row(
         "backend": test_stats["backend"],
         "backend_choice": test_stats.get("backend_choice"),
         "checkpoint": str(best),
+        "calibration": read_json(best / "config.json").get(DISTILBENCH_KEY, {}).get("calibration"),
     }
     if job.teacher is not None:
         row["distillation"] = distillation_settings(job.config, train_data)

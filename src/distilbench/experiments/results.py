@@ -86,7 +86,9 @@ class RunResult:
         if name not in self.models and name not in by_slug:
             raise ModelNotFoundError(f"{self.path} has no model '{name}'; it has {', '.join(self.models)}")
         best = RunDir(self.path).best_dir(name if name in by_slug else model_slug(name))
-        if not (best / "config.json").is_file():
+        from distilbench.runtime.light import is_text_model
+
+        if not (best / "config.json").is_file() and not is_text_model(best):
             raise ModelNotFoundError(f"{best} holds no checkpoint (was the run made with --keep-checkpoints?)")
         return best
 

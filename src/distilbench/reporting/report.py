@@ -24,6 +24,13 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from distilbench.core.console import DistilbenchError
+from distilbench.evaluation.calibration import (
+    BINS,
+    TOLERANCE,
+    apply_calibration,
+    expected_calibration_error,
+    reliability_curve,
+)
 from distilbench.evaluation.verdicts import baseline_table, difference_text, interval_text
 from distilbench.runs import (
     RunDir,
@@ -411,12 +418,25 @@ def _throughput(row: dict) -> float:
     return float((row.get("throughput") or {}).get("median") or row.get("eval_samples_per_s") or 0)
 
 
+def _plain_log_axis(ax: Axes, rates: list[float]) -> None:
+    """A log-scale x axis labelled with plain numbers (1,500 rather than 1.5x10^3): the powers of ten, and the
+    ticks between them too when the rates span less than a decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain if max(rates) < 10 * min(rates) else NullFormatter())
+
+
 def plot_metric_vs_speed(run: Run, path: Path) -> Plot:
     """Test metric vs throughput with the Pareto front (of bench.json's model x backend points if present)."""
     figure = _figure(6.5, 4.2)
     ax = figure.subplots()
     points = [(m.row["model"], _throughput(m.row), float(m.row["test"][run.metric])) for m in run.models]
     bench = _bench_points(run)
+    if any(p[1] > 0 for p in points + bench):  # a log axis cannot show a model without a measured rate
+        points, bench = [p for p in points if p[1] > 0], [p for p in bench if p[1] > 0]
     ax.scatter(
         [p[1] for p in points],
         [p[2] for p in points],
@@ -440,14 +460,16 @@ def plot_metric_vs_speed(run: Run, path: Path) -> Plot:
     )
     _annotate(ax, ranked)
     rates = [p[1] for p in points + bench if p[1] > 0]
-    if rates and max(rates) > 20 * min(rates):  # a wide spread reads better on a log scale
-        ax.set_xscale("log")
-    _finish(ax, "test samples per second", f"test {run.metric}")
+    logarithmic = bool(rates)  # models from TF-IDF to transformers span 1,000x
+    if logarithmic:
+        _plain_log_axis(ax, rates)
+    _finish(ax, f"test samples per second{' (log scale)' if logarithmic else ''}", f"test {run.metric}")
     source = "bench.json (one point per model and backend)" if bench else "the run's measurements"
     return Plot(
         _save(figure, path),
         f"Test {run.metric} vs throughput",
-        f"Up and to the right is better; the dashed line joins the Pareto front of {source}.",
+        f"Up and to the right is better; the dashed line and the circled points are the Pareto front of {source}: "
+        "the models no other model beats on both quality and speed. Throughput on a log scale.",
         "Quality, speed and size",
     )
 
@@ -465,6 +487,81 @@ def plot_metric_vs_size(run: Run, path: Path) -> Plot:
         f"Test {run.metric} vs size",
         "Up and to the left is better: the best checkpoint's size on disk against the test metric.",
         "Quality, speed and size",
+    )
+
+
+def _truth(run: Run, frame: pd.DataFrame) -> np.ndarray:
+    """The true labels of saved predictions: class indices, or a 0/1 matrix (n, L)."""
+    if run.task == "multilabel":
+        return _label_matrix(frame["true"], run.labels)
+    index = {name: i for i, name in enumerate(run.labels)}
+    return frame["true"].map(index).to_numpy(dtype=int)
+
+
+def _has_probabilities(run: Run, model: ModelRun) -> bool:
+    """Whether the model saved test probabilities (scores in [0, 1]) that a calibration can be read from."""
+    if model.predictions is None:
+        return False
+    probs = _probs(model.predictions, run.labels)
+    return bool(np.isfinite(probs).all() and probs.min() >= -TOLERANCE and probs.max() <= 1 + TOLERANCE)
+
+
+def _calibration_inputs(run: Run, model: ModelRun) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The saved test labels and probabilities, and the probabilities after the model's calibration (fitted on
+    validation, row["calibration"]) or None without one."""
+    frame = model.predictions
+    probs = _probs(frame, run.labels)
+    calibration = model.row.get("calibration")
+    return _truth(run, frame), probs, apply_calibration(run.task, probs, calibration) if calibration else None
+
+
+def plot_reliability(run: Run, model: ModelRun, path: Path) -> Plot:
+    """Reliability diagram: mean probability against the share right in equal-width bins, before and after the
+    model's calibration, with each curve's expected calibration error."""
+    labels, raw, calibrated = _calibration_inputs(run, model)
+    figure = _figure(5.2, 4.6)
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for name, probs, colour in (("raw", raw, "C0"), ("calibrated", calibrated, "C2")):
+        if probs is None:
+            continue
+        curve = reliability_curve(run.task, labels, probs)
+        ece = expected_calibration_error(run.task, labels, probs)
+        total = sum(b["count"] for b in curve)
+        ax.plot([b["confidence"] for b in curve], [b["accuracy"] for b in curve], "-", color=colour, alpha=0.7)
+        ax.scatter(
+            [b["confidence"] for b in curve],
+            [b["accuracy"] for b in curve],
+            s=[12 + 200 * b["count"] / total for b in curve],
+            color=colour,
+            label=f"{name} (ECE {ece:.3f})",
+        )
+    multiclass = run.task == "multiclass"
+    _finish(
+        ax,
+        "predicted probability" + (" of the top class" if multiclass else " of a label"),
+        "share right" if multiclass else "share of texts with the label",
+        xlim=(-0.02, 1.03),
+        ylim=(-0.02, 1.03),
+        title=model.row["model"],
+    )
+    what = (
+        "the top class's probability against how often the top class is right"
+        if multiclass
+        else "every label's probability (all labels pooled) against how often the label is present; the ECE "
+        "is the mean of each label's own"
+    )
+    after = (
+        " Green: after the temperature scaling fitted on validation."
+        if calibrated is not None
+        else " No calibration was fitted for this model."
+    )
+    return Plot(
+        _save(figure, path),
+        f"Reliability: {model.row['model']}",
+        f"Test split, {BINS} equal-width bins: {what}; a dot's size is its share of the predictions, a calibrated "
+        f"model lies on the diagonal.{after}",
+        "Calibration",
     )
 
 
@@ -528,6 +625,9 @@ def _plots(run: Run) -> list[Plot]:
             plots.append(plot_roc(run, model, folder / f"roc-{model.slug}.png"))
         if run.task == "multilabel" and "per_label" in model.test:
             plots.append(plot_per_label(run, model, folder / f"per-label-{model.slug}.png"))
+    plots += [
+        plot_reliability(run, m, folder / f"reliability-{m.slug}.png") for m in run.models if _has_probabilities(run, m)
+    ]
     forest = plot_forest(run, folder / "forest.png")
     return (
         plots
@@ -720,6 +820,92 @@ def verdict_blocks(run: Run) -> list[tuple]:
     return blocks
 
 
+def _temperatures(calibration: dict) -> str:
+    values = [float(t) for t in calibration.get("temperature") or []]
+    if len(values) > 6:
+        return f"{min(values):.2f}–{max(values):.2f} ({len(values)} labels)"
+    return ", ".join(f"{t:.2f}" for t in values) or "–"
+
+
+def calibration_blocks(run: Run) -> list[tuple]:
+    """Each model's expected calibration error on the test split, raw and after its calibration (temperature
+    scaling fitted on validation, row["calibration"]) where it has one."""
+    models = [m for m in run.models if _has_probabilities(run, m)]
+    if not models:
+        return []
+    rows = []
+    for model in models:
+        labels, raw, calibrated = _calibration_inputs(run, model)
+        calibration = model.row.get("calibration") or {}
+        rows.append(
+            [
+                model.row["model"],
+                _fmt(expected_calibration_error(run.task, labels, raw)),
+                _fmt(None if calibrated is None else expected_calibration_error(run.task, labels, calibrated)),
+                _temperatures(calibration) if calibration else "–",
+                _fmt(calibration.get("fitted_on")),
+            ]
+        )
+    what = (
+        "the top class's probability against how often it is right (top-label ECE)"
+        if run.task == "multiclass"
+        else "each label's probability against how often the label is present, averaged over labels"
+    )
+    return [
+        (
+            "p",
+            f"Expected calibration error (ECE) on the test split, {BINS} equal-width bins: {what}; 0 is perfectly "
+            "calibrated. Calibrated: after temperature scaling fitted on the validation split (T > 1 softens an "
+            "over-confident model); it changes no prediction.",
+        ),
+        ("table", ["model", "ECE (raw)", "ECE (calibrated)", "temperature", "fitted on (rows)"], rows),
+    ]
+
+
+SLICE_KINDS = {"class": "Per class", "label": "Per label", "length": "Per text length (characters)"}
+
+
+def slice_blocks(run: Run) -> list[tuple]:
+    """Per class (label) and per length bucket: every model's value with its interval and, against the reference,
+    the paired difference and its verdict; warnings for slices outside the margin (nothing for older runs)."""
+    rows = [m.row for m in run.models if m.row.get("slices")]
+    if not rows:
+        return []
+    reference = run.comparison.get("reference")
+    others = [row for row in rows if row["model"] != reference]
+    margin = run.comparison.get("margin_points", 1.0)
+    outside = (run.comparison.get("slices") or {}).get("outside_margin") or []
+    blocks: list[tuple] = [("warn", f"Outside the margin on a slice: {item['message']}.") for item in outside]
+    blocks.append(
+        (
+            "p",
+            f"Each slice of the test split with the model's {run.comparison.get('confidence', 0.95):.0%} bootstrap "
+            f"interval and, against {reference}, the paired difference in points with a verdict at the margin of "
+            f"{margin:g} points. Recall of a class: accuracy on the texts of that class; F1 counts the texts of other "
+            "classes predicted as it too. Intervals are not adjusted for the number of slices.",
+        )
+    )
+    by_key = [{(e["kind"], e["name"], e["metric"]): e for e in row["slices"]} for row in rows]
+    header = ["slice", "metric", "texts"] + [row["model"] for row in rows]
+    header += [f"{row['model']} vs reference" for row in others] + [f"{row['model']} verdict" for row in others]
+    for kind, title in SLICE_KINDS.items():
+        keys = [(e["kind"], e["name"], e["metric"]) for e in rows[0]["slices"] if e["kind"] == kind]
+        if not keys:
+            continue
+        table = []
+        for key in keys:
+            entries = [found.get(key) for found in by_key]
+            against = [found.get(key) for row, found in zip(rows, by_key) if row["model"] != reference]
+            table.append(
+                [key[1], key[2], _fmt(entries[0]["rows"])]
+                + [interval_text(e) for e in entries]
+                + [difference_text((e or {}).get("vs_reference")) if e else "n/a" for e in against]
+                + [((e or {}).get("vs_reference") or {}).get("verdict", "–") for e in against]
+            )
+        blocks += [("h3", title), ("table", header, table)]
+    return blocks
+
+
 def parameter_tables(run: Run) -> list[tuple]:
     """Parameters by block (from the comparison) and by layer (from each best checkpoint)."""
     blocks = [
@@ -854,8 +1040,13 @@ def document(run: Run, plots: list[Plot]) -> list[tuple]:
     if verdicts:
         blocks += [("h2", "Verdicts"), *verdicts, *(("figure", plot) for plot in plots if plot.section == "Verdicts")]
         plots = [plot for plot in plots if plot.section != "Verdicts"]
+    slices = slice_blocks(run)
+    if slices:
+        blocks += [("h2", "Where the models lose"), *slices]
+    before = {"Calibration": calibration_blocks(run)}  # tables shown above a section's plots
     for section in dict.fromkeys(plot.section for plot in plots):
-        blocks += [("h2", section), *(("figure", plot) for plot in plots if plot.section == section)]
+        figures = [("figure", plot) for plot in plots if plot.section == section]
+        blocks += [("h2", section), *before.get(section, []), *figures]
     why = (
         "the probability of the predicted class"
         if run.task == "multiclass"

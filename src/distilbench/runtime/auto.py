@@ -36,7 +36,8 @@ from distilbench.runtime.static_quant import StaticCalibration, static_record
 log = logging.getLogger(__name__)
 
 CALIBRATION_TEXTS = 512  # enough for a stable rate and a 1 % agreement check; seconds per candidate
-CHOICE_FORMAT = 2  # bumped when the cached record changes meaning (2: onnx-int8-static may be chosen)
+CHOICE_FORMAT = 3  # bumped when the cached record changes meaning (2: onnx-int8-static may be chosen; 3: OpenVINO)
+CALIBRATED = ("onnx-int8-static", "openvino-int8")  # candidates built from the calibration texts
 
 
 def choice_settings(config) -> ChoiceSettings:
@@ -54,6 +55,8 @@ def candidate_backends(device: torch.device | str = "auto", with_texts: bool = F
     label in another batch, order or worker; static int8 (onnx-int8-static, activation scales fixed from the
     calibration texts, partly fp32 where it would fail the guard) takes their place for a caller with texts to
     calibrate it on (`with_texts`: `auto` itself; not `bench`, which measures without calibrating).
+    Where openvino is installed: openvino-fp32, openvino-bf16 (CPUs with native bf16 only) and, with texts and nncf,
+    openvino-int8 (NNCF's static int8, calibrated on them like onnx-int8-static).
     torch-bf16-compiled is left out: its compilation takes tens of seconds, longer than a calibration may."""
     device = pick_device(device) if isinstance(device, str) else device
     bf16 = "bf16" in native_precisions(device)
@@ -66,7 +69,21 @@ def candidate_backends(device: torch.device | str = "auto", with_texts: bool = F
         names += ["onnx-fp32"] + (["onnx-int8-static"] if with_texts else [])
     except ImportError:
         log.info("onnxruntime not installed: ONNX backends are not candidates for auto")
-    return names
+        return names
+    return names + _openvino_candidates(with_texts)
+
+
+def _openvino_candidates(with_texts: bool) -> list[str]:
+    """The OpenVINO backends worth measuring here: none without openvino; bf16 only on a CPU with native bf16;
+    int8 only with texts to calibrate on and nncf to quantize."""
+    from distilbench.runtime.machine import cpu_native_bf16
+    from distilbench.runtime.openvino_backend import openvino_available
+
+    if not openvino_available():
+        log.info("openvino not installed: OpenVINO backends are not candidates for auto")
+        return []
+    names = ["openvino-fp32"] + (["openvino-bf16"] if cpu_native_bf16() else [])
+    return names + (["openvino-int8"] if with_texts and openvino_available(int8=True) else [])
 
 
 def validation_texts(model_dir: str | Path | None) -> tuple[list[str], np.ndarray | None, str] | None:
@@ -171,8 +188,9 @@ def calibrate(
     seconds, logits = _time_candidates(built, tokenizer, texts, batch_size, max_length)
     measured = _judge_candidates(task, label_names, labels, logits, seconds, len(texts), settings)
     for name, backend in built.items():  # static int8: calibration size, products kept fp32, its own agreement
-        if getattr(backend, "path", None) is not None and static_record(backend.path) is not None:
-            measured[name]["static"] = {k: v for k, v in static_record(backend.path).items() if k != "tried"}
+        quantized = _quantization_record(backend)
+        if quantized is not None:
+            measured[name]["static"] = {k: v for k, v in quantized.items() if k != "tried"}
     for name, error in failed.items():
         measured[name] = {"valid": False, "refused": f"could not be built: {error}"}
     valid = [name for name in built if measured[name]["valid"]]
@@ -207,6 +225,16 @@ def calibrate(
     return built[chosen], record
 
 
+def _quantization_record(backend) -> dict | None:
+    """The record of a static int8 backend (onnx-int8-static, openvino-int8), or None for another one."""
+    from distilbench.runtime.openvino_backend import openvino_record
+
+    path = getattr(backend, "path", None)
+    if path is None:
+        return None
+    return static_record(path) if backend.name == "onnx-int8-static" else openvino_record(path)
+
+
 def _build_candidates(
     model, candidates: list[str], model_dir: str | Path | None, calibration: StaticCalibration
 ) -> tuple[dict, dict[str, str]]:
@@ -216,7 +244,7 @@ def _build_candidates(
 
     built, failed = {}, {}
     for name in candidates:
-        extra = {"calibration": calibration} if name == "onnx-int8-static" else {}
+        extra = {"calibration": calibration} if name in CALIBRATED else {}
         try:
             built[name] = load_backend(model, name, cache_key=_checkpoint_key(model_dir), **extra)
         except DistilbenchError as exc:

@@ -1,4 +1,5 @@
-"""Inference backends: one call interface over PyTorch (fp32, bf16, int8) and ONNX Runtime (fp32, int8).
+"""Inference backends: one call interface over PyTorch (fp32, bf16, int8), ONNX Runtime (fp32, int8) and OpenVINO
+(fp32, bf16, int8; openvino_backend.py).
 
 A backend wraps a loaded classifier and maps a padded batch of int64 numpy arrays (batch, seq) to
 float32 logits (batch, num_labels), so speed comparisons time the same work in every runtime.
@@ -148,8 +149,10 @@ def load_backend(
             )
         return TorchBackend(name, quantized, inputs)
     import_onnxruntime()
-    if device.type != "cpu":  # ONNX Runtime runs on the CPU here: export a CPU copy
+    if device.type != "cpu":  # ONNX Runtime and OpenVINO run on the CPU here: export a CPU copy
         model = copy.deepcopy(model).cpu()
+    if name.startswith("openvino-"):
+        return _openvino_backend(model, name, inputs, work_dir, cache_key, calibration)
     quantize = {"onnx-int8": "int8", "onnx-int8-static": "int8-static"}.get(name)
     if cache_key is not None:
         graph = cached_onnx(model, inputs, cache_key, quantize, calibration=calibration)
@@ -164,6 +167,22 @@ def load_backend(
             f"({', '.join(record['kept_fp32'])}) for {record['agreement_with_fp32']:.1%} agreement with fp32"
         )
     return backend
+
+
+def _openvino_backend(model, name: str, inputs: list[str], work_dir, cache_key: str | None, calibration) -> Backend:
+    """An OpenVINO backend over the checkpoint's fp32 ONNX graph (cached like the ONNX backends'); openvino-int8
+    over the NNCF model quantized beside that graph on `calibration` (without it, the one built last)."""
+    from distilbench.runtime.openvino_backend import OpenVinoBackend, cached_openvino_int8, check_native_bf16
+
+    check_native_bf16(name)  # before the export, which takes seconds
+    if cache_key is not None:
+        graph = cached_onnx(model, inputs, cache_key, None)
+    else:
+        directory = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="distilbench-onnx-"))
+        graph = build_onnx(model, inputs, directory)
+    if name == "openvino-int8":
+        graph = cached_openvino_int8(graph, calibration)
+    return OpenVinoBackend(name, graph, model.config.num_labels, max_positions(model.config))
 
 
 @functools.cache

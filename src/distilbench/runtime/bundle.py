@@ -139,9 +139,50 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _file_state(item: Path) -> list[int]:
+    """What changes whenever a file's content can have changed: its size, modification and status-change times
+    (no user-level call sets the ctime back)."""
+    stat = item.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _memo_path(item: Path) -> Path | None:
+    """Where the cache remembers that `item` (by its absolute path) matched its checksum; None without a cache."""
+    from distilbench.core.cache import cache_dir
+
+    try:
+        root = cache_dir() / "verified"
+        root.mkdir(exist_ok=True)
+    except (OSError, DistilbenchError):
+        return None
+    return root / (hashlib.sha256(str(item.resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def checksum_matches(item: Path, sha256: str) -> bool:
+    """Whether the file's SHA-256 is `sha256`: hashed once, then remembered in the cache with the file's state, so a
+    later process (a cold start) skips hashing a file that cannot have changed since."""
+    memo = _memo_path(item)
+    state = _file_state(item)
+    if memo is not None and memo.is_file():
+        try:
+            if json.loads(memo.read_text()) == {"state": state, "sha256": sha256}:
+                return True
+        except (OSError, ValueError):
+            pass
+    if file_sha256(item) != sha256:
+        return False
+    if memo is not None:
+        try:
+            memo.write_text(json.dumps({"state": state, "sha256": sha256}))
+        except OSError:
+            pass  # the check holds; only the next start hashes again
+    return True
+
+
 def verify_bundle(path: str | Path, info: dict) -> None:
     """Check every file export.json lists against its size and SHA-256 (bundles exported before the manifest
-    list none and pass); a missing, truncated or changed file ends with a message, never a wrong answer."""
+    list none and pass); a missing, truncated or changed file ends with a message, never a wrong answer. A file
+    whose size and times are those of an earlier successful check is not hashed again (checksum_matches)."""
     path = Path(path)
     if info.get("bundle_format", 0) > BUNDLE_FORMAT:
         raise DistilbenchError(
@@ -154,7 +195,7 @@ def verify_bundle(path: str | Path, info: dict) -> None:
             problem = "is missing"
         elif item.stat().st_size != expected["bytes"]:
             problem = f"has {item.stat().st_size} bytes, not the {expected['bytes']} exported (truncated?)"
-        elif file_sha256(item) != expected["sha256"]:
+        elif not checksum_matches(item, expected["sha256"]):
             problem = "differs from the file exported (its SHA-256 changed)"
         else:
             continue

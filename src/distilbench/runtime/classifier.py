@@ -21,9 +21,10 @@ def model_directory(path: str | Path) -> Path:
     """A model directory as given, or for a finished run directory (comparison.json) its reference model's kept
     checkpoint: comparison.json names the reference, else its first model."""
     from distilbench.runs import RunDir, model_slug, read_json
+    from distilbench.runtime.light import is_text_model
 
     path = Path(path)
-    if (path / "config.json").is_file() or not (path / "comparison.json").is_file():
+    if (path / "config.json").is_file() or is_text_model(path) or not (path / "comparison.json").is_file():
         return path
     comparison = read_json(path / "comparison.json")
     rows = comparison.get("rows") or []
@@ -85,19 +86,21 @@ def load(
     max_length: int | None = None,
 ) -> Classifier:
     """A model ready to predict: a checkpoint directory (e.g. RUN_DIR/models/<model>/best), a finished run
-    directory (its reference model's best checkpoint: the first model unless the run named another), or an
-    exported ONNX directory (`distilbench export`). `backend`: by default torch-fp32 for a checkpoint and its
-    own onnx backend for an exported directory; any backend by name, or auto (the fastest that agrees with
+    directory (its reference model's best checkpoint: the first model unless the run named another), an
+    exported ONNX directory (`distilbench export`), or a tfidf, static or cascade model directory. `backend`:
+    by default torch-fp32 for a checkpoint and its own onnx backend for an exported directory (a tfidf, static
+    or cascade model has one way to run); any backend by name, or auto (the fastest that agrees with
     torch-fp32, measured once per model and machine on the validation split of the run the checkpoint is
     in). `max_length`: tokens per text (default: the model's limit)."""
     from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.light import is_text_model
     from distilbench.runtime.predict import ChunkPredictor, resolve_model_backend
 
     model_dir = model_directory(path)
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").is_file() and not is_text_model(model_dir):
         raise ModelNotFoundError(
             f"{path} is not a model: pass a checkpoint directory (RUN_DIR/models/<model>/best), a finished run "
-            f"directory or an exported ONNX directory"
+            f"directory, an exported ONNX directory or a tfidf/static/cascade model directory"
         )
     if backend is None:
         backend = "auto" if is_exported_model(model_dir) else "torch-fp32"  # auto: an export's own backend

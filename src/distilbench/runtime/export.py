@@ -77,7 +77,21 @@ ONNX_OPSET = 18
 ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
 FORMATS = ("onnx",)
 GRAPH_NAMES = {None: "model.onnx", "int8": "model.int8.onnx", "int8-static": "model.int8-static.onnx"}
-QUANTIZED_BACKENDS = {None: "onnx-fp32", "int8": "onnx-int8", "int8-static": "onnx-int8-static"}
+QUANTIZED_BACKENDS = {
+    None: "onnx-fp32",
+    "int8": "onnx-int8",
+    "int8-static": "onnx-int8-static",
+    "openvino-int8": "openvino-int8",  # model.onnx (fp32) and the NNCF int8 model beside it (openvino_backend.py)
+}
+CALIBRATED = ("int8-static", "openvino-int8")  # quantizations calibrated on texts (export_calibration)
+# `export --quantize auto`: the backends a bundle can hold, and the quantization that makes each one's graph
+BUNDLE_QUANTIZE = {
+    "onnx-fp32": None,
+    "openvino-fp32": None,
+    "openvino-bf16": None,
+    "onnx-int8-static": "int8-static",
+    "openvino-int8": "openvino-int8",
+}
 BUILD_VERSION = 1  # part of every cache entry's name: raise it when the graphs built here change
 PER_CHANNEL = True  # per-channel int8 weights: closer to fp32 than per-tensor at the same speed (measured above)
 FUSE_BY_DEFAULT = False  # ONNX Runtime's optimizer fusions: as accurate, but slower here (measured above)
@@ -506,8 +520,13 @@ def export_model(
     model, tokenizer, task, label_names = load_trained(source)
     model.eval()
     inputs = model_input_names(model)
-    calibration = export_calibration(source, tokenizer, task) if quantize == "int8-static" else None
-    graph = cached_onnx(model, inputs, checkpoint_key(source), quantize, fuse, calibration)
+    backend, choice = QUANTIZED_BACKENDS.get(quantize), None
+    if quantize == "auto":  # auto's measurement and guard on the checkpoint; the bundle holds its choice
+        backend, choice = auto_bundle_backend(model, tokenizer, source, task, label_names)
+        quantize = BUNDLE_QUANTIZE[backend]
+    calibration = export_calibration(source, tokenizer, task) if quantize in CALIBRATED else None
+    onnx_quantize = None if quantize == "openvino-int8" else quantize  # OpenVINO's int8 is made from the fp32 graph
+    graph = cached_onnx(model, inputs, checkpoint_key(source), onnx_quantize, fuse, calibration)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -515,13 +534,18 @@ def export_model(
         raise DistilbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         shutil.copyfile(graph, building / "model.onnx")
+        quantized = _copy_openvino_int8(graph, building, calibration) if quantize == "openvino-int8" else None
         _write_json(building / "config.json", portable_config(source))
         tokenizer.save_pretrained(building)
-        check = check_against_torch(model, tokenizer, building / "model.onnx", quantize, tolerance)
-        export = {"format": fmt, "quantize": quantize, "fused": fuse, "source": source}
+        check = check_against_torch(model, tokenizer, building / "model.onnx", onnx_quantize, tolerance)
+        export = {"format": fmt, "quantize": quantize, "fused": fuse, "source": source, "backend": backend}
         info = _export_record(building, export, model, (task, label_names, inputs), check)
-        if calibration is not None:
+        if choice is not None:
+            info["auto"] = choice
+        if quantize == "int8-static":
             info["static"] = static_record(graph)
+        elif quantized is not None:
+            info["static"] = quantized
         _write_json(building / "export.json", info)
         _require_torch_match(check, out)
         try:
@@ -532,6 +556,36 @@ def export_model(
         shutil.rmtree(building, ignore_errors=True)
     say(f"exported {source} ({quantize or 'fp32'} ONNX) -> {out}")
     return info
+
+
+def _copy_openvino_int8(fp32_graph: Path, building: Path, calibration: StaticCalibration) -> dict:
+    """The NNCF int8 model of `fp32_graph` (built beside it in the cache on first use) copied into the bundle being
+    built; returns its record (calibration, nodes kept fp32, agreement with fp32)."""
+    from distilbench.runtime.openvino_backend import INT8_MODEL, cached_openvino_int8, openvino_record
+
+    int8 = cached_openvino_int8(fp32_graph, calibration)
+    for suffix in (".xml", ".bin"):
+        shutil.copyfile(int8.with_suffix(suffix), (building / INT8_MODEL).with_suffix(suffix))
+    return {key: value for key, value in (openvino_record(int8) or {}).items() if key != "tried"}
+
+
+def auto_bundle_backend(model, tokenizer, source: Path, task: str, label_names: list[str]) -> tuple[str, dict]:
+    """`export --quantize auto`: auto's calibration of the checkpoint on the CPU (the run's validation split, else
+    built-in titles; every candidate timed, the guard applied), then the fastest valid candidate a bundle can hold
+    (BUNDLE_QUANTIZE; a faster torch backend cannot be exported). Returns it and the record of the choice."""
+    from distilbench.runtime.auto import builtin_sample_texts, calibrate, validation_texts
+
+    guard = validation_texts(source) or (builtin_sample_texts(), None, "built-in BBC News titles")
+    _, record = calibrate(
+        model, tokenizer, task=task, label_names=label_names, guard=guard, model_dir=source, device="cpu"
+    )
+    candidates = record["candidates"]
+    valid = [name for name in BUNDLE_QUANTIZE if candidates.get(name, {}).get("valid")]
+    chosen = max(valid, key=lambda name: candidates[name]["samples_per_s"]) if valid else "onnx-fp32"
+    fastest = record["chosen"]
+    note = "" if chosen == fastest else f" ({fastest}, faster here, runs only from the checkpoint)"
+    say(f"bundle backend: {chosen}{note}")
+    return chosen, {**{k: v for k, v in record.items() if k != "cached"}, "bundle_backend": chosen}
 
 
 def export_calibration(source: Path, tokenizer, task: str) -> StaticCalibration:
@@ -558,6 +612,11 @@ def _check_export_request(source: Path, out: Path, fmt: str, quantize: str | Non
     if is_exported_model(source):
         raise DistilbenchError(f"{source} is an exported ONNX model already; export its PyTorch checkpoint")
     read_task_labels(source)  # a clear message for a directory that is no fine-tuned classifier
+    if quantize == "openvino-int8":  # before the export: say what to install
+        from distilbench.runtime.openvino_backend import import_nncf, import_openvino
+
+        import_openvino()
+        import_nncf()
 
 
 def _export_record(building: Path, export: dict, model, described: tuple, check: dict) -> dict:
@@ -577,7 +636,7 @@ def _export_record(building: Path, export: dict, model, described: tuple, check:
         "format": export["format"],
         "quantize": quantize,
         "fused": export["fused"],
-        "backend": QUANTIZED_BACKENDS[quantize],
+        "backend": export["backend"],
         "source": str(source.absolute()),
         "checkpoint_key": checkpoint_key(source),
         "task": task,
@@ -593,10 +652,21 @@ def _export_record(building: Path, export: dict, model, described: tuple, check:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__,
+            **_openvino_versions(export["backend"]),
         },
     }
-    info.update(_bundle_fields(building, quantize))
+    info.update(_bundle_fields(building, quantize or (None if export["backend"] == "onnx-fp32" else export["backend"])))
     return info
+
+
+def _openvino_versions(backend: str) -> dict:
+    """openvino's and nncf's versions for a bundle exported for OpenVINO, else nothing."""
+    if not backend.startswith("openvino-"):
+        return {}
+    from distilbench.runtime.openvino_backend import import_nncf, import_openvino, openvino_available
+
+    versions = {"openvino": import_openvino().__version__}
+    return {**versions, "nncf": import_nncf().__version__} if openvino_available(int8=True) else versions
 
 
 def _require_torch_match(check: dict, out: Path) -> None:
@@ -614,7 +684,7 @@ def _require_torch_match(check: dict, out: Path) -> None:
 
 
 def _bundle_fields(directory: Path, quantize: str | None) -> dict:
-    """The manifest part of export.json: its format version, the CPU an int8 graph was quantized on, and the
+    """The manifest part of export.json: its format version, the CPU an int8 (or OpenVINO) graph was made for, and the
     size and SHA-256 of every other file, so that a missing, truncated or changed file is found on loading."""
     from distilbench.runtime.machine import cpu_flags, cpu_model
 

@@ -86,34 +86,85 @@ class OnnxBackend(Backend):
         return logits.astype(np.float32, copy=False)
 
 
+# The backends that run an exported bundle's graph, by the backend it was exported as: an fp32 graph runs in ONNX
+# Runtime or OpenVINO; an openvino-int8 bundle holds its fp32 graph too (model.onnx) beside the int8 model.
+FP32_GRAPH = ("onnx-fp32", "openvino-fp32", "openvino-bf16")
+BUNDLE_BACKENDS = {
+    "onnx-fp32": FP32_GRAPH,
+    "openvino-fp32": FP32_GRAPH,
+    "openvino-bf16": FP32_GRAPH,
+    "openvino-int8": ("openvino-int8", "onnx-fp32", "openvino-fp32", "openvino-bf16"),
+}
+OPENVINO_INT8_MODEL = "model.openvino-int8.xml"  # openvino_backend.INT8_MODEL, named here without importing it
+
+
+def bundle_backends(exported: str | None) -> tuple[str, ...]:
+    """The backends that can run a bundle exported as `exported` (None: an export without export.json, fp32)."""
+    exported = exported or "onnx-fp32"
+    return BUNDLE_BACKENDS.get(exported, (exported,))
+
+
 def check_backend(backend: str, model_dir: str | Path | None = None) -> str:
-    """A backend name with aliases applied, checked against `model_dir`: for an exported ONNX directory
-    'auto' is its own graph's backend and nothing else runs it; for a checkpoint 'auto' stays 'auto'
-    (backend_choice resolves it by measurement)."""
+    """A backend name with aliases applied, checked against `model_dir`: for an exported directory 'auto' is the
+    backend it was exported as (an OpenVINO one only where openvino is installed; else its fp32 graph in ONNX
+    Runtime, with a warning) and only backends that run its graph are accepted; for a checkpoint 'auto' stays
+    'auto' (backend_choice resolves it by measurement)."""
     name = ALIASES.get(backend, backend)
-    if model_dir is not None and is_exported_model(model_dir):
-        exported = export_info(model_dir).get("backend")
-        if name == "auto":
-            return exported or "onnx-fp32"
-        if name not in BACKENDS:
-            raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
-        if not name.startswith("onnx-") or (exported and name != exported):
-            own = exported or "onnx-fp32"
-            raise DistilbenchError(
-                f"{model_dir} is an exported ONNX model: it runs only as {own} (predict and serve: "
-                f"--backend auto or {own}), not {name}; for another backend, use the checkpoint "
-                "it was exported from"
-            )
-        return name
     if name != "auto" and name not in BACKENDS:
         raise DistilbenchError(f"unknown backend '{backend}': choose auto or one of {', '.join(BACKENDS)}")
+    if model_dir is None or not is_exported_model(model_dir):
+        return name
+    exported = export_info(model_dir).get("backend") or "onnx-fp32"
+    if name == "auto":
+        return _bundle_auto(model_dir, exported)
+    allowed = bundle_backends(exported)
+    if name not in allowed:
+        raise DistilbenchError(
+            f"{model_dir} is an exported ONNX model ({exported}): it runs as {' or '.join(allowed)} (predict and "
+            f"serve: "
+            f"--backend auto runs {exported}), not {name}; for another backend, use the checkpoint it was "
+            "exported from"
+        )
     return name
 
 
+def _bundle_auto(model_dir: str | Path, exported: str) -> str:
+    """What `--backend auto` runs a bundle as: the backend it was exported for, or where this machine cannot run
+    that one (openvino missing; bf16 on a CPU without native bf16) its fp32 graph in ONNX Runtime, with a warning."""
+    from distilbench.core.console import warn
+    from distilbench.runtime.machine import cpu_native_bf16
+
+    if exported.startswith("openvino-") and not _openvino_installed():
+        warn(
+            f"{model_dir} was exported for {exported}, but openvino is not installed: running its fp32 graph "
+            f"as onnx-fp32 (slower; for {exported}: pip install openvino nncf)"
+        )
+        return "onnx-fp32"
+    if exported == "openvino-bf16" and not cpu_native_bf16():
+        warn(f"{model_dir} was exported for openvino-bf16, but this CPU has no native bf16: running it as onnx-fp32")
+        return "onnx-fp32"
+    return exported
+
+
+def _openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def load_exported(path: str | Path, backend: str = "auto"):
-    """An exported ONNX directory in its backend: (OnnxBackend, bundle.ExportedModel), the latter with the
-    tokenizer, task, label names and config (thresholds inside). Imports neither torch nor transformers."""
+    """An exported directory in its backend (or another that runs its graph, bundle_backends): (backend,
+    bundle.ExportedModel), the latter with the tokenizer, task, label names and config (thresholds inside). Imports
+    neither torch nor transformers."""
     name = check_backend(backend, path)
     exported = read_exported(path)
-    runtime = OnnxBackend(name, exported.onnx_path, len(exported.label_names), max_positions(exported.config))
+    positions = max_positions(exported.config)
+    if name.startswith("openvino-"):
+        from distilbench.runtime.openvino_backend import OpenVinoBackend, bundle_key
+
+        graph = exported.path / OPENVINO_INT8_MODEL if name == "openvino-int8" else exported.onnx_path
+        files = (graph.name, graph.with_suffix(".bin").name) if name == "openvino-int8" else (graph.name,)
+        key = bundle_key(exported.info, *files)  # the manifest's SHA-256s, checked by read_exported just now
+        return OpenVinoBackend(name, graph, len(exported.label_names), positions, cache_key=key), exported
+    runtime = OnnxBackend(name, exported.onnx_path, len(exported.label_names), positions)
     return runtime, exported

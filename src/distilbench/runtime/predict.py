@@ -10,6 +10,7 @@ with several GPUs, one per GPU by default); the output keeps the input's order e
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import json
 import logging
@@ -89,6 +90,11 @@ def stored_thresholds(config, label_names: list[str]) -> np.ndarray:
     return np.array([float(saved.get(name, 0.5)) for name in label_names])
 
 
+def stored_calibration(config) -> dict | None:
+    """The probability calibration a checkpoint's (or bundle's) config.json holds, fitted on validation."""
+    return (config.to_dict().get("distilbench") or {}).get("calibration")
+
+
 def predicted_labels(task: str, label_names: list[str], probs: np.ndarray, thresholds: np.ndarray) -> list:
     """The prediction per text: the most probable label (multiclass), or the labels whose probability reaches
     their threshold (multilabel, a list per text). predict, serve and the Python API's Classifier decide here."""
@@ -153,7 +159,14 @@ class ChunkPredictor:
         work_dir: str | None = None,
     ):
         from distilbench.runtime.bundle import is_exported_model
+        from distilbench.runtime.light import is_text_model
 
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.text_model = None
+        if is_text_model(model_dir):  # tfidf, static, cascade: they take the texts themselves
+            self._load_text_model(model_dir)
+            return
         if is_exported_model(model_dir):  # an exported bundle: onnxruntime and tokenizers, never torch
             from distilbench.runtime.onnx_backend import load_exported
 
@@ -171,19 +184,39 @@ class ChunkPredictor:
                 loaded.label_names,
             )
             self.config = loaded.config
-        self.thresholds = stored_thresholds(self.config, self.label_names)
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.schema = records_schema(self.task, self.label_names)
+        from distilbench.evaluation.calibration import calibrate_thresholds
+
+        self.calibration = stored_calibration(self.config)
+        self.thresholds = calibrate_thresholds(
+            self.task, stored_thresholds(self.config, self.label_names), self.calibration
+        )
+
+    @functools.cached_property
+    def schema(self):
+        """The Parquet schema of the records (pyarrow, imported only for a Parquet output)."""
+        return records_schema(self.task, self.label_names)
+
+    def _load_text_model(self, model_dir: str) -> None:
+        from distilbench.runtime.light import load_text_model
+
+        self.text_model = load_text_model(model_dir)
+        self.runtime = self.tokenizer = self.config = None
+        self.task, self.label_names = self.text_model.task, self.text_model.label_names
+        self.calibration = None  # the text model applies its own
+        self.thresholds = self.text_model.thresholds
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Probabilities per text and label, through the one inference loop (inference.backend_logits)."""
+        """Probabilities per text and label, through the one inference loop (inference.backend_logits), with
+        the calibration fitted on validation applied (it never changes a predicted label)."""
+        from distilbench.evaluation.calibration import apply_calibration
         from distilbench.runtime.batching import backend_logits, logits_to_probs
 
+        if self.text_model is not None:
+            return self.text_model.probabilities(texts)
         logits, _ = backend_logits(
             self.runtime, self.tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length
         )
-        return logits_to_probs(self.task, logits)
+        return apply_calibration(self.task, logits_to_probs(self.task, logits), self.calibration)
 
     def predictions(self, texts: list[str]) -> list[dict]:
         """One record per text: label(s) and every probability."""
@@ -489,14 +522,17 @@ def predict(
     """Predict every text of `source`, writing records to `output` (.jsonl or .parquet; JSON lines on stdout
     when None); returns the number of texts."""
     from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.light import is_text_model
     from distilbench.runtime.onnx_backend import check_backend
 
     inference, chunks = inference or InferenceOptions(), chunks or ChunkOptions()
     target = output_target(source, output, chunks)
     check_input(source)
     task, label_names = model_task_labels(model_dir)
-    target.schema = records_schema(task, label_names)
-    devices = worker_devices(inference.device, chunks.workers, cpu_only=is_exported_model(model_dir))
+    target.schema = records_schema(task, label_names) if target.fmt == "parquet" else None
+    devices = worker_devices(
+        inference.device, chunks.workers, cpu_only=is_exported_model(model_dir) or is_text_model(model_dir)
+    )
     inference = inference.with_backend(check_backend(inference.backend, model_dir))  # ONNX: its graph's backend
     first, chunks_in = first_chunk(source, chunks)
     name = choose_backend(model_dir, inference, devices[0], first, progress)
@@ -552,7 +588,11 @@ def model_task_labels(model_dir: str | Path) -> tuple[str, list[str]]:
     """Task and label names of a checkpoint or an exported bundle (whose config.json is read without
     transformers)."""
     from distilbench.runtime.bundle import bundle_task_labels, is_exported_model
+    from distilbench.runtime.light import is_text_model, read_manifest
 
+    if is_text_model(model_dir):
+        manifest = read_manifest(model_dir)
+        return manifest["task"], list(manifest["label_names"])
     if is_exported_model(model_dir):
         return bundle_task_labels(model_dir)
     from distilbench.models.registry import read_task_labels
@@ -564,7 +604,10 @@ def resolve_model_backend(model_dir: str | Path, backend: str, **choice) -> tupl
     """auto.resolve_backend for a checkpoint; for an exported bundle its own graph's backend (checked by
     onnx_backend.check_backend) without importing torch. `choice`: resolve_backend's keyword arguments."""
     from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.light import is_text_model, read_manifest
 
+    if is_text_model(model_dir):  # tfidf, static, cascade: one way to run each
+        return read_manifest(model_dir)["kind"], None
     if is_exported_model(model_dir):
         from distilbench.runtime.onnx_backend import check_backend
 

@@ -99,9 +99,12 @@ class Classifier(ChunkPredictor):
         )
         super().__init__(str(model_dir), self.backend_name, device, batch_size, max_length, work_dir=None)
         self.model_dir = str(model_dir)
+        self.forward_passes = 0
+        if self.text_model is not None:  # tfidf, static, cascade: no tokens, no encoder
+            self.architecture = {"model_type": self.text_model.kind}
+            return
         self.architecture = _architecture(self.config)
         self.max_length = token_limit(self.tokenizer, max_length, self.runtime.max_positions)
-        self.forward_passes = 0
 
     def predict(self, texts: list[str]) -> list[dict]:
         records = self.predictions(texts)
@@ -268,9 +271,10 @@ def create_app(
     torch's for a checkpoint; for an exported bundle ONNX Runtime's, through OMP_NUM_THREADS, without torch.
     """
     from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.light import is_text_model
 
     limits = (limits or ServeLimits()).validate()
-    if threads is not None and is_exported_model(model_dir):
+    if threads is not None and (is_exported_model(model_dir) or is_text_model(model_dir)):
         os.environ["OMP_NUM_THREADS"] = str(threads)  # read by onnx_backend.session_threads
     elif threads is not None:
         import torch
@@ -297,6 +301,8 @@ def load_classifier(
     if warm_up:
         classifier.predict(["warm-up"])
         classifier.forward_passes = 0
+        if getattr(classifier.text_model, "stage_counts", None) is not None:  # a cascade counts served rows only
+            classifier.text_model.stage_counts = [0] * len(classifier.text_model.stage_counts)
     return classifier
 
 
@@ -508,8 +514,15 @@ def server_metadata(classifier: Classifier, batcher: MicroBatcher, limits: Serve
             "pending": batcher.pending,
             "forward_passes": classifier.forward_passes,
             **body_stats,
+            **_stage_counts(classifier),
         },
     }
+
+
+def _stage_counts(classifier: Classifier) -> dict:
+    """A cascade's rows answered by each stage since the server started ({} for any other model)."""
+    counts = getattr(classifier.text_model, "stage_counts", None)
+    return {"stage_counts": [int(n) for n in counts]} if counts is not None else {}
 
 
 class BodyLimit:
