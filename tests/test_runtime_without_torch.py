@@ -254,13 +254,14 @@ def test_cli_predict_on_a_bundle_imports_no_torch(bundle, checkpoint, tmp_path) 
 def test_cli_predict_from_stdin_loads_only_the_runtime(bundle, checkpoint, tmp_path) -> None:
     """A bundle's cold start (one text on stdin, JSON lines out) loads none of the libraries the base install
     leaves out (torch, transformers, scikit-learn, scipy, pyarrow) nor pandas (a table reader it does not need
-    here, 0.2-0.4 s of the start): `pip install distilbench` alone runs it, and runs it fast."""
+    here, 0.2-0.4 s of the start) nor huggingface_hub (50 ms, for progress bars it would switch off):
+    `pip install distilbench` alone runs it, and runs it fast."""
     code = """
     import sys
     from distilbench.cli import main
     main(["predict", "--model", sys.argv[1], "--input", "-", "--no-progress"])
     """
-    watch = ("torch", "transformers", "sklearn", "scipy", "pyarrow", "pandas")
+    watch = ("torch", "transformers", "sklearn", "scipy", "pyarrow", "pandas", "huggingface_hub")
     text = "stock market fell sharply today"
     process, heavy = run_without_torch(code, tmp_path, str(bundle), watch=watch, stdin=text + "\n")
     assert heavy == []

@@ -38,9 +38,12 @@ def quiet_libraries(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from huggingface_hub.utils import disable_progress_bars
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
 
-    disable_progress_bars()  # transformers reads this when it is imported: its own bars stay off too
+        disable_progress_bars()  # transformers reads this when it is imported: its own bars stay off too
+    else:  # read on its first import; importing it here would cost a bundle's cold start 50 ms
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     if "transformers" not in sys.modules:  # not imported here: an exported bundle runs without it
         os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"  # read on its first import
         return
