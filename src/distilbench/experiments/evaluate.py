@@ -123,6 +123,29 @@ def evaluate(
     return stats
 
 
+def labelled_frame(source: str, config: ExperimentConfig, task: str, label_names: list[str]):
+    """The task frame of `source` with the model's labels (the rows dropped said), and its label array."""
+    config.task = task
+    frame, _, dropped = load_task_data(source, config, label_names)
+    for reason, count in dropped.items():
+        if count:
+            say(f"dropped {count} rows: {reason}")
+    return frame, label_array(frame, task, label_names)
+
+
+def run_fields(model_dir: str, source: str, task: str, seconds: float, samples: int) -> dict:
+    """What a bundle's or a light model's test stats say besides the metrics: time, rate, device, model, data."""
+    return {
+        "eval_time_s": seconds,
+        "samples": samples,
+        "samples_per_s": samples / seconds if seconds > 0 else None,
+        "device": "cpu",
+        "model": str(model_dir),
+        "data": source,
+        "task": task,
+    }
+
+
 def test_bundle(model_dir: str, source: str, config: ExperimentConfig, progress: bool) -> dict:
     """Metrics of an exported bundle on `source` (its own graph, the one inference loop, its thresholds), with
     95 % intervals, as compare.test_model reports a checkpoint's."""
@@ -132,12 +155,7 @@ def test_bundle(model_dir: str, source: str, config: ExperimentConfig, progress:
 
     runtime, exported = load_exported(model_dir, config.backend)
     task, label_names = exported.task, exported.label_names
-    config.task = task
-    frame, _, dropped = load_task_data(source, config, label_names)
-    for reason, count in dropped.items():
-        if count:
-            say(f"dropped {count} rows: {reason}")
-    labels = label_array(frame, task, label_names)
+    frame, labels = labelled_frame(source, config, task, label_names)
     texts = frame["text"].tolist()
     logits, seconds = backend_logits(
         runtime,
@@ -152,18 +170,9 @@ def test_bundle(model_dir: str, source: str, config: ExperimentConfig, progress:
     thresholds = stored_thresholds(exported.config, label_names)
     stats = tested_metrics(task, labels, probs, label_names, thresholds, config.resamples, config.seed)
     stats.update(
-        {
-            "loss": loss_from_logits(task, logits, labels),
-            "eval_time_s": seconds,
-            "samples": len(frame),
-            "samples_per_s": len(frame) / seconds if seconds > 0 else None,
-            "backend": runtime.name,
-            "device": "cpu",
-            "model": str(model_dir),
-            "data": source,
-            "task": task,
-        }
+        loss=loss_from_logits(task, logits, labels), **run_fields(model_dir, source, task, seconds, len(frame))
     )
+    stats["backend"] = runtime.name
     return stats
 
 
@@ -176,28 +185,13 @@ def test_text_model(model_dir: str, source: str, config: ExperimentConfig, progr
 
     model = load_text_model(model_dir)
     task, label_names = model.task, model.label_names
-    config.task = task
-    frame, _, dropped = load_task_data(source, config, label_names)
-    for reason, count in dropped.items():
-        if count:
-            say(f"dropped {count} rows: {reason}")
-    labels = label_array(frame, task, label_names)
+    frame, labels = labelled_frame(source, config, task, label_names)
     start = time.perf_counter()
     probs = model.probabilities(frame["text"].tolist())
     seconds = time.perf_counter() - start
     stats = tested_metrics(task, labels, probs, label_names, model.thresholds, config.resamples, config.seed)
-    stats.update(
-        {
-            "eval_time_s": seconds,
-            "samples": len(frame),
-            "samples_per_s": len(frame) / seconds if seconds > 0 else None,
-            "backend": model.kind,
-            "device": "cpu",
-            "model": str(model_dir),
-            "data": source,
-            "task": task,
-        }
-    )
+    stats.update(run_fields(model_dir, source, task, seconds, len(frame)))
+    stats["backend"] = model.kind
     if getattr(model, "stage_counts", None) is not None:
         stats["stage_counts"] = list(model.stage_counts)
     return stats

@@ -55,25 +55,26 @@ def run_ladder_model(job: ModelJob, spec: LadderSpec, splits: dict[str, pd.DataF
     best = job.run.best_dir(job.slug)
     link_best(best, trained_dir)
     say(f"  trained in {trained.train_time_s:.1f} s")
-    thresholds, val_metrics = calibrate_on_validation(job, best, splits["val"], data)
-    test_stats = test_ladder_model(job, best, splits["test"], label_names, thresholds)
+    model = load_text_model(best)  # loaded once: validation and test use its probabilities before calibration
+    thresholds, val_metrics = calibrate_on_validation(job, model, splits["val"], data)
+    test_stats = test_ladder_model(job, model, splits["test"], label_names, thresholds)
     row = ladder_row(job, trained, best, test_stats, val_metrics)
     write_json_atomic(job.results / "row.json", row)
     return row
 
 
-def calibrate_on_validation(job: ModelJob, best: Path, val: pd.DataFrame, data: LadderData) -> tuple[np.ndarray, dict]:
+def calibrate_on_validation(job: ModelJob, model, val: pd.DataFrame, data: LadderData) -> tuple[np.ndarray, dict]:
     """Predict the validation split (val_predictions.csv), fit the probability calibration on it and, for
     multilabel, tune the per-label thresholds; both are saved in the model's manifest. Returns the thresholds
     and the validation metrics."""
     config = job.config
-    probs = load_text_model(best).raw_probabilities(data.val_texts)
+    probs = model.raw_probabilities(data.val_texts)
     thresholds = np.full(len(data.label_names), 0.5)
     fields = {"calibration": fit_calibration(config.task, data.val_labels, probs)}
     if config.task == "multilabel":
         thresholds = tune_thresholds(data.val_labels, probs, config.threshold_metric)
         fields.update(thresholds=[float(t) for t in thresholds], threshold_metric=config.threshold_metric)
-    update_manifest(best.resolve(), **fields)
+    update_manifest(model.path.resolve(), **fields)
     write_csv_atomic(
         job.results / "val_predictions.csv",
         predictions_frame(val, config.task, data.label_names, data.val_labels, probs, thresholds),
@@ -81,13 +82,10 @@ def calibrate_on_validation(job: ModelJob, best: Path, val: pd.DataFrame, data: 
     return thresholds, summary_metrics(compute_metrics(config.task, data.val_labels, probs, data.label_names))
 
 
-def test_ladder_model(
-    job: ModelJob, best: Path, test: pd.DataFrame, label_names: list[str], thresholds: np.ndarray
-) -> dict:
+def test_ladder_model(job: ModelJob, model, test: pd.DataFrame, label_names: list[str], thresholds: np.ndarray) -> dict:
     """Metrics with intervals on the test split (test_predictions.csv, test_stats.json), the probabilities
     before calibration, as a transformer's are reported."""
     config = job.config
-    model = load_text_model(best)
     texts = test["text"].tolist()
     start = time.perf_counter()
     probs = getattr(model, "raw_probabilities", model.probabilities)(texts)  # a cascade has no calibration
@@ -102,7 +100,7 @@ def test_ladder_model(
             "backend": model.kind,
             "device": "cpu",
             "model": job.spec,
-            "checkpoint": str(best),
+            "checkpoint": str(model.path),
         }
     )
     write_csv_atomic(
@@ -174,7 +172,7 @@ def run_cascade_model(job: ModelJob, spec: LadderSpec, splits: dict[str, pd.Data
         job.results / "val_predictions.csv",
         predictions_frame(val, config.task, label_names, val_labels, probs, model.thresholds),
     )
-    test_stats = test_ladder_model(job, best, splits["test"], label_names, model.thresholds)
+    test_stats = test_ladder_model(job, model, splits["test"], label_names, model.thresholds)
     trained = LadderModel(
         "cascade",
         cascade_method(spec, report),

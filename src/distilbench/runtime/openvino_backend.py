@@ -224,7 +224,7 @@ def quantize_openvino(fp32_graph: Path, out: Path, calibration) -> dict:
     agree with fp32's on `calibration.min_agreement` of the calibration texts (at most MAX_EXCLUSION_STEPS; a model
     that never gets there is saved with its agreement, and auto's guard refuses it). Writes and returns the
     record."""
-    from distilbench.runtime.static_quant import agreement, exclusion_steps
+    from distilbench.runtime.static_quant import agreement, exclusion_steps, quantization_record
 
     ov = import_openvino()
     import_nncf()
@@ -251,14 +251,7 @@ def quantize_openvino(fp32_graph: Path, out: Path, calibration) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     record = {
-        "calibration_texts": len(calibration.texts),
-        "calibration_source": calibration.source,
-        "min_agreement": calibration.min_agreement,
-        "agreement_with_fp32": measured,
-        "quantized_nodes": len(nodes) - len(excluded),
-        "excluded_nodes": excluded,
-        "kept_fp32": kept,
-        "tried": tried,
+        **quantization_record(calibration, measured, len(nodes), excluded, kept, tried),
         "quantize_s": time.perf_counter() - started,
         "versions": {"openvino": ov.__version__, "nncf": import_nncf().__version__},
     }

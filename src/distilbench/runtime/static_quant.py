@@ -219,12 +219,20 @@ def quantize_static_onnx(fp32_path: Path, out: Path, calibration: StaticCalibrat
                 break
     finally:
         prepared.unlink(missing_ok=True)
+    return quantization_record(calibration, measured, len(nodes), excluded, kept, tried)
+
+
+def quantization_record(
+    calibration: StaticCalibration, measured: float, nodes: int, excluded: list, kept: list, tried: list
+) -> dict:
+    """What a calibrated int8 model records (ONNX Runtime's static int8, OpenVINO's NNCF int8): its calibration,
+    the agreement measured with fp32, the nodes quantized and those kept fp32, and each step tried."""
     return {
         "calibration_texts": len(calibration.texts),
         "calibration_source": calibration.source,
         "min_agreement": calibration.min_agreement,
         "agreement_with_fp32": measured,
-        "quantized_nodes": len(nodes) - len(excluded),
+        "quantized_nodes": nodes - len(excluded),
         "excluded_nodes": excluded,
         "kept_fp32": kept,
         "tried": tried,
