@@ -216,6 +216,19 @@ def test_exported_graph_equals_pytorch_and_runs_in_plain_onnxruntime(kind, fuse,
     assert saved["check"] == info["check"] and saved["backend"] == "onnx-fp32"
 
 
+def test_the_graph_weights_are_external_data_that_onnx_runtime_maps(exported):
+    import onnx
+
+    out, _ = exported
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    external = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and (out / "model.onnx").stat().st_size < (out / "model.onnx.data").stat().st_size
+    assert {entry.value for t in external for entry in t.external_data if entry.key == "location"} == {
+        "model.onnx.data"
+    }
+    assert oct((out / "model.onnx.data").stat().st_mode & 0o777) == oct((out / "model.onnx").stat().st_mode & 0o777)
+
+
 def test_exported_directory_keeps_labels_thresholds_and_task(distilbert_dir, tmp_path):
     out = tmp_path / "ml-int8"
     info = onnx_export.export_model(distilbert_dir, out, quantize="int8")
@@ -233,8 +246,8 @@ def test_the_bundle_lists_every_file_with_its_checksum(exported):
     out, info = exported
     assert info["bundle_format"] == onnx_export.BUNDLE_FORMAT and info["quantized_on"] is None
     on_disk = {item.name for item in out.iterdir() if item.name != "export.json"}
-    assert set(info["files"]) == on_disk and {"model.onnx", "config.json"} <= on_disk
-    assert info["files"]["model.onnx"]["bytes"] == (out / "model.onnx").stat().st_size
+    assert set(info["files"]) == on_disk and {"model.onnx", "model.onnx.data", "config.json"} <= on_disk
+    assert info["files"]["model.onnx.data"]["bytes"] == (out / "model.onnx.data").stat().st_size
     assert json.loads((out / "export.json").read_text())["files"] == info["files"]
 
 
@@ -242,13 +255,14 @@ def test_the_bundle_lists_every_file_with_its_checksum(exported):
     "damage, problem",
     [
         (lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:1000]), "truncated"),
+        (lambda d: (d / "model.onnx.data").write_bytes((d / "model.onnx.data").read_bytes()[:1000]), "truncated"),
         (lambda d: (d / "tokenizer.json").unlink(), "is missing"),
         (  # same size, other bytes
             lambda d: (d / "tokenizer_config.json").write_bytes((d / "tokenizer_config.json").read_bytes().swapcase()),
             "differs from the file exported",
         ),
     ],
-    ids=["truncated-graph", "missing-tokenizer", "changed-file"],
+    ids=["truncated-graph", "truncated-weights", "missing-tokenizer", "changed-file"],
 )
 def test_a_damaged_bundle_is_refused_with_a_clear_message(exported, tmp_path, damage, problem):
     import shutil

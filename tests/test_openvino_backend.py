@@ -248,12 +248,14 @@ def test_an_fp32_bundle_runs_in_openvino_by_name(confident, tmp_path):
     assert np.abs(_invariant(runtime, exported.tokenizer, texts, 1e-4) - onnx).max() < 1e-3
     with pytest.raises(DistilbenchError, match="runs as onnx-fp32 or openvino-fp32"):
         check_backend("openvino-int8", bundle)
-    # the compiled model is cached under the content key of the manifest (OpenVINO's own cache knows a file by its
-    # path, size and time only), and a second load uses it
+    # the compiled model is cached under the content key of the manifest's graph and weights (OpenVINO's own cache
+    # knows a file by its path, size and time only), and a second load uses it
     from distilbench.core.cache import cache_dir
+    from distilbench.runtime.bundle import graph_files
     from distilbench.runtime.openvino_backend import bundle_key
 
-    key = bundle_key(exported.info, "model.onnx")
+    assert graph_files(exported.onnx_path) == ("model.onnx", "model.onnx.data")
+    key = bundle_key(exported.info, "model.onnx", "model.onnx.data")
     assert key and [path for path in (cache_dir() / "openvino").glob(f"{key}-ov*/*") if path.is_file()]
     assert load_exported(bundle, "openvino-fp32")[0].compile_s > 0
 

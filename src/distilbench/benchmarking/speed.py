@@ -213,7 +213,7 @@ def _exported_bench_model(spec: str) -> BenchModel:
         spec,
         None,
         exported.tokenizer,
-        dir_size_mb(spec, "model.onnx"),
+        dir_size_mb(spec, "model.onnx*"),  # the graph and its external weights
         exported.task,
         exported.label_names,
         source=spec,

@@ -54,6 +54,8 @@ from torch import nn
 from distilbench.core.console import DistilbenchError, say
 from distilbench.runtime.bundle import (  # noqa: F401 (reading a bundle needs no torch; imported from here too)
     BUNDLE_FORMAT,
+    GRAPH_DATA_FILE,
+    GRAPH_FILE,
     ExportedModel,
     export_info,
     file_sha256,
@@ -533,11 +535,11 @@ def export_model(
     except OSError as exc:
         raise DistilbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
-        shutil.copyfile(graph, building / "model.onnx")
+        write_bundle_graph(graph, building / GRAPH_FILE)
         quantized = _copy_openvino_int8(graph, building, calibration) if quantize == "openvino-int8" else None
         _write_json(building / "config.json", portable_config(source))
         tokenizer.save_pretrained(building)
-        check = check_against_torch(model, tokenizer, building / "model.onnx", onnx_quantize, tolerance)
+        check = check_against_torch(model, tokenizer, building / GRAPH_FILE, onnx_quantize, tolerance)
         export = {"format": fmt, "quantize": quantize, "fused": fuse, "source": source, "backend": backend}
         info = _export_record(building, export, model, (task, label_names, inputs), check)
         if choice is not None:
@@ -644,7 +646,7 @@ def _export_record(building: Path, export: dict, model, described: tuple, check:
         "inputs": inputs,
         "outputs": ["logits"],
         "opset": ONNX_OPSET,
-        "fused_operators": _fused_operators(building / "model.onnx"),
+        "fused_operators": _fused_operators(building / GRAPH_FILE),
         "params": count_parameters(model),
         "check": check,
         "versions": {
@@ -733,6 +735,16 @@ def check_against_torch(
         "tolerance": tolerance,
         "passed": passed,
     }
+
+
+def write_bundle_graph(graph: Path, target: Path) -> None:
+    """`graph` saved as a bundle's: the graph at `target`, its weights beside it as external data (GRAPH_DATA_FILE),
+    which ONNX Runtime maps from disk when a session opens (bundle.GRAPH_DATA_FILE says why)."""
+    import onnx
+
+    model = onnx.load(str(graph))
+    onnx.save_model(model, str(target), save_as_external_data=True, location=GRAPH_DATA_FILE, size_threshold=1024)
+    shutil.copymode(target, target.with_name(GRAPH_DATA_FILE))  # onnx creates it readable by its owner alone
 
 
 def _fused_operators(graph: Path) -> dict:

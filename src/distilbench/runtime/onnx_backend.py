@@ -14,7 +14,7 @@ import numpy as np
 
 from distilbench.core.console import DistilbenchError
 from distilbench.runtime.batching import max_positions
-from distilbench.runtime.bundle import export_info, is_exported_model, read_exported
+from distilbench.runtime.bundle import export_info, graph_files, is_exported_model, read_exported
 from distilbench.runtime.names import BACKENDS
 
 ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
@@ -163,7 +163,7 @@ def load_exported(path: str | Path, backend: str = "auto"):
         from distilbench.runtime.openvino_backend import OpenVinoBackend, bundle_key
 
         graph = exported.path / OPENVINO_INT8_MODEL if name == "openvino-int8" else exported.onnx_path
-        files = (graph.name, graph.with_suffix(".bin").name) if name == "openvino-int8" else (graph.name,)
+        files = (graph.name, graph.with_suffix(".bin").name) if name == "openvino-int8" else graph_files(graph)
         key = bundle_key(exported.info, *files)  # the manifest's SHA-256s, checked by read_exported just now
         return OpenVinoBackend(name, graph, len(exported.label_names), positions, cache_key=key), exported
     runtime = OnnxBackend(name, exported.onnx_path, len(exported.label_names), positions)
