@@ -243,7 +243,9 @@ def test_cli_predict_on_a_bundle_imports_no_torch(bundle, checkpoint, tmp_path) 
     from distilbench.cli import main
     main(["predict", "--model", sys.argv[1], "--input", sys.argv[2], "--output", sys.argv[3]])
     """
-    _, heavy = run_without_torch(code, tmp_path, str(bundle), str(source), str(out))
+    # a JSON-lines file out needs no pyarrow (the [parquet] extra): the runtime install writes it
+    watch = ("torch", "transformers", "sklearn", "scipy", "pyarrow")
+    _, heavy = run_without_torch(code, tmp_path, str(bundle), str(source), str(out), watch=watch)
     assert heavy == []
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["row"] for r in records] == list(range(len(texts)))
@@ -254,14 +256,15 @@ def test_cli_predict_on_a_bundle_imports_no_torch(bundle, checkpoint, tmp_path) 
 def test_cli_predict_from_stdin_loads_only_the_runtime(bundle, checkpoint, tmp_path) -> None:
     """A bundle's cold start (one text on stdin, JSON lines out) loads none of the libraries the base install
     leaves out (torch, transformers, scikit-learn, scipy, pyarrow) nor pandas (a table reader it does not need
-    here, 0.2-0.4 s of the start) nor huggingface_hub (50 ms, for progress bars it would switch off):
-    `pip install distilbench` alone runs it, and runs it fast."""
+    here, 0.2-0.4 s of the start) nor huggingface_hub (50 ms, for progress bars it would switch off), nor tqdm
+    and PyYAML (35 ms, for a progress bar it does not show and a config it does not read): `pip install
+    distilbench` alone runs it, and runs it fast."""
     code = """
     import sys
     from distilbench.cli import main
     main(["predict", "--model", sys.argv[1], "--input", "-", "--no-progress"])
     """
-    watch = ("torch", "transformers", "sklearn", "scipy", "pyarrow", "pandas", "huggingface_hub")
+    watch = ("torch", "transformers", "sklearn", "scipy", "pyarrow", "pandas", "huggingface_hub", "tqdm", "yaml")
     text = "stock market fell sharply today"
     process, heavy = run_without_torch(code, tmp_path, str(bundle), watch=watch, stdin=text + "\n")
     assert heavy == []

@@ -239,7 +239,7 @@ def process_chunk(
     records = predict_chunk(predictor, first_row, texts)
     if chunk_path is None:
         return len(records), jsonl_text(records)
-    write_chunk(chunk_path, records, fmt, predictor.schema)
+    write_chunk(chunk_path, records, fmt, predictor.schema if fmt == "parquet" else None)  # JSON lines need no pyarrow
     return len(records), None
 
 
@@ -629,8 +629,6 @@ def predict_chunks(
     """Predict every chunk in this process or a pool, then join the chunk files into the output. On a failure
     the workers stop first, then the finished chunks are kept for --resume (or removed where they are of no
     use). Returns the tally and the time the prediction began (after loading the model)."""
-    from tqdm.auto import tqdm
-
     tally = ChunkTally()
     runner = None
     try:
@@ -639,7 +637,7 @@ def predict_chunks(
         else:
             runner = PoolRunner(model_dir, inference, devices, target.fmt)
         start = time.perf_counter()  # rows/s after loading the model (workers load theirs meanwhile)
-        with tqdm(desc="predict", unit="row", total=count_rows(source), disable=not progress, file=sys.stderr) as bar:
+        with rows_bar(source, progress) as bar:
             run_chunks(runner, chunks_in, target, tally, bar)
         if target.parts is not None:
             assemble_output(target.parts, tally.chunks, target.fmt, target.path, target.schema)
@@ -655,6 +653,28 @@ def predict_chunks(
         if target.lock is not None:
             target.lock.close()
     return tally, start
+
+
+class _NoBar:
+    """A progress bar that shows nothing (tqdm is imported only where one is shown: 25 ms of a cold start)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, rows: int) -> None:
+        return None
+
+
+def rows_bar(source: str, progress: bool):
+    """predict's progress bar over the rows of `source`, or one that shows nothing."""
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(desc="predict", unit="row", total=count_rows(source), file=sys.stderr)
 
 
 def run_chunks(
