@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from distilbench.core.console import ConfigError, warn
 from distilbench.models.ladder import parse_ladder_spec
 from distilbench.runtime.names import BACKENDS, PRECISIONS
@@ -372,6 +370,8 @@ FIELDS = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 
 def _read_settings(path: str | Path) -> dict:
+    import yaml  # here, not at the top: a bundle's cold start reads no YAML
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -468,6 +468,8 @@ def load_resumed_config(
 
 def save_config(config: ExperimentConfig, path: Path) -> None:
     """Write the effective settings as YAML (atomically)."""
+    import yaml
+
     from distilbench.runs import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
