@@ -10,11 +10,13 @@
 # sources). docs/guides/deployment.md has the details.
 
 FROM python:3.11-slim AS build
+# EXTRAS=openvino adds OpenVINO, for a bundle exported as openvino-bf16 or openvino-int8 (--build-arg EXTRAS=openvino)
+ARG EXTRAS=
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
-# the base install only (no extras): everything lands in /install, copied alone into the final image
-RUN pip install --no-cache-dir --prefix=/install .
+# the base install (and EXTRAS): everything lands in /install, copied alone into the final image
+RUN pip install --no-cache-dir --prefix=/install ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11-slim
 ARG BUNDLE=bundle

@@ -128,7 +128,8 @@ def test_parquet_without_pyarrow_names_the_parquet_extra(tmp_path, monkeypatch) 
         ("pyarrow.parquet", "predict", "parquet"),
         ("pyarrow", "compare", "train"),  # a training verb: [train] brings pyarrow too
         ("sklearn.metrics", "evaluate", "evaluate"),
-        ("nncf", "export", "openvino"),  # not brought by [train]: its own extra, even for a training verb
+        ("nncf", "export", "train"),  # quantizing for openvino-int8 is training-side: [train] brings NNCF
+        ("openvino", "export", "openvino"),  # not brought by [train]: its own extra, even for a training verb
         ("datasets", "evaluate", "hf"),
         ("ray", "predict", "ray"),
         ("numpy_financial", "predict", None),  # no extra brings it: not ours to explain

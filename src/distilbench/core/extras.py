@@ -36,7 +36,7 @@ LIBRARIES: dict[str, tuple[str, str]] = {
     "sklearn": ("evaluate", "scikit-learn"),
     "scipy": ("evaluate", "scipy"),
     "openvino": ("openvino", "OpenVINO"),
-    "nncf": ("openvino", "NNCF"),
+    "nncf": ("train", "NNCF"),
     "datasets": ("hf", "the datasets library"),
     "ray": ("ray", "Ray"),
 }
@@ -46,7 +46,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "parquet": (("pyarrow",), "pyarrow"),
     "evaluate": (("sklearn", "scipy"), "scikit-learn and scipy"),
     "tfidf": (("sklearn",), "scikit-learn"),
-    "openvino": (("openvino", "nncf"), "OpenVINO and NNCF"),
+    "openvino": (("openvino",), "OpenVINO"),
     "hf": (("datasets",), "the datasets library"),
     "ray": (("ray",), "Ray"),
 }

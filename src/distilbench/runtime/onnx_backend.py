@@ -137,7 +137,7 @@ def _bundle_auto(model_dir: str | Path, exported: str) -> str:
     if exported.startswith("openvino-") and not _openvino_installed():
         warn(
             f"{model_dir} was exported for {exported}, but openvino is not installed: running its fp32 graph "
-            f"as onnx-fp32 (slower; for {exported}: pip install openvino nncf)"
+            f"as onnx-fp32 (slower; for {exported}: pip install 'distilbench[openvino]')"
         )
         return "onnx-fp32"
     if exported == "openvino-bf16" and not cpu_native_bf16():

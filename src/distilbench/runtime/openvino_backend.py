@@ -39,7 +39,7 @@ from distilbench.runtime.onnx_backend import Backend, session_threads
 
 log = logging.getLogger(__name__)
 
-OPENVINO_INSTALL = "pip install openvino nncf"
+OPENVINO_INSTALL = "pip install 'distilbench[openvino]'"
 OPENVINO_BACKENDS = ("openvino-fp32", "openvino-bf16", "openvino-int8")
 PRECISION_HINTS = {"openvino-fp32": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
 INT8_MODEL = "model.openvino-int8.xml"  # its weights in model.openvino-int8.bin beside it
@@ -66,7 +66,7 @@ def import_nncf():
     try:
         import nncf
     except ImportError:
-        raise DistilbenchError(f"openvino-int8 needs NNCF to quantize: {OPENVINO_INSTALL}") from None
+        raise DistilbenchError("openvino-int8 needs NNCF to quantize: pip install 'distilbench[train,openvino]'") from None
     return nncf
 
 
