@@ -297,3 +297,19 @@ def test_export_auto_holds_the_fastest_valid_backend_a_bundle_can_run(confident,
     assert choice["guard"]["source"] == "validation split" and choice["guard"]["texts"] == 120
     runtime, _ = load_exported(tmp_path / "auto", "auto")
     assert runtime.name == info["backend"]
+
+
+def test_compiled_models_are_cached_per_machine(monkeypatch) -> None:
+    """A model compiled where AMX runs is not loaded where only AVX2 may (a simulated AVX2 CPU, or another machine
+    sharing the cache): the cache directory names the CPU flags and oneDNN's ISA limit."""
+    from distilbench.runtime.openvino_backend import _compiled_cache
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("DISTILBENCH_CPU_FLAGS", "avx2")  # every CPU these tests run on has AVX2
+    native = _compiled_cache("samekey")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    limited = _compiled_cache("samekey")
+    monkeypatch.setenv("DISTILBENCH_CPU_FLAGS", "none")  # no decisive flag at all: another CPU
+    probed = _compiled_cache("samekey")
+    assert native is not None and len({native, limited, probed}) == 3
+    assert native.name.startswith("samekey-ov") and native.parent == limited.parent == probed.parent

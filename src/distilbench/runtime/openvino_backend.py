@@ -112,12 +112,24 @@ def _compiled_cache(key: str) -> Path | None:
 
     ov = import_openvino()
     try:
-        directory = cache_dir() / "openvino" / f"{key}-ov{ov.__version__.split('-')[0]}"
+        directory = cache_dir() / "openvino" / f"{key}-ov{ov.__version__.split('-')[0]}-{_machine_key()}"
         directory.mkdir(parents=True, exist_ok=True)
     except (OSError, DistilbenchError) as exc:
         log.info("no cache for compiled OpenVINO models (%s): compiling on every load", exc)
         return None
     return directory
+
+
+def _machine_key() -> str:
+    """A short key of the kernels this machine lets OpenVINO use (its CPU flags, and a oneDNN ISA limit where one
+    is set): a model compiled for AMX is not loaded where only AVX2 may run, nor on another CPU sharing the cache."""
+    import hashlib
+    import os
+
+    from distilbench.runtime.machine import cpu_flags, cpu_model
+
+    facts = [cpu_model(), *cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA", "")]
+    return hashlib.sha256("|".join(facts).encode()).hexdigest()[:8]
 
 
 class OpenVinoBackend(Backend):
