@@ -66,7 +66,8 @@ def import_nncf():
     try:
         import nncf
     except ImportError:
-        raise DistilbenchError("openvino-int8 needs NNCF to quantize: pip install 'distilbench[train,openvino]'") from None
+        install = "pip install 'distilbench[train,openvino]'"
+        raise DistilbenchError(f"openvino-int8 needs NNCF to quantize: {install}") from None
     return nncf
 
 
