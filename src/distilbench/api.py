@@ -413,7 +413,6 @@ def evaluate(
     return experiment.evaluate(checkpoint, str(data), run_config, _str(out), progress, check_fp32)
 
 
-@needs_extra("train")
 def bench(
     models: Sequence[str] | str,
     *,
@@ -428,11 +427,15 @@ def bench(
     `options`: the protocol's (bench.BenchOptions: batch_size, samples, repeats, warmup, latency_samples,
     max_length, device, memory, metric), the texts' (bench.BenchTexts: text_column, label_column, label_columns)
     and the guard of `auto` (min_agreement,
-    max_metric_drop, recalibrate). `distilbench bench` calls this."""
+    max_metric_drop, recalibrate). Exported bundles and tfidf, static or cascade models run in the base install
+    (no torch); a checkpoint needs the [train] extra. `distilbench bench` calls this."""
     from distilbench.benchmarking.bench import bench_settings, run_bench
+    from distilbench.benchmarking.speed import runs_without_torch
 
-    choice = _choice_settings(options)
     specs = [models] if isinstance(models, str) else [str(m) for m in models]
+    if not all(runs_without_torch(spec) for spec in specs):
+        require_extra("train", "distilbench bench of a checkpoint")
+    choice = _choice_settings(options)
     kwargs = {k: v for k, v in options.items() if v is not None}
     if _is_frame(data):  # texts only (labels, for a metric, come from a file or a run's test split)
         column = kwargs.pop("text_column", "text")

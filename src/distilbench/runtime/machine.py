@@ -130,26 +130,49 @@ def _bf16_speedup() -> float:
 def matmul_peak_flops(
     dtype: torch.dtype, max_size: int = 2048, seconds: float = 1.0, device: str = "cpu", step_limit_s: float = 0.5
 ) -> tuple[float, int]:
-    """The machine's measured square matrix-product throughput (FLOP/s) in `dtype`, the MFU denominator, and
-    the size it was measured at.
+    """The machine's measured square matrix-product throughput (FLOP/s) in `dtype` with torch, the MFU
+    denominator, and the size it was measured at (_product_peak's protocol)."""
+    import torch
+
+    def random_pair(size: int):
+        return (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+
+    def product(a, b) -> None:
+        torch.matmul(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return _product_peak(random_pair, product, max_size, seconds, step_limit_s)
+
+
+def numpy_matmul_peak_flops(max_size: int = 2048, seconds: float = 1.0, step_limit_s: float = 0.5) -> tuple[float, int]:
+    """The CPU's fp32 square matrix-product throughput (FLOP/s) with numpy's BLAS, and its size: the MFU
+    denominator of a bench that loads no torch (exported bundles, light models). The same protocol as
+    matmul_peak_flops, another library's kernels: bench.json's `peak_library` says which."""
+    rng = np.random.default_rng(0)
+
+    def random_pair(size: int):
+        return (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+
+    return _product_peak(random_pair, np.matmul, max_size, seconds, step_limit_s)
+
+
+def _product_peak(random_pair, product, max_size: int, seconds: float, step_limit_s: float) -> tuple[float, int]:
+    """The 90th percentile of `seconds` of square products (FLOP/s), and their size.
 
     The size doubles from 256 up to `max_size` only while one product stays under `step_limit_s`: where a
     precision is emulated (bf16 on an AVX2-only CPU: about 1 GFLOP/s, a minute for one 2048-cube product)
     the measurement stays short, and Ctrl-C or SIGTERM, handled between products, ends it within a second.
     """
-    import torch
 
     def one_product(a, b) -> float:
         start = time.perf_counter()
-        torch.matmul(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        product(a, b)
         return time.perf_counter() - start
 
     size = 256
     while True:
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
+        a, b = random_pair(size)
         took = min(one_product(a, b) for _ in range(2))  # the first call also pays for kernel choice
         if size * 2 > max_size or took * 8 > step_limit_s:  # the next size costs about 8x
             break
@@ -181,23 +204,28 @@ def native_precisions(device: torch.device | str = "cpu") -> list[str]:
     return ["fp32"] + (["bf16"] if cpu_fast_bf16() else [])
 
 
-def machine_info() -> dict:
-    """Where a number was measured: CPU, cores, threads, GPU, library versions."""
-    import torch
-    import transformers
-
+def machine_info(with_torch: bool = True) -> dict:
+    """Where a number was measured: CPU, cores, threads, GPU, library versions. `with_torch` False (numbers that
+    ran no torch: a bench of exported bundles) imports neither torch nor transformers, and leaves out what only
+    they tell: torch's threads, the GPU, the measured bf16 speed and their versions."""
     info = {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cpu_native_bf16": cpu_native_bf16(),
-        "cpu_fast_bf16": cpu_fast_bf16(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
     }
+    if with_torch:
+        import torch
+        import transformers
+
+        info.update(
+            cpu_fast_bf16=cpu_fast_bf16(),
+            torch_threads=torch.get_num_threads(),
+            gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+        )
     if os.environ.get(FLAGS_ENV) is not None:
         info["cpu_flags_limited_by"] = f"{FLAGS_ENV}={os.environ[FLAGS_ENV]}"
     try:
