@@ -16,6 +16,7 @@ import torch
 
 from distilbench.core.console import DistilbenchError
 from distilbench.runtime import auto as backend_choice
+from distilbench.runtime.machine import cpu_native_bf16
 from distilbench.runtime.static_quant import StaticCalibration
 
 pytest.importorskip("openvino", reason="the OpenVINO backends need openvino and nncf (pip install openvino nncf)")
@@ -212,6 +213,70 @@ def test_an_openvino_int8_bundle_records_its_guard_and_runs_as_auto(int8_bundle,
     int8 = _invariant(runtime, exported.tokenizer, texts, 2e-2)
     fp32 = _invariant(load_exported(bundle, "onnx-fp32")[0], exported.tokenizer, texts, 1e-4)
     assert (int8.argmax(axis=1) == fp32.argmax(axis=1)).mean() >= 0.99
+
+
+def test_the_int8_model_keeps_its_float_weights_in_fp16(int8_bundle):
+    """What NNCF leaves in float (the embeddings) is saved in fp16: an fp32 embedding table stayed mapped in memory
+    whole; the agreement recorded is the saved model's."""
+    bundle, info = int8_bundle
+    int8_weights = (bundle / "model.openvino-int8.bin").stat().st_size
+    assert int8_weights < 0.6 * (bundle / "model.onnx.data").stat().st_size
+    assert info["static"]["agreement_with_fp32"] >= 0.99
+
+
+@pytest.fixture(scope="module")
+def bf16_bundle(confident, tmp_path_factory):
+    """A bundle whose `export --quantize auto` chose openvino-bf16 (auto's measurement replaced by its answer)."""
+    from distilbench.runtime import export
+
+    bundle = tmp_path_factory.mktemp("ov-bf16") / "bundle"
+    chosen = {"chosen": "openvino-bf16", "candidates": {}, "bundle_backend": "openvino-bf16"}
+    original = export.auto_bundle_backend
+    export.auto_bundle_backend = lambda *args: ("openvino-bf16", chosen)
+    try:
+        return bundle, export.export_model(confident[0], bundle, quantize="auto")
+    finally:
+        export.auto_bundle_backend = original
+
+
+@pytest.mark.skipif(not cpu_native_bf16(), reason="openvino-bf16 needs a CPU with native bf16")
+def test_an_openvino_bf16_bundle_holds_its_model_with_fp16_weights(bf16_bundle):
+    from distilbench.runtime.onnx_backend import load_exported
+    from distilbench.runtime.openvino_backend import BF16_MODEL
+
+    bundle, info = bf16_bundle
+    assert info["backend"] == "openvino-bf16" and {BF16_MODEL, "model.openvino-bf16.bin"} <= set(info["files"])
+    record = info["openvino_bf16"]
+    assert record["kept"] and record["weights"] == "fp16" and record["agreement_with_fp32"] >= 0.99
+    assert record["calibration_source"] == "validation split" and record["calibration_texts"] == 120
+    half = (bundle / "model.onnx.data").stat().st_size / 2
+    assert abs((bundle / "model.openvino-bf16.bin").stat().st_size - half) < 0.05 * half
+    runtime, exported = load_exported(bundle, "auto")
+    assert runtime.name == "openvino-bf16" and runtime.path.name == BF16_MODEL
+    assert load_exported(bundle, "openvino-fp32")[0].path.name == "model.onnx"  # fp32 runs the fp32 graph
+    texts = _texts(100, seed=13)
+    bf16 = _invariant(runtime, exported.tokenizer, texts, 2e-2)
+    fp32 = _invariant(load_exported(bundle, "onnx-fp32")[0], exported.tokenizer, texts, 1e-4)
+    assert (bf16.argmax(axis=1) == fp32.argmax(axis=1)).mean() >= 0.99
+
+
+def test_a_bf16_model_under_the_guard_is_left_out_of_the_bundle(confident, monkeypatch, tmp_path, capsys):
+    from distilbench.runtime import export, openvino_backend
+    from distilbench.runtime.bundle import read_exported
+    from distilbench.runtime.onnx_backend import openvino_graph
+
+    def disagreeing(fp32_graph, out, calibration):
+        out.write_text("<net/>")
+        out.with_suffix(".bin").write_bytes(b"0" * 10)
+        return {"weights": "fp16", "agreement_with_fp32": 0.9, "calibration_texts": 120}
+
+    monkeypatch.setattr(openvino_backend, "write_bf16_model", disagreeing)
+    monkeypatch.setattr(export, "auto_bundle_backend", lambda *args: ("openvino-bf16", {"candidates": {}}))
+    info = export.export_model(confident[0], tmp_path / "bundle", quantize="auto")
+    assert info["openvino_bf16"]["kept"] is False and "agrees with fp32 on 90.00%" in capsys.readouterr().err
+    assert not any(name.startswith("model.openvino-bf16") for name in info["files"])
+    exported = read_exported(tmp_path / "bundle")
+    assert openvino_graph(exported, "openvino-bf16") == exported.onnx_path
 
 
 def test_a_damaged_int8_model_in_a_bundle_is_found(int8_bundle, tmp_path):

@@ -191,6 +191,29 @@ def test_bundle_tokenizer_batches_like_transformers(bundle) -> None:
             np.testing.assert_array_equal(batch[name], ref_batch[name])
 
 
+def test_batches_padded_to_a_multiple_give_the_same_logits(bundle) -> None:
+    """A backend's pad_multiple (OpenVINO's 8: fewer shapes) pads each batch to a multiple of tokens, never past
+    the encoder's positions; the extra padding is masked, so every text's logits stay the same."""
+    from distilbench.runtime.batching import backend_logits, padded_batches
+    from distilbench.runtime.onnx_backend import load_exported
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    tokenizer = BundleTokenizer(bundle)
+    plain = list(padded_batches(tokenizer, TEXTS, 4, 64, names))
+    padded = list(padded_batches(tokenizer, TEXTS, 4, 64, names, multiple=8))
+    for (index, batch), (same_index, wide) in zip(plain, padded, strict=True):
+        width = batch["input_ids"].shape[1]
+        assert list(index) == list(same_index) and wide["input_ids"].shape[1] == -(-width // 8) * 8
+        assert (wide["attention_mask"][:, width:] == 0).all()
+        np.testing.assert_array_equal(wide["input_ids"][:, :width], batch["input_ids"])
+    capped = list(padded_batches(tokenizer, TEXTS, 4, 64, names, positions=9, multiple=8))
+    assert max(batch["input_ids"].shape[1] for _, batch in capped) <= 9  # 16 would pass the encoder's positions
+    runtime, _ = load_exported(bundle, "onnx-fp32")
+    reference, _ = backend_logits(runtime, tokenizer, TEXTS, batch_size=4)
+    runtime.pad_multiple = 8
+    np.testing.assert_allclose(backend_logits(runtime, tokenizer, TEXTS, batch_size=4)[0], reference, atol=1e-5)
+
+
 def test_bundle_tokenizer_pads_like_transformers(bundle) -> None:
     """Called as a transformers tokenizer often is (padding=True, return_tensors="np"): the same arrays."""
     from transformers import AutoTokenizer

@@ -83,9 +83,17 @@ def _count_truncated(tokenizer, texts: list[str], encoded, limit: int) -> int:
 
 
 def padded_batches(
-    tokenizer, texts: list[str], batch_size: int, max_length: int | None, input_names=None, positions: int | None = None
+    tokenizer,
+    texts: list[str],
+    batch_size: int,
+    max_length: int | None,
+    input_names=None,
+    positions: int | None = None,
+    multiple: int = 1,
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """The one inference loop's batching: tokenize once, sort by length, pad each batch to its own longest text.
+    """The one inference loop's batching: tokenize once, sort by length, pad each batch to its own longest text
+    (rounded up to a `multiple` of tokens, within `positions`: fewer shapes for a backend that builds kernels per
+    shape).
 
     Yields (positions of the batch's texts in `texts`, int64 arrays by input name). `input_names` picks the
     arrays (token_type_ids are zeros where a model wants them and the tokenizer gives none)."""
@@ -100,7 +108,7 @@ def padded_batches(
     left = getattr(tokenizer, "padding_side", "right") == "left"
     for begin in range(0, len(texts), batch_size):
         index = order[begin : begin + batch_size]
-        width = int(lengths[index].max())
+        width = _rounded_up(int(lengths[index].max()), multiple, positions)
         batch = {}
         for name in names:
             fill = pad_id if name == "input_ids" else 0
@@ -115,6 +123,12 @@ def padded_batches(
                     array[row_number, :n] = values
             batch[name] = array
         yield index, batch
+
+
+def _rounded_up(width: int, multiple: int, positions: int | None) -> int:
+    """`width` rounded up to a multiple of `multiple`, but never past `positions` (what the encoder can take)."""
+    rounded = -(-width // multiple) * multiple
+    return width if positions is not None and rounded > positions else rounded
 
 
 def backend_logits(
@@ -133,7 +147,13 @@ def backend_logits(
     outputs = np.zeros((len(texts), backend.num_labels), dtype=np.float32)
     seconds = 0.0
     batches = padded_batches(
-        tokenizer, texts, batch_size, max_length, backend.input_names, getattr(backend, "max_positions", None)
+        tokenizer,
+        texts,
+        batch_size,
+        max_length,
+        backend.input_names,
+        getattr(backend, "max_positions", None),
+        getattr(backend, "pad_multiple", 1),
     )
     if progress:  # tqdm is imported only to be shown: a cold start without a progress bar skips its 25 ms
         from tqdm.auto import tqdm

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distilbench.core.console import DistilbenchError, say
+from distilbench.core.console import DistilbenchError, say, warn
 from distilbench.runtime.bundle import (  # noqa: F401 (reading a bundle needs no torch; imported from here too)
     BUNDLE_FORMAT,
     GRAPH_DATA_FILE,
@@ -526,7 +526,8 @@ def export_model(
     if quantize == "auto":  # auto's measurement and guard on the checkpoint; the bundle holds its choice
         backend, choice = auto_bundle_backend(model, tokenizer, source, task, label_names)
         quantize = BUNDLE_QUANTIZE[backend]
-    calibration = export_calibration(source, tokenizer, task) if quantize in CALIBRATED else None
+    calibrated = quantize in CALIBRATED or backend == "openvino-bf16"  # the bf16 model is checked on texts too
+    calibration = export_calibration(source, tokenizer, task) if calibrated else None
     onnx_quantize = None if quantize == "openvino-int8" else quantize  # OpenVINO's int8 is made from the fp32 graph
     graph = cached_onnx(model, inputs, checkpoint_key(source), onnx_quantize, fuse, calibration)
     try:
@@ -537,6 +538,7 @@ def export_model(
     try:
         write_bundle_graph(graph, building / GRAPH_FILE)
         quantized = _copy_openvino_int8(graph, building, calibration) if quantize == "openvino-int8" else None
+        bf16 = _openvino_bf16_model(graph, building, calibration) if backend == "openvino-bf16" else None
         _write_json(building / "config.json", portable_config(source))
         tokenizer.save_pretrained(building)
         check = check_against_torch(model, tokenizer, building / GRAPH_FILE, onnx_quantize, tolerance)
@@ -548,6 +550,8 @@ def export_model(
             info["static"] = static_record(graph)
         elif quantized is not None:
             info["static"] = quantized
+        if bf16 is not None:
+            info["openvino_bf16"] = bf16
         _write_json(building / "export.json", info)
         _require_torch_match(check, out)
         try:
@@ -569,6 +573,25 @@ def _copy_openvino_int8(fp32_graph: Path, building: Path, calibration: StaticCal
     for suffix in (".xml", ".bin"):
         shutil.copyfile(int8.with_suffix(suffix), (building / INT8_MODEL).with_suffix(suffix))
     return {key: value for key, value in (openvino_record(int8) or {}).items() if key != "tried"}
+
+
+def _openvino_bf16_model(fp32_graph: Path, building: Path, calibration: StaticCalibration) -> dict:
+    """An openvino-bf16 bundle's compact model (openvino_backend.write_bf16_model: the graph with fp16 weights)
+    written into the bundle being built, where its predictions agree with fp32's under the guard; else left out
+    (the bundle's fp32 graph then runs in bf16, as before). Returns the record, with whether it was kept."""
+    from distilbench.runtime.openvino_backend import BF16_MODEL, write_bf16_model
+
+    target = building / BF16_MODEL
+    record = write_bf16_model(fp32_graph, target, calibration)
+    record["kept"] = record["agreement_with_fp32"] >= calibration.min_agreement
+    if not record["kept"]:
+        warn(
+            f"the fp16-weight OpenVINO model agrees with fp32 on {record['agreement_with_fp32']:.2%} of the "
+            f"calibration texts only; the bundle keeps its fp32 graph for openvino-bf16"
+        )
+        for suffix in (".xml", ".bin"):
+            target.with_suffix(suffix).unlink(missing_ok=True)
+    return record
 
 
 def auto_bundle_backend(model, tokenizer, source: Path, task: str, label_names: list[str]) -> tuple[str, dict]:

@@ -60,6 +60,7 @@ class Backend:
     num_labels: int
     first_token_only: bool = False  # the encoder's last layer computes the first token alone (fused.py)
     max_positions: int | None = None  # tokens the encoder can take (batching.max_positions)
+    pad_multiple: int = 1  # batches padded to a multiple of this many tokens (batching.padded_batches)
     note: str | None = None  # what the caller should know about how it runs (bench.json's notes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -96,6 +97,7 @@ BUNDLE_BACKENDS = {
     "openvino-int8": ("openvino-int8", "onnx-fp32", "openvino-fp32", "openvino-bf16"),
 }
 OPENVINO_INT8_MODEL = "model.openvino-int8.xml"  # openvino_backend.INT8_MODEL, named here without importing it
+OPENVINO_BF16_MODEL = "model.openvino-bf16.xml"  # openvino_backend.BF16_MODEL (an openvino-bf16 bundle's, fp16 weights)
 
 
 def bundle_backends(exported: str | None) -> tuple[str, ...]:
@@ -152,6 +154,16 @@ def _openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def openvino_graph(exported, name: str) -> Path:
+    """The model an OpenVINO backend compiles from a bundle: the NNCF int8 model for openvino-int8, the fp16-weight
+    model an openvino-bf16 bundle holds for openvino-bf16, else the fp32 ONNX graph."""
+    if name == "openvino-int8":
+        return exported.path / OPENVINO_INT8_MODEL
+    if name == "openvino-bf16" and (exported.path / OPENVINO_BF16_MODEL).is_file():
+        return exported.path / OPENVINO_BF16_MODEL
+    return exported.onnx_path
+
+
 def load_exported(path: str | Path, backend: str = "auto"):
     """An exported directory in its backend (or another that runs its graph, bundle_backends): (backend,
     bundle.ExportedModel), the latter with the tokenizer, task, label names and config (thresholds inside). Imports
@@ -162,8 +174,8 @@ def load_exported(path: str | Path, backend: str = "auto"):
     if name.startswith("openvino-"):
         from distilbench.runtime.openvino_backend import OpenVinoBackend, bundle_key
 
-        graph = exported.path / OPENVINO_INT8_MODEL if name == "openvino-int8" else exported.onnx_path
-        files = (graph.name, graph.with_suffix(".bin").name) if name == "openvino-int8" else graph_files(graph)
+        graph = openvino_graph(exported, name)
+        files = graph_files(graph) if graph == exported.onnx_path else (graph.name, graph.with_suffix(".bin").name)
         key = bundle_key(exported.info, *files)  # the manifest's SHA-256s, checked by read_exported just now
         return OpenVinoBackend(name, graph, len(exported.label_names), positions, cache_key=key), exported
     runtime = OnnxBackend(name, exported.onnx_path, len(exported.label_names), positions)
