@@ -442,3 +442,35 @@ def test_rays_restart_count_sees_an_actor_killed_while_idle(ray_cluster):
     assert re.findall(r"^restarts (\S+) (\S+)$", result.stdout, re.MULTILINE) == [("0", "1")], (
         result.stdout + result.stderr[-2000:]
     )
+
+
+def test_ray_predicts_a_bundle_where_torch_is_not_installed(models, tmp_path):
+    """`predict --engine ray` on an exported bundle, in a process (and Ray instance, whose actors inherit its
+    environment) where torch and transformers cannot be imported, as in the runtime install with the [ray]
+    extra: every row once, with local predict's labels and probabilities."""
+    have_ray()
+    from test_bench_runtime import BLOCKER
+
+    from distilbench.runtime.export import export_model
+
+    bundle = tmp_path / "bundle"
+    export_model(models["multiclass"], bundle)
+    source = tmp_path / "texts.csv"
+    pd.DataFrame({"text": headlines(300, seed=5)}).to_csv(source, index=False)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = {
+        **os.environ,
+        "BLOCK_MODULES": "torch,transformers",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "distilbench", "predict", "--engine", "ray", "--model", str(bundle)]
+    command += ["--input", str(source), "--out", str(out), "--actors", "1", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ray_rows = pd.concat(pd.read_parquet(part) for part in sorted(out.glob("*.parquet")))
+    assert_same_records(ray_rows, local_records(bundle, source, tmp_path, backend="auto"), "label")

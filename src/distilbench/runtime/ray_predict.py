@@ -350,13 +350,13 @@ def predict_on_ray(
 ) -> int:
     """Predict every text of `source` on a Ray cluster into the directory `output`; returns the rows written."""
     from distilbench.core.cache import checkpoint_key
-    from distilbench.models.registry import read_task_labels
-    from distilbench.runtime.backends import check_backend
+    from distilbench.runtime.onnx_backend import check_backend
+    from distilbench.runtime.predict import model_task_labels
 
     inference, pool = inference or InferenceOptions(), pool or RayPoolOptions()
     check_options(output, inference, chunk_rows, output_format, pool)
     require_ray()
-    read_task_labels(model_dir)  # a checkpoint, checked before Ray starts
+    model_task_labels(model_dir)  # a checkpoint, bundle or light model, checked before Ray starts (without torch)
     inference = inference.with_backend(check_backend(inference.backend, model_dir))
     key = checkpoint_key(model_dir)
     paths, several = input_paths(source, text_column)
@@ -480,10 +480,10 @@ def read_input(ray, ray_workers, job: RayJob, tally):
 def guard_texts(job: RayJob, source) -> tuple | None:
     """For auto, the texts each node's choice is guarded on: the run's validation split, else the input's first
     texts; None for a named backend."""
+    if job.inference.backend != "auto":  # a named backend, or a bundle's own: no torch imported for it
+        return None
     from distilbench.runtime.auto import CALIBRATION_TEXTS, validation_texts
 
-    if job.inference.backend != "auto":
-        return None
     guard = validation_texts(job.model_dir)
     if guard is None:
         held = source.limit(CALIBRATION_TEXTS).take_all()

@@ -200,16 +200,14 @@ class RayPredictor:
         with_file: bool,
     ):
         ray.get(tally.actor_starting.remote(os.getpid()))  # first: a restart counts even if the run ends first
-        import torch
-
         from distilbench.core.console import quiet_libraries
         from distilbench.runtime.predict import ChunkPredictor
 
-        torch.set_num_threads(threads)  # before the machine probe: the backend choice depends on threads
+        local_dir = node_checkpoint(model_dir, key, payload)
+        use_threads(threads, local_dir)  # before the machine probe: the backend choice depends on threads
         quiet_libraries(verbose=False)
         if inference.device == "auto":
             inference = replace(inference, device="cuda" if ray.get_gpu_ids() else "cpu")
-        local_dir = node_checkpoint(model_dir, key, payload)
         inference = inference.with_backend(node_backend(local_dir, inference, guard))
         self.work_dir = tempfile.mkdtemp(prefix="distilbench-ray-predict-")
         self.predictor = ChunkPredictor(
@@ -244,6 +242,20 @@ class RayPredictor:
 
     def __del__(self):
         shutil.rmtree(getattr(self, "work_dir", ""), ignore_errors=True)
+
+
+def use_threads(threads: int, model_dir: str) -> None:
+    """This actor's intra-op threads: OMP_NUM_THREADS, which ONNX Runtime and OpenVINO read
+    (onnx_backend.session_threads), and for a checkpoint torch's own count. An exported bundle or a tfidf or
+    static model never imports torch here, so a runtime install (with the [ray] extra) runs it."""
+    from distilbench.runtime.bundle import is_exported_model
+    from distilbench.runtime.light import is_text_model
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if not (is_exported_model(model_dir) or is_text_model(model_dir)):
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def node_backend(model_dir: str, inference: InferenceOptions, guard) -> str:
