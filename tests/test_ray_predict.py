@@ -449,9 +449,8 @@ def test_ray_predicts_a_bundle_where_torch_is_not_installed(models, tmp_path):
     environment) where torch and transformers cannot be imported, as in the runtime install with the [ray]
     extra: every row once, with local predict's labels and probabilities."""
     have_ray()
-    from test_bench_runtime import BLOCKER
-
     from distilbench.runtime.export import export_model
+    from test_bench_runtime import BLOCKER
 
     bundle = tmp_path / "bundle"
     export_model(models["multiclass"], bundle)
