@@ -25,12 +25,18 @@ untimed rounds, --threads threads each (OMP_NUM_THREADS). Reported per way: wall
 --rounds), the ratio of medians against the pipeline, peak memory (VmHWM), the labels' agreement with the
 pipeline's (torch fp32) and accuracy on the test labels, whether a way's labels changed between rounds, the backend
 predict ran, the guard each bundle's export recorded, and the load average before every run (the machine is shared).
-Results: benchmarks/results/bulk_vs_pipeline.{json,md}.
+With --runtime-venv DIR (an environment made by runtime_env.py, e.g. with --extras openvino), distilbench predict runs
+on that environment's python and libraries, as a deployment would, with this working tree's code; the pipeline runs
+here. With --avx2, every process (the pipeline too) runs as on an AVX2-only CPU, simulated: the machine probe reports
+AVX2 alone (DISTILBENCH_CPU_FLAGS) and oneDNN, ATen and MKL run their AVX2 kernels (OpenVINO's CPU plugin too, being
+built on oneDNN); ONNX Runtime's own kernels cannot be restricted this way, so an onnx-* row there is not an AVX2
+number and the markdown says so. Results: benchmarks/results/bulk_vs_pipeline.{json,md} (-avx2 with --avx2).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -52,6 +58,13 @@ ROW_GROUP_ROWS = 100_000
 VERSUS_MODEL = ROOT / "runs" / "ladder-headlines" / "models" / "minilm-l6" / "best"
 VERSUS_BUNDLES = "fp32,int8-static,openvino-int8,auto"
 PIPELINE_BATCH = 64
+# an AVX2-only CPU, simulated on a bigger x86 one (as benchmarks/evaluate_speed.py)
+AVX2_ONLY = {
+    "DISTILBENCH_CPU_FLAGS": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
 # transformers.pipeline the usual way, whole process: read the texts, load, classify in batches of 64, write labels
 PIPELINE_SCRIPT = (
     "import csv, sys\n"
@@ -300,8 +313,6 @@ def export_bundles(checkpoint: Path, names: list[str], root: Path) -> dict[str, 
 
 def latest_static_record(checkpoint: Path) -> dict | None:
     """The static int8 record built last for `checkpoint` in the ONNX cache (what a failed export measured)."""
-    import json
-
     from distilbench.core.cache import cache_dir, checkpoint_key
 
     entries = (cache_dir() / "onnx" / checkpoint_key(checkpoint)).glob("int8-static*/static.json")
@@ -331,14 +342,27 @@ def versus_ways(bundles: dict[str, dict], extra: list[str], test: Path, out: Pat
         }
     ]
     pairs = [(name, "auto") for name in bundles if bundles[name]["path"]] + [tuple(p.split(":", 1)) for p in extra]
+    python = runtime_python(args.runtime_venv)
     for name, backend in pairs:
         key = f"{name}-{backend}"
-        command = [sys.executable, "-m", "distilbench", "predict", "--model", str(bundles[name]["path"])]
+        command = [python, "-m", "distilbench", "predict", "--model", str(bundles[name]["path"])]
         command += ["--input", str(test), "--output", str(out / f"{key}.jsonl"), "--backend", backend]
         command += ["--batch-size", str(args.batch_size), "--no-progress"]
         ways.append({"way": f"distilbench predict --backend {backend}, {name} bundle", "key": key, "command": command})
         ways[-1]["labels"] = out / f"{key}.jsonl"
     return ways
+
+
+def runtime_python(venv: str | None) -> str:
+    """The python that runs distilbench predict: --runtime-venv's, checked to lack torch, or this interpreter."""
+    if venv is None:
+        return sys.executable
+    python = Path(venv).resolve() / "bin" / "python"
+    if not python.is_file():
+        raise SystemExit(f"{venv} is not a virtual environment (no bin/python): make it with runtime_env.py --venv")
+    if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0:
+        raise SystemExit(f"torch imports in {venv}: it is not a runtime install")
+    return str(python)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -403,7 +427,8 @@ def versus_pipeline(args) -> dict:
     test = Path(args.test) if args.test else checkpoint.resolve().parents[2] / "data" / "test.csv"
     if not (checkpoint / "config.json").is_file() or not test.is_file():
         raise SystemExit(f"--versus-pipeline needs a checkpoint (--model: {checkpoint}) and its test split ({test})")
-    root = (smoke_dir() / "bulk-vs-pipeline") if args.smoke else WORK.parent / "bulk-vs-pipeline"
+    name = "bulk-vs-pipeline-avx2" if args.avx2 else "bulk-vs-pipeline"  # bundles quantized on the simulated CPU
+    root = (smoke_dir() / name) if args.smoke else WORK.parent / name
     out = root / "outputs"
     out.mkdir(parents=True, exist_ok=True)
     bundles = export_bundles(checkpoint, [n for n in args.bundles.split(",") if n], root)
@@ -422,6 +447,8 @@ def versus_pipeline(args) -> dict:
         "warmup_rounds": args.warmup,
         "threads": args.threads,
         "batch_size": args.batch_size,
+        "simulated_avx2": AVX2_ONLY if args.avx2 else None,
+        "distilbench_environment": runtime_environment(args.runtime_venv),
         "bundles": {
             name: {**bundle, "path": shown(bundle["path"]) if bundle["path"] else None}
             for name, bundle in bundles.items()
@@ -432,9 +459,40 @@ def versus_pipeline(args) -> dict:
     }
 
 
+def runtime_environment(venv: str | None) -> dict:
+    """Where distilbench predict ran: this environment, or --runtime-venv's with the packages it holds."""
+    if venv is None:
+        return {"venv": None, "what": "this environment (everything installed)"}
+    listed = subprocess.run(
+        [runtime_python(venv), "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
+    )
+    packages = {item["name"].lower(): item["version"] for item in json.loads(listed.stdout)}
+    wanted = ("onnxruntime", "openvino", "tokenizers", "numpy", "pandas", "pyarrow", "torch")
+    return {"venv": venv, "what": "a runtime install", "packages": {k: packages.get(k) for k in wanted}}
+
+
 def shown(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def environment_sentence(environment: dict | None) -> str:
+    """Where distilbench ran, in words, with the runtime install's packages."""
+    if not environment or not environment.get("venv"):
+        return "distilbench ran in the development environment (everything installed)."
+    packages = ", ".join(f"{name} {version}" for name, version in environment["packages"].items() if version)
+    return f"distilbench ran in a runtime install ({packages}; no torch); the pipeline in the development one."
+
+
+def avx2_sentence(report: dict) -> str:
+    """What --avx2 simulated, and what it could not."""
+    if not report.get("simulated_avx2"):
+        return ""
+    settings = " ".join(f"{k}={v}" for k, v in report["simulated_avx2"].items())
+    return (
+        f" Every process ran as on an AVX2-only CPU, simulated ({settings}); ONNX Runtime's kernels ignore these "
+        "settings, so an onnx-* row here is not an AVX2 number."
+    )
 
 
 def versus_markdown(report: dict) -> str:
@@ -448,7 +506,7 @@ def versus_markdown(report: dict) -> str:
         f"({machine['cpu_count']} CPUs, flags "
         f"{', '.join(machine['cpu_flags'])}); load average {report['load_average']['start'][0]:.2f} at the start, "
         f"{report['load_average']['end'][0]:.2f} at the end. Agreement: the share of texts with the pipeline's "
-        "(torch fp32) label.",
+        "(torch fp32) label. " + environment_sentence(report.get("distilbench_environment")) + avx2_sentence(report),
         "",
         "| way | backend | wall s, median (min-max) | vs pipeline | peak MB | agreement with fp32 | accuracy "
         "| labels changed between rounds |",
@@ -503,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="--versus-pipeline: rounds")
     parser.add_argument("--warmup", type=int, default=1, help="--versus-pipeline: untimed rounds first")
     parser.add_argument("--threads", type=int, default=1, help="--versus-pipeline: OMP_NUM_THREADS of every process")
+    parser.add_argument("--runtime-venv", help="--versus-pipeline: run distilbench predict in this runtime install")
+    parser.add_argument("--avx2", action="store_true", help="--versus-pipeline: every process on simulated AVX2 only")
     args = parser.parse_args(argv)
     from distilbench.runtime.machine import machine_info
 
@@ -571,8 +631,11 @@ def main_versus(args) -> int:
         args.rounds, args.warmup = 1, 0
         results = results_dir(True)
     args.model = args.model or str(VERSUS_MODEL)
+    if args.avx2:  # this process too: the stamp and the machine record say what the others ran as
+        os.environ.update(AVX2_ONLY)
     report = versus_pipeline(args)
-    write_result(results / "bulk_vs_pipeline.json", report, versus_markdown(report))
+    name = "bulk_vs_pipeline-avx2" if args.avx2 else "bulk_vs_pipeline"
+    write_result(results / f"{name}.json", report, versus_markdown(report))
     print(versus_markdown(report))
     return 0
 

@@ -71,9 +71,9 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def stamp(command: str | None = None) -> dict:
     """Where and how a result was made: commit, UTC date, CPU model and decisive flags, cores, command."""
-    from distilbench.runtime.machine import cpu_flags, cpu_model
+    from distilbench.runtime.machine import FLAGS_ENV, cpu_flags, cpu_model
 
-    return {
+    made = {
         "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "cpu": cpu_model(),
@@ -82,11 +82,16 @@ def stamp(command: str | None = None) -> dict:
         "command": command or command_line(),
         "recorded": True,
     }
+    if os.environ.get(FLAGS_ENV) is not None:  # a CPU simulated on this one: its flags are not this CPU's
+        made["cpu_flags_limited_by"] = f"{FLAGS_ENV}={os.environ[FLAGS_ENV]}"
+    return made
 
 
 def stamp_line(result_stamp: dict, source: str) -> str:
     """The one line printed under a rendered table: file, commit, date, CPU with its flags, command."""
     flags = ", ".join(result_stamp.get("cpu_flags") or []) or "flags not recorded"
+    if result_stamp.get("cpu_flags_limited_by"):
+        flags += f" only, simulated by {result_stamp['cpu_flags_limited_by']}"
     cores = result_stamp.get("cpu_count")
     cpu = f"{result_stamp.get('cpu', 'cpu not recorded')} ({flags}{f'; {cores} cores' if cores else ''})"
     commit = result_stamp.get("commit", "unknown")

@@ -540,6 +540,22 @@ def render_runtime_env() -> str:
         table(["runtime-only install (`pip install distilbench`)", "measured"], rows),
         f"Largest in site-packages: {largest}.{source}",
         stamp_of("runtime_env.json"),
+        _openvino_env_line(),
+    )
+
+
+def _openvino_env_line() -> str:
+    """The same measurement with the [openvino] extra (runtime_env.py --extras openvino), where it was made."""
+    if not (RESULTS / "runtime_env-openvino.json").is_file():
+        return ""
+    report = load("runtime_env-openvino.json")
+    present = [name for name, found in report["importable"].items() if found]
+    return block(
+        f'With the `[openvino]` extra (`pip install "distilbench[openvino]"`, for `openvino-*` bundles): '
+        f"{report['venv_mb']:.0f} MB on disk; {', '.join(present) or 'none'} of "
+        f"{', '.join(report['importable'])} importable; `predict` from stdin "
+        f"{spread(report['predict']['wall_s'], 2)} s.",
+        stamp_of("runtime_env-openvino.json"),
     )
 
 
@@ -687,9 +703,10 @@ def render_cascade() -> str:
     return block(*parts, stamp_of("cascade.json"))
 
 
-def render_bulk_vs_pipeline() -> str:
-    """Issue 39's bulk target: `distilbench predict` on bundles against transformers.pipeline, whole processes."""
-    report = load("bulk_vs_pipeline.json")
+def render_bulk_vs_pipeline(name: str = "bulk_vs_pipeline.json") -> str:
+    """Issue 39's bulk target: `distilbench predict` on bundles against transformers.pipeline, whole processes
+    (`name`: the run on this CPU, or bulk_vs_pipeline-avx2.json on it as an AVX2-only one, simulated)."""
+    report = load(name)
     rows = [
         [
             row["way"],
@@ -711,7 +728,33 @@ def render_bulk_vs_pipeline() -> str:
         "same labels as the pipeline",
         "accuracy",
     ]
-    return block(table(header, rows), stamp_of("bulk_vs_pipeline.json"))
+    return block(table(header, rows), _bulk_environment(report), stamp_of(name))
+
+
+def _bulk_environment(report: dict) -> str:
+    """Where distilbench predict ran in the bulk comparison, and the peak memory against half the pipeline's."""
+    environment = report.get("distilbench_environment") or {}
+    if environment.get("venv"):
+        packages = ", ".join(f"{k} {v}" for k, v in environment["packages"].items() if v)
+        where = f"`distilbench predict` ran in a runtime install ({packages}; no torch), the pipeline beside it."
+    else:
+        where = "`distilbench predict` ran in the development environment (every extra installed)."
+    pipeline = next(row for row in report["rows"] if row["key"] == "pipeline")
+    half = pipeline["peak_rss_mb"] / 2
+    within = [row["backend"] for row in report["rows"] if row["key"] != "pipeline" and row["peak_rss_mb"] <= half]
+    simulated = report.get("simulated_avx2")
+    avx2 = (
+        " Every process ran as on an AVX2-only CPU, simulated ("
+        + " ".join(f"`{k}={v}`" for k, v in simulated.items())
+        + "): oneDNN (PyTorch's and OpenVINO's), ATen and MKL use their AVX2 kernels; ONNX Runtime's ignore these "
+        "settings, so an `onnx-*` row is not an AVX2 number."
+        if simulated
+        else ""
+    )
+    return (
+        f"{where}{avx2} Half the pipeline's peak memory is {half:.0f} MB: "
+        f"{', '.join(f'`{name}`' for name in within) or 'no distilbench run'} stayed within it."
+    )
 
 
 def render_readme_ladder() -> str:
@@ -789,6 +832,7 @@ BLOCKS = {
     "readme-ladder": render_readme_ladder,
     "cascade": render_cascade,
     "bulk-vs-pipeline": render_bulk_vs_pipeline,
+    "bulk-vs-pipeline-avx2": lambda: render_bulk_vs_pipeline("bulk_vs_pipeline-avx2.json"),
 }
 
 

@@ -94,9 +94,9 @@ def largest(site: Path, count: int = 10) -> list[dict]:
     return sorted(sizes, key=lambda item: -item["mb"])[:count]
 
 
-def create_env(venv: Path, smoke: bool, source: Path = ROOT) -> float:
-    """The fresh environment with the runtime install of `source` (a tree with pyproject.toml and src/); returns
-    the seconds pip took (0 in --smoke)."""
+def create_env(venv: Path, smoke: bool, source: Path = ROOT, extras: str = "") -> float:
+    """The fresh environment with the runtime install of `source` (a tree with pyproject.toml and src/), with
+    `extras` (e.g. "openvino") where given; returns the seconds pip took (0 in --smoke)."""
     python = Path(sys.executable)
     if smoke:
         run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -116,7 +116,8 @@ def create_env(venv: Path, smoke: bool, source: Path = ROOT) -> float:
     source = stage_source(source, Path(tempfile.mkdtemp(prefix="distilbench-source-")))
     start = time.perf_counter()
     try:
-        done = run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source)], timeout=1800)
+        target = f"{source}[{extras}]" if extras else str(source)
+        done = run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", target], timeout=1800)
     finally:
         shutil.rmtree(source, ignore_errors=True)
     if done.returncode != 0:
@@ -222,9 +223,9 @@ def export_bundle(checkpoint: Path, bundle: Path) -> bool:
     return export(checkpoint, bundle)
 
 
-def measure(venv: Path, bundle: Path, smoke: bool, rounds: int, source: Path) -> dict:
+def measure(venv: Path, bundle: Path, smoke: bool, rounds: int, source: Path, extras: str = "") -> dict:
     """Every step on one environment."""
-    install_s = create_env(venv, smoke, source)
+    install_s = create_env(venv, smoke, source, extras)
     site = site_packages(venv)
     found = {
         "install_s": install_s,
@@ -240,6 +241,12 @@ def measure(venv: Path, bundle: Path, smoke: bool, rounds: int, source: Path) ->
     return found
 
 
+def install_words(smoke: bool, extras: str) -> str:
+    if smoke:
+        return "smoke: no pip"
+    return f"pip install <repository>[{extras}]" if extras else "pip install <repository> (no extras)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common_parser(__doc__)
     parser.add_argument("--bundle", help=f"the exported bundle (default: {shown_path(DEFAULT_BUNDLE)})")
@@ -247,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", help="where to create the environment (kept; default: a temporary folder)")
     parser.add_argument("--rounds", type=int, default=3, help="timed predict processes (3)")
     parser.add_argument("--source", help="install this source tree instead of the working tree (a copy with changes)")
+    parser.add_argument(
+        "--extras",
+        default="",
+        help="install these extras too, e.g. openvino (the result then goes to runtime_env-EXTRAS.json; the 400 MB "
+        "target is the base install's)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         bundle, args.rounds = smoke_dir() / "runtime-env-bundle", 1
@@ -262,13 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     venv = Path(args.venv).resolve() if args.venv else temporary / "venv"
     try:
         source = Path(args.source).resolve() if args.source else ROOT
-        found = measure(venv, bundle, args.smoke, args.rounds, source)
+        found = measure(venv, bundle, args.smoke, args.rounds, source, args.extras)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
     report = {
         "bundle": shown_path(bundle),
-        "install": "pip install <repository> (no extras)" if not args.smoke else "smoke: no pip",
+        "install": install_words(args.smoke, args.extras),
         "source": "the working tree" if not args.source else f"{args.source} (a copy of the working tree, changed)",
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "target_mb": TARGET_MB,
@@ -276,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         **found,
     }
-    path = write_result(results_dir(args.smoke) / "runtime_env.json", report, command=command_line())
+    name = f"runtime_env-{args.extras.replace(',', '-')}.json" if args.extras else "runtime_env.json"
+    path = write_result(results_dir(args.smoke) / name, report, command=command_line())
     print(
         f"runtime environment {found['venv_mb']:.0f} MB (site-packages {found['site_packages_mb']:.0f} MB; target "
         f"<= {TARGET_MB}); heavy libraries importable: {[k for k, v in found['importable'].items() if v] or 'none'}; "
