@@ -192,7 +192,7 @@ def test_bundle_tokenizer_batches_like_transformers(bundle) -> None:
 
 
 def test_batches_padded_to_a_multiple_give_the_same_logits(bundle) -> None:
-    """A backend's pad_multiple (OpenVINO's 8: fewer shapes) pads each batch to a multiple of tokens, never past
+    """A backend's pad_multiple (OpenVINO's 4: fewer shapes) pads each batch to a multiple of tokens, never past
     the encoder's positions; the extra padding is masked, so every text's logits stay the same."""
     from distilbench.runtime.batching import backend_logits, padded_batches
     from distilbench.runtime.onnx_backend import load_exported
