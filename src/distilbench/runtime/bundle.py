@@ -19,6 +19,10 @@ GRAPH_FILE = "model.onnx"
 # The graph's weights, beside it as ONNX external data: ONNX Runtime maps them from disk instead of parsing them out
 # of the protobuf, so a session opens in a third of the time (0.045 s instead of 0.12 s for MiniLM-L6).
 GRAPH_DATA_FILE = "model.onnx.data"
+# OpenVINO models beside the graph (their weights in the .bin of the same name): openvino-int8 (NNCF's), and for an
+# openvino-bf16 bundle its graph with fp16 weights (openvino_backend.write_bf16_model)
+OPENVINO_INT8_MODEL = "model.openvino-int8.xml"
+OPENVINO_BF16_MODEL = "model.openvino-bf16.xml"
 # transformers' problem types of distilbench's tasks (as models.registry.PROBLEM_TYPES, read here without it)
 TASK_OF_PROBLEM = {"single_label_classification": "multiclass", "multi_label_classification": "multilabel"}
 

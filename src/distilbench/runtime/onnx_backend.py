@@ -14,7 +14,14 @@ import numpy as np
 
 from distilbench.core.console import DistilbenchError
 from distilbench.runtime.batching import max_positions
-from distilbench.runtime.bundle import export_info, graph_files, is_exported_model, read_exported
+from distilbench.runtime.bundle import (
+    OPENVINO_BF16_MODEL,
+    OPENVINO_INT8_MODEL,
+    export_info,
+    graph_files,
+    is_exported_model,
+    read_exported,
+)
 from distilbench.runtime.names import BACKENDS
 
 ONNX_INSTALL = "pip install onnxruntime onnx onnxscript"
@@ -96,8 +103,6 @@ BUNDLE_BACKENDS = {
     "openvino-bf16": FP32_GRAPH,
     "openvino-int8": ("openvino-int8", "onnx-fp32", "openvino-fp32", "openvino-bf16"),
 }
-OPENVINO_INT8_MODEL = "model.openvino-int8.xml"  # openvino_backend.INT8_MODEL, named here without importing it
-OPENVINO_BF16_MODEL = "model.openvino-bf16.xml"  # openvino_backend.BF16_MODEL (an openvino-bf16 bundle's, fp16 weights)
 
 
 def bundle_backends(exported: str | None) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from distilbench.core.console import DistilbenchError
+from distilbench.runtime.bundle import OPENVINO_BF16_MODEL, OPENVINO_INT8_MODEL
 from distilbench.runtime.onnx_backend import Backend, session_threads
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 OPENVINO_INSTALL = "pip install 'distilbench[openvino]'"
 OPENVINO_BACKENDS = ("openvino-fp32", "openvino-bf16", "openvino-int8")
 PRECISION_HINTS = {"openvino-fp32": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
-INT8_MODEL = "model.openvino-int8.xml"  # its weights in model.openvino-int8.bin beside it
-BF16_MODEL = "model.openvino-bf16.xml"  # an openvino-bf16 bundle's graph with fp16 weights (write_bf16_model)
+INT8_MODEL = OPENVINO_INT8_MODEL  # its weights in model.openvino-int8.bin beside it
+BF16_MODEL = OPENVINO_BF16_MODEL  # an openvino-bf16 bundle's graph with fp16 weights (write_bf16_model)
 INT8_RECORD = "openvino-int8.json"
 QUANTIZED_TYPES = ("MatMul",)  # the products NNCF quantizes in a transformer (Gemm arrives as MatMul)
 MAX_EXCLUSION_STEPS = 3  # as static_quant.py: each step is a whole NNCF run
