@@ -468,10 +468,11 @@ def export(
 ) -> Path:
     """Export a fine-tuned checkpoint as a directory `out` (which must not exist) that runs without PyTorch
     (a tfidf, static or cascade model is copied whole, a cascade with its stages inside):
-    model.onnx, config.json, the tokenizer and export.json (the check against PyTorch). `quantize`: None (fp32),
-    "int8" (dynamic) or "int8-static" (calibrated on the run's validation split; export.json's `static` says which
-    nodes stayed fp32 and the agreement with fp32). Returns `out`; load() and predict/serve/bench take it as a
-    model. `distilbench export` calls this."""
+    model.onnx with its weights in model.onnx.data, config.json, the tokenizer and export.json (the check against
+    PyTorch). `quantize`: None (fp32), "int8" (dynamic) or "int8-static" (calibrated on the run's validation split;
+    export.json's `static` says which nodes stayed fp32 and the agreement with fp32), "openvino-int8" (NNCF) or
+    "auto" (the fastest backend a bundle can hold, under auto's guard). Returns `out`; load() and
+    predict/serve/bench take it as a model. `distilbench export` calls this."""
     from distilbench.runtime.export import export_model
     from distilbench.runtime.light import export_text_model, is_text_model
 

@@ -250,10 +250,10 @@ EXPORT = Verb(
     api="export",
     help="export a fine-tuned checkpoint as an ONNX directory (runs in plain ONNX Runtime)",
     description="Write DIR with model.onnx (output `logits`; optionally int8, optionally with ONNX Runtime's "
-    "transformer fusions), config.json (labels, problem type, tuned thresholds), the tokenizer files and "
-    "export.json. It runs in plain ONNX Runtime, and as --model of predict, serve and bench. The graph "
-    "is checked against PyTorch on sample texts (max |logit diff|, argmax agreement; stored in export.json); "
-    "beyond the tolerance the export fails and DIR is not written.",
+    "transformer fusions) and its weights in model.onnx.data, config.json (labels, problem type, tuned "
+    "thresholds), the tokenizer files and export.json. It runs in plain ONNX Runtime, and as --model of "
+    "predict, serve and bench. The graph is checked against PyTorch on sample texts (max |logit diff|, argmax "
+    "agreement; stored in export.json); beyond the tolerance the export fails and DIR is not written.",
     examples=(
         "distilbench export --model runs/news/models/minilm-l6/best --out exported/minilm",
         "distilbench export --model runs/news/models/minilm-l6/best --quantize int8 --out exported/minilm-int8",
