@@ -424,8 +424,32 @@ def render_readme_speed() -> str:
                 f"**{pipeline / auto:.2f}x**",
             ]
         )
+    rows += _bundle_rows()
     header = ["measurement", "transformers.pipeline", "distilbench", "ratio"]
-    return block(table(header, rows), stamp_of("speed.json"), stamp_of("evaluate_speed.json"))
+    stamps = [stamp_of(name) for name in ("speed.json", "evaluate_speed.json", "cold_start.json")]
+    return block(table(header, rows), *stamps, stamp_of("bulk_vs_pipeline.json"))
+
+
+def _bundle_rows() -> list[list]:
+    """An exported bundle in the runtime install: one text's whole process, and the bulk run `auto`'s bundle makes."""
+    cold = load("cold_start.json")
+    bulk = load("bulk_vs_pipeline.json")
+    pipeline = next(row for row in bulk["rows"] if row["key"] == "pipeline")
+    auto = next(row for row in bulk["rows"] if row["key"] == "auto-auto")
+    return [
+        [
+            "one headline, whole process (an exported bundle, no torch)",
+            f"{cold['pipeline_s']['median']:.2f} s",
+            f"{cold['bundle_predict_s']['median']:.2f} s",
+            f"**{cold['ratio']:.1f}x**",
+        ],
+        [
+            f"whole `predict` process, {bulk['texts']:,} headlines (`export --quantize auto` bundle)",
+            f"{pipeline['seconds']['median']:.1f} s, {pipeline['peak_rss_mb']:.0f} MB",
+            f"{auto['seconds']['median']:.1f} s, {auto['peak_rss_mb']:.0f} MB ({auto['backend']})",
+            f"**{auto['speedup_vs_pipeline']:.2f}x**",
+        ],
+    ]
 
 
 # ---------------------------------------------------------------- bulk prediction, serving, Ray
