@@ -50,7 +50,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HEADLINES, RESULTS, ROOT, results_dir, smoke_checkpoint, smoke_data, smoke_dir, write_result  # noqa: E402
+from common import (  # noqa: E402
+    HEADLINES,
+    RESULTS,
+    ROOT,
+    results_dir,
+    runtime_python,
+    smoke_checkpoint,
+    smoke_data,
+    smoke_dir,
+    write_result,
+)
 from common import parser as common_parser
 
 WORK = ROOT / "runs" / "benchmarks" / "bulk"
@@ -322,9 +332,9 @@ def latest_static_record(checkpoint: Path) -> dict | None:
     return {k: v for k, v in json.loads(found[-1].read_text()).items() if k not in ("tried", "excluded_nodes")}
 
 
-def versus_ways(bundles: dict[str, dict], extra: list[str], test: Path, out: Path, args) -> list[dict]:
+def versus_ways(bundles: dict[str, dict], extra: list[str], test: Path, out: Path, args, python: str) -> list[dict]:
     """The commands timed each round: the pipeline, then predict --backend auto on every bundle, then the --extra
-    BUNDLE:BACKEND pairs."""
+    BUNDLE:BACKEND pairs (distilbench run by `python`)."""
     ways = [
         {
             "way": f"transformers.pipeline (torch fp32, batch {PIPELINE_BATCH})",
@@ -342,7 +352,6 @@ def versus_ways(bundles: dict[str, dict], extra: list[str], test: Path, out: Pat
         }
     ]
     pairs = [(name, "auto") for name in bundles if bundles[name]["path"]] + [tuple(p.split(":", 1)) for p in extra]
-    python = runtime_python(args.runtime_venv)
     for name, backend in pairs:
         key = f"{name}-{backend}"
         command = [python, "-m", "distilbench", "predict", "--model", str(bundles[name]["path"])]
@@ -351,18 +360,6 @@ def versus_ways(bundles: dict[str, dict], extra: list[str], test: Path, out: Pat
         ways.append({"way": f"distilbench predict --backend {backend}, {name} bundle", "key": key, "command": command})
         ways[-1]["labels"] = out / f"{key}.jsonl"
     return ways
-
-
-def runtime_python(venv: str | None) -> str:
-    """The python that runs distilbench predict: --runtime-venv's, checked to lack torch, or this interpreter."""
-    if venv is None:
-        return sys.executable
-    python = Path(venv).resolve() / "bin" / "python"
-    if not python.is_file():
-        raise SystemExit(f"{venv} is not a virtual environment (no bin/python): make it with runtime_env.py --venv")
-    if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0:
-        raise SystemExit(f"torch imports in {venv}: it is not a runtime install")
-    return str(python)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -432,7 +429,8 @@ def versus_pipeline(args) -> dict:
     out = root / "outputs"
     out.mkdir(parents=True, exist_ok=True)
     bundles = export_bundles(checkpoint, [n for n in args.bundles.split(",") if n], root)
-    ways = versus_ways(bundles, [p for p in args.extra.split(",") if p], test, out, args)
+    python = runtime_python(args.runtime_venv)
+    ways = versus_ways(bundles, [p for p in args.extra.split(",") if p], test, out, args, python)
     load_start = os.getloadavg()
     measured = time_ways(ways, args.rounds, versus_env(args.threads), args.warmup)
     gold = pd.read_csv(test)["label"].astype(str).tolist()
@@ -448,7 +446,7 @@ def versus_pipeline(args) -> dict:
         "threads": args.threads,
         "batch_size": args.batch_size,
         "simulated_avx2": AVX2_ONLY if args.avx2 else None,
-        "distilbench_environment": runtime_environment(args.runtime_venv),
+        "distilbench_environment": runtime_environment(args.runtime_venv, python),
         "bundles": {
             name: {**bundle, "path": shown(bundle["path"]) if bundle["path"] else None}
             for name, bundle in bundles.items()
@@ -459,12 +457,12 @@ def versus_pipeline(args) -> dict:
     }
 
 
-def runtime_environment(venv: str | None) -> dict:
+def runtime_environment(venv: str | None, python: str) -> dict:
     """Where distilbench predict ran: this environment, or --runtime-venv's with the packages it holds."""
     if venv is None:
         return {"venv": None, "what": "this environment (everything installed)"}
     listed = subprocess.run(
-        [runtime_python(venv), "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
+        [python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
     )
     packages = {item["name"].lower(): item["version"] for item in json.loads(listed.stdout)}
     wanted = ("onnxruntime", "openvino", "tokenizers", "numpy", "pandas", "pyarrow", "torch")
@@ -476,23 +474,30 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def environment_sentence(environment: dict | None) -> str:
-    """Where distilbench ran, in words, with the runtime install's packages."""
-    if not environment or not environment.get("venv"):
-        return "distilbench ran in the development environment (everything installed)."
-    packages = ", ".join(f"{name} {version}" for name, version in environment["packages"].items() if version)
-    return f"distilbench ran in a runtime install ({packages}; no torch); the pipeline in the development one."
-
-
-def avx2_sentence(report: dict) -> str:
-    """What --avx2 simulated, and what it could not."""
-    if not report.get("simulated_avx2"):
-        return ""
-    settings = " ".join(f"{k}={v}" for k, v in report["simulated_avx2"].items())
-    return (
-        f" Every process ran as on an AVX2-only CPU, simulated ({settings}); ONNX Runtime's kernels ignore these "
-        "settings, so an onnx-* row here is not an AVX2 number."
+def versus_sentences(report: dict) -> str:
+    """Where distilbench predict ran, what --avx2 simulated and could not, and which runs peaked within half the
+    pipeline's memory: said under the table here and in render.py's block."""
+    environment = report.get("distilbench_environment") or {}
+    if environment.get("venv"):
+        packages = ", ".join(f"{name} {version}" for name, version in environment["packages"].items() if version)
+        said = [f"`distilbench predict` ran in a runtime install ({packages}; no torch), the pipeline beside it."]
+    else:
+        said = ["`distilbench predict` ran in the development environment (every extra installed)."]
+    if report.get("simulated_avx2"):
+        settings = " ".join(f"`{k}={v}`" for k, v in report["simulated_avx2"].items())
+        said.append(
+            f"Every process ran as on an AVX2-only CPU, simulated ({settings}): oneDNN (PyTorch's and OpenVINO's), "
+            "ATen and MKL use their AVX2 kernels; ONNX Runtime's ignore these settings, so an `onnx-*` row is not "
+            "an AVX2 number."
+        )
+    pipeline = next(row for row in report["rows"] if row["key"] == "pipeline")
+    half = pipeline["peak_rss_mb"] / 2
+    within = [row["backend"] for row in report["rows"] if row["key"] != "pipeline" and row["peak_rss_mb"] <= half]
+    said.append(
+        f"Half the pipeline's peak memory is {half:.0f} MB: "
+        f"{', '.join(f'`{name}`' for name in within) or 'no distilbench run'} stayed within it."
     )
+    return " ".join(said)
 
 
 def versus_markdown(report: dict) -> str:
@@ -506,7 +511,7 @@ def versus_markdown(report: dict) -> str:
         f"({machine['cpu_count']} CPUs, flags "
         f"{', '.join(machine['cpu_flags'])}); load average {report['load_average']['start'][0]:.2f} at the start, "
         f"{report['load_average']['end'][0]:.2f} at the end. Agreement: the share of texts with the pipeline's "
-        "(torch fp32) label. " + environment_sentence(report.get("distilbench_environment")) + avx2_sentence(report),
+        "(torch fp32) label. " + versus_sentences(report),
         "",
         "| way | backend | wall s, median (min-max) | vs pipeline | peak MB | agreement with fp32 | accuracy "
         "| labels changed between rounds |",

@@ -32,38 +32,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, command_line, results_dir, shown_path, smoke_checkpoint, smoke_dir, write_result  # noqa: E402
+from common import (  # noqa: E402
+    PREDICT_WRAPPER,
+    ROOT,
+    command_line,
+    export_bundle,
+    results_dir,
+    runtime_python,
+    shown_path,
+    smoke_checkpoint,
+    smoke_dir,
+    torch_imported,
+    write_result,
+)
 from common import parser as common_parser  # noqa: E402
 
 TEXT = "Bank shares rise as quarterly profits beat forecasts"
 DEFAULT_BUNDLE = ROOT / "runs" / "cold-start" / "bundle"
-TORCH_MARK = "cold-start: torch imported:"
-# distilbench's console entry point (pyproject's `distilbench = "distilbench.cli:main"`), plus an exit hook that says
-# whether torch was imported
-PREDICT_WRAPPER = (
-    "import atexit, sys\n"
-    f"atexit.register(lambda: print({TORCH_MARK!r}, 'torch' in sys.modules, file=sys.stderr))\n"
-    "sys.argv[0] = 'distilbench'\n"
-    "from distilbench.cli import main\n"
-    "sys.exit(main())\n"
-)
-
-
-def export_bundle(checkpoint: Path, bundle: Path) -> bool:
-    """Exports `checkpoint` to `bundle` (fp32 ONNX) with distilbench export, in this process; reuses a bundle that
-    already holds a model.onnx. Returns whether it exported now."""
-    if (bundle / "model.onnx").is_file():
-        return False
-    from distilbench.cli import main as distilbench_main
-
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        code = distilbench_main(["export", "--model", str(checkpoint), "--out", str(bundle)])
-    except SystemExit as exit_:  # the CLI ends some verbs with SystemExit
-        code = exit_.code
-    if code not in (0, None):
-        raise SystemExit(f"distilbench export --model {checkpoint} --out {bundle} failed ({code})")
-    return True
 
 
 def bundle_command(bundle: Path, python: str = sys.executable) -> list[str]:
@@ -96,10 +81,10 @@ def run_timed(command: list[str], stdin: str | None) -> tuple[float, subprocess.
 def bundle_label(done: subprocess.CompletedProcess) -> tuple[str, bool]:
     """The label (a) predicted and whether it imported torch (from the wrapper's line on stderr)."""
     record = json.loads(done.stdout.strip().splitlines()[-1])
-    marks = [line for line in done.stderr.splitlines() if line.startswith(TORCH_MARK)]
-    if not marks:
+    imported = torch_imported(done.stderr)
+    if imported is None:
         raise SystemExit(f"the predict wrapper did not report torch's import:\n{done.stderr[-2000:]}")
-    return record["label"], marks[-1].split(":")[-1].strip() == "True"
+    return record["label"], imported
 
 
 def pipeline_label(done: subprocess.CompletedProcess) -> str:
@@ -129,18 +114,6 @@ def measure(checkpoint: Path, bundle: Path, text: str, rounds: int, warmup: int,
                 walls[kind].append(wall)
             print(f"round {round_ - warmup + 1 if round_ >= warmup else 'warm-up'}: {kind} {wall:.2f} s ({label})")
     return {"walls": walls, "labels": {k: sorted(v) for k, v in labels.items()}, "torch_imported": any(torch_imported)}
-
-
-def runtime_python(venv: str | None) -> str:
-    """The python that runs (a): the runtime-only environment's, checked to lack torch, or this interpreter."""
-    if venv is None:
-        return sys.executable
-    python = Path(venv) / "bin" / "python"
-    if not python.is_file():
-        raise SystemExit(f"{venv} is not a virtual environment (no bin/python): make it with runtime_env.py --venv")
-    if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0:
-        raise SystemExit(f"torch imports in {venv}: it is not a runtime-only install")
-    return str(python)
 
 
 def as_given(path: Path) -> str:

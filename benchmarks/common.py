@@ -159,6 +159,56 @@ def results_dir(smoke: bool) -> Path:
     return smoke_dir() / "results" if smoke else RESULTS
 
 
+# ---------------------------------------------------------------- an exported bundle in a runtime install
+
+TORCH_MARK = "distilbench: torch imported:"
+# distilbench's console entry point (pyproject's `distilbench = "distilbench.cli:main"`), plus an exit hook that says
+# whether torch was imported
+PREDICT_WRAPPER = (
+    "import atexit, sys\n"
+    f"atexit.register(lambda: print({TORCH_MARK!r}, 'torch' in sys.modules, file=sys.stderr))\n"
+    "sys.argv[0] = 'distilbench'\n"
+    "from distilbench.cli import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def torch_imported(stderr: str) -> bool | None:
+    """Whether a process run through PREDICT_WRAPPER imported torch, from its line on stderr (None: no line)."""
+    marks = [line for line in stderr.splitlines() if line.startswith(TORCH_MARK)]
+    return marks[-1].split(":")[-1].strip() == "True" if marks else None
+
+
+def runtime_python(venv: str | None) -> str:
+    """The python of a runtime install made by runtime_env.py --venv, checked to lack torch; this interpreter
+    without one."""
+    if venv is None:
+        return sys.executable
+    python = Path(venv).resolve() / "bin" / "python"
+    if not python.is_file():
+        raise SystemExit(f"{venv} is not a virtual environment (no bin/python): make it with runtime_env.py --venv")
+    if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0:
+        raise SystemExit(f"torch imports in {venv}: it is not a runtime-only install")
+    return str(python)
+
+
+def export_bundle(checkpoint: Path, bundle: Path) -> bool:
+    """Exports `checkpoint` to `bundle` (fp32 ONNX) with distilbench export, in this process; reuses a bundle that
+    already holds a model.onnx. Returns whether it exported now."""
+    if (bundle / "model.onnx").is_file():
+        return False
+    from distilbench.cli import main as distilbench_main
+
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        code = distilbench_main(["export", "--model", str(checkpoint), "--out", str(bundle)])
+    except SystemExit as exit_:  # the CLI ends some verbs with SystemExit
+        code = exit_.code
+    if code not in (0, None):
+        raise SystemExit(f"distilbench export --model {checkpoint} --out {bundle} failed ({code})")
+    return True
+
+
 # ---------------------------------------------------------------- smoke mode
 
 

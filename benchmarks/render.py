@@ -752,33 +752,9 @@ def render_bulk_vs_pipeline(name: str = "bulk_vs_pipeline.json") -> str:
         "same labels as the pipeline",
         "accuracy",
     ]
-    return block(table(header, rows), _bulk_environment(report), stamp_of(name))
+    from bulk_predict import versus_sentences
 
-
-def _bulk_environment(report: dict) -> str:
-    """Where distilbench predict ran in the bulk comparison, and the peak memory against half the pipeline's."""
-    environment = report.get("distilbench_environment") or {}
-    if environment.get("venv"):
-        packages = ", ".join(f"{k} {v}" for k, v in environment["packages"].items() if v)
-        where = f"`distilbench predict` ran in a runtime install ({packages}; no torch), the pipeline beside it."
-    else:
-        where = "`distilbench predict` ran in the development environment (every extra installed)."
-    pipeline = next(row for row in report["rows"] if row["key"] == "pipeline")
-    half = pipeline["peak_rss_mb"] / 2
-    within = [row["backend"] for row in report["rows"] if row["key"] != "pipeline" and row["peak_rss_mb"] <= half]
-    simulated = report.get("simulated_avx2")
-    avx2 = (
-        " Every process ran as on an AVX2-only CPU, simulated ("
-        + " ".join(f"`{k}={v}`" for k, v in simulated.items())
-        + "): oneDNN (PyTorch's and OpenVINO's), ATen and MKL use their AVX2 kernels; ONNX Runtime's ignore these "
-        "settings, so an `onnx-*` row is not an AVX2 number."
-        if simulated
-        else ""
-    )
-    return (
-        f"{where}{avx2} Half the pipeline's peak memory is {half:.0f} MB: "
-        f"{', '.join(f'`{name}`' for name in within) or 'no distilbench run'} stayed within it."
-    )
+    return block(table(header, rows), versus_sentences(report), stamp_of(name))
 
 
 def render_readme_ladder() -> str:
@@ -946,6 +922,7 @@ VIEW_SCRIPTS = {
     "serve": "serve",
     "ray_predict": "ray_predict",
     "bulk_vs_pipeline": "bulk_predict",
+    "bulk_vs_pipeline-avx2": "bulk_predict",
     "ladder": "ladder",
     "cascade": "cascade",
 }

@@ -33,21 +33,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, command_line, results_dir, shown_path, smoke_checkpoint, smoke_dir, write_result  # noqa: E402
+from common import (  # noqa: E402
+    PREDICT_WRAPPER,
+    ROOT,
+    command_line,
+    export_bundle,
+    results_dir,
+    shown_path,
+    smoke_checkpoint,
+    smoke_dir,
+    torch_imported,
+    write_result,
+)
 from common import parser as common_parser  # noqa: E402
 
 TEXT = "Bank shares rise as quarterly profits beat forecasts"
 DEFAULT_BUNDLE = ROOT / "runs" / "cold-start" / "bundle"
 TARGET_MB = 400
 HEAVY = ("torch", "transformers", "sklearn", "scipy", "pyarrow")
-TORCH_MARK = "runtime-env: torch imported:"
-PREDICT_WRAPPER = (
-    "import atexit, sys\n"
-    f"atexit.register(lambda: print({TORCH_MARK!r}, 'torch' in sys.modules, file=sys.stderr))\n"
-    "sys.argv[0] = 'distilbench'\n"
-    "from distilbench.cli import main\n"
-    "sys.exit(main())\n"
-)
 # --smoke: torch and transformers made unimportable in the environment, as if they were not installed
 BLOCKER = (
     "import sys\n"
@@ -154,8 +157,7 @@ def predict_walls(venv: Path, bundle: Path, rounds: int) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"distilbench predict failed in the runtime environment:\n{done.stderr[-3000:]}")
         labels.add(json.loads(done.stdout.strip().splitlines()[-1])["label"])
-        marks = [line for line in done.stderr.splitlines() if line.startswith(TORCH_MARK)]
-        torch_seen |= bool(marks) and marks[-1].split(":")[-1].strip() == "True"
+        torch_seen |= bool(torch_imported(done.stderr))
         walls.append(wall)
     walls = walls[1:]
     return {
@@ -214,13 +216,6 @@ def training_verb(venv: Path) -> dict:
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     message = lines[-1] if lines else ""
     return {"exit_code": done.returncode, "message": message, "traceback": "Traceback" in done.stderr}
-
-
-def export_bundle(checkpoint: Path, bundle: Path) -> bool:
-    """Exports `checkpoint` to `bundle` in this (full) environment; reuses a bundle with a model.onnx."""
-    from cold_start import export_bundle as export
-
-    return export(checkpoint, bundle)
 
 
 def measure(venv: Path, bundle: Path, smoke: bool, rounds: int, source: Path, extras: str = "") -> dict:
