@@ -85,7 +85,9 @@ QUANTIZED_BACKENDS = {
     "int8-static": "onnx-int8-static",
     "openvino-int8": "openvino-int8",  # model.onnx (fp32) and the NNCF int8 model beside it (openvino_backend.py)
 }
-CALIBRATED = ("int8-static", "openvino-int8")  # quantizations calibrated on texts (export_calibration)
+# bundle backends whose model is made or checked on calibration texts (export_calibration): the static int8 graphs,
+# and openvino-bf16's fp16-weight model (compared with fp32 there)
+CALIBRATED = ("onnx-int8-static", "openvino-int8", "openvino-bf16")
 # `export --quantize auto`: the backends a bundle can hold, and the quantization that makes each one's graph
 BUNDLE_QUANTIZE = {
     "onnx-fp32": None,
@@ -526,8 +528,7 @@ def export_model(
     if quantize == "auto":  # auto's measurement and guard on the checkpoint; the bundle holds its choice
         backend, choice = auto_bundle_backend(model, tokenizer, source, task, label_names)
         quantize = BUNDLE_QUANTIZE[backend]
-    calibrated = quantize in CALIBRATED or backend == "openvino-bf16"  # the bf16 model is checked on texts too
-    calibration = export_calibration(source, tokenizer, task) if calibrated else None
+    calibration = export_calibration(source, tokenizer, task) if backend in CALIBRATED else None
     onnx_quantize = None if quantize == "openvino-int8" else quantize  # OpenVINO's int8 is made from the fp32 graph
     graph = cached_onnx(model, inputs, checkpoint_key(source), onnx_quantize, fuse, calibration)
     try:

@@ -292,9 +292,10 @@ def write_bf16_model(fp32_graph: Path, out: Path, calibration) -> dict:
     from distilbench.runtime.static_quant import agreement
 
     ov = import_openvino()
+    model = ov.Core().read_model(str(fp32_graph))
     out.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.Core().read_model(str(fp32_graph)), str(out), compress_to_fp16=True)
-    feeds = calibration.feeds([port.get_any_name() for port in ov.Core().read_model(str(out)).inputs])
+    ov.save_model(model, str(out), compress_to_fp16=True)
+    feeds = calibration.feeds([port.get_any_name() for port in model.inputs])
     reference = _logits(compile_openvino(fp32_graph, "f32"), feeds)
     measured = agreement(reference, _logits(compile_openvino(out, "bf16"), feeds), calibration.multilabel)
     return {
