@@ -19,46 +19,10 @@ from distilbench.runtime import auto as backend_choice
 from distilbench.runtime.machine import cpu_native_bf16
 from distilbench.runtime.static_quant import StaticCalibration
 
-pytest.importorskip("openvino", reason="the OpenVINO backends need openvino and nncf (pip install openvino nncf)")
-pytest.importorskip("nncf", reason="openvino-int8 needs nncf (pip install openvino nncf)")
+pytest.importorskip("openvino", reason="the OpenVINO backends need openvino (pip install 'distilbench[openvino]')")
+pytest.importorskip("nncf", reason="openvino-int8 needs nncf to quantize (pip install 'distilbench[train]')")
 
-LABELS = ["a", "b", "c"]
-WORDS = "market health film science stock virus actor planet bank vaccine music rocket".split()
-
-
-def _texts(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=rng.integers(2, 12))) for _ in range(n)]
-
-
-def _checkpoint(encoder_dir, root, near_ties: bool = False):
-    """A tiny random multiclass checkpoint in a run directory with a validation split: a sharp head, or with
-    `near_ties` one whose first two classes nearly tie on every text (int8's rounding flips some)."""
-    from distilbench.models.registry import load_classifier
-
-    torch.manual_seed(3)
-    model, tokenizer = load_classifier(str(encoder_dir), "multiclass", LABELS)
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        last.weight.mul_(40.0)
-        if near_ties:
-            last.weight[1] = last.weight[0] + 0.02 * (last.weight[1] - last.weight[0])
-            last.weight[2] = -last.weight[0]
-            last.bias.copy_(torch.tensor([0.0, 0.0, -10.0]))
-            probe = tokenizer(_texts(64, seed=2), padding=True, return_tensors="pt")
-            logits = model.eval()(**probe).logits
-            last.bias[1] += float((logits[:, 0] - logits[:, 1]).median())
-    best = root / "models" / "tiny" / "best"
-    model.save_pretrained(best)
-    tokenizer.save_pretrained(best)
-    (root / "data").mkdir()
-    texts = _texts(120, seed=1)
-    with torch.no_grad():
-        predicted = model.eval()(**tokenizer(texts, padding=True, return_tensors="pt")).logits.argmax(dim=1).numpy()
-    pd.DataFrame({"text": texts, "label": [LABELS[i] for i in predicted]}).to_csv(
-        root / "data" / "val.csv", index=False
-    )
-    return best, model.eval(), tokenizer
+from test_static_int8 import LABELS, _checkpoint, _texts  # noqa: E402 (after the importorskip lines above)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +36,7 @@ def module_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def confident(tmp_path_factory, tiny_bert_dir):
-    return _checkpoint(tiny_bert_dir, tmp_path_factory.mktemp("ov-confident-run"))
+    return _checkpoint(tiny_bert_dir, tmp_path_factory.mktemp("ov-confident-run"), predicted_labels=True)
 
 
 def _validation(tokenizer) -> StaticCalibration:
@@ -82,7 +46,9 @@ def _validation(tokenizer) -> StaticCalibration:
 
 @pytest.fixture(scope="module")
 def near_ties(tmp_path_factory, learnable_bert_dir):
-    return _checkpoint(learnable_bert_dir, tmp_path_factory.mktemp("ov-near-ties-run"), near_ties=True)
+    return _checkpoint(
+        learnable_bert_dir, tmp_path_factory.mktemp("ov-near-ties-run"), near_ties=True, predicted_labels=True
+    )
 
 
 def _invariant(backend, tokenizer, texts: list[str], atol: float) -> np.ndarray:

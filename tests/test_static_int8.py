@@ -31,10 +31,11 @@ def _texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=rng.integers(2, 12))) for _ in range(n)]
 
 
-def _checkpoint(encoder_dir, root, near_ties: bool):
+def _checkpoint(encoder_dir, root, near_ties: bool = False, predicted_labels: bool = False):
     """A tiny random multiclass checkpoint in a run directory (RUN/models/tiny/best) with a validation split: a
     sharp head (confident predictions), or with `near_ties` one whose first two classes nearly tie on every text,
-    so that int8's rounding flips some of them."""
+    so that int8's rounding flips some of them. The split's labels cycle through the classes, or with
+    `predicted_labels` are the model's own predictions."""
     from distilbench.models.registry import load_classifier
 
     torch.manual_seed(3)
@@ -55,6 +56,10 @@ def _checkpoint(encoder_dir, root, near_ties: bool):
     (root / "data").mkdir()
     texts = _texts(120, seed=1)
     labels = [LABELS[i % 3] for i in range(len(texts))]
+    if predicted_labels:
+        with torch.no_grad():
+            predicted = model.eval()(**tokenizer(texts, padding=True, return_tensors="pt")).logits.argmax(dim=1)
+        labels = [LABELS[i] for i in predicted.numpy()]
     pd.DataFrame({"text": texts, "label": labels}).to_csv(root / "data" / "val.csv", index=False)
     return best, model.eval(), tokenizer
 
